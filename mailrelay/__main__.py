@@ -1,0 +1,3 @@
+from mailrelay.cli import main
+
+main()

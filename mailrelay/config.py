@@ -1,0 +1,460 @@
+"""Configuration: the TOML file, providers given as URLs, and typed access to provider keys.
+
+Every error names where it is: the file (or `--provider`), the provider and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from mailrelay.errors import ConfigError
+from mailrelay.secrets import Secret
+
+if TYPE_CHECKING:
+    from mailrelay.providers.base import Provider
+
+POLICIES = ("sticky", "priority", "round-robin")
+ON_AMBIGUOUS = ("failover", "stop")
+DEFAULT_TIMEOUT = 60.0  # total deadline of one send, across all attempts
+DEFAULT_COOLDOWN = 60.0  # first cooldown after a transient failure; doubles, capped
+DEFAULT_PROVIDER_COOLDOWN = 600.0  # first cooldown after a provider (account/config) failure
+DEFAULT_MAX_COOLDOWN = 6 * 3600.0
+
+DEFAULTS_KEYS = (
+    "from",
+    "policy",
+    "timeout",
+    "on_ambiguous",
+    "cooldown",
+    "provider_cooldown",
+    "max_cooldown",
+    "max_size",
+    "state_file",
+)
+COMMON_PROVIDER_KEYS = ("name", "type", "enabled")
+
+
+def default_config_path() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("mailrelay")) / "config.toml"
+
+
+def parse_toml(data: bytes, source: str) -> dict[str, Any]:
+    """Parse TOML, turning every decoding problem into a one-line ConfigError."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", source=source) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not valid UTF-8", source=source) from None
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+class ProviderConfig:
+    """The keys of one provider table, read with typed getters that name file/provider/key.
+
+    Every getter marks its key as used; `finish()` refuses keys nobody asked for, so a
+    misspelt key is an error and not a silent default.
+    """
+
+    def __init__(self, name: str, type_: str, values: Mapping[str, Any], source: str) -> None:
+        self.name = name
+        self.type = type_
+        self.source = source
+        self._values = dict(values)
+        self._used: set[str] = set(COMMON_PROVIDER_KEYS)
+
+    def error(self, key: str | None, message: str) -> ConfigError:
+        return ConfigError(message, source=self.source, provider=self.name, key=key)
+
+    def has(self, key: str) -> bool:
+        return key in self._values
+
+    def _get(self, key: str) -> Any:
+        self._used.add(key)
+        return self._values.get(key)
+
+    def str(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
+        value = self._get(key)
+        if value is None:
+            if required:
+                raise self.error(key, "is required")
+            return default
+        if not isinstance(value, str) or not value:
+            raise self.error(key, "must be a non-empty string")
+        return value
+
+    def required_str(self, key: str) -> str:
+        value = self.str(key, required=True)
+        assert value is not None
+        return value
+
+    def int(self, key: str, default: int, *, min: int = 0, max: int | None = None) -> int:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                raise self.error(key, f"must be an integer, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, "must be an integer")
+        if value < min or (max is not None and value > max):
+            bound = f"between {min} and {max}" if max is not None else f"at least {min}"
+            raise self.error(key, f"must be {bound}, got {value}")
+        return value
+
+    def float(self, key: str, default: float | None, *, positive: bool = True) -> float | None:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise self.error(key, f"must be a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(key, "must be a number")
+        if positive and not value > 0:
+            raise self.error(key, f"must be greater than 0, got {value}")
+        return float(value)
+
+    def bool(self, key: str, default: bool = False) -> bool:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+            return value.lower() in _TRUE
+        raise self.error(key, "must be true or false")
+
+    def choice(self, key: str, choices: Sequence[str], default: str) -> str:
+        value = self.str(key, default)
+        assert value is not None
+        if value not in choices:
+            raise self.error(key, f"must be one of {', '.join(choices)}; got {value!r}")
+        return value
+
+    def secret(self, key: str, *, required: bool = True) -> Secret | None:
+        value = self._get(key)
+        if value is None:
+            if required:
+                raise self.error(key, "is required (a string or { env | command | file = ... })")
+            return None
+        return Secret(value, source=self.source, provider=self.name, key=key)
+
+    def required_secret(self, key: str) -> Secret:
+        secret = self.secret(key, required=True)
+        assert secret is not None
+        return secret
+
+    def str_list(self, key: str) -> list[str]:
+        value = self._get(key)
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.error(key, "must be a list of non-empty strings")
+        return list(value)
+
+    def timeout(self, default: float) -> float:
+        value = self.float("timeout", default)
+        assert value is not None
+        return value
+
+    def finish(self) -> None:
+        unknown = sorted(set(self._values) - self._used)
+        if unknown:
+            raise self.error(unknown[0], f"unknown key for a {self.type} provider")
+
+
+@dataclass
+class ProviderURL:
+    """A provider given as a URL, percent-decoded, for a provider's `config_from_url`."""
+
+    raw: str
+    scheme: str
+    username: str | None
+    password: str | None
+    host: str | None
+    port: int | None
+    path: str
+    query: dict[str, str]
+    source: str
+
+    @property
+    def safe(self) -> str:
+        """The URL without credentials, for messages."""
+        host = self.host or ""
+        port = f":{self.port}" if self.port else ""
+        return f"{self.scheme}://{host}{port}{self.path}"
+
+    def error(self, message: str) -> ConfigError:
+        return ConfigError(message, source=self.source, provider=self.safe)
+
+    @classmethod
+    def parse(cls, raw: str, source: str) -> ProviderURL:
+        try:
+            parts = urlsplit(raw.strip())
+            port = parts.port
+        except ValueError:
+            # never echo the raw URL or the parser's words: they can hold a password
+            scheme = raw.split(":", 1)[0] if ":" in raw else "?"
+            raise ConfigError(
+                "not a valid URL (check the port and the percent-encoding of user and password)",
+                source=source,
+                provider=f"{scheme}://…",
+            ) from None
+        if not parts.scheme:
+            raise ConfigError(
+                "a provider URL needs a scheme, e.g. smtp://host:587",
+                source=source,
+                provider="?",
+            )
+        query: dict[str, str] = {}
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key in query:
+                raise ConfigError(
+                    "given twice in the URL", source=source, provider=parts.scheme, key=key
+                )
+            query[key] = value
+        return cls(
+            raw=raw,
+            scheme=parts.scheme.lower(),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+            host=parts.hostname,
+            port=port,
+            path=unquote(parts.path),
+            query=query,
+            source=source,
+        )
+
+
+@dataclass
+class ProviderSpec:
+    """One provider as configured, before it is built."""
+
+    name: str
+    type: str
+    values: dict[str, Any]
+    source: str
+
+    def build(self) -> Provider:
+        from mailrelay.providers import registry
+
+        cls = registry.get(self.type, source=self.source, provider=self.name)
+        cfg = ProviderConfig(self.name, self.type, self.values, self.source)
+        provider = cls.from_config(cfg)
+        cfg.finish()
+        return provider
+
+
+@dataclass
+class Settings:
+    source: str | None = None
+    sender: str | None = None
+    policy: str = "sticky"
+    timeout: float = DEFAULT_TIMEOUT
+    on_ambiguous: str = "failover"
+    cooldown: float = DEFAULT_COOLDOWN
+    provider_cooldown: float = DEFAULT_PROVIDER_COOLDOWN
+    max_cooldown: float = DEFAULT_MAX_COOLDOWN
+    max_size: int | None = None
+    state_file: Path | None = None
+    providers: list[ProviderSpec] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def build_providers(self) -> list[Provider]:
+        return [spec.build() for spec in self.providers]
+
+
+def _read_defaults(table: object, source: str, settings: Settings) -> None:
+    if not isinstance(table, dict):
+        raise ConfigError("[defaults] must be a table", source=source)
+    cfg = ProviderConfig("[defaults]", "defaults", table, source)
+
+    def fail(key: str, message: str) -> ConfigError:
+        return ConfigError(message, source=source, key=f"defaults.{key}")
+
+    unknown = sorted(set(table) - set(DEFAULTS_KEYS))
+    if unknown:
+        raise fail(unknown[0], f"unknown key; known: {', '.join(DEFAULTS_KEYS)}")
+    try:
+        settings.sender = cfg.str("from")
+        settings.policy = cfg.choice("policy", POLICIES, settings.policy)
+        settings.on_ambiguous = cfg.choice("on_ambiguous", ON_AMBIGUOUS, settings.on_ambiguous)
+        for key in ("timeout", "cooldown", "provider_cooldown", "max_cooldown"):
+            setattr(settings, key, cfg.float(key, getattr(settings, key)))
+        if cfg.has("max_size"):
+            settings.max_size = cfg.int("max_size", 0, min=1)
+        state_file = cfg.str("state_file")
+        if state_file:
+            settings.state_file = Path(state_file).expanduser()
+    except ConfigError as exc:
+        raise fail(exc.key or "?", exc.reason) from None
+
+
+def _unique_name(base: str, taken: set[str]) -> str:
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
+def _specs_from_tables(tables: object, source: str) -> list[ProviderSpec]:
+    if not isinstance(tables, list):
+        raise ConfigError("providers must be an array of tables: [[providers]]", source=source)
+    specs: list[ProviderSpec] = []
+    taken: set[str] = set()
+    for i, table in enumerate(tables, 1):
+        label = f"#{i}"
+        if not isinstance(table, dict):
+            raise ConfigError("must be a table", source=source, provider=label)
+        type_ = table.get("type")
+        name = table.get("name")
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigError(
+                "must be a non-empty string", source=source, provider=label, key="name"
+            )
+        if not isinstance(type_, str) or not type_:
+            raise ConfigError(
+                "is required (smtp, outbox, sendmail, mailgun, ...)",
+                source=source,
+                provider=name or label,
+                key="type",
+            )
+        enabled = table.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ConfigError(
+                "must be true or false", source=source, provider=name or label, key="enabled"
+            )
+        if not enabled:
+            continue
+        if name is not None and name in taken:
+            raise ConfigError(
+                "two providers have this name", source=source, provider=name, key="name"
+            )
+        name = name or _unique_name(type_, taken)
+        taken.add(name)
+        specs.append(ProviderSpec(name, type_, table, source))
+    return specs
+
+
+def specs_from_urls(urls: Sequence[str], source: str) -> list[ProviderSpec]:
+    from mailrelay.providers import registry
+
+    specs: list[ProviderSpec] = []
+    taken: set[str] = set()
+    for raw in urls:
+        url = ProviderURL.parse(raw, source)
+        type_ = registry.type_for_scheme(url.scheme)
+        if type_ is None:
+            raise url.error(
+                f"unknown scheme {url.scheme!r}; known: {', '.join(registry.url_schemes())}"
+            )
+        cls = registry.get(type_, source=source, provider=url.safe)
+        values = dict(url.query)
+        name = values.pop("name", None) or _unique_name(type_, taken)
+        if name in taken:
+            raise url.error(f"two providers are named {name!r}")
+        taken.add(name)
+        values.update(cls.config_from_url(url))
+        values["type"] = type_
+        values["name"] = name
+        specs.append(ProviderSpec(name, type_, values, source))
+    return specs
+
+
+def _holds_literal_secret(value: object) -> bool:
+    # A literal secret is any string under a secret-ish key; only used for the permission warning.
+    if isinstance(value, dict):
+        return any(
+            (isinstance(v, str) and k in SECRET_KEYS) or _holds_literal_secret(v)
+            for k, v in value.items()
+        )
+    if isinstance(value, list):
+        return any(_holds_literal_secret(v) for v in value)
+    return False
+
+
+SECRET_KEYS = frozenset(
+    {
+        "password",
+        "api_key",
+        "api_token",
+        "server_token",
+        "secret_key",
+        "secret_access_key",
+        "session_token",
+        "token",
+    }
+)
+
+
+def load_settings(
+    config_path: str | os.PathLike[str] | None = None,
+    provider_urls: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read the config file (if any) and the provider URLs into Settings."""
+    env = os.environ if env is None else env
+    explicit = config_path is not None or bool(env.get("MAILRELAY_CONFIG"))
+    path = Path(config_path or env.get("MAILRELAY_CONFIG") or default_config_path()).expanduser()
+    settings = Settings()
+    data: dict[str, Any] = {}
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError("config file not found", source=source) from None
+        raw = None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a config file", source=source) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", source=source) from None
+    if raw is not None:
+        settings.source = source
+        data = parse_toml(raw, source)
+        unknown = sorted(set(data) - {"defaults", "providers"})
+        if unknown:
+            raise ConfigError(
+                "unknown top-level key; known: [defaults], [[providers]]",
+                source=source,
+                key=unknown[0],
+            )
+        if "defaults" in data:
+            _read_defaults(data["defaults"], source, settings)
+        settings.providers = _specs_from_tables(data.get("providers", []), source)
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077 and _holds_literal_secret(data.get("providers", [])):
+            settings.warnings.append(
+                f"{source} holds a literal secret and is readable by others "
+                f"(mode {mode:04o}); chmod 600 it, or use {{ env = ... }} / {{ command = [...] }}"
+            )
+    if provider_urls:
+        settings.providers = specs_from_urls(provider_urls, "--provider")
+    elif env.get("MAILRELAY_PROVIDERS", "").strip():
+        settings.providers = specs_from_urls(
+            env["MAILRELAY_PROVIDERS"].split(), "$MAILRELAY_PROVIDERS"
+        )
+    return settings

@@ -1,0 +1,1 @@
+"""Provider adapters. Import them through `mailrelay.providers.registry`, never directly."""

@@ -1,0 +1,305 @@
+"""The shared send pipeline of HTTP providers: build request → post → read reply → classify.
+
+An adapter fills in only what differs: `build_send` (endpoint, auth, field mapping),
+`parse_success` (where the message id is), `classify_error` (the provider's error codes)
+and `build_check` (the read-only health endpoint). Transport failures are classified here,
+once, for every adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from mailrelay import __version__
+from mailrelay.providers.base import (
+    Health,
+    Outcome,
+    Provider,
+    ProviderError,
+    Receipt,
+    parse_retry_after,
+)
+
+if TYPE_CHECKING:
+    from mailrelay.config import ProviderConfig
+    from mailrelay.message import Message
+
+CONNECT_TIMEOUT = 10.0  # seconds to establish TCP+TLS; a dead host costs at most this
+USER_AGENT = f"mailrelay/{__version__}"
+_ERROR_TEXT_LIMIT = 300
+
+_session: requests.Session | None = None
+_session_lock = threading.Lock()
+
+
+def shared_session() -> requests.Session:
+    """One pooled session per process, so batches and flushes reuse connections."""
+    global _session
+    with _session_lock:
+        if _session is None:
+            s = requests.Session()
+            adapter = HTTPAdapter(pool_connections=16, pool_maxsize=32, max_retries=0)
+            s.mount("https://", adapter)
+            s.mount("http://", adapter)
+            s.headers["User-Agent"] = USER_AGENT
+            s.trust_env = True
+            _session = s
+        return _session
+
+
+@dataclass
+class HttpRequest:
+    """One request to make, relative to the provider's base URL."""
+
+    method: str
+    path: str
+    json: Any = None
+    data: Any = None
+    files: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    auth: Any = None
+    params: dict[str, str] | None = None
+
+
+def _is_connect_failure(exc: BaseException) -> bool:
+    """True when the request surely never reached the server (refused, DNS, connect timeout)."""
+    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (NewConnectionError, ConnectTimeoutError, ConnectionRefusedError)):
+            return True
+        reason = getattr(e, "reason", None)
+        if isinstance(reason, BaseException) and id(reason) not in seen:
+            e = reason
+            continue
+        e = (
+            e.__cause__
+            or e.__context__
+            or (e.args[0] if e.args and isinstance(e.args[0], BaseException) else None)
+        )
+    return False
+
+
+def json_body(resp: requests.Response) -> Any:
+    """The response's JSON, or None when the body is empty or not JSON."""
+    if not resp.content:
+        return None
+    try:
+        return resp.json()
+    except ValueError:
+        return None
+
+
+def error_text(resp: requests.Response) -> str:
+    """The provider's own words from an error response, as one short line."""
+    body = json_body(resp)
+    text = _text_from_json(body) if body is not None else None
+    if text is None:
+        text = " ".join(resp.text.split()) if resp.content else ""
+    if not text:
+        text = resp.reason or "no error text"
+    if len(text) > _ERROR_TEXT_LIMIT:
+        text = text[: _ERROR_TEXT_LIMIT - 1] + "…"
+    return text
+
+
+def _text_from_json(body: Any) -> str | None:
+    if isinstance(body, str):
+        return body or None
+    if isinstance(body, list):
+        parts = [t for t in (_text_from_json(b) for b in body) if t]
+        return "; ".join(parts) or None
+    if not isinstance(body, dict):
+        return None
+    for key in ("message", "Message", "ErrorMessage", "error_description", "detail"):
+        if isinstance(body.get(key), str) and body[key]:
+            return str(body[key])
+    for key in ("error", "errors", "Errors"):
+        if key in body:
+            found = _text_from_json(body[key])
+            if found:
+                return found
+    return json.dumps(body, separators=(",", ":"))[:_ERROR_TEXT_LIMIT]
+
+
+def classify_status(
+    status: int, message: str, *, retry_after: float | None = None
+) -> ProviderError:
+    """The outcome class a bare HTTP status implies, before provider-specific refinement."""
+    if status == 429 or status >= 500:
+        outcome = Outcome.TRANSIENT
+    elif status in (401, 403, 404):  # bad key, no permission, unknown domain/endpoint
+        outcome = Outcome.PROVIDER
+    elif status in (400, 422):  # the provider validated the message and refused it
+        outcome = Outcome.PERMANENT
+    else:  # 413 (limits differ between providers), 409, 405...
+        outcome = Outcome.REJECTED
+    return ProviderError(outcome, message, status=status, retry_after=retry_after)
+
+
+class HttpProvider(Provider):
+    """Base of the transactional-email HTTP API adapters."""
+
+    default_base_url: ClassVar[str]
+    """The documented API root, e.g. "https://api.postmarkapp.com"."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        timeout: float | None = None,
+        base_url: str | None = None,
+        sandbox: bool = False,
+    ) -> None:
+        super().__init__(name, timeout=timeout)
+        self.base_url = (base_url or self.default_base_url).rstrip("/")
+        self.sandbox = sandbox
+
+    @classmethod
+    def common_options(cls, cfg: ProviderConfig, *, sandbox: bool = True) -> dict[str, Any]:
+        """`base_url`, `timeout` and (where the provider has one) `sandbox`."""
+        options: dict[str, Any] = {
+            "timeout": cfg.timeout(cls.default_timeout),
+            "base_url": cls.resolve_base_url(cfg),
+        }
+        if sandbox:
+            options["sandbox"] = cfg.bool("sandbox")
+        return options
+
+    @classmethod
+    def resolve_base_url(cls, cfg: ProviderConfig) -> str | None:
+        """`base_url` replaces the scheme and host (and port) of the documented API root."""
+        base = cfg.str("base_url")
+        if base is None:
+            return None
+        parts = urlsplit(base)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise cfg.error("base_url", f"must be an http(s) URL, got {base!r}")
+        default = urlsplit(cls.default_base_url)
+        path = parts.path.rstrip("/") or default.path.rstrip("/")
+        return f"{parts.scheme}://{parts.netloc}{path}"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).netloc
+
+    def describe(self) -> dict[str, str]:
+        info = {"endpoint": self.base_url}
+        if self.sandbox:
+            info["sandbox"] = "on"
+        return info
+
+    # --- what adapters implement -------------------------------------------------------
+
+    @abstractmethod
+    def build_send(self, message: Message) -> HttpRequest:
+        """The request that sends the message."""
+
+    @abstractmethod
+    def parse_success(self, resp: requests.Response, message: Message) -> Receipt:
+        """The receipt from a 2xx; raise ProviderError when the body says nobody got it."""
+
+    @abstractmethod
+    def build_check(self) -> HttpRequest:
+        """A read-only request that proves the credentials work. Never sends mail."""
+
+    def classify_error(self, resp: requests.Response) -> ProviderError:
+        """Map a non-2xx response to an outcome; adapters refine with their error codes."""
+        return classify_status(
+            resp.status_code, self.error_message(resp), retry_after=self.retry_after(resp)
+        )
+
+    def error_message(self, resp: requests.Response, text: str | None = None) -> str:
+        """ "HTTP 503 from api.example.com: <the provider's words>"."""
+        return f"HTTP {resp.status_code} from {self.host}: {text or error_text(resp)}"
+
+    def retry_after(self, resp: requests.Response) -> float | None:
+        return parse_retry_after(resp.headers.get("Retry-After"))
+
+    def check_response(self, resp: requests.Response) -> Health:
+        """The health from the check request's response; adapters may look deeper."""
+        if 200 <= resp.status_code < 300:
+            return Health(True, f"HTTP {resp.status_code} from {self.host}")
+        err = self.classify_error(resp)
+        return Health(False, err.message, err.outcome)
+
+    # --- the pipeline ------------------------------------------------------------------
+
+    def perform(self, req: HttpRequest, timeout: float) -> requests.Response:
+        """Make the request, turning every transport failure into a classified ProviderError."""
+        url = self.base_url + req.path
+        try:
+            return shared_session().request(
+                req.method,
+                url,
+                json=req.json,
+                data=req.data,
+                files=req.files,
+                headers=req.headers,
+                auth=req.auth,
+                params=req.params,
+                timeout=(min(CONNECT_TIMEOUT, timeout), timeout),
+                allow_redirects=False,
+            )
+        except requests.exceptions.ConnectTimeout:
+            raise ProviderError(
+                Outcome.TRANSIENT,
+                f"{self.host}: no connection within {min(CONNECT_TIMEOUT, timeout):g} s",
+            ) from None
+        except requests.exceptions.SSLError as exc:
+            raise ProviderError(
+                Outcome.TRANSIENT, f"{self.host}: TLS failed: {_short(exc)}"
+            ) from None
+        except requests.exceptions.ReadTimeout:
+            raise ProviderError(
+                Outcome.AMBIGUOUS,
+                f"{self.host}: no answer within {timeout:g} s after the request was sent "
+                "(it may have been accepted)",
+            ) from None
+        except requests.exceptions.ConnectionError as exc:
+            if _is_connect_failure(exc):
+                raise ProviderError(
+                    Outcome.TRANSIENT, f"{self.host}: cannot connect: {_short(exc)}"
+                ) from None
+            raise ProviderError(
+                Outcome.AMBIGUOUS,
+                f"{self.host}: connection lost after the request was sent "
+                f"(it may have been accepted): {_short(exc)}",
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            raise ProviderError(Outcome.PROVIDER, f"{self.host}: {_short(exc)}") from None
+
+    def send(self, message: Message, *, timeout: float) -> Receipt:
+        self.check_capabilities(message)
+        resp = self.perform(self.build_send(message), timeout)
+        if 200 <= resp.status_code < 300:
+            return self.parse_success(resp, message)
+        raise self.classify_error(resp)
+
+    def check(self, *, timeout: float) -> Health:
+        try:
+            resp = self.perform(self.build_check(), timeout)
+        except ProviderError as exc:
+            return Health(False, exc.message, exc.outcome)
+        return self.check_response(resp)
+
+
+def _short(exc: BaseException) -> str:
+    """The innermost reason of a requests/urllib3 error, without the pool repr noise."""
+    text = str(exc)
+    for marker in ("Caused by ", "Failed to establish a new connection: "):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+    text = text.strip("()'\" ")
+    return text[:200]

@@ -1,0 +1,76 @@
+"""Provider type name → class.
+
+Built-in providers are listed the way a third-party package would declare them in the
+`mailrelay.providers` entry-point group ("module:Class"), and imported only when used, so a
+send through SMTP never pays for `requests`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+from mailrelay.errors import ConfigError
+from mailrelay.providers.base import Provider
+
+ENTRY_POINT_GROUP = "mailrelay.providers"
+
+BUILTIN: dict[str, str] = {
+    "smtp": "mailrelay.providers.smtp:SmtpProvider",
+    "outbox": "mailrelay.providers.outbox:OutboxProvider",
+    "sendmail": "mailrelay.providers.sendmail:SendmailProvider",
+    "mailgun": "mailrelay.providers.mailgun:MailgunProvider",
+    "sendgrid": "mailrelay.providers.sendgrid:SendgridProvider",
+    "postmark": "mailrelay.providers.postmark:PostmarkProvider",
+    "mandrill": "mailrelay.providers.mandrill:MandrillProvider",
+    "ses": "mailrelay.providers.ses:SesProvider",
+    "sparkpost": "mailrelay.providers.sparkpost:SparkpostProvider",
+    "resend": "mailrelay.providers.resend:ResendProvider",
+    "brevo": "mailrelay.providers.brevo:BrevoProvider",
+    "mailjet": "mailrelay.providers.mailjet:MailjetProvider",
+    "mailersend": "mailrelay.providers.mailersend:MailersendProvider",
+}
+
+# URL scheme → type; a scheme not listed here is taken to be the type's own name.
+SCHEMES: dict[str, str] = {"smtps": "smtp"}
+
+
+def _load(target: str) -> type[Provider]:
+    module_name, _, attr = target.partition(":")
+    cls = getattr(importlib.import_module(module_name), attr)
+    if not (isinstance(cls, type) and issubclass(cls, Provider)):
+        raise TypeError(f"{target} is not a Provider class")
+    return cls
+
+
+def _plugins() -> dict[str, str]:
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def types() -> list[str]:
+    """Every known provider type: built-ins first, then plug-ins."""
+    return list(BUILTIN) + sorted(set(_plugins()) - set(BUILTIN))
+
+
+def url_schemes() -> list[str]:
+    return sorted({*BUILTIN, *SCHEMES})
+
+
+def type_for_scheme(scheme: str) -> str | None:
+    type_ = SCHEMES.get(scheme, scheme)
+    if type_ in BUILTIN or type_ in _plugins():
+        return type_
+    return None
+
+
+def get(type_: str, *, source: str | None = None, provider: str | None = None) -> type[Provider]:
+    """The class for a provider type; an unknown type is a configuration error."""
+    target = BUILTIN.get(type_) or _plugins().get(type_)
+    if target is None:
+        raise ConfigError(
+            f"unknown provider type {type_!r}; known: {', '.join(types())}",
+            source=source,
+            provider=provider,
+            key="type",
+        )
+    return _load(target)

@@ -1,0 +1,151 @@
+"""Secret values from the config: literal, environment, command or file; and their redaction.
+
+A secret is resolved only when a provider needs it. Every resolved value is remembered so
+that `scrub()` can blank it out of any text before it is shown or logged.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from mailrelay.errors import ConfigError
+
+REDACTED = "***"
+_known: set[str] = set()
+
+
+def remember(value: str) -> None:
+    """Register a secret value so it is scrubbed from everything mailrelay prints."""
+    if value and len(value) >= 3:
+        _known.add(value)
+
+
+def scrub(text: str) -> str:
+    """Replace every known secret value in text (and its percent-encoded form) by ***."""
+    if not _known or not text:
+        return text
+    from urllib.parse import quote
+
+    for value in sorted(_known, key=len, reverse=True):
+        if value in text:
+            text = text.replace(value, REDACTED)
+        quoted = quote(value, safe="")
+        if quoted != value and quoted in text:
+            text = text.replace(quoted, REDACTED)
+    return text
+
+
+class Secret:
+    """A secret as written in the config; `reveal()` resolves it (once)."""
+
+    FORMS = ("env", "command", "file")
+
+    def __init__(
+        self,
+        spec: object,
+        *,
+        source: str | None = None,
+        provider: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        self._where: dict[str, Any] = {"source": source, "provider": provider, "key": key}
+        self._value: str | None = None
+        if isinstance(spec, str):
+            self.kind, self.arg = "literal", spec
+            if not spec:
+                raise ConfigError("empty secret", **self._where)
+            self._value = spec
+            remember(spec)
+        elif isinstance(spec, dict):
+            keys = set(spec)
+            if len(keys) != 1 or not keys <= set(self.FORMS):
+                raise ConfigError(
+                    "a secret is a string or a table with exactly one of env, command, file",
+                    **self._where,
+                )
+            (self.kind,) = keys
+            arg = spec[self.kind]
+            if self.kind == "command":
+                if (
+                    not isinstance(arg, list)
+                    or not arg
+                    or not all(isinstance(a, str) and a for a in arg)
+                ):
+                    raise ConfigError(
+                        "command must be a non-empty list of strings (argv, no shell)",
+                        **self._where,
+                    )
+            elif not isinstance(arg, str) or not arg:
+                raise ConfigError(f"{self.kind} must be a non-empty string", **self._where)
+            self.arg = arg
+        else:
+            raise ConfigError(
+                "a secret is a string or a table with exactly one of env, command, file",
+                **self._where,
+            )
+
+    @property
+    def is_literal(self) -> bool:
+        return self.kind == "literal"
+
+    def describe(self) -> str:
+        """Where the secret comes from, without its value."""
+        if self.kind == "literal":
+            return REDACTED
+        if self.kind == "command":
+            return f"<command {self.arg[0]}>"
+        return f"<{self.kind} {self.arg}>"
+
+    def __repr__(self) -> str:
+        return f"Secret({self.describe()})"
+
+    __str__ = __repr__
+
+    def reveal(self) -> str:
+        if self._value is None:
+            self._value = self._resolve()
+            remember(self._value)
+        return self._value
+
+    def _fail(self, message: str) -> ConfigError:
+        return ConfigError(message, **self._where)
+
+    def _resolve(self) -> str:
+        if self.kind == "env":
+            value = os.environ.get(self.arg)
+            if not value:
+                raise self._fail(f"environment variable {self.arg} is not set")
+            return value
+        if self.kind == "file":
+            path = Path(self.arg).expanduser()
+            try:
+                value = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise self._fail(f"cannot read secret file {path}: {exc.strerror}") from None
+            if not value:
+                raise self._fail(f"secret file {path} is empty")
+            return value
+        return self._run_command()
+
+    def _run_command(self) -> str:
+        argv: list[str] = self.arg  # type: ignore[assignment]
+        try:
+            proc = subprocess.run(
+                argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+            )
+        except FileNotFoundError:
+            raise self._fail(f"secret command {argv[0]!r} not found") from None
+        except subprocess.TimeoutExpired:
+            raise self._fail(f"secret command {argv[0]!r} timed out after 30 s") from None
+        except OSError as exc:
+            raise self._fail(f"secret command {argv[0]!r}: {exc.strerror}") from None
+        if proc.returncode != 0:
+            raise self._fail(f"secret command {argv[0]!r} exited with {proc.returncode}")
+        # the first line only, like msmtp's passwordeval
+        value = proc.stdout.splitlines()[0].strip() if proc.stdout.strip() else ""
+        if not value:
+            raise self._fail(f"secret command {argv[0]!r} printed nothing")
+        return value
