@@ -133,6 +133,8 @@ class Provider(ABC):
     max_tags: ClassVar[int | None] = None
     """How many tags one message may carry, where the provider limits it."""
     default_timeout: ClassVar[float] = 30.0
+    health_check: ClassVar[str] = ""
+    """What `check()` does, for the docs, e.g. "GET /server"."""
 
     def __init__(self, name: str, *, timeout: float | None = None) -> None:
         self.name = name
