@@ -5,6 +5,7 @@ Every error names where it is: the file (or `--provider`), the provider and the 
 
 from __future__ import annotations
 
+import builtins
 import os
 import stat
 import sys
@@ -72,24 +73,36 @@ class ProviderConfig:
     misspelt key is an error and not a silent default.
     """
 
-    def __init__(self, name: str, type_: str, values: Mapping[str, Any], source: str) -> None:
+    def __init__(
+        self,
+        name: builtins.str,
+        type_: builtins.str,
+        values: Mapping[builtins.str, Any],
+        source: builtins.str,
+    ) -> None:
         self.name = name
         self.type = type_
         self.source = source
         self._values = dict(values)
         self._used: set[str] = set(COMMON_PROVIDER_KEYS)
 
-    def error(self, key: str | None, message: str) -> ConfigError:
+    def error(self, key: builtins.str | None, message: builtins.str) -> ConfigError:
         return ConfigError(message, source=self.source, provider=self.name, key=key)
 
-    def has(self, key: str) -> bool:
+    def has(self, key: builtins.str) -> builtins.bool:
         return key in self._values
 
-    def _get(self, key: str) -> Any:
+    def _get(self, key: builtins.str) -> Any:
         self._used.add(key)
         return self._values.get(key)
 
-    def str(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
+    def str(
+        self,
+        key: builtins.str,
+        default: builtins.str | None = None,
+        *,
+        required: builtins.bool = False,
+    ) -> builtins.str | None:
         value = self._get(key)
         if value is None:
             if required:
@@ -99,12 +112,19 @@ class ProviderConfig:
             raise self.error(key, "must be a non-empty string")
         return value
 
-    def required_str(self, key: str) -> str:
+    def required_str(self, key: builtins.str) -> builtins.str:
         value = self.str(key, required=True)
         assert value is not None
         return value
 
-    def int(self, key: str, default: int, *, min: int = 0, max: int | None = None) -> int:
+    def int(
+        self,
+        key: builtins.str,
+        default: builtins.int,
+        *,
+        min: builtins.int = 0,
+        max: builtins.int | None = None,
+    ) -> builtins.int:
         value = self._get(key)
         if value is None:
             return default
@@ -120,7 +140,9 @@ class ProviderConfig:
             raise self.error(key, f"must be {bound}, got {value}")
         return value
 
-    def float(self, key: str, default: float | None, *, positive: bool = True) -> float | None:
+    def float(
+        self, key: builtins.str, default: builtins.float | None, *, positive: builtins.bool = True
+    ) -> builtins.float | None:
         value = self._get(key)
         if value is None:
             return default
@@ -135,7 +157,7 @@ class ProviderConfig:
             raise self.error(key, f"must be greater than 0, got {value}")
         return float(value)
 
-    def bool(self, key: str, default: bool = False) -> bool:
+    def bool(self, key: builtins.str, default: builtins.bool = False) -> builtins.bool:
         value = self._get(key)
         if value is None:
             return default
@@ -145,14 +167,16 @@ class ProviderConfig:
             return value.lower() in _TRUE
         raise self.error(key, "must be true or false")
 
-    def choice(self, key: str, choices: Sequence[str], default: str) -> str:
+    def choice(
+        self, key: builtins.str, choices: Sequence[builtins.str], default: builtins.str
+    ) -> builtins.str:
         value = self.str(key, default)
         assert value is not None
         if value not in choices:
             raise self.error(key, f"must be one of {', '.join(choices)}; got {value!r}")
         return value
 
-    def secret(self, key: str, *, required: bool = True) -> Secret | None:
+    def secret(self, key: builtins.str, *, required: builtins.bool = True) -> Secret | None:
         value = self._get(key)
         if value is None:
             if required:
@@ -160,12 +184,12 @@ class ProviderConfig:
             return None
         return Secret(value, source=self.source, provider=self.name, key=key)
 
-    def required_secret(self, key: str) -> Secret:
+    def required_secret(self, key: builtins.str) -> Secret:
         secret = self.secret(key, required=True)
         assert secret is not None
         return secret
 
-    def str_list(self, key: str) -> list[str]:
+    def str_list(self, key: builtins.str) -> list[builtins.str]:
         value = self._get(key)
         if value is None:
             return []
@@ -175,7 +199,7 @@ class ProviderConfig:
             raise self.error(key, "must be a list of non-empty strings")
         return list(value)
 
-    def timeout(self, default: float) -> float:
+    def timeout(self, default: builtins.float) -> builtins.float:
         value = self.float("timeout", default)
         assert value is not None
         return value
@@ -201,7 +225,7 @@ class ProviderURL:
     source: str
 
     @property
-    def safe(self) -> str:
+    def safe(self) -> builtins.str:
         """The URL without credentials, for messages."""
         host = self.host or ""
         port = f":{self.port}" if self.port else ""
@@ -313,7 +337,7 @@ def _read_defaults(table: object, source: str, settings: Settings) -> None:
         raise fail(exc.key or "?", exc.reason) from None
 
 
-def _unique_name(base: str, taken: set[str]) -> str:
+def _unique_name(base: str, taken: set[str]) -> builtins.str:
     name, n = base, 2
     while name in taken:
         name, n = f"{base}-{n}", n + 1
@@ -384,7 +408,7 @@ def specs_from_urls(urls: Sequence[str], source: str) -> list[ProviderSpec]:
     return specs
 
 
-def _holds_literal_secret(value: object) -> bool:
+def _holds_literal_secret(value: object) -> builtins.bool:
     # A literal secret is any string under a secret-ish key; only used for the permission warning.
     if isinstance(value, dict):
         return any(

@@ -316,9 +316,9 @@ def validate_message(msg: Message, *, max_size: int = DEFAULT_MAX_SIZE) -> None:
         check_header_value("tag", tag)
     for key, value in msg.metadata.items():
         check_header_value(f"metadata {key}", value)
-    if msg.text is None and msg.html is None and not msg.attachments:
+    if msg.text is None and msg.html is None and not msg.attachments and not msg.subject:
         raise MessageError(
-            "empty message: give a body (--text, --html, standard input) or --attach"
+            "empty message: give a subject, a body (--text, --html, standard input) or --attach"
         )
     size = msg.size()
     if size > max_size:

@@ -1,0 +1,235 @@
+"""The command line: one click group; each command family lives in its own module.
+
+Commands are thin: parse → call the library → render with `Output`. Known errors become one
+line and a documented exit code (errors.py); a traceback only with --debug.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from mailrelay import __version__
+from mailrelay.errors import ExitCode, MailrelayError
+
+if TYPE_CHECKING:
+    from mailrelay.config import Settings
+    from mailrelay.engine import Engine
+    from mailrelay.output import Output
+    from mailrelay.providers.base import Provider
+    from mailrelay.state import TomlStateStore
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class App:
+    """What every command needs, built lazily from the global options."""
+
+    def __init__(
+        self,
+        *,
+        config: str | None,
+        state: str | None,
+        providers: Sequence[str],
+        verbose: int,
+        quiet: bool,
+        debug: bool,
+    ) -> None:
+        self.config_path = config
+        self.state_override = state
+        self.provider_urls = list(providers)
+        self.verbose = verbose
+        self.quiet = quiet
+        self.debug = debug
+        self._settings: Settings | None = None
+        self._providers: list[Provider] | None = None
+        self.out = self.output(json_mode=False)
+
+    def output(self, *, json_mode: bool) -> Output:
+        from mailrelay.output import Output
+
+        self.out = Output(json_mode=json_mode, verbose=self.verbose, quiet=self.quiet)
+        return self.out
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            from mailrelay.config import load_settings
+
+            self._settings = load_settings(self.config_path, self.provider_urls)
+            for warning in self._settings.warnings:
+                self.out.warn(warning)
+        return self._settings
+
+    def providers(self) -> list[Provider]:
+        if self._providers is None:
+            from mailrelay.errors import ConfigError
+
+            self._providers = self.settings.build_providers()
+            if not self._providers:
+                where = self.settings.source or "no config file"
+                raise ConfigError(
+                    f"no providers configured ({where}); add [[providers]] to the config, "
+                    "or give --provider URL / $MAILRELAY_PROVIDERS"
+                )
+        return self._providers
+
+    def store(self) -> TomlStateStore:
+        from mailrelay.state import TomlStateStore, state_path
+
+        path = state_path(self.state_override, os.environ, self.settings.state_file)
+        return TomlStateStore(path, warn=self.out.warn)
+
+    def engine(self, *, policy: str | None = None, timeout: float | None = None) -> Engine:
+        from mailrelay.engine import Engine, Policy
+
+        s = self.settings
+        return Engine(
+            self.providers(),
+            self.store(),
+            Policy(
+                order=policy or s.policy,
+                timeout=timeout or s.timeout,
+                on_ambiguous=s.on_ambiguous,
+                cooldown=s.cooldown,
+                provider_cooldown=s.provider_cooldown,
+                max_cooldown=s.max_cooldown,
+            ),
+            warn=self.out.warn,
+            raise_bugs=self.debug,
+        )
+
+    def close(self) -> None:
+        for provider in self._providers or []:
+            provider.close()
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+def json_option(f: F) -> F:
+    return click.option(
+        "--json", "json_mode", is_flag=True, help="Print a JSON document (see README) on stdout."
+    )(f)
+
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "-V", "--version", message="mailrelay %(version)s")
+@click.option(
+    "--config",
+    metavar="PATH",
+    envvar="MAILRELAY_CONFIG",
+    show_envvar=True,
+    help="Config file (default: the user config dir's mailrelay/config.toml).",
+)
+@click.option(
+    "--state",
+    metavar="PATH",
+    help="State file (default: $MAILRELAY_STATE, else the user data dir's mailrelay/state.toml).",
+)
+@click.option(
+    "--provider",
+    "providers",
+    metavar="URL",
+    multiple=True,
+    help="A provider as a URL, e.g. smtp://user:pass@host:587 (repeatable; replaces the "
+    "config's providers; default $MAILRELAY_PROVIDERS).",
+)
+@click.option("-v", "--verbose", count=True, help="Say more: every attempt, even under cron.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    config: str | None,
+    state: str | None,
+    providers: tuple[str, ...],
+    verbose: int,
+    quiet: bool,
+    debug: bool,
+) -> None:
+    """Send mail through the first of several providers that accepts it.
+
+    mailrelay remembers which provider worked last and how each one is doing, so the next
+    run starts where the last one succeeded and skips providers that are failing.
+
+    \b
+    Examples:
+      echo "disk 91% full" | mailrelay send -s "web1: disk" ops@example.com
+      mailrelay providers
+      mailrelay status
+    """
+    app = App(
+        config=config,
+        state=state,
+        providers=providers,
+        verbose=verbose,
+        quiet=quiet,
+        debug=debug,
+    )
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+def _register() -> None:
+    from mailrelay.cli import providers, send
+
+    cli.add_command(send.send)
+    cli.add_command(providers.providers)
+    cli.add_command(providers.status)
+
+
+_register()
+
+
+def _stderr(text: str) -> None:
+    sys.stderr.write(f"mailrelay: error: {text}\n")
+    sys.stderr.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The console script: run the CLI and turn every failure into a documented exit code."""
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        code = cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        hint = ""
+        if exc.ctx is not None:
+            hint = f" (see '{exc.ctx.command_path} --help')"
+        _stderr(f"{exc.format_message()}{hint}")
+        code = ExitCode.USAGE
+    except MailrelayError as exc:
+        from mailrelay.secrets import scrub
+
+        _stderr(scrub(str(exc)))
+        if debug:
+            raise
+        code = exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        sys.stderr.write("\n")
+        code = 130
+    except BrokenPipeError:
+        # the reader went away (| head): end quietly, as other tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 141
+    except click.exceptions.ClickException as exc:
+        _stderr(exc.format_message())
+        code = exc.exit_code
+    except Exception as exc:
+        if debug:
+            raise
+        from mailrelay.secrets import scrub
+
+        _stderr(
+            scrub(f"internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)")
+        )
+        code = ExitCode.SOFTWARE
+    sys.exit(int(code or 0))

@@ -1,0 +1,259 @@
+"""`mailrelay send`: build one message (mail(1) habits) and hand it to the failover engine."""
+
+from __future__ import annotations
+
+import os
+import select
+import stat
+import sys
+from typing import TYPE_CHECKING, Any, TextIO
+
+import click
+
+from mailrelay.cli import App, json_option, pass_app
+from mailrelay.config import POLICIES
+from mailrelay.errors import InputFileError, UsageError
+
+if TYPE_CHECKING:
+    from mailrelay.engine import Engine, SendResult
+    from mailrelay.message import Message
+    from mailrelay.output import Output
+    from mailrelay.providers.base import Provider
+
+STDIN_WAIT = 5.0  # seconds to wait for the first byte on a pipe that stays open
+
+
+def _decode(data: bytes, where: str, out: Output) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        out.warn(f"{where} is not UTF-8; undecodable bytes were replaced")
+        return data.decode("utf-8", errors="replace")
+
+
+def read_stdin(out: Output, *, explicit: bool) -> str | None:
+    """The body from standard input, or None when there is none to read.
+
+    Without `explicit` (`-`), stdin is read only when it is a file or a pipe, never a
+    terminal; a pipe that stays open with nothing coming is given up after STDIN_WAIT.
+    """
+    stream = sys.stdin
+    if stream is None:
+        return None
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # not a real file (e.g. an in-memory stream in tests)
+        return _decode(_read_all(stream), "standard input", out)
+    if os.isatty(fd) and not explicit:
+        return None
+    mode = os.fstat(fd).st_mode
+    if (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)) and not explicit:
+        ready, _, _ = select.select([fd], [], [], STDIN_WAIT)
+        if not ready:
+            out.warn(
+                f"nothing arrived on standard input within {STDIN_WAIT:g} s; sending without "
+                "a body (use --no-stdin or --text to say so)"
+            )
+            return ""
+    return _decode(_read_all(stream), "standard input", out)
+
+
+def _read_all(stream: TextIO) -> bytes:
+    buffer = getattr(stream, "buffer", None)
+    return bytes(buffer.read()) if buffer is not None else stream.read().encode()
+
+
+def read_text_file(path: str, what: str, out: Output) -> str:
+    if path == "-":
+        return read_stdin(out, explicit=True) or ""
+    try:
+        with open(path, "rb") as fh:
+            return _decode(fh.read(), f"{what} {path}", out)
+    except FileNotFoundError:
+        raise InputFileError(f"{what} {path}: no such file") from None
+    except IsADirectoryError:
+        raise InputFileError(f"{what} {path}: is a directory") from None
+    except OSError as exc:
+        raise InputFileError(f"{what} {path}: cannot read: {exc.strerror}") from None
+
+
+@click.command(context_settings={"max_content_width": 100})
+@click.argument("recipients", nargs=-1, metavar="[ADDRESS]...")
+@click.option("--to", "to", multiple=True, metavar="ADDR", help="Recipient (repeatable).")
+@click.option("-c", "--cc", multiple=True, metavar="ADDR", help="Carbon-copy recipient(s).")
+@click.option("-b", "--bcc", multiple=True, metavar="ADDR", help="Blind-copy recipient(s).")
+@click.option("-r", "--from", "sender", metavar="ADDR", help="Sender (default: [defaults] from).")
+@click.option("--reply-to", multiple=True, metavar="ADDR", help="Reply-To address(es).")
+@click.option("-s", "--subject", default="", metavar="TEXT", help="Subject line.")
+@click.option("--text", metavar="TEXT", help="Plain-text body.")
+@click.option("--text-file", metavar="PATH", help="Plain-text body from a file ('-' = stdin).")
+@click.option("--html", metavar="HTML", help="HTML body (a text part is made from it).")
+@click.option("--html-file", metavar="PATH", help="HTML body from a file ('-' = stdin).")
+@click.option("-a", "--attach", multiple=True, metavar="PATH", help="Attach a file (repeatable).")
+@click.option("--header", multiple=True, metavar="'NAME: VALUE'", help="Extra header (repeatable).")
+@click.option("--tag", multiple=True, metavar="TAG", help="Provider tag/category (repeatable).")
+@click.option(
+    "--metadata", multiple=True, metavar="KEY=VALUE", help="Provider metadata (repeatable)."
+)
+@click.option("--no-stdin", is_flag=True, help="Never read the body from standard input.")
+@click.option(
+    "--policy", type=click.Choice(POLICIES), help="Where to start: sticky, priority, round-robin."
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    metavar="SECONDS",
+    help="Deadline for the whole send, all attempts included.",
+)
+@click.option("--dry-run", is_flag=True, help="Show the plan and the message; send nothing.")
+@json_option
+@pass_app
+def send(
+    app: App,
+    recipients: tuple[str, ...],
+    to: tuple[str, ...],
+    cc: tuple[str, ...],
+    bcc: tuple[str, ...],
+    sender: str | None,
+    reply_to: tuple[str, ...],
+    subject: str,
+    text: str | None,
+    text_file: str | None,
+    html: str | None,
+    html_file: str | None,
+    attach: tuple[str, ...],
+    header: tuple[str, ...],
+    tag: tuple[str, ...],
+    metadata: tuple[str, ...],
+    no_stdin: bool,
+    policy: str | None,
+    timeout: float | None,
+    dry_run: bool,
+    json_mode: bool,
+) -> None:
+    """Send one message through the first provider that accepts it.
+
+    The body comes from --text/--html (or their -file forms), else from standard input when
+    it is a pipe or a file. With only HTML, a plain-text alternative is made from it.
+
+    \b
+    Examples:
+      echo "disk 91% full" | mailrelay send -s "web1: disk" ops@example.com
+      mailrelay send -s Report -a report.pdf --text "see attached" boss@example.com
+      mailrelay send --dry-run -s test --text hi me@example.com
+    """
+    from mailrelay.message import DEFAULT_MAX_SIZE, build_message
+
+    out = app.output(json_mode=json_mode)
+    if text is not None and text_file is not None:
+        raise UsageError("give --text or --text-file, not both")
+    if html is not None and html_file is not None:
+        raise UsageError("give --html or --html-file, not both")
+    if text_file == "-" and html_file == "-":
+        raise UsageError("standard input can be the text or the HTML body, not both")
+    if text_file is not None:
+        text = read_text_file(text_file, "--text-file", out)
+    if html_file is not None:
+        html = read_text_file(html_file, "--html-file", out)
+    if text is None and html is None and not no_stdin:
+        text = read_stdin(out, explicit=False)
+    settings = app.settings
+    from_addr = sender or settings.sender
+    if not from_addr:
+        raise UsageError("no sender: give -r/--from, or set 'from' in [defaults] of the config")
+    message = build_message(
+        sender=from_addr,
+        to=[*recipients, *to],
+        cc=cc,
+        bcc=bcc,
+        reply_to=reply_to,
+        subject=subject,
+        text=text,
+        html=html,
+        headers=header,
+        attachments=attach,
+        tags=tag,
+        metadata=metadata,
+        max_size=settings.max_size or DEFAULT_MAX_SIZE,
+    )
+    engine = app.engine(policy=policy, timeout=timeout)
+    if dry_run:
+        show_plan(app, engine.plan(engine.store.load()), engine, message)
+        return
+    result = engine.send(message)
+    show_result(out, result)
+    click.get_current_context().exit(int(result.exit_code))
+
+
+def show_plan(app: App, plan: list[Provider], engine: Engine, message: Message) -> None:
+    out = app.out
+    state = engine.store.load()
+    steps: list[dict[str, Any]] = []
+    for i, provider in enumerate(plan, 1):
+        until = engine.cooling_until(state, provider)
+        steps.append(
+            {
+                "position": i,
+                "provider": provider.name,
+                "type": provider.type,
+                "settings": provider.describe(),
+                "cooling_until": until,
+            }
+        )
+    if out.json_mode:
+        out.emit_json(
+            {
+                "dry_run": True,
+                "policy": engine.policy.order,
+                "first": plan[0].name if plan else None,
+                "plan": steps,
+                "message": message.summary(),
+            }
+        )
+        return
+    from mailrelay.output import fmt_time
+
+    out.data(f"dry run: nothing is sent and no state changes (policy {engine.policy.order})")
+    for step in steps:
+        cool = f", cooling until {fmt_time(step['cooling_until'])}" if step["cooling_until"] else ""
+        settings = ", ".join(f"{k}={v}" for k, v in step["settings"].items())
+        out.data(
+            f"  {step['position']}. {step['provider']} ({step['type']}{cool}) {settings}".rstrip()
+        )
+    out.data("message:")
+    raw = message.as_bytes().decode("utf-8", errors="replace")
+    if not app.verbose:
+        head, _, _ = raw.partition("\r\n\r\n")
+        summary = message.summary()
+        raw = head + (
+            f"\r\n\r\n[text {summary['text_bytes']} bytes, html {summary['html_bytes']} bytes, "
+            f"{len(message.attachments)} attachment(s); -v shows the whole message]"
+        )
+    for bcc in message.bcc:
+        out.data(f"  (envelope) Bcc: {bcc}")
+    for line in raw.splitlines():
+        out.data("  " + line)
+
+
+def show_result(out: Output, result: SendResult) -> None:
+    if out.json_mode:
+        out.emit_json(result.to_dict())
+        return
+    winner = result.winner
+    if winner is not None:
+        if out.quiet or not (out.verbose or out.interactive):
+            return  # success is silent under cron: cron mails any output
+        for a in result.attempts[:-1]:
+            out.note(f"{a.provider} ({a.type}) failed: {a.outcome}: {a.detail}")
+        ident = winner.message_id or result.message_id
+        out.note(f"sent via {winner.provider} ({winner.type}), id {ident}")
+        return
+    for a in result.attempts:
+        out.error(f"{a.provider} ({a.type}): {a.outcome}: {a.detail}")
+    code = result.exit_code
+    if code == 65:
+        out.error("not sent: the provider refused the message itself; not tried elsewhere")
+    elif code == 75:
+        out.error("not sent: every provider failed, at least one temporarily; try again later")
+    else:
+        out.error("not sent: every provider failed")

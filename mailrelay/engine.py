@@ -1,0 +1,340 @@
+"""The failover engine: which provider to try first, what each outcome means, what to remember.
+
+The engine knows no provider by name. It walks the configured providers from a start point
+chosen by the policy, moves providers in cooldown to the back (never skips them), stops on
+acceptance or on a permanent message error, bounds the whole send by one deadline, and
+records per-provider counters and cooldowns in the state store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from mailrelay.errors import ConfigError, ExitCode, StateError
+from mailrelay.providers.base import Health, Outcome, Provider, ProviderError
+from mailrelay.secrets import scrub
+
+if TYPE_CHECKING:
+    from mailrelay.message import Message
+    from mailrelay.state import State, StateStore
+
+Clock = Callable[[], float]
+Now = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Policy:
+    """How the engine walks providers and how long failing ones rest."""
+
+    order: str = "sticky"  # sticky | priority | round-robin
+    timeout: float = 60.0  # total deadline of one send, across all attempts
+    on_ambiguous: str = "failover"  # failover | stop
+    cooldown: float = 60.0  # first cooldown after a transient failure; doubles per failure
+    provider_cooldown: float = 600.0  # first cooldown after an account/config failure
+    max_cooldown: float = 6 * 3600.0
+
+    def cooldown_for(
+        self, outcome: Outcome, consecutive: int, retry_after: float | None
+    ) -> float | None:
+        """Seconds a provider rests after this failure, or None for no cooldown."""
+        if outcome in (Outcome.TRANSIENT, Outcome.AMBIGUOUS):
+            base = self.cooldown
+        elif outcome is Outcome.PROVIDER:
+            base = self.provider_cooldown
+        else:
+            return None
+        wait = base * float(2 ** max(consecutive - 1, 0))
+        if retry_after is not None:
+            wait = max(wait, retry_after)
+        return min(wait, self.max_cooldown)
+
+
+@dataclass
+class Attempt:
+    """One provider tried once (or passed over because the deadline had run out)."""
+
+    provider: str
+    type: str
+    outcome: Outcome
+    detail: str
+    latency: float = 0.0
+    status: int | None = None
+    message_id: str | None = None
+    retry_after: float | None = None
+    config_error: bool = False
+    tried: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "type": self.type,
+            "outcome": self.outcome.value,
+            "status": self.status,
+            "message_id": self.message_id,
+            "detail": self.detail,
+            "latency_ms": round(self.latency * 1000, 1),
+            "retry_after": self.retry_after,
+            "tried": self.tried,
+        }
+
+
+@dataclass
+class SendResult:
+    message_id: str  # our RFC 5322 Message-ID
+    attempts: list[Attempt] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def winner(self) -> Attempt | None:
+        last = self.attempts[-1] if self.attempts else None
+        return last if last is not None and last.outcome is Outcome.ACCEPTED else None
+
+    @property
+    def delivered(self) -> bool:
+        return self.winner is not None
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.delivered:
+            return ExitCode.OK
+        outcomes = {a.outcome for a in self.attempts}
+        if self.attempts and self.attempts[-1].outcome is Outcome.PERMANENT:
+            return ExitCode.DATAERR
+        if outcomes & {Outcome.TRANSIENT, Outcome.AMBIGUOUS}:
+            return ExitCode.TEMPFAIL
+        if self.attempts and all(a.config_error for a in self.attempts):
+            return ExitCode.CONFIG
+        return ExitCode.UNAVAILABLE
+
+    def to_dict(self) -> dict[str, Any]:
+        winner = self.winner
+        return {
+            "delivered": self.delivered,
+            "message_id": self.message_id,
+            "provider": winner.provider if winner else None,
+            "provider_message_id": winner.message_id if winner else None,
+            "exit_code": int(self.exit_code),
+            "attempts": [a.to_dict() for a in self.attempts],
+            "warnings": list(self.warnings),
+        }
+
+
+class Engine:
+    def __init__(
+        self,
+        providers: Sequence[Provider],
+        store: StateStore,
+        policy: Policy | None = None,
+        *,
+        clock: Clock = time.monotonic,
+        now: Now = utcnow,
+        warn: Callable[[str], None] | None = None,
+        raise_bugs: bool = False,
+    ) -> None:
+        self.providers = list(providers)
+        self.store = store
+        self.policy = policy or Policy()
+        self.clock = clock
+        self.now = now
+        self.warn = warn or (lambda _msg: None)
+        self.raise_bugs = raise_bugs  # --debug: let an adapter's bug surface as a traceback
+
+    # --- order ---------------------------------------------------------------------------
+
+    def start_index(self, state: State) -> int:
+        names = [p.name for p in self.providers]
+        last = state.last_provider
+        if self.policy.order == "priority" or last not in names:
+            return 0
+        index = names.index(last)
+        if self.policy.order == "round-robin":
+            return (index + 1) % len(names)
+        return index  # sticky: where the last message was accepted
+
+    def cooling_until(self, state: State, provider: Provider) -> datetime | None:
+        entry = state.providers.get(provider.name)
+        until = entry.cooldown_until if entry else None
+        return until if until is not None and until > self.now() else None
+
+    def plan(self, state: State) -> list[Provider]:
+        """The order this send would walk: ready providers cyclically from the start point,
+        then those in cooldown, the soonest to recover first. Nobody is left out."""
+        if not self.providers:
+            return []
+        start = self.start_index(state)
+        cyclic = self.providers[start:] + self.providers[:start]
+        ready = [p for p in cyclic if self.cooling_until(state, p) is None]
+        cooling = [p for p in cyclic if self.cooling_until(state, p) is not None]
+        cooling.sort(key=lambda p: self.cooling_until(state, p) or self.now())
+        return ready + cooling
+
+    # --- sending -------------------------------------------------------------------------
+
+    def send(self, message: Message) -> SendResult:
+        result = SendResult(message.message_id)
+        state = self.store.load()
+        deadline = self.clock() + self.policy.timeout
+        for provider in self.plan(state):
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                result.attempts.append(
+                    Attempt(
+                        provider.name,
+                        provider.type,
+                        Outcome.TRANSIENT,
+                        f"not tried: the {self.policy.timeout:g} s deadline (--timeout) ran out",
+                        tried=False,
+                    )
+                )
+                continue
+            attempt = self.attempt(provider, message, min(provider.timeout, remaining))
+            result.attempts.append(attempt)
+            if attempt.outcome in (Outcome.ACCEPTED, Outcome.PERMANENT):
+                break
+            if attempt.outcome is Outcome.AMBIGUOUS and self.policy.on_ambiguous == "stop":
+                break
+        self.record(result)
+        return result
+
+    def attempt(self, provider: Provider, message: Message, timeout: float) -> Attempt:
+        started = self.clock()
+        try:
+            receipt = provider.send(message, timeout=timeout)
+        except ProviderError as exc:
+            return Attempt(
+                provider.name,
+                provider.type,
+                exc.outcome,
+                scrub(exc.message),
+                self.clock() - started,
+                status=exc.status,
+                retry_after=exc.retry_after,
+            )
+        except ConfigError as exc:  # e.g. a secret's env var is unset: fail over, show it
+            return Attempt(
+                provider.name,
+                provider.type,
+                Outcome.PROVIDER,
+                scrub(str(exc)),
+                self.clock() - started,
+                config_error=True,
+            )
+        except Exception as exc:  # a bug in an adapter must not cost the mail
+            if self.raise_bugs:
+                raise
+            return Attempt(
+                provider.name,
+                provider.type,
+                Outcome.REJECTED,
+                scrub(
+                    f"internal error in the {provider.type} adapter: {type(exc).__name__}: {exc}"
+                ),
+                self.clock() - started,
+            )
+        return Attempt(
+            provider.name,
+            provider.type,
+            Outcome.ACCEPTED,
+            scrub(receipt.detail),
+            self.clock() - started,
+            message_id=receipt.message_id,
+        )
+
+    def record(self, result: SendResult) -> None:
+        """Fold the attempts into the state: counters add up across concurrent processes."""
+        tried = [a for a in result.attempts if a.tried]
+        if not tried:
+            return
+        now = self.now()
+        index = {p.name: i for i, p in enumerate(self.providers)}
+        policy = self.policy
+
+        def change(state: State) -> None:
+            for a in tried:
+                if a.outcome is Outcome.PERMANENT:
+                    continue  # the message was bad, not the provider
+                entry = state.provider(a.provider)
+                entry.last_outcome = a.outcome.value
+                if a.outcome is Outcome.ACCEPTED:
+                    entry.sent += 1
+                    entry.last_success = now
+                    entry.consecutive_failures = 0
+                    entry.cooldown_until = None
+                    state.last_provider = a.provider
+                    state.last_index = index.get(a.provider)
+                    continue
+                entry.failed += 1
+                entry.last_failure = now
+                entry.last_error = f"{a.outcome.value}: {a.detail}"
+                wait = None
+                if a.outcome is not Outcome.REJECTED:
+                    entry.consecutive_failures += 1
+                    wait = policy.cooldown_for(a.outcome, entry.consecutive_failures, a.retry_after)
+                if wait is not None:
+                    entry.cooldown_until = now + timedelta(seconds=wait)
+
+        try:
+            self.store.update(change)
+        except StateError as exc:
+            # the mail is already out (or not): never turn a state problem into a lost message
+            note = f"{exc}; provider state not updated"
+            result.warnings.append(note)
+            self.warn(note)
+
+
+# --- probing (mailrelay status) ----------------------------------------------------------
+
+
+@dataclass
+class Probe:
+    provider: str
+    type: str
+    health: Health
+    latency: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "type": self.type,
+            "healthy": self.health.ok,
+            "detail": self.health.detail,
+            "outcome": self.health.outcome.value if self.health.outcome else None,
+            "latency_ms": round(self.latency * 1000, 1),
+        }
+
+
+def probe(
+    providers: Sequence[Provider], timeout: float, clock: Clock = time.monotonic
+) -> list[Probe]:
+    """Check every provider at once, without sending; results in the configured order."""
+
+    def one(provider: Provider) -> Probe:
+        started = clock()
+        try:
+            health = provider.check(timeout=timeout)
+        except ProviderError as exc:
+            health = Health(False, scrub(exc.message), exc.outcome)
+        except ConfigError as exc:
+            health = Health(False, scrub(str(exc)), Outcome.PROVIDER)
+        except Exception as exc:  # a bug in a probe must not hide the other results
+            health = Health(False, scrub(f"internal error: {type(exc).__name__}: {exc}"), None)
+        return Probe(
+            provider.name,
+            provider.type,
+            Health(health.ok, scrub(health.detail), health.outcome),
+            clock() - started,
+        )
+
+    if not providers:
+        return []
+    with ThreadPoolExecutor(max_workers=min(16, len(providers))) as pool:
+        return list(pool.map(one, providers))
