@@ -1,0 +1,313 @@
+"""The failover engine against scripted providers and a real state file.
+
+The scripted provider implements the Provider contract directly (it stands in for an adapter,
+not for requests or smtplib); transport behaviour is tested per adapter against real servers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailrelay.config import ProviderConfig
+from mailrelay.engine import Engine, Policy
+from mailrelay.errors import ConfigError, ExitCode
+from mailrelay.message import build_message
+from mailrelay.providers.base import Health, Outcome, Provider, ProviderError, Receipt
+from mailrelay.secrets import remember
+from mailrelay.state import TomlStateStore
+
+T0 = datetime(2026, 11, 22, 9, 0, 0, tzinfo=timezone.utc)
+
+
+class Clock:
+    """Monotonic and wall clocks that only move when told to."""
+
+    def __init__(self) -> None:
+        self.mono = 1000.0
+        self.wall = T0
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def now(self) -> datetime:
+        return self.wall
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+        self.wall += timedelta(seconds=seconds)
+
+
+class Scripted(Provider):
+    """Answers each send with the next scripted outcome (the last one repeats)."""
+
+    type = "scripted"
+
+    def __init__(
+        self,
+        name: str,
+        script: Iterable[Any],
+        *,
+        clock: Clock | None = None,
+        cost: float = 0.0,
+        timeout: float = 30.0,
+    ) -> None:
+        super().__init__(name, timeout=timeout)
+        self.script = list(script)
+        self.calls = 0
+        self.timeouts: list[float] = []
+        self.clock = clock
+        self.cost = cost
+
+    @classmethod
+    def from_config(cls, cfg: ProviderConfig) -> Provider:  # pragma: no cover - not configured
+        raise NotImplementedError
+
+    def send(self, message: Any, *, timeout: float) -> Receipt:
+        self.calls += 1
+        self.timeouts.append(timeout)
+        if self.clock is not None:
+            self.clock.advance(self.cost)
+        step = self.script[min(self.calls, len(self.script)) - 1]
+        if isinstance(step, BaseException):
+            raise step
+        if step is Outcome.ACCEPTED:
+            return Receipt(self.name, f"{self.name}-id-{self.calls}", "queued")
+        retry_after = None
+        if isinstance(step, tuple):
+            step, retry_after = step
+        raise ProviderError(step, f"{self.name} said no ({step})", status=503, retry_after=retry_after)
+
+    def check(self, *, timeout: float) -> Health:
+        return Health(True, "fine")
+
+
+OK, TR, PV, RJ, PM, AM = (
+    Outcome.ACCEPTED,
+    Outcome.TRANSIENT,
+    Outcome.PROVIDER,
+    Outcome.REJECTED,
+    Outcome.PERMANENT,
+    Outcome.AMBIGUOUS,
+)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> TomlStateStore:
+    return TomlStateStore(tmp_path / "state" / "state.toml")
+
+
+@pytest.fixture
+def message() -> Any:
+    return build_message(sender="ops@example.com", to=["a@example.com"], subject="s", text="b")
+
+
+def make(providers: list[Provider], store: TomlStateStore, clock: Clock, **policy: Any) -> Engine:
+    return Engine(
+        providers, store, Policy(**policy), clock=clock.monotonic, now=clock.now
+    )
+
+
+def test_sticky_starts_where_the_last_message_was_accepted(store, clock, message) -> None:
+    p1, p2 = Scripted("p1", [TR]), Scripted("p2", [OK])
+    engine = make([p1, p2], store, clock)
+    first = engine.send(message)
+    assert first.delivered and first.winner and first.winner.provider == "p2"
+    assert [a.provider for a in first.attempts] == ["p1", "p2"]
+    assert store.load().last_provider == "p2"
+    # long after p1's cooldown, sticky still starts at p2 and p1 is not touched
+    clock.advance(10 * 3600)
+    second = engine.send(message)
+    assert [a.provider for a in second.attempts] == ["p2"]
+    assert p1.calls == 1
+
+
+def test_sticky_is_kept_by_name_when_the_config_is_reordered(store, clock, message) -> None:
+    p1, p2 = Scripted("p1", [TR]), Scripted("p2", [OK])
+    make([p1, p2], store, clock).send(message)
+    reordered = make([Scripted("p3", [OK]), p2, p1], store, clock)
+    # p2 first; then cyclically on from p2, with the cooling p1 at the back
+    assert [p.name for p in reordered.plan(store.load())] == ["p2", "p3", "p1"]
+
+
+def test_priority_returns_to_the_first_provider_after_its_cooldown(store, clock, message) -> None:
+    p1, p2 = Scripted("p1", [TR, OK]), Scripted("p2", [OK])
+    engine = make([p1, p2], store, clock, order="priority", cooldown=60)
+    engine.send(message)
+    cooling = store.load().providers["p1"].cooldown_until
+    assert cooling == T0 + timedelta(seconds=60)
+    # inside the cooldown p1 is moved to the back, not skipped
+    assert [p.name for p in engine.plan(store.load())] == ["p2", "p1"]
+    clock.advance(61)
+    assert [p.name for p in engine.plan(store.load())] == ["p1", "p2"]
+    result = engine.send(message)
+    assert result.winner and result.winner.provider == "p1"
+    assert store.load().providers["p1"].cooldown_until is None
+
+
+def test_round_robin_spreads(store, clock, message) -> None:
+    ps = [Scripted(f"p{i}", [OK]) for i in range(1, 4)]
+    engine = make(ps, store, clock, order="round-robin")
+    winners = []
+    for _ in range(6):
+        result = engine.send(message)
+        assert result.winner is not None
+        winners.append(result.winner.provider)
+    assert winners == ["p1", "p2", "p3", "p1", "p2", "p3"]
+
+
+def test_cooldown_never_skips_a_provider(store, clock, message) -> None:
+    p1, p2 = Scripted("p1", [TR, TR, OK]), Scripted("p2", [TR])
+    engine = make([p1, p2], store, clock)
+    assert engine.send(message).exit_code == ExitCode.TEMPFAIL
+    # both cooling now: they are still tried, soonest to recover first
+    result = engine.send(message)
+    assert [a.provider for a in result.attempts] == ["p1", "p2"]
+    result = engine.send(message)
+    assert result.delivered
+
+
+def test_permanent_stops_at_once_and_changes_no_cooldown(store, clock, message) -> None:
+    p1, p2 = Scripted("p1", [PM]), Scripted("p2", [OK])
+    engine = make([p1, p2], store, clock)
+    before = store.load()
+    result = engine.send(message)
+    assert result.exit_code == ExitCode.DATAERR
+    assert p2.calls == 0
+    after = store.load()
+    assert after.providers.get("p1") == before.providers.get("p1")
+    assert after.last_provider is None
+
+
+def test_rejected_fails_over_without_cooldown(store, clock, message) -> None:
+    p1, p2 = Scripted("p1", [RJ]), Scripted("p2", [OK])
+    result = make([p1, p2], store, clock).send(message)
+    assert result.delivered
+    entry = store.load().providers["p1"]
+    assert entry.cooldown_until is None and entry.failed == 1
+    assert entry.consecutive_failures == 0
+    assert entry.last_error == "rejected: p1 said no (rejected)"
+
+
+def test_provider_failure_rests_longer_and_cooldowns_double(store, clock, message) -> None:
+    p1 = Scripted("p1", [PV])
+    engine = make([p1], store, clock, cooldown=60, provider_cooldown=600, max_cooldown=1500)
+    waits = []
+    for _ in range(4):
+        engine.send(message)
+        entry = store.load().providers["p1"]
+        assert entry.cooldown_until is not None
+        waits.append((entry.cooldown_until - clock.now()).total_seconds())
+    assert waits == [600, 1200, 1500, 1500]
+    assert store.load().providers["p1"].consecutive_failures == 4
+
+
+def test_retry_after_is_honoured(store, clock, message) -> None:
+    p1, p2 = Scripted("p1", [(TR, 300.0)]), Scripted("p2", [OK])
+    result = make([p1, p2], store, clock, cooldown=60).send(message)
+    assert result.attempts[0].retry_after == 300.0
+    assert store.load().providers["p1"].cooldown_until == T0 + timedelta(seconds=300)
+
+
+def test_ambiguous_fails_over_by_default(store, clock, message) -> None:
+    p1, p2 = Scripted("p1", [AM]), Scripted("p2", [OK])
+    result = make([p1, p2], store, clock).send(message)
+    assert result.delivered and result.attempts[0].outcome is AM
+
+
+def test_ambiguous_can_stop(store, clock, message) -> None:
+    p1, p2 = Scripted("p1", [AM]), Scripted("p2", [OK])
+    result = make([p1, p2], store, clock, on_ambiguous="stop").send(message)
+    assert not result.delivered and p2.calls == 0
+    assert result.exit_code == ExitCode.TEMPFAIL
+
+
+def test_deadline_bounds_the_whole_send(store, clock, message) -> None:
+    p1 = Scripted("p1", [TR], clock=clock, cost=4.0, timeout=30)
+    p2 = Scripted("p2", [TR], clock=clock, cost=4.0, timeout=30)
+    p3 = Scripted("p3", [OK], clock=clock)
+    result = make([p1, p2, p3], store, clock, timeout=6).send(message)
+    assert p1.timeouts == [6.0]  # each attempt gets what is left, at most its own timeout
+    assert p2.timeouts == [2.0]
+    assert p3.calls == 0
+    assert result.attempts[-1].tried is False and "deadline" in result.attempts[-1].detail
+    assert result.exit_code == ExitCode.TEMPFAIL
+    # a provider that was never tried gets no failure recorded
+    assert "p3" not in store.load().providers
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "code"),
+    [
+        ([TR, PV], ExitCode.TEMPFAIL),
+        ([PV, RJ], ExitCode.UNAVAILABLE),
+        ([RJ, AM], ExitCode.TEMPFAIL),
+    ],
+)
+def test_exit_code_when_all_fail(store, clock, message, outcomes, code) -> None:
+    ps: list[Provider] = [Scripted(f"p{i}", [o]) for i, o in enumerate(outcomes)]
+    result = make(ps, store, clock).send(message)
+    assert result.exit_code == code
+    assert len(result.attempts) == len(outcomes)
+
+
+def test_config_error_at_send_fails_over(store, clock, message) -> None:
+    p1 = Scripted("p1", [ConfigError("environment variable X is not set", provider="p1")])
+    p2 = Scripted("p2", [OK])
+    result = make([p1, p2], store, clock).send(message)
+    assert result.delivered
+    assert result.attempts[0].outcome is PV and "X is not set" in result.attempts[0].detail
+
+
+def test_all_misconfigured_exits_as_config_error(store, clock, message) -> None:
+    p1 = Scripted("p1", [ConfigError("environment variable X is not set")])
+    assert make([p1], store, clock).send(message).exit_code == ExitCode.CONFIG
+
+
+def test_an_adapter_bug_costs_no_mail(store, clock, message) -> None:
+    p1, p2 = Scripted("p1", [RuntimeError("boom")]), Scripted("p2", [OK])
+    result = make([p1, p2], store, clock).send(message)
+    assert result.delivered and "RuntimeError: boom" in result.attempts[0].detail
+    engine = Engine([Scripted("p1", [RuntimeError("boom")])], store, raise_bugs=True)
+    with pytest.raises(RuntimeError):
+        engine.send(message)
+
+
+def test_secrets_are_scrubbed_from_attempts(store, clock, message) -> None:
+    remember("hunter2-secret")
+    p1 = Scripted("p1", [ProviderError(TR, "auth hunter2-secret refused")])
+    result = make([p1, Scripted("p2", [OK])], store, clock).send(message)
+    assert "hunter2-secret" not in result.attempts[0].detail
+    assert "hunter2-secret" not in (store.path.read_text())
+
+
+def test_state_write_failure_keeps_the_delivery(tmp_path: Path, clock, message) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    store = TomlStateStore(blocker / "state.toml", lock_timeout=0.2)
+    warnings: list[str] = []
+    engine = Engine([Scripted("p1", [OK])], store, warn=warnings.append)
+    result = engine.send(message)
+    assert result.delivered and result.exit_code == ExitCode.OK
+    assert warnings and "not updated" in warnings[0]
+
+
+def test_counters_add_up_in_the_state(store, clock, message) -> None:
+    p1, p2 = Scripted("p1", [TR, TR, OK]), Scripted("p2", [OK])
+    engine = make([p1, p2], store, clock, order="priority", cooldown=1)
+    for _ in range(3):
+        engine.send(message)
+        clock.advance(5)
+    state = store.load()
+    assert state.providers["p1"].failed == 2 and state.providers["p1"].sent == 1
+    assert state.providers["p2"].sent == 2
+    assert state.last_provider == "p1"
