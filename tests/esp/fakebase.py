@@ -65,6 +65,10 @@ class FakeESP(ABC):
         """A provider table (with `type` and `base_url`) whose credentials the fake accepts."""
 
     @abstractmethod
+    def url(self, base_url: str) -> str:
+        """The same provider as a `--provider` URL, with `?base_url=<quoted base_url>`."""
+
+    @abstractmethod
     def handle(self, request: Request) -> Response:
         """Answer like the real service: validate auth, path and body; record accepted sends."""
 
