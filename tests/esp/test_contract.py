@@ -1,0 +1,353 @@
+"""The contract every HTTP provider adapter keeps, run against each provider's fake server.
+
+Each `fake_<type>.py` beside this file speaks one provider's documented API on loopback; the
+same cases run through every one of them: payload and auth, success and message id, each
+documented error class, 429 with and without Retry-After, timeout, refused connections,
+non-JSON and empty error bodies, missing credentials, the provider's words surfaced, secrets
+absent from errors, the health check, the URL form, sandbox and idempotency.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import re
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from mailrelay.config import ProviderSpec, specs_from_urls
+from mailrelay.errors import ConfigError
+from mailrelay.message import Attachment, Message, build_message
+from mailrelay.providers import registry
+from mailrelay.providers.base import Outcome, Provider, ProviderError
+from mailrelay.providers.http import HttpProvider
+from tests.esp.fakebase import FakeESP
+
+FAKE_MODULES = sorted(p.stem for p in Path(__file__).parent.glob("fake_*.py"))
+HTTP_TYPES = [t for t in registry.BUILTIN if t not in ("smtp", "outbox", "sendmail")]
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+
+
+def test_every_http_provider_has_a_fake() -> None:
+    assert sorted(m.removeprefix("fake_") for m in FAKE_MODULES) == sorted(HTTP_TYPES)
+
+
+@pytest.fixture(params=FAKE_MODULES)
+def fake(request: pytest.FixtureRequest, httpserver: HTTPServer) -> FakeESP:
+    module = importlib.import_module(f"tests.esp.{request.param}")
+    instance: FakeESP = module.FAKE_CLASS()
+    instance.install(httpserver)
+    return instance
+
+
+def base_url(server: HTTPServer) -> str:
+    return server.url_for("").rstrip("/")
+
+
+def build(fake: FakeESP, server: HTTPServer, **overrides: Any) -> Provider:
+    cfg = {**fake.config(base_url(server)), **overrides}
+    return ProviderSpec(cfg.get("name", fake.type), fake.type, cfg, "test").build()
+
+
+def simple() -> Message:
+    return build_message(
+        sender="Ops <ops@example.com>",
+        to=["a@example.com"],
+        subject="Disk full",
+        text="disk 91% full\n",
+        html="<p>disk 91% full</p>",
+    )
+
+
+def full(provider: Provider) -> Message:
+    """A message using every optional part the provider declares it can carry."""
+    caps = provider.capabilities
+    attachments = []
+    if "attachments" in caps:
+        attachments.append(Attachment("report.csv", "text/csv", b"a,b\n1,2\n"))
+    if "inline" in caps:
+        attachments.append(Attachment("logo.png", "image/png", PNG, inline=True, content_id="logo"))
+    tags = ["deploy", "web1"][: provider.max_tags or 2] if "tags" in caps else []
+    return Message(
+        sender=build_message(
+            sender="Ops Team <ops@example.com>", to=["x@example.com"], text="x"
+        ).sender,
+        to=build_message(
+            sender="o@example.com", to=["a@example.com", "Bee <b@example.com>"], text="x"
+        ).to,
+        cc=build_message(sender="o@example.com", to=["c@example.com"], text="x").to
+        if "cc" in caps
+        else [],
+        bcc=build_message(sender="o@example.com", to=["d@example.com"], text="x").to
+        if "bcc" in caps
+        else [],
+        reply_to=build_message(sender="o@example.com", to=["r@example.com"], text="x").to
+        if "reply_to" in caps
+        else [],
+        subject="Héllo ✓ report",
+        text="plain body\n",
+        html='<p>html body <img src="cid:logo"></p>',
+        headers=[("X-Ticket", "42")] if "headers" in caps else [],
+        attachments=attachments,
+        tags=tags,
+        metadata={"run": "7", "host": "web1"} if "metadata" in caps else {},
+    )
+
+
+def send_error(
+    provider: Provider, message: Message | None = None, timeout: float = 5
+) -> ProviderError:
+    with pytest.raises(ProviderError) as info:
+        provider.send(message or simple(), timeout=timeout)
+    return info.value
+
+
+def assert_no_secret(fake: FakeESP, *texts: str) -> None:
+    for secret in fake.secrets:
+        for text in texts:
+            assert secret not in text, f"a secret leaked into: {text}"
+
+
+def test_success_returns_the_provider_message_id(fake: FakeESP, httpserver: HTTPServer) -> None:
+    provider = build(fake, httpserver)
+    assert isinstance(provider, HttpProvider)
+    receipt = provider.send(simple(), timeout=5)
+    assert receipt.provider == provider.name
+    assert receipt.message_id and receipt.message_id == fake.last_message_id
+    assert len(fake.sent) == 1
+    got = fake.normalize(fake.sent[0])
+    assert got["from"] == "Ops <ops@example.com>"
+    assert got["to"] == ["a@example.com"]
+    assert got["subject"] == "Disk full"
+    assert got["text"].replace("\r\n", "\n") == "disk 91% full\n"
+    assert got["html"] == "<p>disk 91% full</p>"
+
+
+def test_full_message_is_carried_field_by_field(fake: FakeESP, httpserver: HTTPServer) -> None:
+    provider = build(fake, httpserver)
+    message = full(provider)
+    provider.send(message, timeout=5)
+    got = fake.normalize(fake.sent[-1])
+    caps = provider.capabilities
+    assert got["from"] == "Ops Team <ops@example.com>"
+    assert got["to"] == ["a@example.com", "Bee <b@example.com>"]
+    assert got["subject"] == "Héllo ✓ report"
+    assert got["text"].replace("\r\n", "\n") == "plain body\n"
+    assert got["html"] == message.html
+    if "cc" in caps:
+        assert got["cc"] == ["c@example.com"]
+    if "bcc" in caps:
+        assert got["bcc"] == ["d@example.com"]
+    if "reply_to" in caps:
+        assert got["reply_to"] == ["r@example.com"]
+    if "headers" in caps:
+        assert got["headers"].get("X-Ticket") == "42"
+    if "attachments" in caps:
+        assert ("report.csv", "text/csv", b"a,b\n1,2\n") in got["attachments"]
+    if "inline" in caps:
+        assert ("logo", "image/png", PNG) in got["inline"]
+    if "tags" in caps:
+        assert got["tags"] == message.tags
+    if "metadata" in caps:
+        assert got["metadata"] == {"run": "7", "host": "web1"}
+
+
+def test_what_a_provider_cannot_carry_is_refused_not_dropped(
+    fake: FakeESP, httpserver: HTTPServer
+) -> None:
+    provider = build(fake, httpserver)
+    extra = build_message(sender="o@example.com", to=["z@example.com"], text="x").to
+    uses: dict[str, dict[str, Any]] = {
+        "cc": {"cc": extra},
+        "bcc": {"bcc": extra},
+        "reply_to": {"reply_to": extra},
+        "headers": {"headers": [("X-Ticket", "42")]},
+        "attachments": {"attachments": [Attachment("a.txt", "text/plain", b"x")]},
+        "inline": {
+            "attachments": [Attachment("l.png", "image/png", PNG, inline=True, content_id="l")]
+        },
+        "tags": {"tags": ["t"]},
+        "metadata": {"metadata": {"k": "v"}},
+    }
+    for feature, fields in uses.items():
+        if feature in provider.capabilities:
+            continue
+        message = simple()
+        for attr, value in fields.items():
+            setattr(message, attr, value)
+        err = send_error(provider, message)
+        assert err.outcome is Outcome.REJECTED, feature
+        assert feature.replace("_", "-") in err.message
+    assert fake.requests == []
+
+
+def test_too_many_tags_are_refused(fake: FakeESP, httpserver: HTTPServer) -> None:
+    provider = build(fake, httpserver)
+    if provider.max_tags is None or "tags" not in provider.capabilities:
+        pytest.skip("no tag limit")
+    message = simple()
+    message.tags = [f"t{i}" for i in range(provider.max_tags + 1)]
+    assert send_error(provider, message).outcome is Outcome.REJECTED
+    assert fake.requests == []
+
+
+def test_documented_scenarios_are_required(fake: FakeESP) -> None:
+    assert {"auth", "invalid", "rate_limit", "server_error"} <= set(fake.scenarios)
+
+
+def test_each_documented_error_is_classified(fake: FakeESP, httpserver: HTTPServer) -> None:
+    provider = build(fake, httpserver)
+    for name, scenario in fake.scenarios.items():
+        fake.fail_next(scenario.response())
+        err = send_error(provider)
+        assert err.outcome is scenario.outcome, f"{fake.type} {name}: {err}"
+        assert scenario.words in err.message, f"{fake.type} {name}: {err.message!r}"
+        if scenario.retry_after is not None:
+            assert err.retry_after == pytest.approx(scenario.retry_after, abs=2), name
+        assert_no_secret(fake, str(err), err.message, repr(err))
+    assert fake.sent == []
+
+
+def test_rate_limit_with_retry_after(fake: FakeESP, httpserver: HTTPServer) -> None:
+    provider = build(fake, httpserver)
+    response = fake.scenarios["rate_limit"].response()
+    response.headers["Retry-After"] = "7"
+    fake.fail_next(response)
+    err = send_error(provider)
+    assert err.outcome is Outcome.TRANSIENT and err.retry_after == 7
+    assert err.status == 429
+
+
+def test_html_503_from_a_proxy(fake: FakeESP, httpserver: HTTPServer) -> None:
+    provider = build(fake, httpserver)
+    fake.fail_next(
+        Response(
+            "<html><body><h1>503 Service Unavailable</h1></body></html>",
+            503,
+            content_type="text/html",
+        )
+    )
+    err = send_error(provider)
+    assert err.outcome is Outcome.TRANSIENT and "503" in err.message
+
+
+@pytest.mark.parametrize("status", [400, 500, 502])
+def test_empty_error_bodies(fake: FakeESP, httpserver: HTTPServer, status: int) -> None:
+    provider = build(fake, httpserver)
+    fake.fail_next(Response(b"", status))
+    err = send_error(provider)
+    assert str(status) in err.message
+    if status >= 500:
+        assert err.outcome is Outcome.TRANSIENT
+
+
+def test_a_server_that_never_answers_is_ambiguous(fake: FakeESP, httpserver: HTTPServer) -> None:
+    provider = build(fake, httpserver)
+
+    def slow(request: Request) -> Response:
+        time.sleep(1.2)
+        return Response("late", 200)
+
+    httpserver.clear_all_handlers()
+    httpserver.expect_request(re.compile(".*")).respond_with_handler(slow)
+    started = time.monotonic()
+    err = send_error(provider, timeout=0.4)
+    assert err.outcome is Outcome.AMBIGUOUS
+    assert time.monotonic() - started < 1.2
+
+
+def test_a_refused_port_is_transient(fake: FakeESP, dead_port: int) -> None:
+    cfg = {**fake.config(f"http://127.0.0.1:{dead_port}")}
+    provider = ProviderSpec(fake.type, fake.type, cfg, "test").build()
+    err = send_error(provider)
+    assert err.outcome is Outcome.TRANSIENT
+    assert provider.check(timeout=2).ok is False
+
+
+def test_missing_credentials_are_config_errors(fake: FakeESP, httpserver: HTTPServer) -> None:
+    for key in fake.credential_keys:
+        cfg = fake.config(base_url(httpserver))
+        del cfg[key]
+        with pytest.raises(ConfigError) as info:
+            ProviderSpec(fake.type, fake.type, cfg, "cfg.toml").build()
+        assert f"key {key!r}" in str(info.value)
+
+
+def test_unset_env_secret_fails_at_send(fake: FakeESP, httpserver: HTTPServer) -> None:
+    key = fake.credential_keys[0]
+    provider = build(fake, httpserver, **{key: {"env": "MAILRELAY_TEST_UNSET_VARIABLE"}})
+    with pytest.raises(ConfigError) as info:
+        provider.send(simple(), timeout=5)
+    assert "MAILRELAY_TEST_UNSET_VARIABLE" in str(info.value)
+    assert fake.requests == []
+
+
+def test_unknown_keys_are_refused(fake: FakeESP, httpserver: HTTPServer) -> None:
+    with pytest.raises(ConfigError) as info:
+        build(fake, httpserver, colour="blue")
+    assert "'colour'" in str(info.value)
+
+
+def test_health_check_sends_nothing(fake: FakeESP, httpserver: HTTPServer) -> None:
+    provider = build(fake, httpserver)
+    health = provider.check(timeout=5)
+    assert health.ok, health.detail
+    assert fake.sent == [] and len(fake.requests) >= 1
+    assert provider.health_check
+
+
+def test_health_check_with_bad_credentials(fake: FakeESP, httpserver: HTTPServer) -> None:
+    provider = build(fake, httpserver)
+    fake.fail_next(fake.scenarios["auth"].response())
+    health = provider.check(timeout=5)
+    assert not health.ok and health.outcome is Outcome.PROVIDER
+    assert_no_secret(fake, health.detail)
+
+
+def test_url_form(fake: FakeESP, httpserver: HTTPServer) -> None:
+    url = fake.url(base_url(httpserver))
+    (spec,) = specs_from_urls([url], "--provider")
+    provider = spec.build()
+    assert provider.type == fake.type
+    receipt = provider.send(simple(), timeout=5)
+    assert receipt.message_id == fake.last_message_id
+    for secret in fake.secrets:
+        assert secret not in str(spec.values.get("base_url", ""))
+    assert quote(base_url(httpserver), safe="") in url or base_url(httpserver) in url
+
+
+def test_sandbox_is_one_config_key(fake: FakeESP, httpserver: HTTPServer) -> None:
+    provider = build(fake, httpserver, sandbox=True) if _has(fake, "sandbox") else None
+    if provider is None:
+        with pytest.raises(ConfigError):
+            build(fake, httpserver, sandbox=True)
+        return
+    provider.send(simple(), timeout=5)
+    assert fake.normalize(fake.sent[-1])["sandbox"] is True
+    plain = build(fake, httpserver)
+    plain.send(simple(), timeout=5)
+    assert fake.normalize(fake.sent[-1])["sandbox"] is False
+
+
+def test_idempotency_key_is_stable_per_message(fake: FakeESP, httpserver: HTTPServer) -> None:
+    if not _has(fake, "idempotency"):
+        pytest.skip(f"{fake.type} has no idempotency key")
+    provider = build(fake, httpserver)
+    message = simple()
+    provider.send(message, timeout=5)
+    provider.send(message, timeout=5)
+    provider.send(simple(), timeout=5)
+    keys = [fake.normalize(p)["idempotency_key"] for p in fake.sent]
+    assert keys[0] and keys[0] == keys[1] != keys[2]
+
+
+def _has(fake: FakeESP, capability: str) -> bool:
+    return capability in registry.get(fake.type).capabilities
