@@ -1,0 +1,373 @@
+"""Amazon SES v2 (`SendEmail`), signed with AWS SigV4.
+
+The message travels as `Content.Raw`: the MIME from `Message.to_mime()`, base64, so cc,
+reply-to, custom headers, attachments and inline images all arrive as written, and
+`Destination` lists every envelope recipient (Bcc only appears there).
+
+Tags and metadata: SES "message tags" (`EmailTags`) are name/value pairs whose names and
+values may hold only ASCII letters, digits, `_` and `-` (at most 256 each). Our metadata is
+name/value, so each metadata item becomes one `EmailTag` (usable in configuration-set event
+publishing and CloudWatch dimensions); metadata outside that alphabet is refused as
+`rejected` rather than altered. Our tags are plain labels with no name, so, like
+django-anymail's default, each tag travels as an `X-Tag` header in the raw message (any
+characters, visible in SES notifications that include headers).
+
+Sources: botocore `sesv2/2019-09-27/service-2.json` (endpoint, shapes, error shapes,
+signing name `ses`); shared/reference/providers.md §5; anymail docs/esps/amazon_ses.rst.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from email import policy as email_policy
+from typing import TYPE_CHECKING, Any
+
+from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt
+from mailrelay.providers.http import HttpProvider, HttpRequest, error_text, json_body
+
+if TYPE_CHECKING:
+    import requests
+
+    from mailrelay.config import ProviderConfig, ProviderURL
+    from mailrelay.message import Address, Message
+    from mailrelay.secrets import Secret
+
+# Regions with an SES endpoint `email.{region}.amazonaws.com` (botocore endpoints.json,
+# service "email", partitions aws and aws-us-gov; FIPS hosts differ and are left to base_url).
+REGIONS = (
+    "af-south-1",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-5",
+    "ca-central-1",
+    "ca-west-1",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-north-1",
+    "eu-south-1",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "il-central-1",
+    "me-central-1",
+    "me-south-1",
+    "sa-east-1",
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "us-gov-east-1",
+    "us-gov-west-1",
+)
+SIGNING_NAME = "ses"  # botocore sesv2 metadata.signingName (not "sesv2")
+SEND_PATH = "/v2/email/outbound-emails"  # SendEmail: POST, rest-json
+ACCOUNT_PATH = "/v2/email/account"  # GetAccount: GET, read-only
+MAX_RECIPIENTS = 50  # To + Cc + Bcc per message (SES developer guide, reference §5)
+MAX_RAW_BASE64 = 40 * 1024 * 1024  # v2 API limit, counted after base64 (reference §5)
+_TAG_TEXT = re.compile(r"^[A-Za-z0-9_-]{1,256}$")  # MessageTag Name/Value (botocore docs)
+
+# Error types (x-amzn-ErrorType / `__type`) and their class. SendEmail's own errors come from
+# botocore's sesv2 model; the auth ones are the AWS common errors (403).
+TRANSIENT_TYPES = frozenset(
+    {
+        "TooManyRequestsException",  # 429 "Maximum sending rate exceeded."
+        "LimitExceededException",  # 400, a sending quota: clears with time
+        "Throttling",  # the v1 spelling of the rate limit
+        "ThrottlingException",
+        "InternalServiceErrorException",  # 500
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+    }
+)
+PROVIDER_TYPES = frozenset(
+    {
+        "MailFromDomainNotVerifiedException",
+        "AccountSuspendedException",
+        "SendingPausedException",
+        "NotFoundException",  # 404: the configuration set (or identity ARN) does not exist
+        "UnrecognizedClientException",  # unknown access key / bad session token
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",  # wrong secret key, region or clock
+        "InvalidSignatureException",
+        "IncompleteSignatureException",
+        "MissingAuthenticationTokenException",
+        "AccessDeniedException",  # the IAM identity may not call ses:SendEmail
+        "AccessDenied",
+        "ExpiredTokenException",
+        "RequestExpired",
+    }
+)
+PERMANENT_TYPES = frozenset(
+    {"MessageRejected", "BadRequestException", "InvalidParameterValue", "ValidationException"}
+)
+# MessageRejected also covers identities that are not verified (and sandbox recipients):
+# "Email address is not verified. The following identities failed the check in region ...".
+# That is this account's configuration, not the message, so it fails over.
+_UNVERIFIED = re.compile(r"not verified|did not have authority", re.IGNORECASE)
+
+
+def error_type(resp: requests.Response) -> str:
+    """The SES error code: x-amzn-ErrorType, else the body's `__type` / `code`."""
+    raw = resp.headers.get("x-amzn-ErrorType") or ""
+    if not raw:
+        body = json_body(resp)
+        if isinstance(body, dict):
+            for key in ("__type", "code", "Code"):
+                if isinstance(body.get(key), str):
+                    raw = body[key]
+                    break
+    # "MessageRejected:http://internal.amazon.com/coral/..." or "com.amazonaws.sesv2#Name"
+    return raw.split(":", 1)[0].rsplit("#", 1)[-1].strip()
+
+
+def _envelope(addr: Address, role: str) -> str:
+    """The bare address SES takes in the envelope: ASCII local part, Punycode domain."""
+    local, _, domain = addr.email.rpartition("@")
+    # Destination docs (botocore): no SMTPUTF8, so the local part must be 7-bit ASCII
+    if not local.isascii():
+        raise ProviderError(
+            Outcome.REJECTED,
+            f"ses cannot carry the {role} address {addr.email!r}: SES takes only ASCII "
+            "before the @ (no SMTPUTF8)",
+        )
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
+    except UnicodeError:
+        raise ProviderError(
+            Outcome.REJECTED, f"ses cannot carry the {role} address {addr.email!r}"
+        ) from None
+    return f"{local}@{ascii_domain}"
+
+
+class SesProvider(HttpProvider):
+    type = "ses"
+    url_schemes = ("ses",)
+    default_base_url = "https://email.us-east-1.amazonaws.com"
+    capabilities = frozenset(
+        {"cc", "bcc", "reply_to", "headers", "attachments", "inline", "tags", "metadata"}
+    )
+    health_check = "GET /v2/email/account"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        access_key_id: Secret,
+        secret_access_key: Secret,
+        session_token: Secret | None = None,
+        region: str = "us-east-1",
+        configuration_set: str | None = None,
+        timeout: float | None = None,
+        base_url: str | None = None,
+    ) -> None:
+        super().__init__(
+            name,
+            timeout=timeout,
+            base_url=base_url or f"https://email.{region}.amazonaws.com",
+        )
+        self.access_key_id = access_key_id
+        self.secret_access_key = secret_access_key
+        self.session_token = session_token
+        self.region = region
+        self.configuration_set = configuration_set
+
+    @classmethod
+    def from_config(cls, cfg: ProviderConfig) -> SesProvider:
+        if not cfg.has("region"):
+            # identities live in one region: guessing one would only yield "not verified"
+            raise cfg.error("region", "is required (the AWS region of your SES identities)")
+        return cls(
+            cfg.name,
+            access_key_id=cfg.required_secret("access_key_id"),
+            secret_access_key=cfg.required_secret("secret_access_key"),
+            session_token=cfg.secret("session_token", required=False),
+            region=cfg.choice("region", REGIONS, "us-east-1"),
+            configuration_set=cfg.str("configuration_set"),
+            **cls.common_options(cfg, sandbox=False),
+        )
+
+    @classmethod
+    def config_from_url(cls, url: ProviderURL) -> dict[str, Any]:
+        """`ses://ACCESS_KEY_ID:SECRET_ACCESS_KEY@REGION` (percent-encode `/` and `+`)."""
+        if not url.username or not url.password:
+            raise url.error(
+                "give the access key id and secret key: ses://ACCESS_KEY_ID:SECRET@REGION"
+            )
+        if not url.host:
+            raise url.error("give the region as the host: ses://ACCESS_KEY_ID:SECRET@eu-west-1")
+        if url.port or url.path.strip("/"):
+            raise url.error(
+                "the URL takes only the region as host (use ?configuration_set=NAME "
+                "for a configuration set)"
+            )
+        return {
+            "access_key_id": url.username,
+            "secret_access_key": url.password,
+            "region": url.host,
+        }
+
+    def describe(self) -> dict[str, str]:
+        info = super().describe()
+        info["region"] = self.region
+        if self.configuration_set:
+            info["configuration_set"] = self.configuration_set
+        if self.session_token is not None:
+            info["credentials"] = "temporary (session token)"
+        return info
+
+    # --- request ---------------------------------------------------------------------------
+
+    def _auth(self) -> Any:
+        from requests_aws4auth import AWS4Auth  # only HTTP sends pay for it
+
+        token = self.session_token.reveal() if self.session_token is not None else None
+        return AWS4Auth(
+            self.access_key_id.reveal(),
+            self.secret_access_key.reveal(),
+            self.region,
+            SIGNING_NAME,
+            session_token=token,
+        )
+
+    def build_send(self, message: Message) -> HttpRequest:
+        recipients = message.recipients()
+        if len(recipients) > MAX_RECIPIENTS:
+            raise ProviderError(
+                Outcome.REJECTED,
+                f"ses takes at most {MAX_RECIPIENTS} recipients per message "
+                f"(To, Cc and Bcc together), the message has {len(recipients)}",
+            )
+        email_tags = self._email_tags(message)
+        mime = message.to_mime()
+        for tag in message.tags:
+            mime["X-Tag"] = tag
+        data = base64.b64encode(mime.as_bytes(policy=email_policy.SMTP)).decode("ascii")
+        if len(data) > MAX_RAW_BASE64:
+            raise ProviderError(
+                Outcome.REJECTED,
+                f"message too large for ses: {len(data)} bytes after base64, limit "
+                f"{MAX_RAW_BASE64}",
+            )
+        # Each envelope recipient once, in the first list that names it (as recipients()).
+        seen: set[str] = set()
+        destination: dict[str, list[str]] = {}
+        for key, addrs in (
+            ("ToAddresses", message.to),
+            ("CcAddresses", message.cc),
+            ("BccAddresses", message.bcc),
+        ):
+            for addr in addrs:
+                if addr.email.lower() not in seen:
+                    seen.add(addr.email.lower())
+                    destination.setdefault(key, []).append(_envelope(addr, "recipient"))
+        body: dict[str, Any] = {
+            # for Raw content the From header is what recipients see; this is the identity
+            # SES checks (and uses for the envelope)
+            "FromEmailAddress": _envelope(message.sender, "sender"),
+            "Destination": destination,
+            "Content": {"Raw": {"Data": data}},
+        }
+        if email_tags:
+            body["EmailTags"] = email_tags
+        if self.configuration_set:
+            body["ConfigurationSetName"] = self.configuration_set
+        return HttpRequest("POST", SEND_PATH, json=body, auth=self._auth())
+
+    def _email_tags(self, message: Message) -> list[dict[str, str]]:
+        tags: list[dict[str, str]] = []
+        for key, value in message.metadata.items():
+            for what, text in (("key", key), ("value", value)):
+                if not _TAG_TEXT.match(text):
+                    raise ProviderError(
+                        Outcome.REJECTED,
+                        f"ses carries metadata as message tags, which allow only ASCII "
+                        f"letters, digits, '_' and '-' (1-256 characters); metadata {key!r} "
+                        f"has a {what} outside that",
+                    )
+            tags.append({"Name": key, "Value": value})
+        return tags
+
+    def build_check(self) -> HttpRequest:
+        return HttpRequest("GET", ACCOUNT_PATH, auth=self._auth())
+
+    # --- response --------------------------------------------------------------------------
+
+    def parse_success(self, resp: requests.Response, message: Message) -> Receipt:
+        body = json_body(resp)
+        message_id = body.get("MessageId") if isinstance(body, dict) else None
+        if not isinstance(message_id, str) or not message_id:
+            # a 200 without a MessageId is not SES's documented answer; the mail may be queued
+            raise ProviderError(
+                Outcome.AMBIGUOUS,
+                self.error_message(resp, "HTTP 2xx without a MessageId (it may have been sent)"),
+                status=resp.status_code,
+            )
+        return Receipt(provider=self.name, message_id=message_id)
+
+    def classify_error(self, resp: requests.Response) -> ProviderError:
+        code = error_type(resp)
+        words = error_text(resp)
+        text = f"{code}: {words}" if code and code not in words else words
+        err = super().classify_error(resp)
+        outcome = err.outcome
+        if code in TRANSIENT_TYPES:
+            outcome = Outcome.TRANSIENT
+        elif code in PROVIDER_TYPES or (
+            code == "MessageRejected" and _UNVERIFIED.search(words) is not None
+        ):
+            outcome = Outcome.PROVIDER
+        elif code in PERMANENT_TYPES:
+            outcome = Outcome.PERMANENT
+        return ProviderError(
+            outcome,
+            self.error_message(resp, text),
+            status=resp.status_code,
+            retry_after=err.retry_after,
+        )
+
+    def check_response(self, resp: requests.Response) -> Health:
+        if not 200 <= resp.status_code < 300:
+            return super().check_response(resp)
+        body = json_body(resp)
+        if not isinstance(body, dict):
+            return Health(True, f"HTTP {resp.status_code} from {self.host}")
+        parts: list[str] = []
+        enforcement = body.get("EnforcementStatus")
+        if body.get("SendingEnabled") is False:
+            detail = f"{self.region}: sending is disabled for this account"
+            if isinstance(enforcement, str):
+                detail += f" (enforcement status {enforcement})"
+            return Health(False, detail, Outcome.PROVIDER)
+        parts.append("sending enabled")
+        if body.get("ProductionAccessEnabled") is False:
+            parts.append("sandbox: only verified recipients")
+        elif body.get("ProductionAccessEnabled") is True:
+            parts.append("production access")
+        if isinstance(enforcement, str) and enforcement != "HEALTHY":
+            parts.append(f"enforcement status {enforcement}")
+        quota = body.get("SendQuota")
+        if isinstance(quota, dict):
+            sent, limit, rate = (
+                quota.get("SentLast24Hours"),
+                quota.get("Max24HourSend"),
+                quota.get("MaxSendRate"),
+            )
+            if isinstance(sent, (int, float)) and isinstance(limit, (int, float)):
+                unlimited = limit < 0  # -1 means no daily quota (GetAccount docs)
+                parts.append(f"{sent:g}/{'unlimited' if unlimited else f'{limit:g}'} in 24 h")
+                if not unlimited and sent >= limit:
+                    return Health(
+                        False,
+                        f"{self.region}: daily sending quota used up ({sent:g}/{limit:g})",
+                        Outcome.PROVIDER,
+                    )
+            if isinstance(rate, (int, float)):
+                parts.append(f"max {rate:g}/s")
+        return Health(True, f"{self.region}: {', '.join(parts)}")
