@@ -1,0 +1,248 @@
+"""MailerSend email API (`POST /v1/email`).
+
+Sources: the official Go SDK mailersend/mailersend-go (`email.go` for the body, `api_quota.go`
+for the health check); developers.mailersend.com "General API resources" and the help page
+"REST API response codes" (202 + `X-Message-Id`, the suppression warnings, 421/408 meaning
+"try again later"); anymail's MailerSend backend (no metadata; the filename decides the
+attachment type; ALL_SUPPRESSED has no message id) [3P]; `#MS…` codes inside 422 messages
+as seen in public code [3P]: 42207 unverified from-domain, 42212 recipient outside the trial
+domain, 42222 trial quota, 42225 trial unique-recipient limit, 42235 a plan-gated header.
+
+Custom headers are an Enterprise-plan feature at MailerSend. We declare them (an Enterprise
+account carries them) and treat MailerSend's plan refusal (#MS42235, or a 422 on `headers`)
+as `rejected`: the engine then fails over to a provider that carries headers, without
+cooldown, instead of stopping as if the message were bad everywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt
+from mailrelay.providers.http import HttpProvider, HttpRequest, classify_status, json_body
+
+if TYPE_CHECKING:
+    import requests
+
+    from mailrelay.config import ProviderConfig, ProviderURL
+    from mailrelay.message import Address, Message
+    from mailrelay.secrets import Secret
+
+# Account/domain problems reported as 422 validation errors.
+_PROVIDER_CODES = ("#MS42207", "#MS42212", "#MS42222", "#MS42225")
+_PLAN_CODES = ("#MS42235",)  # the plan does not allow this (custom) header
+
+
+def _person(addr: Address) -> dict[str, str]:
+    out = {"email": addr.email}
+    if addr.name:
+        out["name"] = addr.name
+    return out
+
+
+def _field_errors(body: Any) -> dict[str, list[str]]:
+    """The `errors` object of a 422: {"field.path": ["message", ...]}."""
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, dict):
+        return {}
+    out: dict[str, list[str]] = {}
+    for key, value in errors.items():
+        msgs = value if isinstance(value, list) else [value]
+        out[str(key)] = [str(m) for m in msgs if m]
+    return out
+
+
+def _describe(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return None
+    message = str(body.get("message") or "").strip()
+    details = [f"{k}: {m[0]}" for k, m in _field_errors(body).items() if m and m[0] not in message]
+    if details:
+        return f"{message} ({'; '.join(details)})" if message else "; ".join(details)
+    return message or None
+
+
+def _seconds_until(iso: str | None) -> float | None:
+    if not iso:
+        return None
+    try:
+        when = datetime.fromisoformat(iso.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    return min(max(seconds, 0.0), 26 * 3600.0)
+
+
+class MailersendProvider(HttpProvider):
+    type = "mailersend"
+    url_schemes = ("mailersend",)
+    default_base_url = "https://api.mailersend.com/v1"
+    # No metadata field at all [anymail]; no sandbox flag and no idempotency key found.
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {"cc", "bcc", "reply_to", "headers", "attachments", "inline", "tags"}
+    )
+    max_tags = 5  # the commonly cited limit [U]; over it fails over rather than stopping
+    health_check = "GET /v1/api-quota"
+
+    def __init__(self, name: str, *, api_token: Secret, **options: Any) -> None:
+        super().__init__(name, **options)
+        self.api_token = api_token
+
+    @classmethod
+    def from_config(cls, cfg: ProviderConfig) -> MailersendProvider:
+        return cls(
+            cfg.name,
+            api_token=cfg.required_secret("api_token"),
+            **cls.common_options(cfg, sandbox=False),
+        )
+
+    @classmethod
+    def config_from_url(cls, url: ProviderURL) -> dict[str, Any]:
+        """`mailersend://API_TOKEN@`."""
+        token = url.username or url.password
+        if not token:
+            raise url.error("the API token is missing: mailersend://API_TOKEN@")
+        if url.host or url.path.strip("/"):
+            raise url.error("a mailersend URL takes no host or path (use ?base_url=)")
+        return {"api_token": token}
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_token.reveal()}", "Accept": "application/json"}
+
+    # --- send --------------------------------------------------------------------------
+
+    def build_send(self, message: Message) -> HttpRequest:
+        if len(message.reply_to) > 1:
+            # reply_to is a single object; joining several would be a silent change
+            raise ProviderError(
+                Outcome.REJECTED,
+                f"mailersend takes one reply-to address, the message has {len(message.reply_to)}",
+            )
+        if not message.to:
+            # "to" is required (at least one); cc/bcc-only mail needs another provider
+            raise ProviderError(Outcome.REJECTED, "mailersend needs at least one To address")
+        body: dict[str, Any] = {
+            "from": _person(message.sender),
+            "to": [_person(a) for a in message.to],
+        }
+        if message.cc:
+            body["cc"] = [_person(a) for a in message.cc]
+        if message.bcc:
+            body["bcc"] = [_person(a) for a in message.bcc]
+        if message.reply_to:
+            body["reply_to"] = _person(message.reply_to[0])
+        body["subject"] = message.subject
+        if message.text is not None:
+            body["text"] = message.text
+        if message.html is not None:
+            body["html"] = message.html
+        if message.headers:
+            body["headers"] = [{"name": n, "value": v} for n, v in message.headers]
+        if message.attachments:
+            # MailerSend takes the type from the filename; there is no content-type field
+            body["attachments"] = []
+            for a in message.attachments:
+                item = {
+                    "content": base64.b64encode(a.data).decode("ascii"),
+                    "filename": a.filename,
+                    "disposition": "inline" if a.inline else "attachment",
+                }
+                if a.inline:
+                    item["id"] = a.content_id or a.filename  # referenced as cid:<id>
+                body["attachments"].append(item)
+        if message.tags:
+            body["tags"] = list(message.tags)
+        return HttpRequest("POST", "/email", json=body, headers=self._headers())
+
+    def parse_success(self, resp: requests.Response, message: Message) -> Receipt:
+        body = json_body(resp)
+        warnings = body.get("warnings") if isinstance(body, dict) else None
+        warnings = (
+            [w for w in warnings if isinstance(w, dict)] if isinstance(warnings, list) else []
+        )
+        for w in warnings:
+            if w.get("type") == "ALL_SUPPRESSED":
+                # 202, but nothing goes out: every recipient is on a suppression list
+                # (bounce, complaint, unsubscribe). Permanent for these recipients: failing
+                # over would bypass a suppression that exists for a reason.
+                text = str(w.get("message") or "all recipients are suppressed")
+                who = _suppressed(w)
+                raise ProviderError(
+                    Outcome.PERMANENT,
+                    self.error_message(resp, f"{text} ({who})" if who else text),
+                    status=resp.status_code,
+                )
+        detail = "; ".join(
+            f"{w.get('message') or w.get('type')} ({_suppressed(w)})"
+            for w in warnings
+            if w.get("type") == "SOME_SUPPRESSED"
+        )
+        return Receipt(self.name, resp.headers.get("X-Message-Id") or None, detail)
+
+    def classify_error(self, resp: requests.Response) -> ProviderError:
+        body = json_body(resp)
+        message = self.error_message(resp, _describe(body))
+        retry_after = self.retry_after(resp)
+        status = resp.status_code
+        words = message
+        fields = _field_errors(body)
+        if status == 422:
+            if any(code in words for code in _PLAN_CODES) or any(
+                k == "headers" or k.startswith("headers.") for k in fields
+            ):
+                outcome = Outcome.REJECTED
+            elif any(code in words for code in _PROVIDER_CODES):
+                outcome = Outcome.PROVIDER
+            else:
+                outcome = Outcome.PERMANENT
+            return ProviderError(outcome, message, status=status, retry_after=retry_after)
+        if status in (408, 421):  # "error on our system" / maintenance: try again later
+            return ProviderError(Outcome.TRANSIENT, message, status=status, retry_after=retry_after)
+        return classify_status(status, message, retry_after=retry_after)
+
+    def retry_after(self, resp: requests.Response) -> float | None:
+        """Retry-After wins; else, with the daily API quota used up, wait for its reset."""
+        wait = super().retry_after(resp)
+        if wait is None and resp.headers.get("x-apiquota-remaining", "").strip() == "0":
+            # the daily request quota resets at the next UTC midnight (ISO 8601 header)
+            wait = _seconds_until(resp.headers.get("x-apiquota-reset"))
+        return wait
+
+    # --- health ------------------------------------------------------------------------
+
+    def build_check(self) -> HttpRequest:
+        # Every call (this one too) spends one request of the daily API quota.
+        return HttpRequest("GET", "/api-quota", headers=self._headers())
+
+    def check_response(self, resp: requests.Response) -> Health:
+        if 200 <= resp.status_code < 300:
+            body = json_body(resp)
+            if isinstance(body, dict) and body.get("remaining") == 0:
+                return Health(
+                    False,
+                    f"{self.host}: the daily API quota is used up until {body.get('reset')}",
+                    Outcome.TRANSIENT,
+                )
+            if isinstance(body, dict) and "remaining" in body:
+                return Health(
+                    True,
+                    f"HTTP {resp.status_code} from {self.host}: "
+                    f"{body.get('remaining')}/{body.get('quota')} API requests left today",
+                )
+        return super().check_response(resp)
+
+
+def _suppressed(warning: dict[str, Any]) -> str:
+    parts = []
+    for r in warning.get("recipients") or []:
+        if not isinstance(r, dict):
+            continue
+        # the docs' example says "reasons", anymail reads "reason": accept both
+        reasons = r.get("reasons") or r.get("reason") or []
+        why = ", ".join(str(x) for x in reasons) if isinstance(reasons, list) else str(reasons)
+        parts.append(f"{r.get('email')}: {why}" if why else str(r.get("email")))
+    return "; ".join(parts)
