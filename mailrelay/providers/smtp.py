@@ -1,0 +1,526 @@
+"""SMTP submission through smtplib: STARTTLS, implicit TLS or plain; AUTH; reply codes mapped
+to outcome classes.
+
+Every attempt tracks the stage it is in (connect, EHLO, STARTTLS, AUTH, MAIL FROM, RCPT TO,
+DATA, the message data, the reply after the final dot), so each failure gets exactly one
+class (DESIGN.md table). Facts: RFC 5321 (reply codes), RFC 3463 (enhanced status codes),
+RFC 3207 (STARTTLS), RFC 4954 (AUTH), RFC 1870 (SIZE), RFC 6531 (SMTPUTF8), RFC 8314
+(implicit TLS on 465); summarised in /work/shared/reference/providers.md §11.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import re
+import smtplib
+import socket
+import ssl
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from mailrelay.providers.base import Health, Outcome, Provider, ProviderError, Receipt
+from mailrelay.secrets import scrub
+
+if TYPE_CHECKING:
+    from mailrelay.config import ProviderConfig, ProviderURL
+    from mailrelay.message import Message
+    from mailrelay.secrets import Secret
+
+SECURITIES = ("starttls", "tls", "none")
+# submission (RFC 6409) / submissions (RFC 8314) / plain relay (RFC 5321)
+DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+_TEXT_LIMIT = 300
+_QUIT_TIMEOUT = 2.0
+
+# Stages of one session, as named in error messages.
+CONNECT = "connect"
+EHLO = "EHLO"
+STARTTLS = "STARTTLS"
+AUTH = "AUTH"
+MAIL = "MAIL FROM"
+RCPT = "RCPT TO"
+DATA = "DATA"
+BODY = "message data"
+END = "end of data"  # the final "." has been sent: the server may have queued the message
+NOOP = "NOOP"
+# A 5xx here refuses the session itself, so every message would meet it: a provider problem.
+_SESSION_STAGES = frozenset({CONNECT, EHLO, STARTTLS, AUTH, NOOP})
+# Authentication required / credentials invalid / mechanism too weak / encryption required
+# (RFC 4954 §6); they mean our configuration at any stage, with or without an enhanced code.
+_AUTH_CODES = frozenset({530, 534, 535, 538})
+
+_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?!\S)")
+_EOL = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
+
+
+def enhanced_code(code: int, text: str) -> str | None:
+    """The RFC 3463 enhanced status code at the start of a reply text, e.g. "5.7.1"."""
+    m = _ENHANCED.match(text)
+    if m is None or m.group(1) != str(code)[:1]:  # its class must match the reply code's
+        return None
+    return f"{m.group(1)}.{int(m.group(2))}.{int(m.group(3))}"
+
+
+def classify_reply(stage: str, code: int, text: str) -> Outcome:
+    """The outcome class of a negative SMTP reply at a given stage."""
+    if 400 <= code < 500:  # RFC 5321 §4.2.1: transient negative completion, incl. 454 on AUTH
+        return Outcome.TRANSIENT
+    if not 500 <= code < 600:  # not an SMTP reply we can read: the server is broken
+        return Outcome.PROVIDER
+    enhanced = enhanced_code(code, text) or ""
+    # 5.7.x is security or policy (auth, relay denied, unverified sender): not the message
+    if enhanced.startswith("5.7.") or code in _AUTH_CODES or stage in _SESSION_STAGES:
+        return Outcome.PROVIDER
+    if code == 552 or enhanced == "5.3.4":  # too big for THIS server; another may take it
+        return Outcome.REJECTED
+    if enhanced.startswith("5.1.") and stage in (MAIL, RCPT):  # bad mailbox or address
+        return Outcome.PERMANENT
+    if enhanced.startswith("5.6.") and stage in (DATA, END):  # bad message content
+        return Outcome.PERMANENT
+    return Outcome.REJECTED
+
+
+def _reply_text(msg: bytes | str) -> str:
+    text = msg.decode("utf-8", "replace") if isinstance(msg, bytes) else msg
+    text = " ".join(text.split())
+    if len(text) > _TEXT_LIMIT:
+        text = text[: _TEXT_LIMIT - 1] + "…"
+    return text
+
+
+def dot_stuff(data: bytes) -> bytes:
+    """The message data for DATA: CRLF line ends, leading dots doubled (RFC 5321 §4.5.2)."""
+    data = _LEADING_DOT.sub(b"..", _EOL.sub(b"\r\n", data))
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data
+
+
+def _timed_out(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, TimeoutError):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
+class SmtpProvider(Provider):
+    """Plain SMTP submission (smtp:// and smtps:// URLs)."""
+
+    type: ClassVar[str] = "smtp"
+    url_schemes: ClassVar[tuple[str, ...]] = ("smtp", "smtps")
+    # tags and metadata have no SMTP form: the base refuses them as `rejected`
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {"cc", "bcc", "reply_to", "headers", "attachments", "inline"}
+    )
+    health_check: ClassVar[str] = "connect, EHLO, TLS, AUTH, NOOP, QUIT"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        host: str,
+        port: int | None = None,
+        security: str = "starttls",
+        username: str | None = None,
+        password: Secret | None = None,
+        timeout: float | None = None,
+        ca_file: str | None = None,
+        verify: bool = True,
+        helo: str | None = None,
+    ) -> None:
+        super().__init__(name, timeout=timeout)
+        if security not in SECURITIES:
+            raise ValueError(f"security must be one of {', '.join(SECURITIES)}")
+        self.host = host
+        self.security = security
+        self.port = port or DEFAULT_PORTS[security]
+        self.username = username
+        self._password = password
+        self.ca_file = ca_file
+        self.verify = verify
+        self.helo = helo
+
+    # --- configuration -----------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, cfg: ProviderConfig) -> SmtpProvider:
+        host = cfg.required_str("host").strip()
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not host or any(c.isspace() or c in "/@" for c in host):
+            raise cfg.error("host", f"must be a host name or address, got {host!r}")
+        if host.count(":") == 1:
+            raise cfg.error("host", "give the port in the 'port' key, not in the host")
+        security = cfg.choice("security", SECURITIES, "starttls")
+        port = cfg.int("port", DEFAULT_PORTS[security], min=1, max=65535)
+        username = cfg.str("username")
+        if username is not None and not cfg.has("password"):
+            raise cfg.error("password", "is required when username is given")
+        password = cfg.secret("password", required=False)
+        if password is not None and username is None:
+            raise cfg.error("password", "is given without a username")
+        ca_file = cfg.str("ca_file")
+        if ca_file is not None:
+            path = Path(ca_file).expanduser()
+            if not path.is_file():
+                raise cfg.error("ca_file", f"no such file: {path}")
+            ca_file = str(path)
+        verify = cfg.bool("verify", True)
+        helo = cfg.str("helo")
+        if helo is not None and any(c.isspace() for c in helo):
+            raise cfg.error("helo", "must be one host name, without spaces")
+        return cls(
+            cfg.name,
+            host=host,
+            port=port,
+            security=security,
+            username=username,
+            password=password,
+            timeout=cfg.timeout(cls.default_timeout),
+            ca_file=ca_file,
+            verify=verify,
+            helo=helo,
+        )
+
+    @classmethod
+    def config_from_url(cls, url: ProviderURL) -> dict[str, Any]:
+        """smtp://user:pass@host:587?security=starttls, smtps://user:pass@host (port 465)."""
+        if not url.host:
+            raise url.error("needs a host, e.g. smtp://user:pass@smtp.example.com:587")
+        if url.path not in ("", "/"):
+            raise url.error("an SMTP URL has no path; give options as ?key=value")
+        values: dict[str, Any] = {"host": url.host}
+        if url.port:
+            values["port"] = url.port
+        if url.username:
+            values["username"] = url.username
+        if url.password is not None:
+            values["password"] = url.password
+        if url.scheme == "smtps":
+            if url.query.get("security", "tls") != "tls":
+                raise url.error("smtps:// is implicit TLS; use smtp://...?security=... instead")
+            values["security"] = "tls"
+        return values
+
+    def describe(self) -> dict[str, str]:
+        info = {"host": self.host, "port": str(self.port), "security": self.security}
+        if self.username:
+            info["username"] = self.username
+        if self.security != "none":
+            if not self.verify:
+                info["verify"] = "off"
+            if self.ca_file:
+                info["ca_file"] = self.ca_file
+        if self.helo:
+            info["helo"] = self.helo
+        return info
+
+    @property
+    def label(self) -> str:
+        """host:port, as error messages start."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def tls_context(self) -> ssl.SSLContext:
+        """Certificates and host names are verified unless `verify = false`."""
+        try:
+            ctx = ssl.create_default_context()
+            if self.ca_file:  # in addition to the system's CAs, e.g. a private CA
+                ctx.load_verify_locations(cafile=self.ca_file)
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise ProviderError(
+                Outcome.PROVIDER, f"{self.label}: cannot load ca_file {self.ca_file}: {reason}"
+            ) from None
+        if not self.verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def password(self) -> str:
+        assert self._password is not None
+        try:
+            return self._password.reveal()
+        except Exception as exc:  # a missing env var or a failing command: this provider only
+            raise ProviderError(
+                Outcome.PROVIDER, f"{self.label}: cannot get the password: {exc}"
+            ) from None
+
+    # --- the contract ------------------------------------------------------------------
+
+    def send(self, message: Message, *, timeout: float) -> Receipt:
+        self.check_capabilities(message)
+        with _Session(self, min(self.timeout, timeout)) as session:
+            session.open()
+            return session.deliver(message)
+
+    def check(self, *, timeout: float) -> Health:
+        try:
+            with _Session(self, min(self.timeout, timeout)) as session:
+                session.open()
+                session.noop()
+                return Health(True, session.summary())
+        except ProviderError as exc:
+            return Health(False, exc.message, exc.outcome)
+
+
+class _Session:
+    """One SMTP session under one deadline; turns every failure into one ProviderError."""
+
+    def __init__(self, provider: SmtpProvider, timeout: float) -> None:
+        self.p = provider
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.stage = CONNECT
+        self.smtp: smtplib.SMTP | None = None
+        self.server_name = ""
+        self.notes: list[str] = []
+
+    def __enter__(self) -> _Session:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # QUIT only when the connection is in a known state: after success or a plain reply
+        intact = exc is None or isinstance(
+            exc, (ProviderError, smtplib.SMTPResponseException, smtplib.SMTPNotSupportedError)
+        )
+        self.finish(polite=intact)
+        if exc is None or isinstance(exc, ProviderError) or not isinstance(exc, Exception):
+            return
+        raise self.failure(exc) from None
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    def error(self, outcome: Outcome, text: str, *, status: int | None = None) -> ProviderError:
+        return ProviderError(outcome, scrub(f"{self.p.label}: {text}"), status=status)
+
+    def reply_error(self, code: int, msg: bytes | str, stage: str | None = None) -> ProviderError:
+        stage = stage or self.stage
+        text = _reply_text(msg)
+        return self.error(
+            classify_reply(stage, code, text), f"{code} {text} (reply to {stage})", status=code
+        )
+
+    def remaining(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        return left
+
+    def at(self, stage: str) -> smtplib.SMTP:
+        """Enter a stage: what fails from now on is classified as failing here."""
+        self.stage = stage
+        assert self.smtp is not None and self.smtp.sock is not None
+        self.smtp.sock.settimeout(self.remaining())
+        return self.smtp
+
+    def failure(self, exc: Exception) -> ProviderError:
+        """The one outcome of an exception raised at the current stage."""
+        stage = self.stage
+        if isinstance(exc, smtplib.SMTPResponseException):
+            return self.reply_error(exc.smtp_code, exc.smtp_error)
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            # a wrong or untrusted certificate will not fix itself
+            reason = exc.verify_message or exc.reason or "unknown reason"
+            return self.error(Outcome.PROVIDER, f"TLS certificate verify failed: {reason}")
+        if isinstance(exc, smtplib.SMTPNotSupportedError | smtplib.SMTPHeloError):
+            return self.error(Outcome.PROVIDER, f"{stage}: {exc}")
+        if isinstance(exc, ssl.SSLError) and stage in (CONNECT, STARTTLS):
+            return self.error(
+                Outcome.TRANSIENT, f"TLS handshake failed: {exc.reason or exc.strerror or exc}"
+            )
+        if isinstance(exc, socket.gaierror):
+            return self.error(Outcome.TRANSIENT, f"cannot resolve host: {exc.strerror or exc}")
+        if isinstance(exc, ConnectionRefusedError):
+            return self.error(Outcome.TRANSIENT, "connection refused")
+        if isinstance(exc, smtplib.SMTPServerDisconnected | OSError):
+            where = "greeting" if stage == CONNECT else stage
+            if stage == CONNECT and isinstance(exc, TimeoutError):  # TCP or TLS set-up
+                what = f"no connection within {self.timeout:g} s"
+            elif _timed_out(exc):
+                what = f"no answer within {self.timeout:g} s ({where})"
+            elif isinstance(exc, smtplib.SMTPServerDisconnected):
+                what = f"connection closed by the server ({where})"
+            else:
+                what = f"connection failed ({where}): {exc.strerror or exc}"
+            if stage == END:
+                return self.error(
+                    Outcome.AMBIGUOUS,
+                    f"{what} after the message data was sent (it may have been accepted)",
+                )
+            return self.error(Outcome.TRANSIENT, what)
+        if isinstance(exc, smtplib.SMTPException):  # e.g. no AUTH mechanism in common
+            return self.error(Outcome.PROVIDER, f"{stage}: {exc}")
+        raise exc
+
+    def finish(self, *, polite: bool) -> None:
+        smtp, self.smtp = self.smtp, None
+        if smtp is None:
+            return
+        try:
+            left = self.deadline - time.monotonic()
+            if polite and smtp.sock is not None and left > 0.05:
+                smtp.sock.settimeout(min(_QUIT_TIMEOUT, left))
+                smtp.quit()
+        except (OSError, smtplib.SMTPException):
+            pass  # the server's answer to QUIT changes nothing
+        finally:
+            smtp.close()
+
+    # --- the session -------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Connect, EHLO, STARTTLS + EHLO, AUTH."""
+        p = self.p
+        self.stage = CONNECT
+        ctx = p.tls_context() if p.security != "none" else None
+        if ctx is not None and p.security == "tls":
+            self.smtp = smtplib.SMTP_SSL(
+                p.host, p.port, local_hostname=p.helo, timeout=self.remaining(), context=ctx
+            )
+            self.notes.append(f"TLS {self._tls_version()}".rstrip())
+        else:
+            self.smtp = smtplib.SMTP(
+                p.host, p.port, local_hostname=p.helo, timeout=self.remaining()
+            )
+        self.ehlo()
+        if ctx is not None and p.security == "starttls":
+            smtp = self.at(STARTTLS)
+            if not smtp.has_extn("starttls"):
+                raise self.error(
+                    Outcome.PROVIDER,
+                    "the server does not offer STARTTLS (security = starttls); refusing to "
+                    "go on in the clear (security = tls for port 465, none to allow it)",
+                )
+            smtp.starttls(context=ctx)
+            self.notes.append(f"STARTTLS {self._tls_version()}".rstrip())
+            self.ehlo()
+        elif p.security == "none":
+            self.notes.append("no TLS")
+        if p.username:
+            smtp = self.at(AUTH)
+            if not smtp.has_extn("auth"):
+                raise self.error(
+                    Outcome.PROVIDER, "the server does not offer AUTH, but a username is set"
+                )
+            smtp.login(p.username, p.password())
+            self.notes.append("AUTH ok")
+        size = self._size_limit()
+        if size:
+            self.notes.append(f"SIZE {size}")
+
+    def ehlo(self) -> None:
+        smtp = self.at(EHLO)
+        code, msg = smtp.ehlo()
+        if code != 250:
+            if code in (500, 502) and self.p.security == "none" and not self.p.username:
+                # EHLO not recognised (RFC 5321 §4.1.4): HELO does for a plain, anonymous relay
+                code, msg = smtp.helo()
+                if code == 250:
+                    self.server_name = _reply_text(msg).partition(" ")[0]
+                    return
+            raise self.reply_error(code, msg)
+        self.server_name = _reply_text(msg).partition(" ")[0]
+
+    def _tls_version(self) -> str:
+        sock = self.smtp.sock if self.smtp is not None else None
+        version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
+        return version or ""
+
+    def _size_limit(self) -> int | None:
+        assert self.smtp is not None
+        value = self.smtp.esmtp_features.get("size", "").strip()
+        return int(value) if value.isdigit() and int(value) > 0 else None
+
+    def summary(self) -> str:
+        """E.g. "ESMTP smtp.example.com; STARTTLS TLSv1.3; AUTH ok; SIZE 35882577"."""
+        assert self.smtp is not None
+        kind = "ESMTP" if self.smtp.does_esmtp else "SMTP"
+        return "; ".join([f"{kind} {self.server_name}".rstrip(), *self.notes])
+
+    def noop(self) -> None:
+        code, msg = self.at(NOOP).noop()
+        if code != 250:
+            raise self.reply_error(code, msg)
+
+    def deliver(self, message: Message) -> Receipt:
+        """MAIL FROM, RCPT TO each recipient, DATA in steps; the 250 after the dot."""
+        smtp = self.at(MAIL)
+        recipients = [a.email for a in message.recipients()]
+        addresses = [message.sender, *message.to, *message.cc, *message.bcc, *message.reply_to]
+        options: list[str] = []
+        if all(a.email.isascii() and a.name.isascii() for a in addresses):
+            data = message.as_bytes()
+        elif smtp.has_extn("smtputf8"):  # RFC 6531: UTF-8 addresses and headers
+            options.append("SMTPUTF8")
+            data = message.to_mime().as_bytes(policy=email.policy.SMTPUTF8)
+        else:
+            raise self.error(
+                Outcome.REJECTED,
+                "the message has a non-ASCII address and the server does not offer SMTPUTF8",
+            )
+        data = dot_stuff(data)
+        size = self._size_limit()
+        if size is not None and len(data) > size:
+            raise self.error(
+                Outcome.REJECTED,
+                f"the message is {len(data)} bytes, the server takes at most {size} (SIZE)",
+            )
+        if smtp.has_extn("size"):
+            options.append(f"SIZE={len(data)}")
+        if not data.isascii() and smtp.has_extn("8bitmime"):  # RFC 6152
+            options.append("BODY=8BITMIME")
+
+        code, msg = smtp.mail(message.sender.email, options)
+        if code != 250:
+            raise self.reply_error(code, msg)
+
+        refused: list[tuple[str, int, str]] = []
+        for rcpt in recipients:
+            code, msg = self.at(RCPT).rcpt(rcpt)
+            if code not in (250, 251):  # 251: user not local, will forward
+                refused.append((rcpt, code, _reply_text(msg)))
+        if len(refused) == len(recipients):
+            raise self._all_refused(refused)
+
+        code, msg = self.at(DATA).docmd("DATA")
+        if code != 354:
+            raise self.reply_error(code, msg)
+        sock = self.at(BODY).sock
+        assert sock is not None
+        sock.sendall(data)
+        sock.sendall(b".\r\n")
+        code, msg = self.at(END).getreply()
+        if code != 250:
+            raise self.reply_error(code, msg)
+
+        detail = _reply_text(msg)
+        if refused:
+            named = ", ".join(f"{rcpt} ({code} {text})" for rcpt, code, text in refused)
+            detail = f"{detail}; refused: {named}"
+        return Receipt(self.p.name, message.message_id, detail=scrub(detail))
+
+    def _all_refused(self, refused: list[tuple[str, int, str]]) -> ProviderError:
+        """Every recipient was refused: the class of those refusals, worst for sending first."""
+        classes = [classify_reply(RCPT, code, text) for _, code, text in refused]
+        for outcome in (Outcome.PROVIDER, Outcome.TRANSIENT, Outcome.REJECTED, Outcome.PERMANENT):
+            if outcome in classes:
+                break
+        status = refused[classes.index(outcome)][1]
+        if len(refused) == 1:
+            rcpt, code, text = refused[0]
+            return self.error(outcome, f"{code} {text} (reply to RCPT TO <{rcpt}>)", status=code)
+        named = "; ".join(f"{rcpt}: {code} {text}" for rcpt, code, text in refused)
+        return self.error(outcome, f"every recipient was refused: {named}", status=status)
