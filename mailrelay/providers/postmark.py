@@ -1,0 +1,204 @@
+"""Postmark `/email`.
+
+Sources: Postmark's Swagger (postmarkapp.com/swagger/server.yml; OpenAPI 3 conversion stored
+in shared/specs/postmark), postmarkapp.com/developer (API overview: auth, HTTP statuses, error
+codes; email API: MessageStream, Metadata), Postmark support articles (error 300, 50
+recipients, HTML 403), and shared/reference/providers.md section 3. Postmark has no sandbox
+flag (only the POSTMARK_API_TEST token and sandbox servers), so `sandbox` is not offered.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt
+from mailrelay.providers.http import HttpProvider, HttpRequest, json_body
+
+if TYPE_CHECKING:
+    import requests
+
+    from mailrelay.config import ProviderConfig, ProviderURL
+    from mailrelay.message import Message
+    from mailrelay.secrets import Secret
+
+MAX_RECIPIENTS = 50  # To+Cc+Bcc together (support article "What does Error Code 300 mean")
+
+# ErrorCode → outcome (developer/api/overview#error-codes; reference sections 3 and 12)
+ERROR_CODES: dict[int, Outcome] = {
+    10: Outcome.PROVIDER,  # bad or missing API token
+    100: Outcome.TRANSIENT,  # maintenance
+    300: Outcome.PERMANENT,  # invalid email request
+    400: Outcome.PROVIDER,  # sender signature not found
+    401: Outcome.PROVIDER,  # sender signature not confirmed
+    402: Outcome.PERMANENT,  # invalid JSON
+    403: Outcome.PERMANENT,  # incompatible JSON
+    405: Outcome.PROVIDER,  # not allowed to send (credits, suspended)
+    # inactive recipient: suppressed after a bounce or complaint; failing over would bypass a
+    # suppression that exists for a reason, so it is permanent for that recipient
+    406: Outcome.PERMANENT,
+    409: Outcome.PERMANENT,  # JSON required
+    410: Outcome.PERMANENT,  # too many batch messages
+    411: Outcome.PERMANENT,  # forbidden attachment type
+    412: Outcome.PROVIDER,  # account is pending
+    413: Outcome.PROVIDER,  # account may not send
+    429: Outcome.TRANSIENT,  # rate limit exceeded
+}
+
+
+def _error_code(resp: requests.Response) -> int | None:
+    body = json_body(resp)
+    code = body.get("ErrorCode") if isinstance(body, dict) else None
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
+
+
+class PostmarkProvider(HttpProvider):
+    type: ClassVar[str] = "postmark"
+    url_schemes: ClassVar[tuple[str, ...]] = ("postmark",)
+    default_base_url: ClassVar[str] = "https://api.postmarkapp.com"
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {"cc", "bcc", "reply_to", "headers", "attachments", "inline", "tags", "metadata"}
+    )
+    max_tags: ClassVar[int | None] = 1  # `Tag` is one string
+    health_check: ClassVar[str] = "GET /server"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        server_token: Secret,
+        message_stream: str | None = None,
+        timeout: float | None = None,
+        base_url: str | None = None,
+    ) -> None:
+        super().__init__(name, timeout=timeout, base_url=base_url)
+        self.server_token = server_token
+        self.message_stream = message_stream
+
+    @classmethod
+    def from_config(cls, cfg: ProviderConfig) -> PostmarkProvider:
+        return cls(
+            cfg.name,
+            server_token=cfg.required_secret("server_token"),
+            message_stream=cfg.str("message_stream"),
+            **cls.common_options(cfg, sandbox=False),
+        )
+
+    @classmethod
+    def config_from_url(cls, url: ProviderURL) -> dict[str, Any]:
+        """`postmark://SERVER_TOKEN@` (`?message_stream=` in the query)."""
+        if url.host or url.port or url.path.strip("/") or url.password is not None:
+            # not url.error(): its label shows the host, which may be a misplaced token
+            raise _url_error(url, "expected postmark://SERVER_TOKEN@ (the token before the @)")
+        if not url.username:
+            raise _url_error(url, "the server token is missing: postmark://SERVER_TOKEN@")
+        return {"server_token": url.username}
+
+    def describe(self) -> dict[str, str]:
+        info = super().describe()
+        info["message_stream"] = self.message_stream or "outbound (server default)"
+        return info
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "X-Postmark-Server-Token": self.server_token.reveal(),
+            # "Content-Type and Accept headers must be set to application/json" (ErrorCode 409)
+            "Accept": "application/json",
+        }
+
+    # --- send ------------------------------------------------------------------------
+
+    def build_send(self, message: Message) -> HttpRequest:
+        if len(message.recipients()) > MAX_RECIPIENTS:
+            raise ProviderError(
+                Outcome.REJECTED, f"postmark takes at most {MAX_RECIPIENTS} recipients"
+            )
+        if not (message.text or message.html):
+            # "Provide either email TextBody or HtmlBody or both." (ErrorCode 300)
+            raise ProviderError(Outcome.REJECTED, "postmark needs a text or HTML body")
+        headers = self._headers()
+        body: dict[str, Any] = {"From": str(message.sender), "Subject": message.subject}
+        for key, addrs in (("To", message.to), ("Cc", message.cc), ("Bcc", message.bcc)):
+            if addrs:
+                body[key] = ", ".join(str(a) for a in addrs)
+        if message.reply_to:
+            body["ReplyTo"] = ", ".join(str(a) for a in message.reply_to)
+        if message.text:
+            body["TextBody"] = message.text
+        if message.html:
+            body["HtmlBody"] = message.html
+        if message.headers:
+            body["Headers"] = [{"Name": n, "Value": v} for n, v in message.headers]
+        attachments = []
+        for att in message.attachments:
+            item = {
+                "Name": att.filename,
+                "Content": base64.b64encode(att.data).decode("ascii"),
+                "ContentType": att.content_type,
+            }
+            if att.inline:
+                item["ContentID"] = f"cid:{att.content_id or att.filename}"
+            attachments.append(item)
+        if attachments:
+            body["Attachments"] = attachments
+        if message.tags:
+            body["Tag"] = message.tags[0]  # the base refused more than max_tags
+        if message.metadata:
+            body["Metadata"] = dict(message.metadata)
+        if self.message_stream:
+            body["MessageStream"] = self.message_stream
+        return HttpRequest("POST", "/email", json=body, headers=headers)
+
+    def parse_success(self, resp: requests.Response, message: Message) -> Receipt:
+        body = json_body(resp)
+        if not isinstance(body, dict):
+            return Receipt(provider=self.name, detail=f"HTTP {resp.status_code}, no JSON body")
+        if _error_code(resp):  # a 200 that carries an error code did not send
+            raise self.classify_error(resp)
+        text = str(body.get("Message") or "")
+        # "Message OK, but will not deliver to these inactive addresses: ..." (partial)
+        detail = text if text and text != "OK" else ""
+        message_id = body.get("MessageID")
+        return Receipt(
+            provider=self.name,
+            message_id=str(message_id) if message_id else None,
+            detail=detail,
+        )
+
+    # --- errors ------------------------------------------------------------------------
+
+    def error_message(self, resp: requests.Response, text: str | None = None) -> str:
+        code = _error_code(resp)
+        if text is None and code:
+            body = json_body(resp)
+            words = body.get("Message") if isinstance(body, dict) else None
+            text = f"ErrorCode {code}: {words or 'no message'}"
+        return super().error_message(resp, text)
+
+    def classify_error(self, resp: requests.Response) -> ProviderError:
+        err = super().classify_error(resp)
+        status = resp.status_code
+        if status == 429 or status >= 500:
+            return err  # transient whatever the body says
+        code = _error_code(resp)
+        if code is not None and code in ERROR_CODES:
+            err.outcome = ERROR_CODES[code]
+        return err
+
+    # --- health ------------------------------------------------------------------------
+
+    def build_check(self) -> HttpRequest:
+        return HttpRequest("GET", "/server", headers=self._headers())
+
+    def check_response(self, resp: requests.Response) -> Health:
+        if not 200 <= resp.status_code < 300:
+            return super().check_response(resp)
+        body = json_body(resp)
+        name = body.get("Name") if isinstance(body, dict) else None
+        return Health(True, f"server {name!r}" if name else f"HTTP {resp.status_code}")
+
+
+def _url_error(url: ProviderURL, message: str) -> Exception:
+    from mailrelay.errors import ConfigError
+
+    return ConfigError(message, source=url.source, provider=f"{url.scheme}://…")

@@ -1,0 +1,243 @@
+"""Twilio SendGrid v3 Mail Send.
+
+Sources: SendGrid's OpenAPI spec (twilio/sendgrid-oai spec/yaml/tsg_mail_v3.yaml, stored in
+shared/specs/sendgrid), twilio.com/docs/sendgrid (errors, rate limits, scopes, sandbox mode),
+and shared/reference/providers.md section 2. EU regional subusers use
+`base_url = "https://api.eu.sendgrid.com"` (spec `servers`).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+from email.utils import quote as rfc822_quote
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt
+from mailrelay.providers.http import HttpProvider, HttpRequest, json_body
+
+if TYPE_CHECKING:
+    import requests
+
+    from mailrelay.config import ProviderConfig, ProviderURL
+    from mailrelay.message import Address, Message
+    from mailrelay.secrets import Secret
+
+MAX_CATEGORIES = 10  # spec: categories maxItems 10
+MAX_RECIPIENTS = 1000  # docs: to+cc+bcc summed across personalizations
+SEND_SCOPE = "mail.send"
+
+
+def _email_object(addr: Address, *, quote_name: bool = False) -> dict[str, str]:
+    obj = {"email": addr.email}
+    if addr.name:
+        # SendGrid does not quote display names with "," or ";" in personalizations, which
+        # breaks the header (sendgrid/sendgrid-python#291, followed by django-anymail)
+        if quote_name and any(c in addr.name for c in ",;"):
+            obj["name"] = f'"{rfc822_quote(addr.name)}"'
+        else:
+            obj["name"] = addr.name
+    return obj
+
+
+def _errors_text(resp: requests.Response) -> str | None:
+    """The `errors[]` of SendGrid's error body as "field: message; ..." (spec ErrorResponse)."""
+    body = json_body(resp)
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, list):
+        return None
+    parts = []
+    for item in errors:
+        if not isinstance(item, dict) or not item.get("message"):
+            continue
+        field = item.get("field")
+        message = str(item["message"])
+        parts.append(f"{field}: {message}" if field and field != "null" else message)
+    return "; ".join(parts) or None
+
+
+def _error_fields(resp: requests.Response) -> set[str]:
+    body = json_body(resp)
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, list):
+        return set()
+    return {str(e.get("field")) for e in errors if isinstance(e, dict) and e.get("field")}
+
+
+class SendgridProvider(HttpProvider):
+    type: ClassVar[str] = "sendgrid"
+    url_schemes: ClassVar[tuple[str, ...]] = ("sendgrid",)
+    default_base_url: ClassVar[str] = "https://api.sendgrid.com"
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {"cc", "bcc", "reply_to", "headers", "attachments", "inline", "tags", "metadata", "sandbox"}
+    )
+    max_tags: ClassVar[int | None] = MAX_CATEGORIES
+    health_check: ClassVar[str] = "GET /v3/scopes (mail.send must be granted)"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        api_key: Secret,
+        timeout: float | None = None,
+        base_url: str | None = None,
+        sandbox: bool = False,
+    ) -> None:
+        super().__init__(name, timeout=timeout, base_url=base_url, sandbox=sandbox)
+        self.api_key = api_key
+
+    @classmethod
+    def from_config(cls, cfg: ProviderConfig) -> SendgridProvider:
+        return cls(
+            cfg.name,
+            api_key=cfg.required_secret("api_key"),
+            **cls.common_options(cfg, sandbox=True),
+        )
+
+    @classmethod
+    def config_from_url(cls, url: ProviderURL) -> dict[str, Any]:
+        """`sendgrid://API_KEY@`."""
+        if url.host or url.port or url.path.strip("/") or url.password is not None:
+            # not url.error(): its label shows the host, which may be a misplaced key
+            raise _url_error(url, "expected sendgrid://API_KEY@ (the key before the @)")
+        if not url.username:
+            raise _url_error(url, "the API key is missing: sendgrid://API_KEY@")
+        return {"api_key": url.username}
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key.reveal()}"}
+
+    # --- send ------------------------------------------------------------------------
+
+    def build_send(self, message: Message) -> HttpRequest:
+        if not message.to:
+            # every personalization needs `to` (spec: required ["to"])
+            raise ProviderError(Outcome.REJECTED, "sendgrid needs at least one To recipient")
+        if len(message.recipients()) > MAX_RECIPIENTS:
+            raise ProviderError(
+                Outcome.REJECTED, f"sendgrid takes at most {MAX_RECIPIENTS} recipients"
+            )
+        content = []
+        # text/plain first, then text/html; values may not be empty (spec, docs)
+        if message.text:
+            content.append({"type": "text/plain", "value": message.text})
+        if message.html:
+            content.append({"type": "text/html", "value": message.html})
+        if not content:
+            raise ProviderError(Outcome.REJECTED, "sendgrid needs a text or HTML body")
+        headers: dict[str, str] = {}
+        for hname, hvalue in message.headers:
+            if hname in headers:
+                raise ProviderError(
+                    Outcome.REJECTED, f"sendgrid cannot carry the {hname} header twice"
+                )
+            headers[hname] = hvalue
+        auth_headers = self._headers()
+
+        personalization: dict[str, Any] = {
+            "to": [_email_object(a, quote_name=True) for a in message.to]
+        }
+        if message.cc:
+            personalization["cc"] = [_email_object(a, quote_name=True) for a in message.cc]
+        if message.bcc:
+            personalization["bcc"] = [_email_object(a, quote_name=True) for a in message.bcc]
+        if message.metadata:
+            # the spec types top-level custom_args as a string; the personalization's is an
+            # object, the form the docs describe (shared/specs/SOURCES.md)
+            personalization["custom_args"] = dict(message.metadata)
+        body: dict[str, Any] = {
+            "personalizations": [personalization],
+            "from": _email_object(message.sender),
+            "content": content,
+        }
+        if message.subject:  # minLength 1
+            body["subject"] = message.subject
+        if len(message.reply_to) == 1:
+            body["reply_to"] = _email_object(message.reply_to[0])
+        elif message.reply_to:
+            body["reply_to_list"] = [_email_object(a) for a in message.reply_to]
+        if headers:
+            body["headers"] = headers
+        if message.tags:
+            body["categories"] = list(dict.fromkeys(message.tags))  # uniqueItems
+        attachments = []
+        for att in message.attachments:
+            item = {
+                "content": base64.b64encode(att.data).decode("ascii"),
+                "filename": att.filename,
+                "type": att.content_type,
+                "disposition": "inline" if att.inline else "attachment",
+            }
+            if att.inline:
+                item["content_id"] = att.content_id or att.filename
+            attachments.append(item)
+        if attachments:
+            body["attachments"] = attachments
+        if self.sandbox:
+            # validated, not delivered, answered 200 instead of 202 (docs "Sandbox Mode")
+            body["mail_settings"] = {"sandbox_mode": {"enable": True}}
+        return HttpRequest("POST", "/v3/mail/send", json=body, headers=auth_headers)
+
+    def parse_success(self, resp: requests.Response, message: Message) -> Receipt:
+        # 202 with an empty body; the id is the X-Message-Id header (reference [3P], seen in
+        # sendgrid/sendgrid-csharp#274); sandbox mode answers 200
+        message_id = resp.headers.get("X-Message-Id") or None
+        detail = "sandbox mode: validated, not delivered" if self.sandbox else ""
+        return Receipt(provider=self.name, message_id=message_id, detail=detail)
+
+    # --- errors ------------------------------------------------------------------------
+
+    def error_message(self, resp: requests.Response, text: str | None = None) -> str:
+        return super().error_message(resp, text or _errors_text(resp))
+
+    def retry_after(self, resp: requests.Response) -> float | None:
+        """Retry-After when sent, else X-RateLimit-Reset (a Unix time) of a 429 (docs)."""
+        header = super().retry_after(resp)
+        if header is not None or resp.status_code != 429:
+            return header
+        reset = resp.headers.get("X-RateLimit-Reset")
+        try:
+            seconds = float(reset) - time.time() if reset else None
+        except ValueError:
+            seconds = None
+        if seconds is None or seconds != seconds:
+            return None
+        return float(min(max(math.ceil(seconds), 0), 24 * 3600))
+
+    def classify_error(self, resp: requests.Response) -> ProviderError:
+        err = super().classify_error(resp)
+        # an unverified sender comes back as 403 on field "from" (reference [3P]); whatever
+        # the status, a refused sender identity is the account's problem, not the message's
+        if "from" in _error_fields(resp) and "sender identity" in err.message.lower():
+            err.outcome = Outcome.PROVIDER
+        return err
+
+    # --- health ------------------------------------------------------------------------
+
+    def build_check(self) -> HttpRequest:
+        return HttpRequest("GET", "/v3/scopes", headers=self._headers())
+
+    def check_response(self, resp: requests.Response) -> Health:
+        if not 200 <= resp.status_code < 300:
+            return super().check_response(resp)
+        body = json_body(resp)
+        scopes = body.get("scopes") if isinstance(body, dict) else None
+        if not isinstance(scopes, list):
+            return Health(
+                False, f"HTTP {resp.status_code} from {self.host}: no scopes list", Outcome.PROVIDER
+            )
+        if SEND_SCOPE not in scopes:
+            return Health(
+                False,
+                f"the API key works but lacks the {SEND_SCOPE} scope "
+                f"({len(scopes)} scopes granted)",
+                Outcome.PROVIDER,
+            )
+        return Health(True, f"API key has {SEND_SCOPE}")
+
+
+def _url_error(url: ProviderURL, message: str) -> Exception:
+    from mailrelay.errors import ConfigError
+
+    return ConfigError(message, source=url.source, provider=f"{url.scheme}://…")
