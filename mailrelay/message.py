@@ -50,7 +50,15 @@ class Address:
     name: str = ""
 
     def __str__(self) -> str:
-        return formataddr((self.name, self.email)) if self.name else self.email
+        if not self.name:
+            return self.email
+        try:
+            return formataddr((self.name, self.email))
+        except UnicodeEncodeError:  # an internationalised address (SMTPUTF8) with a name
+            name = self.name
+            if any(c in '()<>@,:;."[]\\' for c in name):
+                name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            return f"{name} <{self.email}>"
 
     @property
     def domain(self) -> str:

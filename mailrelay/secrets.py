@@ -149,3 +149,8 @@ class Secret:
         if not value:
             raise self._fail(f"secret command {argv[0]!r} printed nothing")
         return value
+
+
+def forget_all() -> None:
+    """Drop every remembered secret (for long-running callers and tests)."""
+    _known.clear()

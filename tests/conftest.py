@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from mailrelay.secrets import forget_all
+
 
 @pytest.fixture(autouse=True)
 def isolated_user_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
@@ -28,6 +30,7 @@ def isolated_user_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost,::1")
     yield home
+    forget_all()  # secrets remembered by one test must not redact another's output
 
 
 def free_port() -> int:

@@ -80,7 +80,9 @@ class Scripted(Provider):
         retry_after = None
         if isinstance(step, tuple):
             step, retry_after = step
-        raise ProviderError(step, f"{self.name} said no ({step})", status=503, retry_after=retry_after)
+        raise ProviderError(
+            step, f"{self.name} said no ({step})", status=503, retry_after=retry_after
+        )
 
     def check(self, *, timeout: float) -> Health:
         return Health(True, "fine")
@@ -112,9 +114,7 @@ def message() -> Any:
 
 
 def make(providers: list[Provider], store: TomlStateStore, clock: Clock, **policy: Any) -> Engine:
-    return Engine(
-        providers, store, Policy(**policy), clock=clock.monotonic, now=clock.now
-    )
+    return Engine(providers, store, Policy(**policy), clock=clock.monotonic, now=clock.now)
 
 
 def test_sticky_starts_where_the_last_message_was_accepted(store, clock, message) -> None:
