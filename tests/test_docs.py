@@ -1,0 +1,54 @@
+"""Docs that must stay in step with the code: the provider feature matrix and the exit codes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from mailrelay.errors import EXIT_CODE_DOC
+from mailrelay.providers import registry
+
+ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = ("cc", "bcc", "reply_to", "headers", "attachments", "inline", "tags", "metadata",
+           "sandbox", "idempotency")
+
+
+def render_matrix() -> str:
+    head = ["provider", *(c.replace("_", "-") for c in COLUMNS), "health check"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for type_ in registry.BUILTIN:
+        cls = registry.get(type_)
+        cells = []
+        for cap in COLUMNS:
+            mark = "yes" if cap in cls.capabilities else "no"
+            if cap == "tags" and mark == "yes" and cls.max_tags is not None:
+                mark = f"≤{cls.max_tags}"
+            cells.append(mark)
+        lines.append(f"| `{type_}` | " + " | ".join(cells) + f" | {cls.health_check} |")
+    return "\n".join(lines)
+
+
+def block(text: str, name: str) -> str:
+    match = re.search(rf"<!-- {name}:start -->\n(.*?)\n<!-- {name}:end -->", text, re.S)
+    assert match, f"docs/providers.md lost its <!-- {name}:start/end --> markers"
+    return match.group(1)
+
+
+def test_feature_matrix_matches_the_adapters() -> None:
+    docs = (ROOT / "docs" / "providers.md").read_text(encoding="utf-8")
+    assert block(docs, "matrix") == render_matrix(), (
+        "docs/providers.md's matrix drifted from the adapters' capabilities; paste this:\n"
+        + render_matrix()
+    )
+
+
+def test_every_provider_has_a_section() -> None:
+    docs = (ROOT / "docs" / "providers.md").read_text(encoding="utf-8")
+    for type_ in registry.BUILTIN:
+        assert f"### `{type_}`" in docs, type_
+
+
+def test_readme_exit_codes_match_the_table() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", readme, re.M))
+    assert {int(k): v for k, v in rows.items()} == EXIT_CODE_DOC
