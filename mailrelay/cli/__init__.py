@@ -179,11 +179,12 @@ def cli(
 
 
 def _register() -> None:
-    from mailrelay.cli import providers, send
+    from mailrelay.cli import completion, providers, send
 
     cli.add_command(send.send)
     cli.add_command(providers.providers)
     cli.add_command(providers.status)
+    cli.add_command(completion.completion)
 
 
 _register()
