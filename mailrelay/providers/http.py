@@ -19,6 +19,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from mailrelay import __version__
+from mailrelay.errors import ConfigError
 from mailrelay.providers.base import (
     Health,
     Outcome,
@@ -29,7 +30,7 @@ from mailrelay.providers.base import (
 )
 
 if TYPE_CHECKING:
-    from mailrelay.config import ProviderConfig
+    from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Message
 
 CONNECT_TIMEOUT = 10.0  # seconds to establish TCP+TLS; a dead host costs at most this
@@ -189,6 +190,26 @@ class HttpProvider(Provider):
         default = urlsplit(cls.default_base_url)
         path = parts.path.rstrip("/") or default.path.rstrip("/")
         return f"{parts.scheme}://{parts.netloc}{path}"
+
+    @classmethod
+    def credential_from_url(cls, url: ProviderURL, key: str) -> dict[str, Any]:
+        """`<type>://CREDENTIAL@`: the one credential as the user part, no host or path."""
+        if url.host or url.port or url.path.strip("/") or url.password is not None:
+            # the label leaves the host out: a key written without its "@" would land there
+            raise ConfigError(
+                f"expected {url.scheme}://{key.upper()}@ (the {key} before the @; "
+                "?base_url= for another endpoint)",
+                source=url.source,
+                provider=f"{url.scheme}://…",
+            )
+        if not url.username:
+            label = key.replace("api_", "API ").replace("_", " ")
+            raise ConfigError(
+                f"the {label} is missing: {url.scheme}://{key.upper()}@",
+                source=url.source,
+                provider=f"{url.scheme}://…",
+            )
+        return {key: url.username}
 
     @property
     def host(self) -> str:

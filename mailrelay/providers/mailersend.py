@@ -102,13 +102,7 @@ class MailersendProvider(HttpProvider):
 
     @classmethod
     def config_from_url(cls, url: ProviderURL) -> dict[str, Any]:
-        """`mailersend://API_TOKEN@`."""
-        token = url.username or url.password
-        if not token:
-            raise url.error("the API token is missing: mailersend://API_TOKEN@")
-        if url.host or url.path.strip("/"):
-            raise url.error("a mailersend URL takes no host or path (use ?base_url=)")
-        return {"api_token": token}
+        return cls.credential_from_url(url, "api_token")
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_token.reveal()}", "Accept": "application/json"}

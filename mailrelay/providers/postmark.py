@@ -86,13 +86,7 @@ class PostmarkProvider(HttpProvider):
 
     @classmethod
     def config_from_url(cls, url: ProviderURL) -> dict[str, Any]:
-        """`postmark://SERVER_TOKEN@` (`?message_stream=` in the query)."""
-        if url.host or url.port or url.path.strip("/") or url.password is not None:
-            # not url.error(): its label shows the host, which may be a misplaced token
-            raise _url_error(url, "expected postmark://SERVER_TOKEN@ (the token before the @)")
-        if not url.username:
-            raise _url_error(url, "the server token is missing: postmark://SERVER_TOKEN@")
-        return {"server_token": url.username}
+        return cls.credential_from_url(url, "server_token")
 
     def describe(self) -> dict[str, str]:
         info = super().describe()
@@ -196,9 +190,3 @@ class PostmarkProvider(HttpProvider):
         body = json_body(resp)
         name = body.get("Name") if isinstance(body, dict) else None
         return Health(True, f"server {name!r}" if name else f"HTTP {resp.status_code}")
-
-
-def _url_error(url: ProviderURL, message: str) -> Exception:
-    from mailrelay.errors import ConfigError
-
-    return ConfigError(message, source=url.source, provider=f"{url.scheme}://…")

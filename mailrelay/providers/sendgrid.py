@@ -97,13 +97,7 @@ class SendgridProvider(HttpProvider):
 
     @classmethod
     def config_from_url(cls, url: ProviderURL) -> dict[str, Any]:
-        """`sendgrid://API_KEY@`."""
-        if url.host or url.port or url.path.strip("/") or url.password is not None:
-            # not url.error(): its label shows the host, which may be a misplaced key
-            raise _url_error(url, "expected sendgrid://API_KEY@ (the key before the @)")
-        if not url.username:
-            raise _url_error(url, "the API key is missing: sendgrid://API_KEY@")
-        return {"api_key": url.username}
+        return cls.credential_from_url(url, "api_key")
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key.reveal()}"}
@@ -235,9 +229,3 @@ class SendgridProvider(HttpProvider):
                 Outcome.PROVIDER,
             )
         return Health(True, f"API key has {SEND_SCOPE}")
-
-
-def _url_error(url: ProviderURL, message: str) -> Exception:
-    from mailrelay.errors import ConfigError
-
-    return ConfigError(message, source=url.source, provider=f"{url.scheme}://…")
