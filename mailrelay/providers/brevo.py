@@ -93,11 +93,7 @@ class BrevoProvider(HttpProvider):
 
     @classmethod
     def config_from_url(cls, url: ProviderURL) -> dict[str, Any]:
-        if not url.username or url.password is not None:
-            raise url.error("expected brevo://API_KEY@ (the key as the user part)")
-        if url.host or url.path.strip("/"):
-            raise url.error("brevo takes no host or path; use ?base_url= for another endpoint")
-        return {"api_key": url.username}
+        return cls.credential_from_url(url, "api_key")
 
     def _auth(self) -> dict[str, str]:
         return {"api-key": self.api_key.reveal(), "Accept": "application/json"}

@@ -197,8 +197,8 @@ class HttpProvider(Provider):
         if url.host or url.port or url.path.strip("/") or url.password is not None:
             # the label leaves the host out: a key written without its "@" would land there
             raise ConfigError(
-                f"expected {url.scheme}://{key.upper()}@ (the {key} before the @; "
-                "?base_url= for another endpoint)",
+                f"takes no host, port, path or password: expected {url.scheme}://"
+                f"{key.upper()}@ (?base_url= for another endpoint)",
                 source=url.source,
                 provider=f"{url.scheme}://…",
             )

@@ -68,13 +68,7 @@ class MandrillProvider(HttpProvider):
 
     @classmethod
     def config_from_url(cls, url: ProviderURL) -> dict[str, Any]:
-        if not url.username or url.password is not None:
-            raise url.error("expected mandrill://API_KEY@ (the key as the user part)")
-        if url.host or url.path.strip("/"):
-            raise url.error("mandrill takes no host or path; use ?base_url= for another endpoint")
-        return {"api_key": url.username}
-
-    # --- send ----------------------------------------------------------------------------
+        return cls.credential_from_url(url, "api_key")
 
     def build_send(self, message: Message) -> HttpRequest:
         msg: dict[str, Any] = {
