@@ -437,3 +437,53 @@ def test_version_and_help() -> None:
     assert r.code == 0 and r.out.strip() == f"mailrelay {__version__}"
     r = run(["--help"])
     assert r.code == 0 and "send" in r.out and "status" in r.out and "providers" in r.out
+
+
+def test_policy_and_timeout_options(tmp_path: Path, dead_port: int) -> None:
+    first, second = tmp_path / "one", tmp_path / "two"
+    base = [
+        "--state",
+        str(tmp_path / "s.toml"),
+        "--provider",
+        f"outbox://{first}",
+        "--provider",
+        f"outbox://{second}",
+    ]
+    for _ in range(2):
+        r = run(
+            [
+                *base,
+                "send",
+                "--policy",
+                "round-robin",
+                "-r",
+                "o@example.com",
+                "--text",
+                "x",
+                "a@example.com",
+            ]
+        )
+        assert r.code == 0, r.err
+    assert len(outbox_files(first)) == 1 and len(outbox_files(second)) == 1
+    r = run([*base, "send", "--policy", "sideways", "-r", "o@example.com", "a@example.com"])
+    assert r.code == 64 and "sideways" in r.err
+    r = run([*base, "send", "--timeout", "0", "-r", "o@example.com", "a@example.com"])
+    assert r.code == 64
+    r = run(
+        [
+            "--state",
+            str(tmp_path / "s.toml"),
+            "--provider",
+            f"smtp://127.0.0.1:{dead_port}?security=none",
+            "send",
+            "--json",
+            "--timeout",
+            "5",
+            "-r",
+            "o@example.com",
+            "--text",
+            "x",
+            "a@example.com",
+        ]
+    )
+    assert r.code == 75 and r.json()["attempts"][0]["outcome"] == "transient"

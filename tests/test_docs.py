@@ -9,8 +9,18 @@ from mailrelay.errors import EXIT_CODE_DOC
 from mailrelay.providers import registry
 
 ROOT = Path(__file__).resolve().parents[1]
-COLUMNS = ("cc", "bcc", "reply_to", "headers", "attachments", "inline", "tags", "metadata",
-           "sandbox", "idempotency")
+COLUMNS = (
+    "cc",
+    "bcc",
+    "reply_to",
+    "headers",
+    "attachments",
+    "inline",
+    "tags",
+    "metadata",
+    "sandbox",
+    "idempotency",
+)
 
 
 def render_matrix() -> str:
@@ -52,3 +62,20 @@ def test_readme_exit_codes_match_the_table() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     rows = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", readme, re.M))
     assert {int(k): v for k, v in rows.items()} == EXIT_CODE_DOC
+
+
+def test_changelog_has_the_current_version() -> None:
+    from mailrelay import __version__
+
+    changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert "## [Unreleased]" in changelog
+    assert re.search(
+        rf"^## \[{re.escape(__version__)}\] - \d{{4}}-\d{{2}}-\d{{2}}$", changelog, re.M
+    ), f"CHANGELOG.md has no section for version {__version__}"
+
+
+def test_pyproject_version_matches_the_package() -> None:
+    from mailrelay import __version__
+
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert f'version = "{__version__}"' in pyproject
