@@ -16,14 +16,17 @@ import uuid
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt, parse_retry_after
-from mailrelay.providers.http import HttpProvider, HttpRequest, classify_status, json_body
+from mailrelay.providers.http import (
+    ApiKeyProvider,
+    HttpRequest,
+    classify_status,
+    json_body,
+)
 
 if TYPE_CHECKING:
     import requests
 
-    from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Address, Message
-    from mailrelay.secrets import Secret
 
 # Error `code` → outcome where the code says more than the status (reference §8).
 _ERROR_OUTCOMES: dict[str, Outcome] = {
@@ -59,7 +62,7 @@ def idempotency_uuid(message: Message) -> str:
     return str(uuid.UUID(hex=message.idempotency_key()[:32], version=4))
 
 
-class BrevoProvider(HttpProvider):
+class BrevoProvider(ApiKeyProvider):
     type = "brevo"
     url_schemes = ("brevo",)
     default_base_url = "https://api.brevo.com/v3"
@@ -78,22 +81,6 @@ class BrevoProvider(HttpProvider):
         }
     )
     health_check = "GET /v3/account"
-
-    def __init__(self, name: str, *, api_key: Secret, **options: Any) -> None:
-        super().__init__(name, **options)
-        self.api_key = api_key
-
-    @classmethod
-    def from_config(cls, cfg: ProviderConfig) -> BrevoProvider:
-        return cls(
-            cfg.name,
-            api_key=cfg.required_secret("api_key"),
-            **cls.common_options(cfg, sandbox=True),
-        )
-
-    @classmethod
-    def config_from_url(cls, url: ProviderURL) -> dict[str, Any]:
-        return cls.credential_from_url(url, "api_key")
 
     def _auth(self) -> dict[str, str]:
         return {"api-key": self.api_key.reveal(), "Accept": "application/json"}

@@ -32,6 +32,7 @@ from mailrelay.providers.base import (
 if TYPE_CHECKING:
     from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Message
+    from mailrelay.secrets import Secret
 
 CONNECT_TIMEOUT = 10.0  # seconds to establish TCP+TLS; a dead host costs at most this
 USER_AGENT = f"mailrelay/{__version__}"
@@ -314,6 +315,26 @@ class HttpProvider(Provider):
         except ProviderError as exc:
             return Health(False, exc.message, exc.outcome)
         return self.check_response(resp)
+
+
+class ApiKeyProvider(HttpProvider):
+    """An HTTP provider whose one credential is an API key (`api_key`, `<type>://KEY@`)."""
+
+    def __init__(self, name: str, *, api_key: Secret, **options: Any) -> None:
+        super().__init__(name, **options)
+        self.api_key = api_key
+
+    @classmethod
+    def from_config(cls, cfg: ProviderConfig) -> Provider:
+        return cls(
+            cfg.name,
+            api_key=cfg.required_secret("api_key"),
+            **cls.common_options(cfg, sandbox="sandbox" in cls.capabilities),
+        )
+
+    @classmethod
+    def config_from_url(cls, url: ProviderURL) -> dict[str, Any]:
+        return cls.credential_from_url(url, "api_key")
 
 
 def _short(exc: BaseException) -> str:

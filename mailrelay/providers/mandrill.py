@@ -12,14 +12,17 @@ import base64
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt
-from mailrelay.providers.http import HttpProvider, HttpRequest, classify_status, json_body
+from mailrelay.providers.http import (
+    ApiKeyProvider,
+    HttpRequest,
+    classify_status,
+    json_body,
+)
 
 if TYPE_CHECKING:
     import requests
 
-    from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Message
-    from mailrelay.secrets import Secret
 
 # Error `name` → outcome. The HTTP status is disputed (the OAS maps names to 401/402/404/429/
 # 500, older clients saw HTTP 500 for every error), so the name decides (reference §4, §13).
@@ -43,7 +46,7 @@ _ACCOUNT_REASONS = frozenset({"invalid-sender", "unsigned", "test-mode-limit"})
 _MAX_TAG_LENGTH = 50
 
 
-class MandrillProvider(HttpProvider):
+class MandrillProvider(ApiKeyProvider):
     type = "mandrill"
     url_schemes = ("mandrill",)
     # anymail's default root; the OAS server says /api/1.4, the Swagger /api/1.3, and the
@@ -53,22 +56,6 @@ class MandrillProvider(HttpProvider):
         {"cc", "bcc", "reply_to", "headers", "attachments", "inline", "tags", "metadata"}
     )
     health_check = "POST /users/ping2"
-
-    def __init__(self, name: str, *, api_key: Secret, **options: Any) -> None:
-        super().__init__(name, **options)
-        self.api_key = api_key
-
-    @classmethod
-    def from_config(cls, cfg: ProviderConfig) -> MandrillProvider:
-        return cls(
-            cfg.name,
-            api_key=cfg.required_secret("api_key"),
-            **cls.common_options(cfg, sandbox=False),  # test keys, no per-message sandbox
-        )
-
-    @classmethod
-    def config_from_url(cls, url: ProviderURL) -> dict[str, Any]:
-        return cls.credential_from_url(url, "api_key")
 
     def build_send(self, message: Message) -> HttpRequest:
         msg: dict[str, Any] = {

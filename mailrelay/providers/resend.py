@@ -22,14 +22,17 @@ from mailrelay.providers.base import (
     Receipt,
     parse_retry_after,
 )
-from mailrelay.providers.http import HttpProvider, HttpRequest, classify_status, json_body
+from mailrelay.providers.http import (
+    ApiKeyProvider,
+    HttpRequest,
+    classify_status,
+    json_body,
+)
 
 if TYPE_CHECKING:
     import requests
 
-    from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Address, Message
-    from mailrelay.secrets import Secret
 
 # Error `name` → outcome where the name says more than the status (docs: api-reference/errors).
 _ERROR_OUTCOMES: dict[str, Outcome] = {
@@ -60,7 +63,7 @@ _TAG_TEXT = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 TAG_VALUE = "true"
 
 
-class ResendProvider(HttpProvider):
+class ResendProvider(ApiKeyProvider):
     type = "resend"
     url_schemes = ("resend",)
     default_base_url = "https://api.resend.com"
@@ -78,22 +81,6 @@ class ResendProvider(HttpProvider):
         }
     )
     health_check = "GET /domains"
-
-    def __init__(self, name: str, *, api_key: Secret, **options: Any) -> None:
-        super().__init__(name, **options)
-        self.api_key = api_key
-
-    @classmethod
-    def from_config(cls, cfg: ProviderConfig) -> ResendProvider:
-        return cls(
-            cfg.name,
-            api_key=cfg.required_secret("api_key"),
-            **cls.common_options(cfg, sandbox=False),  # test addresses (@resend.dev), no flag
-        )
-
-    @classmethod
-    def config_from_url(cls, url: ProviderURL) -> dict[str, Any]:
-        return cls.credential_from_url(url, "api_key")
 
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key.reveal()}"}

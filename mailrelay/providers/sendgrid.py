@@ -15,14 +15,12 @@ from email.utils import quote as rfc822_quote
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt
-from mailrelay.providers.http import HttpProvider, HttpRequest, json_body
+from mailrelay.providers.http import ApiKeyProvider, HttpRequest, json_body
 
 if TYPE_CHECKING:
     import requests
 
-    from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Address, Message
-    from mailrelay.secrets import Secret
 
 MAX_CATEGORIES = 10  # spec: categories maxItems 10
 MAX_RECIPIENTS = 1000  # docs: to+cc+bcc summed across personalizations
@@ -65,7 +63,7 @@ def _error_fields(resp: requests.Response) -> set[str]:
     return {str(e.get("field")) for e in errors if isinstance(e, dict) and e.get("field")}
 
 
-class SendgridProvider(HttpProvider):
+class SendgridProvider(ApiKeyProvider):
     type: ClassVar[str] = "sendgrid"
     url_schemes: ClassVar[tuple[str, ...]] = ("sendgrid",)
     default_base_url: ClassVar[str] = "https://api.sendgrid.com"
@@ -74,30 +72,6 @@ class SendgridProvider(HttpProvider):
     )
     max_tags: ClassVar[int | None] = MAX_CATEGORIES
     health_check: ClassVar[str] = "GET /v3/scopes (mail.send must be granted)"
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        api_key: Secret,
-        timeout: float | None = None,
-        base_url: str | None = None,
-        sandbox: bool = False,
-    ) -> None:
-        super().__init__(name, timeout=timeout, base_url=base_url, sandbox=sandbox)
-        self.api_key = api_key
-
-    @classmethod
-    def from_config(cls, cfg: ProviderConfig) -> SendgridProvider:
-        return cls(
-            cfg.name,
-            api_key=cfg.required_secret("api_key"),
-            **cls.common_options(cfg, sandbox=True),
-        )
-
-    @classmethod
-    def config_from_url(cls, url: ProviderURL) -> dict[str, Any]:
-        return cls.credential_from_url(url, "api_key")
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key.reveal()}"}
