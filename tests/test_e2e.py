@@ -15,6 +15,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from mailrelay.state import TomlStateStore
+from tests.esp.fakebase import server_base_url
 from tests.smtpserver import SmtpServer
 
 
@@ -277,8 +278,8 @@ def test_esp_503_fails_over_to_another_esp(tmp_path: Path, state: Path) -> None:
         cfg = write_config(
             tmp_path / "config.toml",
             [
-                postmark.config(down.url_for("").rstrip("/")),
-                sendgrid.config(up.url_for("").rstrip("/")),
+                postmark.config(server_base_url(down)),
+                sendgrid.config(server_base_url(up)),
             ],
         )
         r = mailrelay(

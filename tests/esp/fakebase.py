@@ -28,6 +28,11 @@ from werkzeug import Request, Response
 from mailrelay.providers.base import Outcome
 
 
+def server_base_url(server: HTTPServer) -> str:
+    """The fake's address as a provider `base_url` (no trailing slash)."""
+    return server.url_for("").rstrip("/")
+
+
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(
         json.dumps(body), status=status, headers=headers or {}, content_type="application/json"

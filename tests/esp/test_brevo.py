@@ -19,7 +19,7 @@ from mailrelay.message import Address, Attachment, Message
 from mailrelay.providers.base import Outcome, ProviderError
 from mailrelay.providers.brevo import BrevoProvider, idempotency_uuid
 from tests.esp.fake_brevo import API_KEY, FakeBrevo, error
-from tests.esp.fakebase import json_response
+from tests.esp.fakebase import json_response, server_base_url
 
 
 @pytest.fixture
@@ -29,12 +29,8 @@ def fake(httpserver: HTTPServer) -> FakeBrevo:
     return instance
 
 
-def base_url(server: HTTPServer) -> str:
-    return server.url_for("").rstrip("/")
-
-
 def build(server: HTTPServer, **values: Any) -> BrevoProvider:
-    cfg = {"type": "brevo", "api_key": API_KEY, "base_url": base_url(server), **values}
+    cfg = {"type": "brevo", "api_key": API_KEY, "base_url": server_base_url(server), **values}
     provider = ProviderSpec("bv", "brevo", cfg, "test").build()
     assert isinstance(provider, BrevoProvider)
     return provider
@@ -68,7 +64,7 @@ def test_endpoints() -> None:
 
 
 def test_base_url_keeps_the_v3_root(httpserver: HTTPServer) -> None:
-    assert build(httpserver).base_url == base_url(httpserver) + "/v3"
+    assert build(httpserver).base_url == server_base_url(httpserver) + "/v3"
 
 
 def test_payload_and_headers(fake: FakeBrevo, httpserver: HTTPServer) -> None:
@@ -232,7 +228,7 @@ def test_health_check_with_a_wrong_key(fake: FakeBrevo, httpserver: HTTPServer) 
 
 
 def test_url_form(fake: FakeBrevo, httpserver: HTTPServer) -> None:
-    url = fake.url(base_url(httpserver)) + "&sandbox=true"
+    url = fake.url(server_base_url(httpserver)) + "&sandbox=true"
     (spec,) = specs_from_urls([url], "--provider")
     assert spec.values["api_key"] == API_KEY
     spec.build().send(message(), timeout=5)

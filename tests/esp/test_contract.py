@@ -27,7 +27,7 @@ from mailrelay.message import Attachment, Message, build_message
 from mailrelay.providers import registry
 from mailrelay.providers.base import Outcome, Provider, ProviderError
 from mailrelay.providers.http import HttpProvider
-from tests.esp.fakebase import FakeESP
+from tests.esp.fakebase import FakeESP, server_base_url
 
 FAKE_MODULES = sorted(p.stem for p in Path(__file__).parent.glob("fake_*.py"))
 HTTP_TYPES = [t for t in registry.BUILTIN if t not in ("smtp", "outbox", "sendmail")]
@@ -48,12 +48,8 @@ def fake(request: pytest.FixtureRequest, httpserver: HTTPServer) -> FakeESP:
     return instance
 
 
-def base_url(server: HTTPServer) -> str:
-    return server.url_for("").rstrip("/")
-
-
 def build(fake: FakeESP, server: HTTPServer, **overrides: Any) -> Provider:
-    cfg = {**fake.config(base_url(server)), **overrides}
+    cfg = {**fake.config(server_base_url(server)), **overrides}
     return ProviderSpec(cfg.get("name", fake.type), fake.type, cfg, "test").build()
 
 
@@ -279,7 +275,7 @@ def test_a_refused_port_is_transient(fake: FakeESP, dead_port: int) -> None:
 
 def test_missing_credentials_are_config_errors(fake: FakeESP, httpserver: HTTPServer) -> None:
     for key in fake.credential_keys:
-        cfg = fake.config(base_url(httpserver))
+        cfg = fake.config(server_base_url(httpserver))
         del cfg[key]
         with pytest.raises(ConfigError) as info:
             ProviderSpec(fake.type, fake.type, cfg, "cfg.toml").build()
@@ -318,7 +314,7 @@ def test_health_check_with_bad_credentials(fake: FakeESP, httpserver: HTTPServer
 
 
 def test_url_form(fake: FakeESP, httpserver: HTTPServer) -> None:
-    url = fake.url(base_url(httpserver))
+    url = fake.url(server_base_url(httpserver))
     (spec,) = specs_from_urls([url], "--provider")
     provider = spec.build()
     assert provider.type == fake.type
@@ -326,7 +322,7 @@ def test_url_form(fake: FakeESP, httpserver: HTTPServer) -> None:
     assert receipt.message_id == fake.last_message_id
     for secret in fake.secrets:
         assert secret not in str(spec.values.get("base_url", ""))
-    assert quote(base_url(httpserver), safe="") in url or base_url(httpserver) in url
+    assert quote(server_base_url(httpserver), safe="") in url or server_base_url(httpserver) in url
 
 
 def test_sandbox_is_one_config_key(fake: FakeESP, httpserver: HTTPServer) -> None:

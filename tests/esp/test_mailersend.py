@@ -16,7 +16,7 @@ from mailrelay.message import Address, Attachment, Message
 from mailrelay.providers.base import Outcome, ProviderError
 from mailrelay.providers.mailersend import MailersendProvider
 from tests.esp.fake_mailersend import API_TOKEN, FakeMailersend
-from tests.esp.fakebase import json_response
+from tests.esp.fakebase import json_response, server_base_url
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def fake(httpserver: HTTPServer) -> FakeMailersend:
 
 
 def provider(fake: FakeMailersend, server: HTTPServer, **extra: Any) -> MailersendProvider:
-    cfg = {**fake.config(server.url_for("").rstrip("/")), **extra}
+    cfg = {**fake.config(server_base_url(server)), **extra}
     p = ProviderSpec("ms", "mailersend", cfg, "test").build()
     assert isinstance(p, MailersendProvider)
     return p

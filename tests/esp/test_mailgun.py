@@ -16,7 +16,7 @@ from mailrelay.message import Address, Attachment, Message
 from mailrelay.providers.base import Outcome, Provider, ProviderError
 from mailrelay.providers.mailgun import MailgunProvider
 from tests.esp.fake_mailgun import FakeMailgun
-from tests.esp.fakebase import json_response
+from tests.esp.fakebase import json_response, server_base_url
 
 KEY = FakeMailgun.API_KEY
 
@@ -30,7 +30,7 @@ def fake(httpserver: HTTPServer) -> FakeMailgun:
 
 @pytest.fixture
 def base(httpserver: HTTPServer) -> str:
-    return httpserver.url_for("").rstrip("/")
+    return server_base_url(httpserver)
 
 
 def build(values: dict[str, Any], name: str = "mg") -> Provider:

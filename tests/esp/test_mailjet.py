@@ -15,7 +15,7 @@ from mailrelay.message import Address, Attachment, Message
 from mailrelay.providers.base import Outcome, ProviderError
 from mailrelay.providers.mailjet import MailjetProvider
 from tests.esp.fake_mailjet import API_KEY, SECRET_KEY, FakeMailjet, _error
-from tests.esp.fakebase import json_response
+from tests.esp.fakebase import json_response, server_base_url
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def fake(httpserver: HTTPServer) -> FakeMailjet:
 
 
 def provider(fake: FakeMailjet, server: HTTPServer, **extra: Any) -> MailjetProvider:
-    cfg = {**fake.config(server.url_for("").rstrip("/")), **extra}
+    cfg = {**fake.config(server_base_url(server)), **extra}
     p = ProviderSpec("mj", "mailjet", cfg, "test").build()
     assert isinstance(p, MailjetProvider)
     return p

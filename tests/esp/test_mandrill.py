@@ -17,7 +17,7 @@ from mailrelay.message import Address, Attachment, Message
 from mailrelay.providers.base import Outcome, ProviderError
 from mailrelay.providers.mandrill import MandrillProvider
 from tests.esp.fake_mandrill import API_KEY, FakeMandrill, error
-from tests.esp.fakebase import json_response
+from tests.esp.fakebase import json_response, server_base_url
 
 PNG = b"\x89PNG\r\n\x1a\n-not-really"
 
@@ -29,12 +29,8 @@ def fake(httpserver: HTTPServer) -> FakeMandrill:
     return instance
 
 
-def base_url(server: HTTPServer) -> str:
-    return server.url_for("").rstrip("/")
-
-
 def build(server: HTTPServer, **values: Any) -> MandrillProvider:
-    cfg = {"type": "mandrill", "api_key": API_KEY, "base_url": base_url(server), **values}
+    cfg = {"type": "mandrill", "api_key": API_KEY, "base_url": server_base_url(server), **values}
     provider = ProviderSpec("md", "mandrill", cfg, "test").build()
     assert isinstance(provider, MandrillProvider)
     return provider
@@ -70,7 +66,7 @@ def test_default_endpoint_is_the_api_1_0_root() -> None:
 
 
 def test_base_url_replaces_scheme_and_host_only(httpserver: HTTPServer) -> None:
-    assert build(httpserver).base_url == base_url(httpserver) + "/api/1.0"
+    assert build(httpserver).base_url == server_base_url(httpserver) + "/api/1.0"
 
 
 def test_payload_mapping(fake: FakeMandrill, httpserver: HTTPServer) -> None:
@@ -258,7 +254,7 @@ def test_describe_shows_no_key(httpserver: HTTPServer) -> None:
 
 
 def test_url_form(fake: FakeMandrill, httpserver: HTTPServer) -> None:
-    (spec,) = specs_from_urls([fake.url(base_url(httpserver))], "--provider")
+    (spec,) = specs_from_urls([fake.url(server_base_url(httpserver))], "--provider")
     assert spec.values["api_key"] == API_KEY
     receipt = spec.build().send(message(), timeout=5)
     assert receipt.message_id == fake.last_message_id

@@ -14,7 +14,7 @@ from mailrelay.message import Address, Attachment, Message
 from mailrelay.providers.base import Outcome, Provider, ProviderError
 from mailrelay.providers.postmark import PostmarkProvider
 from tests.esp.fake_postmark import FakePostmark, pm_error
-from tests.esp.fakebase import json_response
+from tests.esp.fakebase import json_response, server_base_url
 
 TOKEN = FakePostmark.TOKEN
 
@@ -28,7 +28,7 @@ def fake(httpserver: HTTPServer) -> FakePostmark:
 
 @pytest.fixture
 def base(httpserver: HTTPServer) -> str:
-    return httpserver.url_for("").rstrip("/")
+    return server_base_url(httpserver)
 
 
 def build(values: dict[str, Any]) -> Provider:

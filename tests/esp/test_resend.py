@@ -18,6 +18,7 @@ from mailrelay.message import Address, Attachment, Message
 from mailrelay.providers.base import Outcome, ProviderError
 from mailrelay.providers.resend import ResendProvider
 from tests.esp.fake_resend import API_KEY, SENDING_KEY, FakeResend, error
+from tests.esp.fakebase import server_base_url
 
 PNG = b"\x89PNG\r\n\x1a\n-not-really"
 
@@ -29,12 +30,8 @@ def fake(httpserver: HTTPServer) -> FakeResend:
     return instance
 
 
-def base_url(server: HTTPServer) -> str:
-    return server.url_for("").rstrip("/")
-
-
 def build(server: HTTPServer, **values: Any) -> ResendProvider:
-    cfg = {"type": "resend", "api_key": API_KEY, "base_url": base_url(server), **values}
+    cfg = {"type": "resend", "api_key": API_KEY, "base_url": server_base_url(server), **values}
     provider = ProviderSpec("rs", "resend", cfg, "test").build()
     assert isinstance(provider, ResendProvider)
     return provider
@@ -238,7 +235,7 @@ def test_an_invalid_key_is_unhealthy(fake: FakeResend, httpserver: HTTPServer) -
 
 
 def test_url_form(fake: FakeResend, httpserver: HTTPServer) -> None:
-    (spec,) = specs_from_urls([fake.url(base_url(httpserver))], "--provider")
+    (spec,) = specs_from_urls([fake.url(server_base_url(httpserver))], "--provider")
     assert spec.values["api_key"] == API_KEY
     assert spec.build().send(message(), timeout=5).message_id == fake.last_message_id
 

@@ -15,6 +15,7 @@ from mailrelay.message import Address, Attachment, Message
 from mailrelay.providers.base import Outcome, Provider, ProviderError
 from mailrelay.providers.sendgrid import SendgridProvider
 from tests.esp.fake_sendgrid import FakeSendgrid, errors
+from tests.esp.fakebase import server_base_url
 
 KEY = FakeSendgrid.API_KEY
 
@@ -28,7 +29,7 @@ def fake(httpserver: HTTPServer) -> FakeSendgrid:
 
 @pytest.fixture
 def base(httpserver: HTTPServer) -> str:
-    return httpserver.url_for("").rstrip("/")
+    return server_base_url(httpserver)
 
 
 def build(values: dict[str, Any]) -> Provider:

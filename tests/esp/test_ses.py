@@ -17,6 +17,7 @@ from mailrelay.message import Address, Attachment, Message
 from mailrelay.providers.base import Outcome, ProviderError
 from mailrelay.providers.ses import SesProvider
 from tests.esp.fake_ses import AKID, CONFIG_SET, SECRET, SESSION_TOKEN, FakeSes, ses_error
+from tests.esp.fakebase import server_base_url
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(40))
 
@@ -29,7 +30,7 @@ def fake(httpserver: HTTPServer) -> Iterator[FakeSes]:
 
 
 def base(httpserver: HTTPServer) -> str:
-    return httpserver.url_for("").rstrip("/")
+    return server_base_url(httpserver)
 
 
 def build(cfg: dict[str, Any]) -> SesProvider:

@@ -15,7 +15,7 @@ from mailrelay.message import Address, Attachment, Message
 from mailrelay.providers.base import Outcome, ProviderError
 from mailrelay.providers.sparkpost import SparkpostProvider
 from tests.esp.fake_sparkpost import API_KEY, FakeSparkpost
-from tests.esp.fakebase import json_response
+from tests.esp.fakebase import json_response, server_base_url
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def fake(httpserver: HTTPServer) -> FakeSparkpost:
 
 
 def base(server: HTTPServer) -> str:
-    return server.url_for("").rstrip("/")
+    return server_base_url(server)
 
 
 def build(values: dict[str, Any]) -> SparkpostProvider:
