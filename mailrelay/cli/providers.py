@@ -11,7 +11,7 @@ from mailrelay.cli import App, json_option, pass_app
 from mailrelay.errors import StatusExit
 
 if TYPE_CHECKING:
-    from mailrelay.state import ProviderState, State
+    from mailrelay.state import ProviderState
 
 
 def _state_fields(entry: ProviderState | None) -> dict[str, Any]:
@@ -34,15 +34,6 @@ def _state_fields(entry: ProviderState | None) -> dict[str, Any]:
         "last_error": entry.last_error,
         "cooldown_until": entry.cooldown_until,
     }
-
-
-def _active_cooldown(app: App, state: State, name: str) -> Any:
-    entry = state.providers.get(name)
-    if entry is None or entry.cooldown_until is None:
-        return None
-    from mailrelay.engine import utcnow
-
-    return entry.cooldown_until if entry.cooldown_until > utcnow() else None
 
 
 @click.command(context_settings={"max_content_width": 100})
@@ -74,7 +65,7 @@ def providers(app: App, json_mode: bool) -> None:
                 "next": p.name == first,
                 "settings": p.describe(),
                 **_state_fields(state.providers.get(p.name)),
-                "cooling": _active_cooldown(app, state, p.name) is not None,
+                "cooling": engine.cooling_until(state, p) is not None,
             }
         )
     if out.json_mode:

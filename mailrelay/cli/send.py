@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from mailrelay.engine import Engine, SendResult
     from mailrelay.message import Message
     from mailrelay.output import Output
-    from mailrelay.providers.base import Provider
+    from mailrelay.state import State
 
 STDIN_WAIT = 5.0  # seconds to wait for the first byte on a pipe that stays open
 
@@ -178,16 +178,16 @@ def send(
     )
     engine = app.engine(policy=policy, timeout=timeout)
     if dry_run:
-        show_plan(app, engine.plan(engine.store.load()), engine, message)
+        show_plan(app, engine, engine.store.load(), message)
         return
     result = engine.send(message)
     show_result(out, result)
     click.get_current_context().exit(int(result.exit_code))
 
 
-def show_plan(app: App, plan: list[Provider], engine: Engine, message: Message) -> None:
+def show_plan(app: App, engine: Engine, state: State, message: Message) -> None:
     out = app.out
-    state = engine.store.load()
+    plan = engine.plan(state)
     steps: list[dict[str, Any]] = []
     for i, provider in enumerate(plan, 1):
         until = engine.cooling_until(state, provider)
