@@ -27,6 +27,10 @@ DEFAULT_TIMEOUT = 60.0  # total deadline of one send, across all attempts
 DEFAULT_COOLDOWN = 60.0  # first cooldown after a transient failure; doubles, capped
 DEFAULT_PROVIDER_COOLDOWN = 600.0  # first cooldown after a provider (account/config) failure
 DEFAULT_MAX_COOLDOWN = 6 * 3600.0
+ON_FAILURE = ("fail", "queue")
+DEFAULT_QUEUE_RETRY = 300.0  # first wait before a queued message is retried; doubles
+DEFAULT_QUEUE_MAX_RETRY = 4 * 3600.0  # the doubling stops here
+DEFAULT_QUEUE_MAX_AGE = 5 * 86400.0  # then the message moves to failed/ (sendmail's 5 days)
 
 DEFAULTS_KEYS = (
     "from",
@@ -38,6 +42,12 @@ DEFAULTS_KEYS = (
     "max_cooldown",
     "max_size",
     "state_file",
+    "on_failure",
+    "log_file",
+    "spool_dir",
+    "queue_retry",
+    "queue_max_retry",
+    "queue_max_age",
 )
 COMMON_PROVIDER_KEYS = ("name", "type", "enabled")
 
@@ -304,6 +314,12 @@ class Settings:
     max_cooldown: float = DEFAULT_MAX_COOLDOWN
     max_size: int | None = None
     state_file: Path | None = None
+    on_failure: str = "fail"  # "queue": spool a message every provider refused for now
+    log_file: Path | None = None  # JSON-lines audit log; off by default
+    spool_dir: Path | None = None  # default: the user data dir's mailrelay/spool
+    queue_retry: float = DEFAULT_QUEUE_RETRY
+    queue_max_retry: float = DEFAULT_QUEUE_MAX_RETRY
+    queue_max_age: float = DEFAULT_QUEUE_MAX_AGE
     providers: list[ProviderSpec] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -326,13 +342,23 @@ def _read_defaults(table: object, source: str, settings: Settings) -> None:
         settings.sender = cfg.str("from")
         settings.policy = cfg.choice("policy", POLICIES, settings.policy)
         settings.on_ambiguous = cfg.choice("on_ambiguous", ON_AMBIGUOUS, settings.on_ambiguous)
-        for key in ("timeout", "cooldown", "provider_cooldown", "max_cooldown"):
+        settings.on_failure = cfg.choice("on_failure", ON_FAILURE, settings.on_failure)
+        for key in (
+            "timeout",
+            "cooldown",
+            "provider_cooldown",
+            "max_cooldown",
+            "queue_retry",
+            "queue_max_retry",
+            "queue_max_age",
+        ):
             setattr(settings, key, cfg.float(key, getattr(settings, key)))
         if cfg.has("max_size"):
             settings.max_size = cfg.int("max_size", 0, min=1)
-        state_file = cfg.str("state_file")
-        if state_file:
-            settings.state_file = Path(state_file).expanduser()
+        for key in ("state_file", "log_file", "spool_dir"):
+            value = cfg.str(key)
+            if value:
+                setattr(settings, key, Path(value).expanduser())
     except ConfigError as exc:
         raise fail(exc.key or "?", exc.reason) from None
 

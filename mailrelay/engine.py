@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mailrelay.errors import ConfigError, ExitCode, StateError
 from mailrelay.providers.base import Health, Outcome, Provider, ProviderError
@@ -128,6 +129,18 @@ class SendResult:
         }
 
 
+class Listener(Protocol):
+    """Told of every attempt and every final result (the audit log is one)."""
+
+    def attempt(self, message: Message, attempt: Attempt) -> None: ...
+
+    def result(self, message: Message, result: SendResult) -> None: ...
+
+
+def _tell_attempt(listener: Listener, *, message: Message, attempt: Attempt) -> None:
+    listener.attempt(message, attempt)
+
+
 class Engine:
     def __init__(
         self,
@@ -139,8 +152,10 @@ class Engine:
         now: Now = utcnow,
         warn: Callable[[str], None] | None = None,
         raise_bugs: bool = False,
+        listeners: Sequence[Listener] = (),
     ) -> None:
         self.providers = list(providers)
+        self.listeners = list(listeners)
         self.store = store
         self.policy = policy or Policy()
         self.clock = clock
@@ -198,12 +213,26 @@ class Engine:
                 continue
             attempt = self.attempt(provider, message, min(provider.timeout, remaining))
             result.attempts.append(attempt)
+            self._tell(result, partial(_tell_attempt, message=message, attempt=attempt))
             if attempt.outcome in (Outcome.ACCEPTED, Outcome.PERMANENT):
                 break
             if attempt.outcome is Outcome.AMBIGUOUS and self.policy.on_ambiguous == "stop":
                 break
         self.record(result)
+        self._tell(result, lambda listener: listener.result(message, result))
         return result
+
+    def _tell(self, result: SendResult, call: Callable[[Listener], None]) -> None:
+        for listener in self.listeners:
+            try:
+                call(listener)
+            except Exception as exc:  # a broken log must not cost the mail
+                if self.raise_bugs:
+                    raise
+                note = scrub(f"{type(listener).__name__}: {exc}")
+                if note not in result.warnings:
+                    result.warnings.append(note)
+                    self.warn(note)
 
     def attempt(self, provider: Provider, message: Message, timeout: float) -> Attempt:
         started = self.clock()

@@ -6,16 +6,21 @@ provider and never changes provider state.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import hashlib
 import mimetypes
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from email import message_from_bytes
 from email import policy as email_policy
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr, getaddresses, make_msgid
+from email.utils import format_datetime, formataddr, getaddresses, make_msgid, parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 
 from mailrelay.errors import InputFileError, MessageError
 
@@ -102,6 +107,11 @@ class Message:
     metadata: dict[str, str] = field(default_factory=dict)
     message_id: str = ""
     date: datetime = field(default_factory=_now)
+    # A message given whole (--eml, sendmail mode): its RFC 5322 bytes, CRLF, Bcc removed,
+    # Date and Message-ID present. Raw-capable providers send these bytes as they are; the
+    # fields above are parsed from them for the providers that take JSON.
+    raw: bytes | None = None
+    envelope_from: Address | None = None  # sendmail -f: MAIL FROM when it differs from From
 
     def __post_init__(self) -> None:
         if not self.message_id:
@@ -126,8 +136,17 @@ class Message:
                 return value
         return None
 
+    @property
+    def return_path(self) -> Address:
+        """The envelope sender (SMTP MAIL FROM): sendmail's -f, else the From address."""
+        return self.envelope_from or self.sender
+
     def to_mime(self) -> EmailMessage:
         """The message as RFC 5322 MIME. Bcc is never written into the headers."""
+        if self.raw is not None:
+            parsed = message_from_bytes(self.raw, _class=EmailMessage, policy=email_policy.SMTP)
+            assert isinstance(parsed, EmailMessage)
+            return parsed
         msg = EmailMessage(policy=email_policy.SMTP)
         msg["From"] = str(self.sender)
         if self.to:
@@ -173,6 +192,8 @@ class Message:
 
     def as_bytes(self) -> bytes:
         """The RFC 5322 message with CRLF line ends, as sent over SMTP."""
+        if self.raw is not None:
+            return self.raw
         return self.to_mime().as_bytes(policy=email_policy.SMTP)
 
     def idempotency_key(self) -> str:
@@ -191,10 +212,14 @@ class Message:
         for att in self.attachments:
             h.update(att.filename.encode())
             h.update(hashlib.sha256(att.data).digest())
+        if self.raw is not None:
+            h.update(hashlib.sha256(self.raw).digest())
         return h.hexdigest()
 
     def size(self) -> int:
         """An estimate of the raw content size in bytes (before transfer encoding)."""
+        if self.raw is not None:
+            return len(self.raw)
         n = len(self.subject.encode()) + sum(len(v) for _, v in self.headers)
         n += len((self.text or "").encode()) + len((self.html or "").encode())
         return n + sum(len(a.data) for a in self.attachments)
@@ -378,3 +403,403 @@ def build_message(
     )
     validate_message(msg, max_size=max_size)
     return msg
+
+
+# --- the message as a JSON-able dict (the spool's form; `send --message` reads the same) --
+
+
+def _header_dict(headers: Sequence[tuple[str, str]]) -> dict[str, str | list[str]]:
+    out: dict[str, str | list[str]] = {}
+    for name, value in headers:
+        prev = out.get(name)
+        if prev is None:
+            out[name] = value
+        elif isinstance(prev, list):
+            prev.append(value)
+        else:
+            out[name] = [prev, value]
+    return out
+
+
+def message_to_dict(msg: Message) -> dict[str, Any]:
+    """Every field of a message, losslessly, as JSON types (attachments and raw in base64)."""
+    doc: dict[str, Any] = {
+        "from": str(msg.sender),
+        "to": [str(a) for a in msg.to],
+        "cc": [str(a) for a in msg.cc],
+        "bcc": [str(a) for a in msg.bcc],
+        "reply_to": [str(a) for a in msg.reply_to],
+        "subject": msg.subject,
+        "text": msg.text,
+        "html": msg.html,
+        "headers": _header_dict(msg.headers),
+        "attachments": [
+            {
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "content_base64": base64.b64encode(a.data).decode("ascii"),
+                "inline": a.inline,
+                "content_id": a.content_id,
+            }
+            for a in msg.attachments
+        ],
+        "tags": list(msg.tags),
+        "metadata": dict(msg.metadata),
+        "message_id": msg.message_id,
+        "date": msg.date.isoformat(),
+    }
+    if msg.raw is not None:
+        doc["raw_base64"] = base64.b64encode(msg.raw).decode("ascii")
+    if msg.envelope_from is not None:
+        doc["envelope_from"] = str(msg.envelope_from)
+    return doc
+
+
+def _b64(where: str, value: object) -> bytes:
+    if not isinstance(value, str):
+        raise MessageError(f"{where}: expected a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise MessageError(f"{where}: not valid base64") from None
+
+
+def _str_list(where: str, value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise MessageError(f"{where}: expected a string or a list of strings")
+    return list(value)
+
+
+def _opt_str(where: str, value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise MessageError(f"{where}: expected a string")
+
+
+def message_from_dict(
+    doc: Mapping[str, Any],
+    *,
+    where: str = "message",
+    default_sender: str | None = None,
+    max_size: int = DEFAULT_MAX_SIZE,
+) -> Message:
+    """The inverse of `message_to_dict`, validated; errors name the field ("where.field").
+
+    Fields left out take their defaults (no sender → `default_sender`; no message_id or
+    date → new ones). Attachments must already carry their bytes (`content_base64`).
+    """
+
+    def at(key: str) -> str:
+        return f"{where}.{key}"
+
+    sender = _opt_str(at("from"), doc.get("from")) or default_sender
+    if not sender:
+        raise MessageError(f"{at('from')}: no sender, and no 'from' in [defaults] of the config")
+    headers: list[tuple[str, str]] = []
+    raw_headers = doc.get("headers") or {}
+    if not isinstance(raw_headers, Mapping):
+        raise MessageError(f"{at('headers')}: expected an object of header names to values")
+    for name, value in raw_headers.items():
+        for one in _str_list(at(f"headers.{name}"), value):
+            headers.append(parse_header(at(f"headers.{name}"), f"{name}: {one}"))
+    attachments: list[Attachment] = []
+    raw_atts = doc.get("attachments") or []
+    if not isinstance(raw_atts, list):
+        raise MessageError(f"{at('attachments')}: expected a list")
+    for i, item in enumerate(raw_atts):
+        here = at(f"attachments[{i}]")
+        if not isinstance(item, Mapping):
+            raise MessageError(f"{here}: expected an object")
+        filename = _opt_str(f"{here}.filename", item.get("filename"))
+        if not filename:
+            raise MessageError(f"{here}.filename: required")
+        ctype = _opt_str(f"{here}.content_type", item.get("content_type"))
+        if not ctype:
+            guessed, encoding = mimetypes.guess_type(filename)
+            ctype = guessed if guessed and encoding is None else "application/octet-stream"
+        attachments.append(
+            Attachment(
+                filename=filename,
+                content_type=ctype,
+                data=_b64(f"{here}.content_base64", item.get("content_base64")),
+                inline=bool(item.get("inline", False)),
+                content_id=_opt_str(f"{here}.content_id", item.get("content_id")),
+            )
+        )
+    metadata = doc.get("metadata") or {}
+    if not isinstance(metadata, Mapping) or not all(isinstance(v, str) for v in metadata.values()):
+        raise MessageError(f"{at('metadata')}: expected an object of strings")
+    date = _now()
+    date_text = _opt_str(at("date"), doc.get("date"))
+    if date_text:
+        try:
+            date = datetime.fromisoformat(date_text)
+        except ValueError:
+            raise MessageError(f"{at('date')}: not an ISO 8601 date-time: {date_text!r}") from None
+        if date.tzinfo is None:
+            raise MessageError(f"{at('date')}: give a time zone (e.g. 2026-11-22T09:00:00Z)")
+    text = _opt_str(at("text"), doc.get("text"))
+    html = _opt_str(at("html"), doc.get("html"))
+    raw = doc.get("raw_base64")
+    if html is not None and text is None and raw is None:
+        text = html_to_text(html)
+    envelope_from = _opt_str(at("envelope_from"), doc.get("envelope_from"))
+    msg = Message(
+        sender=parse_address(at("from"), sender),
+        to=parse_addresses(at("to"), _str_list(at("to"), doc.get("to"))),
+        cc=parse_addresses(at("cc"), _str_list(at("cc"), doc.get("cc"))),
+        bcc=parse_addresses(at("bcc"), _str_list(at("bcc"), doc.get("bcc"))),
+        reply_to=parse_addresses(at("reply_to"), _str_list(at("reply_to"), doc.get("reply_to"))),
+        subject=_opt_str(at("subject"), doc.get("subject")) or "",
+        text=text,
+        html=html,
+        headers=headers,
+        attachments=attachments,
+        tags=_str_list(at("tags"), doc.get("tags")),
+        metadata=dict(metadata),
+        message_id=_opt_str(at("message_id"), doc.get("message_id")) or "",
+        date=date,
+        raw=None if raw is None else _b64(at("raw_base64"), raw),
+        envelope_from=parse_address(at("envelope_from"), envelope_from) if envelope_from else None,
+    )
+    validate_message(msg, max_size=max_size)
+    return msg
+
+
+# --- a whole message given as RFC 5322 bytes (send --eml, sendmail mode) ----------------
+
+# Trace fields that belong to a delivery, not to the message; never passed on to an API.
+_TRACE_HEADERS = frozenset({"received", "return-path", "delivered-to", "x-original-to"})
+_BLIND_HEADERS = frozenset({"bcc", "resent-bcc"})
+_FIELD_START = re.compile(rb"^([!-9;-~]+)[ \t]*:")
+
+
+def _split_fields(data: bytes) -> tuple[list[tuple[str, bytes]], bytes]:
+    """The header fields (name, whole folded field without its last line end) and the body.
+
+    Line ends are normalised to LF here. The header block ends at the first empty line, or at
+    the first line that is neither a field nor a continuation (as sendmail does); an mbox
+    "From " line in front is dropped.
+    """
+    text = data.replace(b"\r\n", b"\n")
+    lines = text.split(b"\n")
+    if lines and lines[0].startswith(b"From "):
+        lines = lines[1:]
+    fields: list[tuple[str, bytes]] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line == b"":
+            i += 1
+            break
+        if line[:1] in (b" ", b"\t") and fields:
+            name, value = fields[-1]
+            fields[-1] = (name, value + b"\n" + line)
+            i += 1
+            continue
+        m = _FIELD_START.match(line)
+        if m is None:
+            break  # the body starts without an empty line
+        fields.append((m.group(1).decode("ascii"), line))
+        i += 1
+    return fields, b"\n".join(lines[i:])
+
+
+def _header_addresses(where: str, values: Sequence[str]) -> list[Address]:
+    out: list[Address] = []
+    for name, addr in getaddresses(list(values)):
+        if not addr:
+            continue
+        if "@" not in addr:
+            raise MessageError(
+                f"{where}: {addr!r} has no domain; give full addresses (e.g. MAILTO in a crontab)"
+            )
+        out.append(Address(validate_email(where, addr), name))
+    return out
+
+
+def _unfold(value: str) -> str:
+    return re.sub(r"\s*\r?\n[ \t]*", " ", value).strip()
+
+
+def _body_parts(
+    msg: EmailMessage,
+) -> tuple[str | None, str | None, list[Attachment]]:
+    """The first plain-text and HTML bodies and every other leaf part as an attachment."""
+    text: str | None = None
+    html: str | None = None
+    attachments: list[Attachment] = []
+
+    def leaf_text(part: EmailMessage) -> str:
+        try:
+            content = str(part.get_content())
+        except (LookupError, UnicodeError, KeyError):
+            payload = part.get_payload(decode=True)
+            content = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+        return content.replace("\r\n", "\n")
+
+    def visit(part: EmailMessage) -> None:
+        nonlocal text, html
+        ctype = part.get_content_type()
+        if ctype == "message/rfc822":
+            inner = part.get_payload(0)
+            data = inner.as_bytes() if hasattr(inner, "as_bytes") else b""
+            attachments.append(Attachment(part.get_filename() or "message.eml", ctype, data))
+            return
+        if part.is_multipart():
+            for sub in part.iter_parts():
+                if isinstance(sub, EmailMessage):
+                    visit(sub)
+            return
+        disposition = part.get_content_disposition()
+        filename = part.get_filename()
+        if disposition != "attachment" and filename is None:
+            if ctype == "text/plain" and text is None:
+                text = leaf_text(part)
+                return
+            if ctype == "text/html" and html is None:
+                html = leaf_text(part)
+                return
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        cid = part.get("Content-ID")
+        if not filename:
+            ext = mimetypes.guess_extension(ctype) or ".bin"
+            filename = f"part{len(attachments) + 1}{ext}"
+        attachments.append(
+            Attachment(
+                filename=filename,
+                content_type=ctype,
+                data=data,
+                inline=disposition == "inline" or (disposition is None and cid is not None),
+                content_id=str(cid).strip().strip("<>") if cid else None,
+            )
+        )
+
+    visit(msg)
+    return text, html, attachments
+
+
+def parse_eml(
+    data: bytes,
+    *,
+    where: str = "message",
+    recipients: Sequence[str] = (),
+    extract: bool = True,
+    envelope_from: str | None = None,
+    full_name: str | None = None,
+    default_sender: str | None = None,
+    max_size: int = DEFAULT_MAX_SIZE,
+) -> Message:
+    """A complete RFC 5322 message as a `Message` that keeps its bytes (`raw`).
+
+    As sendmail does: the envelope recipients are `recipients` plus, with `extract` (-t),
+    those in To, Cc and Bcc. Bcc never leaves (the field is removed); Date and Message-ID are
+    added when missing; a missing or unqualified From (cron's "root") becomes `full_name`
+    (or the From's display name) with the envelope sender, else `default_sender`. The header
+    fields are kept byte for byte otherwise; line ends become CRLF.
+    """
+    if not data.strip():
+        raise MessageError(f"{where}: empty input, expected an RFC 5322 message")
+    fields, body = _split_fields(data)
+    kept = [(n, f) for n, f in fields if n.lower() not in _BLIND_HEADERS]
+    parsed = message_from_bytes(
+        b"\n".join(f for _, f in fields) + b"\n\n", _class=EmailMessage, policy=email_policy.default
+    )
+
+    def values(name: str) -> list[str]:
+        return [_unfold(str(v)) for v in parsed.get_all(name) or []]
+
+    env_from: Address | None = None
+    if envelope_from and "@" in envelope_from:
+        env_from = parse_address(f"{where}: -f", envelope_from)
+    from_pairs = [(n, a) for n, a in getaddresses(values("From")) if a]
+    sender: Address | None = None
+    if from_pairs and "@" in from_pairs[0][1]:
+        sender = Address(validate_email(f"{where}: From", from_pairs[0][1]), from_pairs[0][0])
+    else:
+        fallback = env_from or (
+            parse_address(f"{where}: sender", default_sender) if default_sender else None
+        )
+        if fallback is None:
+            raise MessageError(
+                f"{where}: no usable From (give -f ADDRESS, or 'from' in [defaults] of the config)"
+            )
+        name = full_name or (from_pairs[0][0] if from_pairs else "") or fallback.name
+        sender = Address(fallback.email, name)
+        kept = [(n, f) for n, f in kept if n.lower() != "from"]
+        kept.insert(0, ("From", f"From: {sender}".encode()))
+    names = {n.lower() for n, _ in kept}
+    if "date" not in names:
+        kept.append(("Date", f"Date: {format_datetime(_now())}".encode()))
+    if "message-id" not in names:
+        kept.append(("Message-ID", f"Message-ID: {make_msgid(domain=sender.domain)}".encode()))
+
+    header_to = _header_addresses(f"{where}: To", values("To")) if extract else []
+    header_cc = _header_addresses(f"{where}: Cc", values("Cc")) if extract else []
+    header_bcc = _header_addresses(f"{where}: Bcc", values("Bcc")) if extract else []
+    args = parse_addresses(f"{where}: recipient", recipients) if recipients else []
+    envelope: dict[str, Address] = {}
+    for addr in (*header_to, *header_cc, *header_bcc, *args):
+        envelope.setdefault(addr.email.lower(), addr)
+    if not envelope:
+        raise MessageError(
+            f"{where}: no recipients: give addresses as arguments, or -t to read To, Cc and Bcc"
+        )
+    # The API providers need To/Cc/Bcc lists: the envelope split as the headers show it.
+    shown_to = {a.email.lower() for a in _header_addresses(f"{where}: To", values("To"))}
+    shown_cc = {a.email.lower() for a in _header_addresses(f"{where}: Cc", values("Cc"))}
+    to = [a for k, a in envelope.items() if k in shown_to]
+    cc = [a for k, a in envelope.items() if k in shown_cc and k not in shown_to]
+    rest = [a for k, a in envelope.items() if k not in shown_to and k not in shown_cc]
+    if to:
+        bcc = rest
+    else:
+        to, bcc = rest, []
+
+    raw = b"\r\n".join(f.replace(b"\n", b"\r\n") for _, f in kept) + b"\r\n\r\n"
+    raw += body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if len(raw) > max_size:
+        raise MessageError(
+            f"{where}: message too large: {len(raw)} bytes, "
+            f"limit {max_size} (max_size in the config)"
+        )
+    full = message_from_bytes(raw, _class=EmailMessage, policy=email_policy.default)
+    assert isinstance(full, EmailMessage)
+    text, html, attachments = _body_parts(full)
+    date = _now()
+    date_values = values("Date")
+    if date_values:
+        with contextlib.suppress(TypeError, ValueError, IndexError):
+            date = parsedate_to_datetime(date_values[0])
+        if date.tzinfo is None:
+            date = date.replace(tzinfo=timezone.utc)
+    message_id = _unfold(str(full.get("Message-ID", ""))) or make_msgid(domain=sender.domain)
+    headers = [
+        (name, _unfold(str(value)))
+        for name, value in full.items()
+        if name.lower() not in STRUCTURAL_HEADERS and name.lower() not in _TRACE_HEADERS
+    ]
+    reply_to = [
+        Address(addr, name) for name, addr in getaddresses(values("Reply-To")) if "@" in addr
+    ]
+    return Message(
+        sender=sender,
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        reply_to=reply_to,
+        subject=_unfold(str(full.get("Subject", ""))),
+        text=text,
+        html=html,
+        headers=headers,
+        attachments=attachments,
+        message_id=message_id,
+        date=date,
+        raw=raw,
+        envelope_from=env_from if env_from and env_from.email != sender.email else None,
+    )

@@ -18,10 +18,11 @@ from mailrelay.errors import ExitCode, MailrelayError
 
 if TYPE_CHECKING:
     from mailrelay.config import Settings
-    from mailrelay.engine import Engine
+    from mailrelay.engine import Engine, Listener
     from mailrelay.output import Output
     from mailrelay.providers.base import Provider
-    from mailrelay.state import TomlStateStore
+    from mailrelay.spool import Spool
+    from mailrelay.state import StateStore, TomlStateStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,7 +39,9 @@ class App:
         verbose: int,
         quiet: bool,
         debug: bool,
+        log_file: str | None = None,
     ) -> None:
+        self.log_file = log_file
         self.config_path = config
         self.state_override = state
         self.provider_urls = list(providers)
@@ -84,13 +87,32 @@ class App:
         path = state_path(self.state_override, os.environ, self.settings.state_file)
         return TomlStateStore(path, warn=self.out.warn)
 
-    def engine(self, *, policy: str | None = None, timeout: float | None = None) -> Engine:
+    def spool(self) -> Spool:
+        """The spool of queued messages (`spool_dir` in the config, else the user data dir)."""
+        from mailrelay.spool import Spool, default_spool_dir
+
+        return Spool(self.settings.spool_dir or default_spool_dir(), warn=self.out.warn)
+
+    def listeners(self) -> list[Listener]:
+        """Who hears of every attempt: the audit log, when --log-file or log_file is set."""
+        from mailrelay.audit import AuditLog
+
+        path = self.log_file or self.settings.log_file
+        return [AuditLog(path)] if path else []
+
+    def engine(
+        self,
+        *,
+        policy: str | None = None,
+        timeout: float | None = None,
+        store: StateStore | None = None,
+    ) -> Engine:
         from mailrelay.engine import Engine, Policy
 
         s = self.settings
         return Engine(
             self.providers(),
-            self.store(),
+            store if store is not None else self.store(),
             Policy(
                 order=policy or s.policy,
                 timeout=timeout or s.timeout,
@@ -101,6 +123,7 @@ class App:
             ),
             warn=self.out.warn,
             raise_bugs=self.debug,
+            listeners=self.listeners(),
         )
 
     def close(self) -> None:
@@ -142,6 +165,12 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
     help="A provider as a URL, e.g. smtp://user:pass@host:587 (repeatable; replaces the "
     "config's providers; default $MAILRELAY_PROVIDERS).",
 )
+@click.option(
+    "--log-file",
+    metavar="PATH",
+    help="Append a JSON-lines record of every attempt and result (default: log_file in the "
+    "config; off).",
+)
 @click.option("-v", "--verbose", count=True, help="Say more: every attempt, even under cron.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.")
@@ -151,6 +180,7 @@ def cli(
     config: str | None,
     state: str | None,
     providers: tuple[str, ...],
+    log_file: str | None,
     verbose: int,
     quiet: bool,
     debug: bool,
@@ -173,6 +203,7 @@ def cli(
         verbose=verbose,
         quiet=quiet,
         debug=debug,
+        log_file=log_file,
     )
     ctx.obj = app
     ctx.call_on_close(app.close)

@@ -12,7 +12,7 @@ import click
 
 from mailrelay.cli import App, json_option, pass_app
 from mailrelay.config import POLICIES
-from mailrelay.errors import InputFileError, UsageError
+from mailrelay.errors import ExitCode, InputFileError, UsageError
 
 if TYPE_CHECKING:
     from mailrelay.engine import Engine, SendResult
@@ -97,6 +97,35 @@ def read_text_file(path: str, what: str, out: Output) -> str:
 )
 @click.option("--no-stdin", is_flag=True, help="Never read the body from standard input.")
 @click.option(
+    "--eml",
+    metavar="FILE",
+    help="Send a complete RFC 5322 message from FILE ('-' = stdin); recipients are the "
+    "arguments plus its To/Cc/Bcc.",
+)
+@click.option(
+    "--message",
+    "message_file",
+    metavar="FILE",
+    help="Read the message as JSON from FILE ('-' = stdin); see 'mailrelay schema'.",
+)
+@click.option(
+    "--batch",
+    metavar="FILE",
+    help="Send one JSON message per line of FILE ('-' = stdin), several at once.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1, max=64),
+    metavar="N",
+    help="With --batch: messages in flight at once (default 8).",
+)
+@click.option(
+    "--queue/--no-queue",
+    default=None,
+    help="When every provider fails for now, keep the message in the spool and exit 0 "
+    "(default: on_failure in the config).",
+)
+@click.option(
     "--policy", type=click.Choice(POLICIES), help="Where to start: sticky, priority, round-robin."
 )
 @click.option(
@@ -126,6 +155,11 @@ def send(
     tag: tuple[str, ...],
     metadata: tuple[str, ...],
     no_stdin: bool,
+    eml: str | None,
+    message_file: str | None,
+    batch: str | None,
+    concurrency: int | None,
+    queue: bool | None,
     policy: str | None,
     timeout: float | None,
     dry_run: bool,
@@ -136,15 +170,170 @@ def send(
     The body comes from --text/--html (or their -file forms), else from standard input when
     it is a pipe or a file. With only HTML, a plain-text alternative is made from it.
 
+    A whole message can come instead as RFC 5322 (--eml), as JSON (--message), or as JSON
+    lines, one message each (--batch).
+
     \b
     Examples:
       echo "disk 91% full" | mailrelay send -s "web1: disk" ops@example.com
       mailrelay send -s Report -a report.pdf --text "see attached" boss@example.com
       mailrelay send --dry-run -s test --text hi me@example.com
+      mailrelay send --eml saved.eml --queue ops@example.com
+      mailrelay send --message alert.json
+      mailrelay send --batch welcome.jsonl --concurrency 16 --json
     """
+    app.output(json_mode=json_mode)
+    given = [
+        name
+        for name, value in (("--eml", eml), ("--message", message_file), ("--batch", batch))
+        if value is not None
+    ]
+    if len(given) > 1:
+        raise UsageError(f"give one of {', '.join(given)}, not several")
+    if given:
+        pieces = {
+            "--to": to,
+            "--cc": cc,
+            "--bcc": bcc,
+            "--reply-to": reply_to,
+            "--subject": subject,
+            "--text": text,
+            "--text-file": text_file,
+            "--html": html,
+            "--html-file": html_file,
+            "--attach": attach,
+            "--header": header,
+            "--tag": tag,
+            "--metadata": metadata,
+        }
+        clash = [name for name, value in pieces.items() if value]
+        if clash:
+            raise UsageError(f"{given[0]} gives the whole message; {clash[0]} cannot be added")
+        if recipients and given[0] != "--eml":
+            raise UsageError(f"{given[0]} gives the recipients; no address arguments with it")
+    if concurrency is not None and batch is None:
+        raise UsageError("--concurrency goes with --batch")
+    settings = app.settings
+    queue_on_failure = settings.on_failure == "queue" if queue is None else queue
+    if batch is not None:
+        from mailrelay.cli.batch import run_batch
+
+        if dry_run:
+            raise UsageError("--dry-run does not go with --batch")
+        code = run_batch(
+            app,
+            batch,
+            concurrency=concurrency or 8,
+            queue=queue_on_failure,
+            policy=policy,
+            timeout=timeout,
+            default_sender=sender or settings.sender,
+        )
+        click.get_current_context().exit(int(code))
+    if eml is not None or message_file is not None:
+        message = read_whole_message(app, eml, message_file, recipients, sender)
+    else:
+        message = message_from_options(
+            app,
+            recipients=recipients,
+            to=to,
+            cc=cc,
+            bcc=bcc,
+            sender=sender,
+            reply_to=reply_to,
+            subject=subject,
+            text=text,
+            text_file=text_file,
+            html=html,
+            html_file=html_file,
+            attach=attach,
+            header=header,
+            tag=tag,
+            metadata=metadata,
+            no_stdin=no_stdin,
+        )
+    engine = app.engine(policy=policy, timeout=timeout)
+    if dry_run:
+        show_plan(app, engine, engine.store.load(), message)
+        return
+    code = deliver(app, engine, message, queue=queue_on_failure)
+    click.get_current_context().exit(int(code))
+
+
+def read_input_bytes(path: str, what: str) -> bytes:
+    """The bytes of FILE, or of standard input for '-'; a one-line error when unreadable."""
+    if path == "-":
+        stream = sys.stdin
+        buffer = getattr(stream, "buffer", None)
+        return bytes(buffer.read()) if buffer is not None else stream.read().encode()
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        raise InputFileError(f"{what} {path}: no such file") from None
+    except IsADirectoryError:
+        raise InputFileError(f"{what} {path}: is a directory") from None
+    except OSError as exc:
+        raise InputFileError(f"{what} {path}: cannot read: {exc.strerror}") from None
+
+
+def read_whole_message(
+    app: App,
+    eml: str | None,
+    message_file: str | None,
+    recipients: tuple[str, ...],
+    sender: str | None,
+) -> Message:
+    from mailrelay.message import DEFAULT_MAX_SIZE, parse_eml
+
+    settings = app.settings
+    max_size = settings.max_size or DEFAULT_MAX_SIZE
+    if eml is not None:
+        where = "standard input" if eml == "-" else eml
+        return parse_eml(
+            read_input_bytes(eml, "--eml"),
+            where=where,
+            recipients=recipients,
+            extract=True,
+            envelope_from=sender,
+            default_sender=settings.sender,
+            max_size=max_size,
+        )
+    assert message_file is not None
+    from mailrelay.msgjson import load_message
+
+    return load_message(
+        read_input_bytes(message_file, "--message"),
+        where="standard input" if message_file == "-" else message_file,
+        base_dir=None if message_file == "-" else os.path.dirname(os.path.abspath(message_file)),
+        default_sender=sender or settings.sender,
+        max_size=max_size,
+    )
+
+
+def message_from_options(
+    app: App,
+    *,
+    recipients: tuple[str, ...],
+    to: tuple[str, ...],
+    cc: tuple[str, ...],
+    bcc: tuple[str, ...],
+    sender: str | None,
+    reply_to: tuple[str, ...],
+    subject: str,
+    text: str | None,
+    text_file: str | None,
+    html: str | None,
+    html_file: str | None,
+    attach: tuple[str, ...],
+    header: tuple[str, ...],
+    tag: tuple[str, ...],
+    metadata: tuple[str, ...],
+    no_stdin: bool,
+) -> Message:
     from mailrelay.message import DEFAULT_MAX_SIZE, build_message
 
-    out = app.output(json_mode=json_mode)
+    out = app.out
     if text is not None and text_file is not None:
         raise UsageError("give --text or --text-file, not both")
     if html is not None and html_file is not None:
@@ -161,7 +350,7 @@ def send(
     from_addr = sender or settings.sender
     if not from_addr:
         raise UsageError("no sender: give -r/--from, or set 'from' in [defaults] of the config")
-    message = build_message(
+    return build_message(
         sender=from_addr,
         to=[*recipients, *to],
         cc=cc,
@@ -176,13 +365,18 @@ def send(
         metadata=metadata,
         max_size=settings.max_size or DEFAULT_MAX_SIZE,
     )
-    engine = app.engine(policy=policy, timeout=timeout)
-    if dry_run:
-        show_plan(app, engine, engine.store.load(), message)
-        return
+
+
+def deliver(app: App, engine: Engine, message: Message, *, queue: bool) -> int:
+    """Send through the engine and report; with `queue`, a message that every provider
+    refused for now (not a bad message) goes to the spool and the exit code is 0."""
     result = engine.send(message)
-    show_result(out, result)
-    click.get_current_context().exit(int(result.exit_code))
+    if not result.delivered and queue and result.exit_code != ExitCode.DATAERR:
+        from mailrelay.cli.queue import enqueue_failed
+
+        return enqueue_failed(app, message, result)
+    show_result(app.out, result)
+    return int(result.exit_code)
 
 
 def show_plan(app: App, engine: Engine, state: State, message: Message) -> None:

@@ -148,7 +148,7 @@ class OutboxProvider(Provider):
     def send(self, message: Message, *, timeout: float) -> Receipt:
         self.check_capabilities(message)
         envelope = [
-            ("Return-Path", f"<{message.sender.email}>"),
+            ("Return-Path", f"<{message.return_path.email}>"),
             ("X-Envelope-To", ", ".join(a.email for a in message.recipients())),
             *(("X-Mailrelay-Tag", tag) for tag in message.tags),
             *(("X-Mailrelay-Metadata", f"{k}={v}") for k, v in message.metadata.items()),

@@ -160,7 +160,7 @@ class SendmailProvider(Provider):
             )
         if calls_mailrelay(self.command):
             raise self._error(Outcome.PROVIDER, "refusing to run: it would call mailrelay itself")
-        argv = [*self.command, "-i", "-f", message.sender.email, "--"]
+        argv = [*self.command, "-i", "-f", message.return_path.email, "--"]
         argv += [a.email for a in message.recipients()]
         # local submission takes UNIX line ends (sendmail's non-SMTP mailers use E=\n; PHP
         # issue php/php-src#19188: some sendmail clients need LF); CRLF is for the wire

@@ -459,13 +459,20 @@ class _Session:
         """MAIL FROM, RCPT TO each recipient, DATA in steps; the 250 after the dot."""
         smtp = self.at(MAIL)
         recipients = [a.email for a in message.recipients()]
-        addresses = [message.sender, *message.to, *message.cc, *message.bcc, *message.reply_to]
+        addresses = [
+            message.sender,
+            message.return_path,
+            *message.to,
+            *message.cc,
+            *message.bcc,
+            *message.reply_to,
+        ]
         options: list[str] = []
         if all(a.email.isascii() and a.name.isascii() for a in addresses):
             data = message.as_bytes()
         elif smtp.has_extn("smtputf8"):  # RFC 6531: UTF-8 addresses and headers
             options.append("SMTPUTF8")
-            data = message.to_mime().as_bytes(policy=email.policy.SMTPUTF8)
+            data = message.raw or message.to_mime().as_bytes(policy=email.policy.SMTPUTF8)
         else:
             raise self.error(
                 Outcome.REJECTED,
@@ -483,7 +490,7 @@ class _Session:
         if not data.isascii() and smtp.has_extn("8bitmime"):  # RFC 6152
             options.append("BODY=8BITMIME")
 
-        code, msg = smtp.mail(message.sender.email, options)
+        code, msg = smtp.mail(message.return_path.email, options)
         if code != 250:
             raise self.reply_error(code, msg)
 
