@@ -487,14 +487,14 @@ def message_from_dict(
     default_sender: str | None = None,
     max_size: int = DEFAULT_MAX_SIZE,
 ) -> Message:
-    """The inverse of `message_to_dict`, validated; errors name the field ("where.field").
+    """The inverse of `message_to_dict`, validated; errors name the field ("where: field").
 
     Fields left out take their defaults (no sender → `default_sender`; no message_id or
     date → new ones). Attachments must already carry their bytes (`content_base64`).
     """
 
     def at(key: str) -> str:
-        return f"{where}.{key}"
+        return f"{where}: {key}"
 
     sender = _opt_str(at("from"), doc.get("from")) or default_sender
     if not sender:
@@ -511,7 +511,7 @@ def message_from_dict(
     if not isinstance(raw_atts, list):
         raise MessageError(f"{at('attachments')}: expected a list")
     for i, item in enumerate(raw_atts):
-        here = at(f"attachments[{i}]")
+        here = at(f"attachments[{i}]")  # "where: attachments[0]"
         if not isinstance(item, Mapping):
             raise MessageError(f"{here}: expected an object")
         filename = _opt_str(f"{here}.filename", item.get("filename"))
