@@ -729,7 +729,19 @@ def parse_eml(
             raise MessageError(
                 f"{where}: no usable From (give -f ADDRESS, or 'from' in [defaults] of the config)"
             )
-        name = full_name or (from_pairs[0][0] if from_pairs else "") or fallback.name
+        # the parsed header drops comments; cron's name is one: "root (Cron Daemon)"
+        raw_from = [
+            _unfold(f.partition(b":")[2].decode("utf-8", "replace"))
+            for n, f in fields
+            if n.lower() == "from"
+        ]
+        comment_name = next((n for n, _ in getaddresses(raw_from) if n), "")
+        name = (
+            full_name
+            or (from_pairs[0][0] if from_pairs else "")
+            or comment_name
+            or fallback.name
+        )
         sender = Address(fallback.email, name)
         kept = [(n, f) for n, f in kept if n.lower() != "from"]
         kept.insert(0, ("From", f"From: {sender}".encode()))
@@ -763,6 +775,8 @@ def parse_eml(
 
     raw = b"\r\n".join(f.replace(b"\n", b"\r\n") for _, f in kept) + b"\r\n\r\n"
     raw += body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if not raw.endswith(b"\r\n"):
+        raw += b"\r\n"  # SMTP DATA, mbox files and sendmail pipes all want a whole last line
     if len(raw) > max_size:
         raise MessageError(
             f"{where}: message too large: {len(raw)} bytes, "
@@ -779,11 +793,13 @@ def parse_eml(
         if date.tzinfo is None:
             date = date.replace(tzinfo=timezone.utc)
     message_id = _unfold(str(full.get("Message-ID", ""))) or make_msgid(domain=sender.domain)
-    headers = [
-        (name, _unfold(str(value)))
-        for name, value in full.items()
-        if name.lower() not in STRUCTURAL_HEADERS and name.lower() not in _TRACE_HEADERS
-    ]
+    # For the API providers: a field given several times (cron's X-Cron-Env) becomes one,
+    # its values joined by ", ", since most APIs take headers as a JSON object.
+    merged: dict[str, tuple[str, list[str]]] = {}
+    for name, value in full.items():
+        if name.lower() not in STRUCTURAL_HEADERS and name.lower() not in _TRACE_HEADERS:
+            merged.setdefault(name.lower(), (name, []))[1].append(_unfold(str(value)))
+    headers = [(name, ", ".join(vals)) for name, vals in merged.values()]
     reply_to = [
         Address(addr, name) for name, addr in getaddresses(values("Reply-To")) if "@" in addr
     ]

@@ -210,9 +210,10 @@ def cli(
 
 
 def _register() -> None:
-    from mailrelay.cli import completion, providers, send
+    from mailrelay.cli import completion, providers, send, sendmail
 
     cli.add_command(send.send)
+    cli.add_command(sendmail.sendmail)
     cli.add_command(providers.providers)
     cli.add_command(providers.status)
     cli.add_command(completion.completion)

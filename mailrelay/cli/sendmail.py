@@ -1,0 +1,269 @@
+"""`mailrelay sendmail` and the `mailrelay-sendmail` console script: a sendmail drop-in.
+
+Cron and many other programs hand mail to `/usr/sbin/sendmail` as a complete RFC 5322
+message on standard input. This command takes that message, with the flags they pass
+(cron: `-FCronDaemon -i -odi -oem -oi -t -f root`), and gives it to the failover engine.
+When every provider fails for now the message is queued, as an MTA would (exit 0).
+
+Its argv is parsed here, not by click: sendmail's flags are getopt-style single letters
+with attached values (`-FCronDaemon`, `-oi`, `-B8BITMIME`) that click cannot express.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import click
+
+from mailrelay.cli import App
+from mailrelay.errors import MessageError, UsageError
+
+# Letters that take a value, attached (-fADDR) or as the next word (-f ADDR).
+_WITH_VALUE = frozenset("abBCdeFfhLNOopRrVX")
+# Taken and ignored without a word: msmtp, nullmailer and dma accept these too.
+_IGNORED_FLAGS = frozenset("GmnU")
+# Taken with a value and ignored: delivery details an API or relay decides for us.
+_IGNORED_VALUES = frozenset("BdeNOpRVhL")
+# Taken with a value and ignored, with a warning: the caller may expect them to matter.
+_WARNED_VALUES = {
+    "C": "mailrelay reads its own config ($MAILRELAY_CONFIG)",
+    "X": "use log_file in the config or $MAILRELAY_CONFIG for an audit log",
+    "a": "mailrelay has no accounts; it tries every configured provider",
+}
+_LONE_DOT = re.compile(rb"(?:^|\n)\.\r?(?:\n|$)")
+_READ_SLACK = 1024 * 1024  # input beyond max_size that a Bcc or a CRLF change may account for
+
+USAGE = """\
+Usage: mailrelay sendmail [options] [address ...]
+       mailrelay-sendmail [options] [address ...]
+
+Read a complete RFC 5322 message from standard input and send it through the first
+configured provider that accepts it; queue it when every provider fails for now.
+Success prints nothing. Settings come from $MAILRELAY_CONFIG, $MAILRELAY_PROVIDERS and
+$MAILRELAY_STATE (or mailrelay's global options before 'sendmail').
+
+Options (as sendmail):
+  -t            recipients from the To, Cc and Bcc headers, plus the addresses given
+  -f ADDR       envelope sender (MAIL FROM); also the From when the message has none
+                or an unqualified one (cron's "root")
+  -r ADDR       the same as -f
+  -F NAME       full name for a From that mailrelay writes
+  -i, -oi       a line with a single "." does not end the message
+  -v            say what happened (every attempt)
+  -bm           deliver mail (the default)
+  -bp           list the queue (mailrelay queue list)
+  -q            flush the queue once (mailrelay queue flush)
+  --            the rest are addresses
+Ignored: -o* (e.g. -odi -oem), -B*, -e*, -N*, -R*, -V*, -d*, -h*, -L*, -O*, -p*, -G -m -n
+-U; -C, -X and -a are ignored with a warning. Unknown options are ignored with a warning,
+so a cron mail is never lost to a flag.
+"""
+
+
+@dataclass
+class SendmailArgs:
+    """What a sendmail command line asks for."""
+
+    recipients: list[str] = field(default_factory=list)
+    extract: bool = False  # -t
+    sender: str | None = None  # -f / -r
+    full_name: str | None = None  # -F
+    ignore_dots: bool = False  # -i / -oi
+    verbose: int = 0  # -v
+    mode: str = "send"  # send, list (-bp), flush (-q), help (--help)
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_sendmail_args(argv: Sequence[str]) -> SendmailArgs:
+    """Parse sendmail's getopt-style flags; options may follow addresses (GNU getopt)."""
+    args = SendmailArgs()
+    words = list(argv)
+    i = 0
+    options_done = False
+    while i < len(words):
+        word = words[i]
+        i += 1
+        if options_done or not word.startswith("-") or word == "-":
+            args.recipients.append(word)
+            continue
+        if word == "--":
+            options_done = True
+            continue
+        if word == "--help":
+            args.mode = "help"
+            continue
+        if word.startswith("--"):
+            args.warnings.append(f"ignoring unknown option {word}")
+            continue
+        j = 1
+        while j < len(word):
+            letter = word[j]
+            j += 1
+            if letter == "q":
+                _queue_run(args, word[j:])
+                break
+            if letter in _WITH_VALUE:
+                value = word[j:]
+                if not value:
+                    if i >= len(words):
+                        raise UsageError(f"sendmail option -{letter} needs a value")
+                    value = words[i]
+                    i += 1
+                _option(args, letter, value)
+                break
+            if letter == "t":
+                args.extract = True
+            elif letter == "i":
+                args.ignore_dots = True
+            elif letter == "v":
+                args.verbose += 1
+            elif letter not in _IGNORED_FLAGS:
+                # the rest of the word may be this option's value: skip it all
+                args.warnings.append(f"ignoring unknown option -{word[j - 1 :]}")
+                break
+    return args
+
+
+def _queue_run(args: SendmailArgs, value: str) -> None:
+    if value:
+        raise UsageError(
+            f"-q{value}: mailrelay runs no queue daemon; run 'mailrelay queue flush' from cron "
+            "(or 'mailrelay sendmail -q' once)"
+        )
+    args.mode = "flush"
+
+
+def _option(args: SendmailArgs, letter: str, value: str) -> None:
+    if letter in ("f", "r"):
+        args.sender = value
+    elif letter == "F":
+        args.full_name = value
+    elif letter == "o":
+        if value == "i":
+            args.ignore_dots = True
+        # any other -o option (-odi, -oem, -oQ...) is an MTA setting: ignored
+    elif letter == "b":
+        if value == "m":
+            args.mode = "send"
+        elif value == "p":
+            args.mode = "list"
+        else:
+            raise UsageError(
+                f"-b{value} is not supported: mailrelay sendmail delivers mail (-bm), lists "
+                "the queue (-bp) or flushes it (-q)"
+            )
+    elif letter in _WARNED_VALUES:
+        args.warnings.append(f"ignoring -{letter} {value}: {_WARNED_VALUES[letter]}")
+    # the rest of _IGNORED_VALUES (-B8BITMIME, -em, -N..., -R..., -V...) are ignored
+
+
+def cut_at_lone_dot(data: bytes) -> bytes:
+    """The input up to a line holding a single ".", which ends it as in sendmail without -i."""
+    match = _LONE_DOT.search(data)
+    if match is None:
+        return data
+    start = match.start()
+    return data[: start + 1] if data[start : start + 1] == b"\n" else data[:start]
+
+
+def read_message_bytes(limit: int) -> bytes:
+    """All of standard input, or a one-line error once it passes `limit` bytes."""
+    stream = sys.stdin
+    if stream is None:
+        raise MessageError("standard input: closed, expected an RFC 5322 message")
+    buffer = getattr(stream, "buffer", None)
+    data = bytes(buffer.read(limit + 1)) if buffer is not None else stream.read().encode()
+    if len(data) > limit:
+        raise MessageError(
+            f"standard input: message too large: more than {limit} bytes "
+            "(max_size in the config)"
+        )
+    return data
+
+
+class RawArgsCommand(click.Command):
+    """A command that gets its argv untouched in `ctx.args` (click would eat "--")."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.args = list(args)
+        return ctx.args
+
+
+@click.command(
+    cls=RawArgsCommand,
+    context_settings={
+        "ignore_unknown_options": True,
+        "allow_extra_args": True,
+        "help_option_names": [],
+    },
+    add_help_option=False,
+)
+@click.pass_context
+def sendmail(ctx: click.Context) -> None:
+    """Act as sendmail: send the RFC 5322 message on standard input (for cron and scripts).
+
+    Takes sendmail's flags (-t, -f/-r, -F, -i/-oi; ignores -o*, -B* and the like) and
+    queues the message when every provider fails for now. Also installed as the
+    mailrelay-sendmail command, for cron or a /usr/sbin/sendmail link. See --help.
+
+    \b
+    Examples:
+      printf 'To: ops@example.com\\nSubject: hi\\n\\nbody\\n' | mailrelay sendmail -t
+      mailrelay sendmail -FCronDaemon -i -odi -oem -oi -t -f root < cron-output.eml
+    """
+    app = ctx.find_object(App)
+    assert app is not None
+    args = parse_sendmail_args(ctx.args)
+    if args.mode == "help":
+        click.echo(USAGE, nl=False)
+        return
+    if args.verbose:
+        app.verbose += args.verbose
+        app.output(json_mode=False)
+    for warning in args.warnings:
+        app.out.warn(warning)
+    if args.mode in ("list", "flush"):
+        _run_queue_command(ctx, "list" if args.mode == "list" else "flush")
+        return
+    from mailrelay.cli.send import deliver
+    from mailrelay.message import DEFAULT_MAX_SIZE, parse_eml
+
+    settings = app.settings
+    max_size = settings.max_size or DEFAULT_MAX_SIZE
+    data = read_message_bytes(max_size + _READ_SLACK)
+    if not args.ignore_dots:
+        data = cut_at_lone_dot(data)
+    message = parse_eml(
+        data,
+        where="standard input",
+        recipients=args.recipients,
+        extract=args.extract,
+        envelope_from=args.sender,
+        full_name=args.full_name,
+        default_sender=settings.sender,
+        max_size=max_size,
+    )
+    code = deliver(app, app.engine(), message, queue=True)  # an MTA queues: always
+    ctx.exit(code)
+
+
+def _run_queue_command(ctx: click.Context, name: str) -> None:
+    """`-bp` / `-q` as `mailrelay queue list` / `queue flush`, when that command exists."""
+    root = ctx.find_root()
+    group = root.command
+    queue = group.get_command(root, "queue") if isinstance(group, click.Group) else None
+    if not isinstance(queue, click.Group) or queue.get_command(root, name) is None:
+        flag = "-bp" if name == "list" else "-q"
+        raise UsageError(f"{flag} needs 'mailrelay queue {name}', which this mailrelay lacks")
+    with queue.make_context("queue", [name], parent=ctx) as sub:
+        queue.invoke(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The `mailrelay-sendmail` console script: `mailrelay sendmail` with the same exit codes."""
+    from mailrelay.cli import main as cli_main
+
+    cli_main(["sendmail", *(sys.argv[1:] if argv is None else argv)])
