@@ -737,10 +737,7 @@ def parse_eml(
         ]
         comment_name = next((n for n, _ in getaddresses(raw_from) if n), "")
         name = (
-            full_name
-            or (from_pairs[0][0] if from_pairs else "")
-            or comment_name
-            or fallback.name
+            full_name or (from_pairs[0][0] if from_pairs else "") or comment_name or fallback.name
         )
         sender = Address(fallback.email, name)
         kept = [(n, f) for n, f in kept if n.lower() != "from"]

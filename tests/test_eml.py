@@ -71,18 +71,6 @@ MULTIPART = (
 )
 
 
-def cron_message(**kwargs: object) -> object:
-    args = {
-        "recipients": (),
-        "extract": True,
-        "envelope_from": "root",
-        "full_name": "CronDaemon",
-        "default_sender": "Ops <cron@example.com>",
-    }
-    args.update(kwargs)
-    return parse_eml(CRON, **args)  # type: ignore[arg-type]
-
-
 def head(raw: bytes) -> bytes:
     return raw.partition(b"\r\n\r\n")[0]
 
@@ -106,7 +94,9 @@ def test_cron_output_is_kept_and_its_from_rewritten() -> None:
     assert lines[0] == b"From: CronDaemon <cron@example.com>"
     assert lines[1:10] == CRON.split(b"\n\n")[0].split(b"\n")[1:]
     assert lines[10].startswith(b"Date: ") and lines[11].startswith(b"Message-ID: <")
-    assert msg.raw.endswith("\r\nbackup done: 3 fichiers copiés ✓\r\n.hidden file kept\r\n".encode())
+    assert msg.raw.endswith(
+        "\r\nbackup done: 3 fichiers copiés ✓\r\n.hidden file kept\r\n".encode()
+    )
     assert msg.message_id == lines[11].decode().removeprefix("Message-ID: ")
     # one field per name for the API providers (most take headers as a JSON object)
     assert ("X-Cron-Env", "<SHELL=/bin/sh>, <HOME=/root>") in msg.headers
@@ -143,7 +133,9 @@ def test_multipart_with_bcc_date_and_message_id_kept() -> None:
     assert msg.message_id == "<report-42@example.com>"
     assert msg.date.isoformat() == "2026-11-02T09:00:00+01:00"
     assert msg.subject == "Rapport détaillé"
-    assert msg.text == "plain body" and msg.html == "<p>html body</p>"  # CRLF before a boundary is the boundary's
+    assert (
+        msg.text == "plain body" and msg.html == "<p>html body</p>"
+    )  # CRLF before a boundary is the boundary's
     assert [(a.filename, a.content_type, a.data) for a in msg.attachments] == [
         ("report.csv", "text/csv", b"a,b\n1,2\n")
     ]
@@ -238,7 +230,7 @@ def test_no_recipients_is_one_line() -> None:
 
 def test_unqualified_recipient_names_mailto() -> None:
     data = b"From: a@example.com\nTo: root\n\nx\n"
-    with pytest.raises(MessageError, match="'root' has no domain.*MAILTO"):
+    with pytest.raises(MessageError, match=r"'root' has no domain.*MAILTO"):
         parse_eml(data)
 
 
@@ -249,7 +241,7 @@ def test_empty_input_is_refused() -> None:
 
 def test_huge_message_is_a_size_error() -> None:
     data = b"From: a@example.com\nTo: b@example.com\n\n" + b"x" * 2000
-    with pytest.raises(MessageError, match="message too large: .* limit 1000"):
+    with pytest.raises(MessageError, match=r"message too large: .* limit 1000"):
         parse_eml(data, max_size=1000)
 
 
@@ -335,7 +327,9 @@ def test_every_http_provider_carries_a_cron_message(fake: FakeESP, httpserver: H
     assert got["to"] == ["ops@example.com"]
     assert got["bcc"] == ["audit@example.com"]
     assert got["subject"] == "Cron <root@web1> /usr/local/bin/backup.sh"
-    assert got["text"].replace("\r\n", "\n") == "backup done: 3 fichiers copiés ✓\n.hidden file kept\n"
+    assert (
+        got["text"].replace("\r\n", "\n") == "backup done: 3 fichiers copiés ✓\n.hidden file kept\n"
+    )
     assert got["headers"].get("Auto-Submitted") == "auto-generated"
     assert "<HOME=/root>" in got["headers"].get("X-Cron-Env", "")  # ses: raw, both fields
 

@@ -178,8 +178,7 @@ def read_message_bytes(limit: int) -> bytes:
     data = bytes(buffer.read(limit + 1)) if buffer is not None else stream.read().encode()
     if len(data) > limit:
         raise MessageError(
-            f"standard input: message too large: more than {limit} bytes "
-            "(max_size in the config)"
+            f"standard input: message too large: more than {limit} bytes (max_size in the config)"
         )
     return data
 
