@@ -1,19 +1,193 @@
 """A message given as JSON (`send --message`, each line of `send --batch`).
 
-The object has the fields of the command-line options (see `mailrelay schema`); attachments
-come as a `path` (relative to the JSON file) or as `content_base64`. Errors name the field.
+The object is checked against the JSON Schema shipped in the package (`mailrelay schema`
+prints it) before anything else, so a typo or a wrong type is one line naming the field by
+its JSON path ("alert.json: attachments[0].path: ..."). Attachments come as a `path`
+(relative to the JSON file) or as `content_base64`.
 """
 
 from __future__ import annotations
 
 import base64
+import difflib
 import json
 import os
-from collections.abc import Mapping
-from typing import Any
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any
 
 from mailrelay.errors import InputFileError, MessageError
-from mailrelay.message import DEFAULT_MAX_SIZE, Message, message_from_dict
+from mailrelay.message import DEFAULT_MAX_SIZE, Message, message_from_dict, parse_addresses
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
+
+SCHEMA_RESOURCE = "message.schema.json"
+ADDRESS_FIELDS = ("to", "cc", "bcc", "reply_to")
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$")
+_TYPE_WORDS = {
+    "string": "a string",
+    "array": "a list",
+    "object": "an object",
+    "boolean": "true or false",
+    "null": "null",
+    "number": "a number",
+    "integer": "an integer",
+}
+
+
+def schema_text() -> str:
+    """The message's JSON Schema (draft 2020-12) as shipped in the package."""
+    return resources.files("mailrelay").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
+
+
+@cache
+def message_schema() -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(schema_text())
+    return doc
+
+
+def is_rfc3339(value: object) -> bool:
+    """RFC 3339 date-time with a time zone; what the schema's "date-time" format means."""
+    if not isinstance(value, str):
+        return True  # formats only constrain strings
+    if not _RFC3339.match(value):
+        return False
+    text = value.upper().replace("Z", "+00:00")
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+@cache
+def _validator() -> Draft202012Validator:
+    # jsonschema costs start-up time (and pulls in referencing, rpds): only JSON input pays it
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    checker = FormatChecker(formats=())
+    checker.checks("date-time")(is_rfc3339)
+    return Draft202012Validator(message_schema(), format_checker=checker)
+
+
+def json_path(parts: Iterable[object]) -> str:
+    """A JSON path as the errors show it: attachments[0].path, headers.X-Report."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _expected(schema: Mapping[str, Any]) -> str:
+    types = schema.get("type")
+    names = [types] if isinstance(types, str) else list(types or [])
+    items = schema.get("items")
+    words = []
+    for name in names:
+        if name == "array" and isinstance(items, Mapping) and items.get("type") == "string":
+            words.append("a list of strings")
+        elif name == "object" and isinstance(schema.get("additionalProperties"), Mapping):
+            inner = schema["additionalProperties"].get("type")
+            words.append("an object of strings" if inner == "string" else "an object")
+        else:
+            words.append(_TYPE_WORDS.get(name, name))
+    return " or ".join(words) or "another value"
+
+
+def _describe(error: ValidationError) -> tuple[str, str]:
+    """(JSON path, what is wrong) for one schema error, in words a script author follows."""
+    path = list(error.absolute_path)
+    keyword = error.validator
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    instance = error.instance
+    field = path[-1] if path else None
+    if "propertyNames" in error.relative_schema_path:
+        return json_path(path), f"{_short(instance)} is not a valid header name"
+    if keyword == "additionalProperties" and isinstance(instance, Mapping):
+        known = list(schema.get("properties", {}))
+        extra = [k for k in instance if k not in known]
+        name = extra[0] if extra else "?"
+        hint = difflib.get_close_matches(str(name), known, n=1)
+        more = f" (did you mean {hint[0]!r}?)" if hint else ""
+        if len(extra) > 1:
+            more += f" (also unknown: {', '.join(map(str, extra[1:]))})"
+        return json_path([*path, name]), f"unknown field{more}"
+    if keyword == "type":
+        if not path:
+            return "", f"expected a JSON object, got {_json_type(instance)}"
+        return json_path(path), f"expected {_expected(schema)}, got {_json_type(instance)}"
+    if keyword == "oneOf" and isinstance(instance, Mapping):
+        if "path" in instance and "content_base64" in instance:
+            return json_path(path), "give 'path' or 'content_base64', not both"
+        return json_path(path), "'path' or 'content_base64' is required"
+    if keyword == "required":
+        missing = [k for k in error.validator_value if k not in instance]
+        name = missing[0] if missing else "?"
+        why = " with content_base64" if name == "filename" else ""
+        return json_path([*path, name]), f"required{why}"
+    if keyword == "minLength":
+        return json_path(path), "must not be empty"
+    if keyword == "format" and error.validator_value == "date-time":
+        return json_path(path), (
+            f"{_short(instance)} is not an RFC 3339 date-time with a time zone "
+            "(e.g. 2026-11-22T09:00:00Z)"
+        )
+    if keyword == "pattern":
+        words = {
+            "content_base64": "not valid base64"
+            + (": line breaks are not allowed" if "\n" in str(instance) else ""),
+            "message_id": f"{_short(instance)} is not a Message-ID like '<id@example.com>'",
+            "content_type": f"{_short(instance)} is not a MIME type like 'application/pdf'",
+        }
+        return json_path(path), words.get(str(field), f"{_short(instance)} is not allowed here")
+    return json_path(path), error.message.splitlines()[0][:200]
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object" if isinstance(value, Mapping) else type(value).__name__
+
+
+def schema_error(doc: object, *, where: str) -> MessageError | None:
+    """The best schema error in `doc` as a one-line MessageError, or None when it is valid."""
+    from jsonschema.exceptions import best_match
+
+    errors = list(_validator().iter_errors(doc))
+    # "exactly one of path or content_base64" says more than "filename is required with
+    # content_base64" about an attachment that has both
+    one_of = {tuple(e.absolute_path) for e in errors if e.validator == "oneOf"}
+    errors = [
+        e
+        for e in errors
+        if not ("then" in e.relative_schema_path and tuple(e.absolute_path) in one_of)
+    ]
+    error = best_match(errors)
+    if error is None:
+        return None
+    path, what = _describe(error)
+    return MessageError(f"{where}: {path}: {what}" if path else f"{where}: {what}")
 
 
 def message_from_json(
@@ -25,24 +199,43 @@ def message_from_json(
     max_size: int = DEFAULT_MAX_SIZE,
 ) -> Message:
     """A decoded JSON object → a validated Message; attachment paths are read here."""
-    if not isinstance(doc, Mapping):
-        raise MessageError(f"{where}: expected a JSON object, got {type(doc).__name__}")
-    fields: dict[str, Any] = dict(doc)
+    error = schema_error(doc, where=where)
+    if error is not None:
+        raise error
+    assert isinstance(doc, Mapping)  # the schema says so
+    fields: dict[str, Any] = {k: v for k, v in doc.items() if k != "$schema"}
+    if not any(fields.get(k) for k in ("to", "cc", "bcc")):
+        raise MessageError(f"{where}: no recipients: give 'to', 'cc' or 'bcc'")
+    body = fields.get("text") is not None or fields.get("html") is not None
+    if not (body or fields.get("subject") or fields.get("attachments")):
+        raise MessageError(
+            f"{where}: empty message: give 'subject', 'text', 'html' or 'attachments'"
+        )
+    for name in ADDRESS_FIELDS:  # check each address here so that the error has its index
+        value = fields.get(name)
+        if isinstance(value, list):
+            for i, one in enumerate(value):
+                parse_addresses(f"{where}: {name}[{i}]", [one])
     attachments = fields.get("attachments")
     if isinstance(attachments, list):
-        resolved: list[Any] = []
-        for i, item in enumerate(attachments):
-            if isinstance(item, Mapping) and "path" in item:
-                item = _read_attachment(item, f"{where}: attachments[{i}]", base_dir)
-            resolved.append(item)
-        fields["attachments"] = resolved
-    return message_from_dict(fields, where=where, default_sender=default_sender, max_size=max_size)
+        fields["attachments"] = [
+            _read_attachment(item, f"{where}: attachments[{i}]", base_dir)
+            if "path" in item
+            else item
+            for i, item in enumerate(attachments)
+        ]
+    try:
+        return message_from_dict(
+            fields, where=where, default_sender=default_sender, max_size=max_size
+        )
+    except MessageError as exc:
+        if str(exc).startswith(f"{where}: "):
+            raise
+        raise MessageError(f"{where}: {exc}") from None
 
 
 def _read_attachment(item: Mapping[str, Any], where: str, base_dir: str | None) -> dict[str, Any]:
-    path = item["path"]
-    if not isinstance(path, str) or not path:
-        raise MessageError(f"{where}.path: expected a file path")
+    path: str = item["path"]
     full = os.path.join(base_dir or os.getcwd(), os.path.expanduser(path))
     try:
         with open(full, "rb") as fh:
@@ -69,7 +262,7 @@ def load_message(
 ) -> Message:
     """The bytes of a JSON document → a validated Message."""
     try:
-        doc = json.loads(data.decode("utf-8"))
+        doc = json.loads(data.decode("utf-8-sig"))  # an editor's byte-order mark is harmless
     except UnicodeDecodeError:
         raise MessageError(f"{where}: not UTF-8") from None
     except json.JSONDecodeError as exc:
