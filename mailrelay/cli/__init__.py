@@ -210,11 +210,12 @@ def cli(
 
 
 def _register() -> None:
-    from mailrelay.cli import completion, providers, send
+    from mailrelay.cli import completion, providers, queue, send
 
     cli.add_command(send.send)
     cli.add_command(providers.providers)
     cli.add_command(providers.status)
+    cli.add_command(queue.queue)
     cli.add_command(completion.completion)
 
 
