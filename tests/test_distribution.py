@@ -158,7 +158,7 @@ def bash_complete(*words: str) -> list[str]:
 
 
 def test_bash_completes_a_command() -> None:
-    assert bash_complete("se") == ["send"]
+    assert bash_complete("se") == ["send", "sendmail"]
 
 
 def test_bash_completes_an_option_of_send() -> None:

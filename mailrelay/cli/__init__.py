@@ -210,12 +210,13 @@ def cli(
 
 
 def _register() -> None:
-    from mailrelay.cli import completion, providers, schema, send, sendmail
+    from mailrelay.cli import completion, providers, queue, schema, send, sendmail
 
     cli.add_command(send.send)
     cli.add_command(sendmail.sendmail)
     cli.add_command(providers.providers)
     cli.add_command(providers.status)
+    cli.add_command(queue.queue)
     cli.add_command(schema.schema)
     cli.add_command(completion.completion)
 

@@ -1,14 +1,357 @@
-"""`mailrelay queue`. PLACEHOLDER: the spool helper replaces this module."""
+"""`mailrelay queue`: the spool of messages every provider refused for now.
+
+`send --queue` (or `on_failure = "queue"`) puts a message here; `queue flush` (from cron)
+sends what is due; `list`, `show` and `drop` let a person look and decide.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import sys
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from mailrelay.cli import App, json_option, pass_app
 
 if TYPE_CHECKING:
-    from mailrelay.cli import App
-    from mailrelay.engine import SendResult
+    from mailrelay.engine import Engine, SendResult
     from mailrelay.message import Message
+    from mailrelay.output import Output
+    from mailrelay.spool import FlushItem, QueuedMessage
 
 
 def enqueue_failed(app: App, message: Message, result: SendResult) -> int:
-    raise NotImplementedError
+    """Every provider failed for now: keep the message in the spool and say so (exit 0).
+
+    When the spool cannot be written, the failure is shown and SpoolError (exit 73) raised:
+    the message is then not reported as queued."""
+    from mailrelay.spool import SpoolError
+
+    settings = app.settings
+    out = app.out
+    try:
+        entry = app.spool().add(
+            message,
+            result.attempts,
+            retry=settings.queue_retry,
+            max_retry=settings.queue_max_retry,
+        )
+    except SpoolError:
+        from mailrelay.cli.send import show_result
+
+        show_result(out, result)
+        raise
+    failed = ", ".join(f"{a.provider} ({a.outcome.value})" for a in result.attempts)
+    if out.json_mode:
+        doc = result.to_dict()
+        doc.update(exit_code=0, queued=True, queue_id=entry.id, spool_file=str(entry.path))
+        out.emit_json(doc)
+    elif out.verbose:
+        for a in result.attempts:
+            out.note(f"{a.provider} ({a.type}) failed: {a.outcome.value}: {a.detail}")
+    out.note(
+        f"every provider failed for now ({failed}); queued as {entry.id}; "
+        "'mailrelay queue flush' will retry it"
+    )
+    return 0
+
+
+def _relative(when: datetime, now: datetime) -> str:
+    from mailrelay.spool import age_text
+
+    seconds = (when - now).total_seconds()
+    return "due" if seconds <= 0 else f"in {age_text(seconds)}"
+
+
+@click.group(context_settings={"max_content_width": 100})
+def queue() -> None:
+    """List, send and drop the messages waiting in the spool.
+
+    A message lands in the spool when every provider failed for now and queuing is on
+    (send --queue, or on_failure = "queue" in the config). Run 'mailrelay queue flush -q'
+    from cron to send what is due.
+
+    \b
+    Examples:
+      mailrelay queue list
+      mailrelay queue flush --now
+      mailrelay queue show 20261122T091403.123456Z-3f9a2c1b0e
+    """
+
+
+@queue.command("list")
+@click.option("--failed", is_flag=True, help="List the messages in failed/ instead.")
+@json_option
+@pass_app
+def list_command(app: App, failed: bool, json_mode: bool) -> None:
+    """List the queued messages, oldest first (or those in failed/ with --failed).
+
+    Shows each message's id, age, tries, next try, recipients, subject and last error.
+    """
+    out = app.output(json_mode=json_mode)
+    spool = app.spool()
+    entries = spool.entries(failed=failed)
+    now = spool.now()
+    if out.json_mode:
+        out.emit_json(
+            {
+                "spool": str(spool.path),
+                "failed": failed,
+                "count": len(entries),
+                "messages": [e.info(now) for e in entries],
+            }
+        )
+        return
+    if not entries:
+        where = spool.failed_dir if failed else spool.path
+        out.note(f"no messages in {where}")
+        return
+    from mailrelay.spool import age_text
+
+    if failed:
+        columns = ["ID", "AGE", "TRIES", "TO", "SUBJECT", "WHY"]
+        rows = [
+            [
+                e.id,
+                age_text((now - e.created).total_seconds()),
+                str(e.tries),
+                ", ".join(e.recipients),
+                e.subject,
+                e.failed_reason or "",
+            ]
+            for e in entries
+        ]
+    else:
+        columns = ["ID", "AGE", "TRIES", "NEXT TRY", "TO", "SUBJECT", "LAST ERROR"]
+        rows = [
+            [
+                e.id,
+                age_text((now - e.created).total_seconds()),
+                str(e.tries),
+                _relative(e.next_try, now),
+                ", ".join(e.recipients),
+                e.subject,
+                e.last_error or "",
+            ]
+            for e in entries
+        ]
+    title = f"{len(entries)} message(s) in {spool.failed_dir if failed else spool.path}"
+    out.table(title, columns, rows)
+
+
+def _describe(app: App, entry: QueuedMessage) -> tuple[dict[str, Any], Message]:
+    from mailrelay.message import DEFAULT_MAX_SIZE
+
+    message = entry.message(max_size=app.settings.max_size or DEFAULT_MAX_SIZE)
+    return {"envelope": {"sender": entry.sender, "recipients": entry.recipients}}, message
+
+
+@queue.command("show")
+@click.argument("queue_id", metavar="ID")
+@json_option
+@pass_app
+def show_command(app: App, queue_id: str, json_mode: bool) -> None:
+    """Show one queued or failed message: envelope, headers, every try.
+
+    The body is shown only with -v. ID may be a unique start of an id.
+    """
+    from mailrelay.output import fmt_time
+    from mailrelay.spool import age_text
+
+    out = app.output(json_mode=json_mode)
+    spool = app.spool()
+    entry = spool.find(queue_id)
+    now = spool.now()
+    doc, message = _describe(app, entry)
+    summary = message.summary()
+    if out.json_mode:
+        info = entry.info(now)
+        info.update(doc)
+        info["path"] = str(entry.path)
+        info["message"] = summary
+        info["history"] = entry.history
+        if app.verbose:
+            info["body"] = message.as_bytes().decode("utf-8", errors="replace")
+        out.emit_json(info)
+        return
+    state = (
+        f"failed: {entry.failed_reason}"
+        if entry.failed_reason is not None
+        else f"queued, next try {_relative(entry.next_try, now)} ({fmt_time(entry.next_try)})"
+    )
+    lines = [
+        f"id:          {entry.id}",
+        f"file:        {entry.path}",
+        f"state:       {state}",
+        f"created:     {fmt_time(entry.created)} ({age_text((now - entry.created).total_seconds())}"
+        " ago)",
+        f"tries:       {entry.tries}",
+        f"envelope:    from {entry.sender} to {', '.join(entry.recipients)}",
+        f"from:        {summary['from']}",
+    ]
+    for key in ("to", "cc", "bcc", "reply_to"):
+        values = summary[key]
+        if isinstance(values, list) and values:
+            lines.append(f"{key.replace('_', '-') + ':':<12} {', '.join(map(str, values))}")
+    lines.append(f"subject:     {summary['subject']}")
+    lines.append(f"message-id:  {summary['message_id']}")
+    headers = summary.get("headers")
+    if isinstance(headers, list):
+        lines += [f"header:      {h}" for h in headers]
+    for att in message.attachments:
+        lines.append(f"attachment:  {att.filename} ({att.content_type}, {len(att.data)} bytes)")
+    lines.append("history:")
+    for entry_try in entry.history:
+        for a in entry_try.get("attempts", []):
+            lines.append(
+                f"  {entry_try.get('time')}  {a.get('provider')} ({a.get('type')}): "
+                f"{a.get('outcome')}: {a.get('detail')}"
+            )
+    for line in lines:
+        out.data(line)
+    if app.verbose:
+        out.data("")
+        for line in message.as_bytes().decode("utf-8", errors="replace").splitlines():
+            out.data(line)
+    else:
+        out.data("(-v shows the whole message)")
+
+
+@queue.command("drop")
+@click.argument("queue_id", metavar="ID")
+@pass_app
+def drop_command(app: App, queue_id: str) -> None:
+    """Remove a queued or failed message for good, without sending it.
+
+    ID may be a unique start of an id.
+    """
+    spool = app.spool()
+    entry = spool.drop(queue_id)
+    where = "failed/" if entry.path and entry.path.parent == spool.failed_dir else "the queue"
+    app.out.note(f"dropped {entry.id} from {where} (to {', '.join(entry.recipients) or '?'})")
+
+
+@queue.command("flush")
+@click.option("--now", "now", is_flag=True, help="Try every queued message, whatever its backoff.")
+@click.option(
+    "-q", "--quiet", is_flag=True, help="Print nothing but errors (as the global -q; for cron)."
+)
+@json_option
+@pass_app
+def flush_command(app: App, now: bool, quiet: bool, json_mode: bool) -> None:
+    """Send the queued messages that are due, oldest first, through the providers.
+
+    A message that fails again waits twice as long as before (queue_retry, doubling, capped
+    by queue_max_retry); one older than queue_max_age, or refused permanently, moves to
+    failed/. Exit 0: all sent or none due; 75: some stay queued; 69: some moved to failed/
+    or a spool file was unreadable (moved to corrupt/).
+    """
+    if quiet:
+        app.quiet = True
+    out = app.output(json_mode=json_mode)
+    spool = app.spool()
+    if not spool.files():  # cron runs this every few minutes: nothing to do is silent
+        if out.json_mode:
+            from mailrelay.spool import FlushReport
+
+            out.emit_json({"spool": str(spool.path), **FlushReport().to_dict()})
+        click.get_current_context().exit(0)
+    settings = app.settings
+    engine: Engine | None = None
+
+    def send(message: Message) -> SendResult:
+        nonlocal engine
+        if engine is None:  # only when something is due: a config problem shows here
+            engine = app.engine()
+        return engine.send(message)
+
+    from mailrelay.message import DEFAULT_MAX_SIZE
+    from mailrelay.output import fmt_time
+
+    bar = _ProgressBar(out) if _show_progress(out) else None
+
+    def progress(item: FlushItem | None) -> None:
+        if bar is not None:
+            bar.advance()
+        if item is not None and not out.json_mode:
+            _report_item(app, out, item)
+
+    try:
+        report = spool.flush(
+            send,
+            retry=settings.queue_retry,
+            max_retry=settings.queue_max_retry,
+            max_age=settings.queue_max_age,
+            ignore_backoff=now,
+            max_size=settings.max_size or DEFAULT_MAX_SIZE,
+            progress=progress,
+            on_start=bar.start if bar is not None else None,
+        )
+    finally:
+        if bar is not None:
+            bar.stop()
+    if out.json_mode:
+        out.emit_json({"spool": str(spool.path), **report.to_dict()})
+    else:
+        counts = [
+            (report.count("sent"), "sent"),
+            (report.count("queued"), "still queued"),
+            (report.count("failed"), "moved to failed/"),
+            (report.count("corrupt"), "unreadable, moved to corrupt/"),
+            (report.count("not_due"), "not due yet"),
+            (report.count("locked"), "being sent by another flush"),
+        ]
+        acted = any(report.count(k) for k in ("sent", "queued", "failed", "corrupt"))
+        if acted or app.verbose or out.interactive:
+            text = ", ".join(f"{n} {what}" for n, what in counts if n) or "nothing queued"
+            due = [i.next_try for i in report.items if i.next_try is not None]
+            if due and not acted:
+                text += f"; next due {fmt_time(min(due))}"
+            out.note(f"queue flush: {text}")
+    click.get_current_context().exit(report.exit_code)
+
+
+def _report_item(app: App, out: Output, item: FlushItem) -> None:
+    from mailrelay.output import fmt_time
+
+    if item.outcome == "sent":
+        if app.verbose or out.interactive:
+            out.note(f"{item.id}: sent {item.detail}".rstrip())
+    elif item.outcome == "queued":
+        out.note(f"{item.id}: still queued ({item.detail}); next try {fmt_time(item.next_try)}")
+    elif item.outcome == "failed":
+        out.error(
+            f"{item.id}: moved to failed/ ({item.detail}); see 'mailrelay queue show {item.id}'"
+        )
+    elif item.outcome == "corrupt":
+        out.error(f"spool file {item.id}.json was {item.detail}; moved to {item.path}")
+    elif app.verbose:
+        when = f" (next try {fmt_time(item.next_try)})" if item.next_try else ""
+        out.note(f"{item.id}: {item.outcome.replace('_', ' ')}{when} {item.detail}".rstrip())
+
+
+def _show_progress(out: Output) -> bool:
+    return not out.json_mode and not out.quiet and out.interactive
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr (a terminal only)."""
+
+    def __init__(self, out: Output) -> None:
+        from rich.console import Console
+        from rich.progress import Progress
+
+        self.progress = Progress(console=Console(file=out.stderr or sys.stderr), transient=True)
+        self.task: Any = None
+
+    def start(self, total: int) -> None:
+        self.task = self.progress.add_task("flushing the queue", total=total)
+        self.progress.start()
+
+    def advance(self) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task)
+
+    def stop(self) -> None:
+        self.progress.stop()
