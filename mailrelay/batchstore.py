@@ -54,6 +54,7 @@ class BufferedStore:
         self._state: State | None = None
         self._pending: list[Change] = []
         self._oldest: float | None = None  # clock() when the oldest pending change came
+        self._retry_at = 0.0  # after a failed write, automatic tries wait until then
 
     def __repr__(self) -> str:
         return f"BufferedStore({self.inner!r})"
@@ -74,13 +75,17 @@ class BufferedStore:
             self._pending.append(change)
             if self._oldest is None:
                 self._oldest = self.clock()
-            due = (
-                len(self._pending) >= self.max_pending
-                or self.clock() - self._oldest >= self.max_delay
-            )
+            due = self._due()
             view = _copy_state(state)
-        if due:
-            self.flush()
+        if due and self._flush_lock.acquire(blocking=False):
+            # a worker that finds a fold under way goes on: that fold or the next takes its change
+            try:
+                with self._lock:
+                    due = self._due()  # another thread may have written them meanwhile
+                if due:
+                    self._fold()
+            finally:
+                self._flush_lock.release()
         return view
 
     # --- writing -------------------------------------------------------------------------
@@ -93,31 +98,46 @@ class BufferedStore:
     def flush(self) -> None:
         """Fold every pending change into the inner store in one locked update."""
         with self._flush_lock:
-            with self._lock:
-                batch, self._pending = self._pending, []
-                self._oldest = None
-            if not batch:
-                return
+            self._fold()
 
-            def fold(state: State) -> None:
-                for change in batch:
-                    change(state)
+    def _due(self) -> bool:
+        """Whether the pending changes should be written now (lock held)."""
+        if not self._pending or self.clock() < self._retry_at:
+            return False
+        return (
+            len(self._pending) >= self.max_pending
+            or self._oldest is None
+            or self.clock() - self._oldest >= self.max_delay
+        )
 
-            try:
-                written = self.inner.update(fold)
-            except BaseException:
-                with self._lock:  # nothing is lost: try these again at the next flush
-                    self._pending[:0] = batch
-                    if self._oldest is None:
-                        self._oldest = self.clock()
-                raise
-            self.writes += 1
-            with self._lock:
-                # what is on disk now (other processes included), plus what is still pending
-                fresh = _copy_state(written)
-                for change in self._pending:
-                    change(fresh)
-                self._state = fresh
+    def _fold(self) -> None:
+        """Write the pending changes as one update (flush lock held)."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+            self._oldest = None
+        if not batch:
+            return
+
+        def fold(state: State) -> None:
+            for change in batch:
+                change(state)
+
+        try:
+            written = self.inner.update(fold)
+        except BaseException:
+            with self._lock:  # nothing is lost: try these again at the next flush
+                self._pending[:0] = batch
+                if self._oldest is None:
+                    self._oldest = self.clock()
+                self._retry_at = self.clock() + self.max_delay  # not once per message
+            raise
+        self.writes += 1
+        with self._lock:
+            # what is on disk now (other processes included), plus what is still pending
+            fresh = _copy_state(written)
+            for change in self._pending:
+                change(fresh)
+            self._state = fresh
 
     def close(self) -> None:
         self.flush()

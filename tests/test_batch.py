@@ -53,6 +53,10 @@ def write_batch(path: Path, lines: list[str]) -> Path:
     return path
 
 
+def cli(*args: str) -> list[str]:
+    return list(args)
+
+
 def json_lines(out: str) -> list[dict[str, Any]]:
     return [json.loads(text) for text in out.splitlines()]
 
@@ -64,8 +68,18 @@ def recipients(fake: FakeBrevo) -> list[str]:
 def test_fifty_lines_four_at_once(tmp_path: Path, state: Path, esp: str, fake: FakeBrevo) -> None:
     batch = write_batch(tmp_path / "welcome.jsonl", [line(i) for i in range(1, 51)])
     r = run(
-        ["--state", str(state), "--provider", esp, "send", "--batch", str(batch)]
-        + ["--concurrency", "4", "--json"]
+        cli(
+            "--state",
+            str(state),
+            "--provider",
+            esp,
+            "send",
+            "--batch",
+            str(batch),
+            "--concurrency",
+            "4",
+            "--json",
+        )
     )
     assert r.code == 0, r.err
     docs = json_lines(r.out)
@@ -131,8 +145,20 @@ def test_failover_inside_a_batch_in_few_state_writes(
     dead = f"smtp://127.0.0.1:{dead_port}?security=none&timeout=2&name=dead"
     batch = write_batch(tmp_path / "b.jsonl", [line(i) for i in range(1, 41)])
     r = run(
-        ["--state", str(state), "--provider", dead, "--provider", esp]
-        + ["send", "--batch", str(batch), "--concurrency", "4", "--json"]
+        cli(
+            "--state",
+            str(state),
+            "--provider",
+            dead,
+            "--provider",
+            esp,
+            "send",
+            "--batch",
+            str(batch),
+            "--concurrency",
+            "4",
+            "--json",
+        )
     )
     assert r.code == 0, r.err
     docs = json_lines(r.out)
@@ -180,8 +206,17 @@ def test_smtp_batch_reuses_connections(tmp_path: Path, state: Path) -> None:
     with SmtpServer() as server:
         url = f"smtp://127.0.0.1:{server.port}?security=none&timeout=5&name=relay"
         r = run(
-            ["--state", str(state), "--provider", url, "send", "--batch", str(batch)]
-            + ["--concurrency", "4"]
+            cli(
+                "--state",
+                str(state),
+                "--provider",
+                url,
+                "send",
+                "--batch",
+                str(batch),
+                "--concurrency",
+                "4",
+            )
         )
         assert r.code == 0, r.err
         assert len(server.messages) == 20
@@ -229,8 +264,17 @@ def test_default_sender_and_relative_attachments(
     doc["attachments"] = [{"path": "terms.txt"}]
     batch = write_batch(folder / "b.jsonl", [json.dumps(doc)])
     r = run(
-        ["--state", str(state), "--provider", esp, "send", "--batch", str(batch)]
-        + ["--from", "Legal <legal@example.com>"]
+        cli(
+            "--state",
+            str(state),
+            "--provider",
+            esp,
+            "send",
+            "--batch",
+            str(batch),
+            "--from",
+            "Legal <legal@example.com>",
+        )
     )
     assert r.code == 0, r.err
     (sent,) = [fake.normalize(p) for p in fake.sent]
