@@ -554,3 +554,96 @@ def test_config_errors_name_the_key(cfg: dict[str, Any], key: str) -> None:
         build(**cfg)
     assert info.value.key == key
     assert PASSWORD not in str(info.value)
+
+
+# --- connection reuse (send --batch) ---------------------------------------------------
+
+
+class _Once(dict[str, str]):
+    """A `fail` table whose every failure happens once: the server's `get` pops it."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.pop(key, default)
+
+
+def reusing(server: SmtpServer, **extra: Any) -> SmtpProvider:
+    provider = plain(server, **extra)
+    assert isinstance(provider, SmtpProvider)
+    provider.reuse_connections = True
+    return provider
+
+
+def numbered(i: int) -> Message:
+    return message(subject=f"message {i}", to=[Address(f"user{i}@example.com")])
+
+
+def test_single_sends_open_one_connection_each_by_default() -> None:
+    with SmtpServer() as server:
+        provider = plain(server)
+        send(provider)
+        send(provider)
+        assert server.connections == 2 and len(server.messages) == 2
+
+
+def test_reuse_sends_many_messages_over_one_connection_per_thread() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with SmtpServer(auth={"ops": PASSWORD}, tls="starttls") as server:
+        provider = tls(server, username="ops", password=PASSWORD)
+        assert isinstance(provider, SmtpProvider)
+        provider.reuse_connections = True
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            receipts = list(pool.map(lambda i: send(provider, numbered(i)), range(20)))
+        provider.close()
+        assert len(receipts) == 20
+        assert 1 <= server.connections <= 4
+        assert len(server.logins) == server.connections  # AUTH once per connection
+        got = sorted(m.rcpt_tos[0] for m in server.messages)
+        assert got == sorted(f"user{i}@example.com" for i in range(20))
+        send(provider)  # after close() a new connection is made
+        provider.close()
+        assert server.connections <= 5 and len(server.messages) == 21
+
+
+@pytest.mark.parametrize("reply", ["close", "421 4.4.2 idle for too long, closing"])
+def test_reuse_reconnects_once_when_the_server_dropped_the_idle_connection(reply: str) -> None:
+    with SmtpServer() as server:
+        provider = reusing(server)
+        send(provider, numbered(1))
+        assert server.connections == 1
+        server.fail = _Once({"mail": reply})  # the kept connection fails at MAIL FROM, once
+        receipt = send(provider, numbered(2))
+        assert receipt.provider == "s"
+        send(provider, numbered(3))  # and the new connection is kept in turn
+        provider.close()
+        assert server.connections == 2
+        assert [m.rcpt_tos for m in server.messages] == [
+            [f"user{i}@example.com"] for i in (1, 2, 3)
+        ]
+
+
+def test_reuse_keeps_reporting_real_failures() -> None:
+    with SmtpServer() as server:
+        provider = reusing(server)
+        send(provider, numbered(1))
+        server.fail["rcpt"] = "550 5.1.1 no such user"
+        err = fails(provider, numbered(2))
+        assert err.outcome is Outcome.PERMANENT and "5.1.1" in err.message
+        del server.fail["rcpt"]
+        send(provider, numbered(3))  # the failed session was closed; a fresh one works
+        server.fail["mail"] = "451 4.3.0 try later"  # a 4xx that is not 421: not a reconnect
+        err = fails(provider, numbered(4))
+        assert err.outcome is Outcome.TRANSIENT and "451" in err.message
+        provider.close()
+        assert len(server.messages) == 2 and server.connections == 2
+
+
+def test_reuse_times_out_on_a_silent_kept_connection() -> None:
+    with SmtpServer() as server:
+        provider = reusing(server, timeout=1)
+        send(provider, numbered(1))
+        server.fail["mail"] = "hang"
+        err = fails(provider, numbered(2), timeout=1)
+        assert err.outcome is Outcome.TRANSIENT and "no answer within" in err.message
+        provider.close()
+        assert server.connections == 1  # a timeout is a failure, not a reason to reconnect

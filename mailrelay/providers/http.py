@@ -48,7 +48,8 @@ def shared_session() -> requests.Session:
     with _session_lock:
         if _session is None:
             s = requests.Session()
-            adapter = HTTPAdapter(pool_connections=16, pool_maxsize=32, max_retries=0)
+            # pool_maxsize covers --concurrency (at most 64): no worker waits for a connection
+            adapter = HTTPAdapter(pool_connections=16, pool_maxsize=64, max_retries=0)
             s.mount("https://", adapter)
             s.mount("http://", adapter)
             s.headers["User-Agent"] = USER_AGENT

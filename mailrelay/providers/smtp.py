@@ -15,6 +15,7 @@ import re
 import smtplib
 import socket
 import ssl
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -146,6 +147,12 @@ class SmtpProvider(Provider):
         self.ca_file = ca_file
         self.verify = verify
         self.helo = helo
+        # Off: one session per message, as a single `send` wants. On (batches): each thread
+        # keeps its session open after a 250 and sends the next message on it; close() QUITs.
+        self.reuse_connections = False
+        self._local = threading.local()
+        self._open: set[_Session] = set()
+        self._open_lock = threading.Lock()
 
     # --- configuration -----------------------------------------------------------------
 
@@ -257,9 +264,50 @@ class SmtpProvider(Provider):
 
     def send(self, message: Message, *, timeout: float) -> Receipt:
         self.check_capabilities(message)
-        with _Session(self, min(self.timeout, timeout)) as session:
-            session.open()
-            return session.deliver(message)
+        timeout = min(self.timeout, timeout)
+        if not self.reuse_connections:
+            with _Session(self, timeout) as session:
+                session.open()
+                return session.deliver(message)
+        started = time.monotonic()
+        idle: _Session | None = getattr(self._local, "session", None)
+        self._local.session = None
+        if idle is not None:
+            idle.restart(timeout)
+            try:
+                return self._deliver_kept(idle, message, fresh=False)
+            except _Stale:
+                pass  # the server closed it while idle: connect once more, not a failure
+            timeout = max(timeout - (time.monotonic() - started), 0.001)
+        return self._deliver_kept(_Session(self, timeout), message, fresh=True)
+
+    def _deliver_kept(self, session: _Session, message: Message, *, fresh: bool) -> Receipt:
+        """Deliver on `session` (opening it when `fresh`) and keep it for this thread's next
+        message; any failure closes it, as a single send would."""
+        with self._open_lock:
+            self._open.add(session)
+        try:
+            with session:
+                session.keep = True
+                session.reused = not fresh
+                if fresh:
+                    session.open()
+                receipt = session.deliver(message)
+        finally:
+            if session.smtp is None:
+                with self._open_lock:
+                    self._open.discard(session)
+        self._local.session = session
+        return receipt
+
+    def close(self) -> None:
+        """QUIT every session kept open for reuse (sessions are idle by now)."""
+        with self._open_lock:
+            sessions, self._open = list(self._open), set()
+        for session in sessions:
+            session.restart(_QUIT_TIMEOUT)
+            session.finish(polite=True)
+        self._local = threading.local()
 
     def check(self, *, timeout: float) -> Health:
         try:
@@ -269,6 +317,10 @@ class SmtpProvider(Provider):
                 return Health(True, session.summary())
         except ProviderError as exc:
             return Health(False, exc.message, exc.outcome)
+
+
+class _Stale(Exception):
+    """A kept session turned out closed by the server before MAIL FROM: reconnect."""
 
 
 class _Session:
@@ -282,6 +334,13 @@ class _Session:
         self.smtp: smtplib.SMTP | None = None
         self.server_name = ""
         self.notes: list[str] = []
+        self.keep = False  # leave the connection open after a success (reuse)
+        self.reused = False  # this message goes over a connection kept from an earlier one
+
+    def restart(self, timeout: float) -> None:
+        """A fresh deadline for the next message on a kept connection."""
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
 
     def __enter__(self) -> _Session:
         return self
@@ -293,6 +352,11 @@ class _Session:
         tb: TracebackType | None,
     ) -> None:
         # QUIT only when the connection is in a known state: after success or a plain reply
+        if exc is None and self.keep:
+            return
+        if isinstance(exc, _Stale):
+            self.finish(polite=False)
+            return
         intact = exc is None or isinstance(
             exc, (ProviderError, smtplib.SMTPResponseException, smtplib.SMTPNotSupportedError)
         )
@@ -490,7 +554,14 @@ class _Session:
         if not data.isascii() and smtp.has_extn("8bitmime"):  # RFC 6152
             options.append("BODY=8BITMIME")
 
-        code, msg = smtp.mail(message.return_path.email, options)
+        try:
+            code, msg = smtp.mail(message.return_path.email, options)
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            if self.reused and not _timed_out(exc):  # closed while idle (timeout, restart)
+                raise _Stale from exc
+            raise
+        if code == 421 and self.reused:  # "closing transmission channel", e.g. idle too long
+            raise _Stale
         if code != 250:
             raise self.reply_error(code, msg)
 
