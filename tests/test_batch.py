@@ -108,7 +108,7 @@ def test_bad_lines_are_reported_by_number_and_the_rest_go(
     assert r.out == ""
     err = r.err.splitlines()
     assert any(e.startswith(f"mailrelay: error: {batch}:4: not valid JSON") for e in err)
-    assert any(f"{batch}:7: to: 'x' is not a valid address" in e for e in err)
+    assert any(f"{batch}:7: to[0]: 'x' is not a valid address" in e for e in err)
     assert any(f"{batch}:9: attachments[0].path: missing.pdf: no such file" in e for e in err)
     assert err[-1] == f"mailrelay: error: batch: 9 sent, 0 queued, 0 failed, 3 bad lines ({batch})"
     assert len(err) == 4
@@ -198,7 +198,7 @@ def test_a_bad_line_outranks_a_temporary_failure(
     batch = write_batch(tmp_path / "b.jsonl", [line(1), "[1, 2]"])
     r = run(["--state", str(state), "--provider", dead, "send", "--batch", str(batch)])
     assert r.code == 65
-    assert f"{batch}:2: expected a JSON object, got list" in r.err
+    assert f"{batch}:2: expected a JSON object, got a list" in r.err
 
 
 def test_smtp_batch_reuses_connections(tmp_path: Path, state: Path) -> None:
