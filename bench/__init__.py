@@ -1,0 +1,1 @@
+"""Benchmarks of mailrelay against the floor and its peers; run with `python -m bench`."""
