@@ -132,8 +132,18 @@ class Bench:
             raise SystemExit("bench: the mailrelay command is not installed (pip install -e .)")
         home = work / "home"
         home.mkdir()
+        # Installed packages run from compiled bytecode; so must we (a checkout run with
+        # PYTHONDONTWRITEBYTECODE would compile mailrelay on every start).
+        subprocess.run(
+            [PY, "-m", "compileall", "-q", str(HERE.parent / "mailrelay"), str(HERE)], check=True
+        )
+        keep = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("MAILRELAY_") and k != "PYTHONDONTWRITEBYTECODE"
+        }
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("MAILRELAY_")},
+            **keep,
             "HOME": str(home),
             "XDG_DATA_HOME": str(home / "data"),
             "XDG_CONFIG_HOME": str(home / "config"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import partial
@@ -365,5 +364,7 @@ def probe(
 
     if not providers:
         return []
+    from concurrent.futures import ThreadPoolExecutor  # only `status` probes at once
+
     with ThreadPoolExecutor(max_workers=min(16, len(providers))) as pool:
         return list(pool.map(one, providers))

@@ -8,7 +8,6 @@ send through SMTP never pays for `requests`.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import entry_points
 
 from mailrelay.errors import ConfigError
 from mailrelay.providers.base import Provider
@@ -44,6 +43,8 @@ def _load(target: str) -> type[Provider]:
 
 
 def _plugins() -> dict[str, str]:
+    from importlib.metadata import entry_points  # only when a type is not built in
+
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
