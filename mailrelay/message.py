@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import hashlib
 import mimetypes
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -198,6 +197,8 @@ class Message:
 
     def idempotency_key(self) -> str:
         """A key that is the same for every retry of this message (Message-ID and content)."""
+        import hashlib  # only the providers that send an idempotency key pay for it
+
         h = hashlib.sha256()
         for part in (
             self.message_id,

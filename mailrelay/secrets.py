@@ -7,7 +7,6 @@ that `scrub()` can blank it out of any text before it is shown or logged.
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +130,8 @@ class Secret:
         return self._run_command()
 
     def _run_command(self) -> str:
+        import subprocess  # only a { command = [...] } secret needs it
+
         argv: list[str] = self.arg  # type: ignore[assignment]
         try:
             proc = subprocess.run(

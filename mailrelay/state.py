@@ -14,7 +14,6 @@ import errno
 import fcntl
 import os
 import re
-import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -227,7 +226,7 @@ class TomlStateStore:
     def _write(self, text: str) -> None:
         directory = self.path.parent
         self._remove_stale_temps()
-        tmp = directory / f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        tmp = directory / f".{self.path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as exc:
@@ -295,7 +294,7 @@ class TomlStateStore:
                     f"locked by another process after {self.lock_timeout:g} s"
                 )
             # jitter so that many waiting processes do not wake in step
-            time.sleep(min(pause * (0.5 + secrets.randbelow(1000) / 1000), remaining))
+            time.sleep(min(pause * (0.5 + int.from_bytes(os.urandom(2), "big") / 65536), remaining))
             pause = min(pause * 2, _LOCK_POLL_MAX)
 
     def _make_dirs(self) -> None:

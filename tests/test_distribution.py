@@ -44,16 +44,33 @@ def walk(command: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[s
     """Every command path below `command`: (), ("send",), ... (groups recursively)."""
     yield path
     if isinstance(command, click.Group):
-        for name in sorted(command.commands):
-            yield from walk(command.commands[name], (*path, name))
+        ctx = click.Context(command)
+        for name in command.list_commands(ctx):
+            sub = command.get_command(ctx, name)
+            assert sub is not None, name
+            yield from walk(sub, (*path, name))
 
 
 def command_at(path: tuple[str, ...]) -> click.Command:
     command: click.Command = cli
     for name in path:
         assert isinstance(command, click.Group)
-        command = command.commands[name]
+        sub = command.get_command(click.Context(command), name)
+        assert sub is not None, name
+        command = sub
     return command
+
+
+def test_the_lazy_command_table_matches_the_commands() -> None:
+    """`mailrelay --help` lists commands from LAZY_COMMANDS without importing them; each
+    line must be the first paragraph of that command's own help."""
+    from mailrelay.cli import LAZY_COMMANDS
+
+    for name, (_, _, line) in LAZY_COMMANDS.items():
+        command = command_at((name,))
+        assert command.name == name
+        first = " ".join((command.help or "").split("\n\n")[0].split())
+        assert line == first, name
 
 
 COMMAND_PATHS = list(walk(cli))

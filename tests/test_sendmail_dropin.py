@@ -278,6 +278,7 @@ def test_bp_and_q_run_the_queue_commands(capsys: pytest.CaptureFixture[str]) -> 
         return info.value.code
 
     had = cli.commands.get("queue")
+    had_lazy = cli.lazy_commands.pop("queue", None)  # type: ignore[attr-defined]
     try:
         cli.commands.pop("queue", None)
         assert exit_code("sendmail", "-bp") == 64
@@ -289,6 +290,8 @@ def test_bp_and_q_run_the_queue_commands(capsys: pytest.CaptureFixture[str]) -> 
         cli.commands.pop("queue", None)
         if had is not None:
             cli.add_command(had)
+        if had_lazy is not None:
+            cli.lazy_commands["queue"] = had_lazy  # type: ignore[attr-defined]
     assert calls == ["list", "flush"]
 
 

@@ -142,8 +142,82 @@ def json_option(f: F) -> F:
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+# name → (module, attribute, the first paragraph of its help, shown by `mailrelay --help`).
+# A command's module is imported only when that command runs (or its help is asked for), so
+# `--help`, `--version` and every command pay for their own imports only.
+# tests/test_distribution.py checks these lines against each command's own help.
+LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "send": (
+        "mailrelay.cli.send",
+        "send",
+        "Send one message through the first provider that accepts it.",
+    ),
+    "sendmail": (
+        "mailrelay.cli.sendmail",
+        "sendmail",
+        "Act as sendmail: send the RFC 5322 message on standard input (for cron and scripts).",
+    ),
+    "providers": (
+        "mailrelay.cli.providers",
+        "providers",
+        "List the configured providers in order, with the state's counters.",
+    ),
+    "status": (
+        "mailrelay.cli.providers",
+        "status",
+        "Probe every provider without sending and say who is healthy.",
+    ),
+    "queue": (
+        "mailrelay.cli.queue",
+        "queue",
+        "List, send and drop the messages waiting in the spool.",
+    ),
+    "schema": (
+        "mailrelay.cli.schema",
+        "schema",
+        "Print the JSON Schema (draft 2020-12) of a message given as JSON.",
+    ),
+    "completion": (
+        "mailrelay.cli.completion",
+        "completion",
+        "Print the shell completion script for bash, zsh or fish.",
+    ),
+}
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use (see LAZY_COMMANDS)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(LAZY_COMMANDS)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy_commands:
+            import importlib
+
+            module, attr, _ = self.lazy_commands[cmd_name]
+            command = getattr(importlib.import_module(module), attr)
+            assert isinstance(command, click.Command)
+            self.add_command(command, cmd_name)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.commands:
+                rows.append((name, self.commands[name].get_short_help_str(limit=80)))
+            else:
+                rows.append((name, self.lazy_commands[name][2]))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "-V", "--version", message="mailrelay %(version)s")
 @click.option(
     "--config",
@@ -207,21 +281,6 @@ def cli(
     )
     ctx.obj = app
     ctx.call_on_close(app.close)
-
-
-def _register() -> None:
-    from mailrelay.cli import completion, providers, queue, schema, send, sendmail
-
-    cli.add_command(send.send)
-    cli.add_command(sendmail.sendmail)
-    cli.add_command(providers.providers)
-    cli.add_command(providers.status)
-    cli.add_command(queue.queue)
-    cli.add_command(schema.schema)
-    cli.add_command(completion.completion)
-
-
-_register()
 
 
 def _stderr(text: str) -> None:
