@@ -24,9 +24,8 @@ from mailrelay.providers.http import (
 )
 
 if TYPE_CHECKING:
-    import requests
-
     from mailrelay.message import Address, Message
+    from mailrelay.providers.http import HttpResponse
 
 # Error `code` → outcome where the code says more than the status (reference §8).
 _ERROR_OUTCOMES: dict[str, Outcome] = {
@@ -124,7 +123,7 @@ class BrevoProvider(ApiKeyProvider):
         body["headers"] = headers
         return HttpRequest("POST", "/smtp/email", json=body, headers=self._auth())
 
-    def parse_success(self, resp: requests.Response, message: Message) -> Receipt:
+    def parse_success(self, resp: HttpResponse, message: Message) -> Receipt:
         body = json_body(resp)
         message_id: str | None = None
         if isinstance(body, dict):
@@ -144,14 +143,14 @@ class BrevoProvider(ApiKeyProvider):
             detail="sandbox: validated, not sent" if self.sandbox else "",
         )
 
-    def retry_after(self, resp: requests.Response) -> float | None:
+    def retry_after(self, resp: HttpResponse) -> float | None:
         # Retry-After wins; Brevo documents only x-sib-ratelimit-reset (seconds to reset)
         wait = super().retry_after(resp)
         if wait is None and resp.status_code == 429:
             wait = parse_retry_after(resp.headers.get("x-sib-ratelimit-reset"))
         return wait
 
-    def classify_error(self, resp: requests.Response) -> ProviderError:
+    def classify_error(self, resp: HttpResponse) -> ProviderError:
         body = json_body(resp)
         retry_after = self.retry_after(resp)
         code = body.get("code") if isinstance(body, dict) else None
@@ -180,7 +179,7 @@ class BrevoProvider(ApiKeyProvider):
         # "all other endpoints" share 100 requests/hour (docs rate-limit table): poll sparingly
         return HttpRequest("GET", "/account", headers=self._auth())
 
-    def check_response(self, resp: requests.Response) -> Health:
+    def check_response(self, resp: HttpResponse) -> Health:
         health = super().check_response(resp)
         if health.ok:
             body = json_body(resp)

@@ -15,9 +15,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
-
 from mailrelay import __version__
 from mailrelay.errors import ConfigError
 from mailrelay.providers.base import (
@@ -28,8 +25,17 @@ from mailrelay.providers.base import (
     Receipt,
     parse_retry_after,
 )
+from mailrelay.providers.transport import (
+    ConnectFailure,
+    Pool,
+    Response,
+    SendFailure,
+    proxy_in_environment,
+)
 
 if TYPE_CHECKING:
+    import requests
+
     from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Message
     from mailrelay.secrets import Secret
@@ -38,15 +44,31 @@ CONNECT_TIMEOUT = 10.0  # seconds to establish TCP+TLS; a dead host costs at mos
 USER_AGENT = f"mailrelay/{__version__}"
 _ERROR_TEXT_LIMIT = 300
 
+HttpResponse = Response  # what adapters read: status_code, reason, headers, content, json()
+
+_pool: Pool | None = None
 _session: requests.Session | None = None
 _session_lock = threading.Lock()
 
 
+def shared_pool() -> Pool:
+    """One pool of keep-alive connections per process (the standard-library client)."""
+    global _pool
+    with _session_lock:
+        if _pool is None:
+            _pool = Pool(USER_AGENT)
+        return _pool
+
+
 def shared_session() -> requests.Session:
-    """One pooled session per process, so batches and flushes reuse connections."""
+    """One pooled requests session per process, for what the small client does not do: an
+    auth object (AWS SigV4) or a proxy from the environment."""
     global _session
     with _session_lock:
         if _session is None:
+            import requests
+            from requests.adapters import HTTPAdapter
+
             s = requests.Session()
             # pool_maxsize covers --concurrency (at most 64): no worker waits for a connection
             adapter = HTTPAdapter(pool_connections=16, pool_maxsize=64, max_retries=0)
@@ -94,7 +116,7 @@ def _is_connect_failure(exc: BaseException) -> bool:
     return False
 
 
-def json_body(resp: requests.Response) -> Any:
+def json_body(resp: Response) -> Any:
     """The response's JSON, or None when the body is empty or not JSON."""
     if not resp.content:
         return None
@@ -104,7 +126,7 @@ def json_body(resp: requests.Response) -> Any:
         return None
 
 
-def error_text(resp: requests.Response) -> str:
+def error_text(resp: Response) -> str:
     """The provider's own words from an error response, as one short line."""
     body = json_body(resp)
     text = _text_from_json(body) if body is not None else None
@@ -230,27 +252,27 @@ class HttpProvider(Provider):
         """The request that sends the message."""
 
     @abstractmethod
-    def parse_success(self, resp: requests.Response, message: Message) -> Receipt:
+    def parse_success(self, resp: Response, message: Message) -> Receipt:
         """The receipt from a 2xx; raise ProviderError when the body says nobody got it."""
 
     @abstractmethod
     def build_check(self) -> HttpRequest:
         """A read-only request that proves the credentials work. Never sends mail."""
 
-    def classify_error(self, resp: requests.Response) -> ProviderError:
+    def classify_error(self, resp: Response) -> ProviderError:
         """Map a non-2xx response to an outcome; adapters refine with their error codes."""
         return classify_status(
             resp.status_code, self.error_message(resp), retry_after=self.retry_after(resp)
         )
 
-    def error_message(self, resp: requests.Response, text: str | None = None) -> str:
+    def error_message(self, resp: Response, text: str | None = None) -> str:
         """ "HTTP 503 from api.example.com: <the provider's words>"."""
         return f"HTTP {resp.status_code} from {self.host}: {text or error_text(resp)}"
 
-    def retry_after(self, resp: requests.Response) -> float | None:
+    def retry_after(self, resp: Response) -> float | None:
         return parse_retry_after(resp.headers.get("Retry-After"))
 
-    def check_response(self, resp: requests.Response) -> Health:
+    def check_response(self, resp: Response) -> Health:
         """The health from the check request's response; adapters may look deeper."""
         if 200 <= resp.status_code < 300:
             return Health(True, f"HTTP {resp.status_code} from {self.host}")
@@ -259,11 +281,66 @@ class HttpProvider(Provider):
 
     # --- the pipeline ------------------------------------------------------------------
 
-    def perform(self, req: HttpRequest, timeout: float) -> requests.Response:
-        """Make the request, turning every transport failure into a classified ProviderError."""
-        url = self.base_url + req.path
+    def perform(self, req: HttpRequest, timeout: float) -> Response:
+        """Make the request, turning every transport failure into a classified ProviderError.
+
+        Refused, DNS, TLS or connect timeout: nothing was sent → transient. A read timeout or
+        a connection lost after the request went out → ambiguous (it may have been taken).
+        """
+        connect_timeout = min(CONNECT_TIMEOUT, timeout)
+        auth = req.auth
+        plain_auth = auth is None or (
+            isinstance(auth, tuple) and len(auth) == 2 and all(isinstance(a, str) for a in auth)
+        )
+        if not plain_auth or proxy_in_environment():
+            return self._perform_with_requests(req, timeout)
         try:
-            return shared_session().request(
+            return shared_pool().request(
+                req.method,
+                self.base_url + req.path,
+                json_body=req.json,
+                data=req.data,
+                files=req.files,
+                headers=req.headers,
+                auth=auth,
+                params=req.params,
+                connect_timeout=connect_timeout,
+                read_timeout=timeout,
+            )
+        except ConnectFailure as exc:
+            if exc.timeout:
+                raise ProviderError(
+                    Outcome.TRANSIENT, f"{self.host}: no connection within {connect_timeout:g} s"
+                ) from None
+            if exc.tls:
+                raise ProviderError(Outcome.TRANSIENT, f"{self.host}: {exc}") from None
+            raise ProviderError(Outcome.TRANSIENT, f"{self.host}: cannot connect: {exc}") from None
+        except SendFailure as exc:
+            if exc.timeout:
+                raise self._no_answer(timeout) from None
+            raise self._lost(str(exc)) from None
+
+    def _no_answer(self, timeout: float) -> ProviderError:
+        return ProviderError(
+            Outcome.AMBIGUOUS,
+            f"{self.host}: no answer within {timeout:g} s after the request was sent "
+            "(it may have been accepted)",
+        )
+
+    def _lost(self, reason: str) -> ProviderError:
+        return ProviderError(
+            Outcome.AMBIGUOUS,
+            f"{self.host}: connection lost after the request was sent "
+            f"(it may have been accepted): {reason}",
+        )
+
+    def _perform_with_requests(self, req: HttpRequest, timeout: float) -> Response:
+        import requests
+
+        url = self.base_url + req.path
+        connect_timeout = min(CONNECT_TIMEOUT, timeout)
+        try:
+            r = shared_session().request(
                 req.method,
                 url,
                 json=req.json,
@@ -272,36 +349,28 @@ class HttpProvider(Provider):
                 headers=req.headers,
                 auth=req.auth,
                 params=req.params,
-                timeout=(min(CONNECT_TIMEOUT, timeout), timeout),
+                timeout=(connect_timeout, timeout),
                 allow_redirects=False,
             )
         except requests.exceptions.ConnectTimeout:
             raise ProviderError(
-                Outcome.TRANSIENT,
-                f"{self.host}: no connection within {min(CONNECT_TIMEOUT, timeout):g} s",
+                Outcome.TRANSIENT, f"{self.host}: no connection within {connect_timeout:g} s"
             ) from None
         except requests.exceptions.SSLError as exc:
             raise ProviderError(
                 Outcome.TRANSIENT, f"{self.host}: TLS failed: {_short(exc)}"
             ) from None
         except requests.exceptions.ReadTimeout:
-            raise ProviderError(
-                Outcome.AMBIGUOUS,
-                f"{self.host}: no answer within {timeout:g} s after the request was sent "
-                "(it may have been accepted)",
-            ) from None
+            raise self._no_answer(timeout) from None
         except requests.exceptions.ConnectionError as exc:
             if _is_connect_failure(exc):
                 raise ProviderError(
                     Outcome.TRANSIENT, f"{self.host}: cannot connect: {_short(exc)}"
                 ) from None
-            raise ProviderError(
-                Outcome.AMBIGUOUS,
-                f"{self.host}: connection lost after the request was sent "
-                f"(it may have been accepted): {_short(exc)}",
-            ) from None
+            raise self._lost(_short(exc)) from None
         except requests.exceptions.RequestException as exc:
             raise ProviderError(Outcome.PROVIDER, f"{self.host}: {_short(exc)}") from None
+        return Response(r.status_code, r.reason or "", r.headers, r.content)
 
     def send(self, message: Message, *, timeout: float) -> Receipt:
         self.check_capabilities(message)

@@ -24,10 +24,9 @@ from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt
 from mailrelay.providers.http import HttpProvider, HttpRequest, classify_status, json_body
 
 if TYPE_CHECKING:
-    import requests
-
     from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Address, Message
+    from mailrelay.providers.http import HttpResponse
     from mailrelay.secrets import Secret
 
 # Account/domain problems reported as 422 validation errors.
@@ -152,7 +151,7 @@ class MailersendProvider(HttpProvider):
             body["tags"] = list(message.tags)
         return HttpRequest("POST", "/email", json=body, headers=self._headers())
 
-    def parse_success(self, resp: requests.Response, message: Message) -> Receipt:
+    def parse_success(self, resp: HttpResponse, message: Message) -> Receipt:
         body = json_body(resp)
         warnings = body.get("warnings") if isinstance(body, dict) else None
         warnings = (
@@ -177,7 +176,7 @@ class MailersendProvider(HttpProvider):
         )
         return Receipt(self.name, resp.headers.get("X-Message-Id") or None, detail)
 
-    def classify_error(self, resp: requests.Response) -> ProviderError:
+    def classify_error(self, resp: HttpResponse) -> ProviderError:
         body = json_body(resp)
         message = self.error_message(resp, _describe(body))
         retry_after = self.retry_after(resp)
@@ -198,7 +197,7 @@ class MailersendProvider(HttpProvider):
             return ProviderError(Outcome.TRANSIENT, message, status=status, retry_after=retry_after)
         return classify_status(status, message, retry_after=retry_after)
 
-    def retry_after(self, resp: requests.Response) -> float | None:
+    def retry_after(self, resp: HttpResponse) -> float | None:
         """Retry-After wins; else, with the daily API quota used up, wait for its reset."""
         wait = super().retry_after(resp)
         if wait is None and resp.headers.get("x-apiquota-remaining", "").strip() == "0":
@@ -212,7 +211,7 @@ class MailersendProvider(HttpProvider):
         # Every call (this one too) spends one request of the daily API quota.
         return HttpRequest("GET", "/api-quota", headers=self._headers())
 
-    def check_response(self, resp: requests.Response) -> Health:
+    def check_response(self, resp: HttpResponse) -> Health:
         if 200 <= resp.status_code < 300:
             body = json_body(resp)
             if isinstance(body, dict) and body.get("remaining") == 0:

@@ -15,10 +15,9 @@ from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt
 from mailrelay.providers.http import HttpProvider, HttpRequest, error_text, json_body
 
 if TYPE_CHECKING:
-    import requests
-
     from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Message
+    from mailrelay.providers.http import HttpResponse
     from mailrelay.secrets import Secret
 
 # The domain's own region decides the host (openapi.yaml `servers`; docs "send-http").
@@ -154,7 +153,7 @@ class MailgunProvider(HttpProvider):
             "POST", f"/v3/{quote(self.domain, safe='')}/messages", files=parts, auth=auth
         )
 
-    def parse_success(self, resp: requests.Response, message: Message) -> Receipt:
+    def parse_success(self, resp: HttpResponse, message: Message) -> Receipt:
         body = json_body(resp)
         message_id = body.get("id") if isinstance(body, dict) else None
         detail = "test mode: accepted, not delivered" if self.sandbox else ""
@@ -166,7 +165,7 @@ class MailgunProvider(HttpProvider):
 
     # --- errors ------------------------------------------------------------------------
 
-    def retry_after(self, resp: requests.Response) -> float | None:
+    def retry_after(self, resp: HttpResponse) -> float | None:
         """Retry-After when sent; else the wait the 429 text names (no header documented)."""
         header = super().retry_after(resp)
         if header is not None or resp.status_code != 429:
@@ -174,7 +173,7 @@ class MailgunProvider(HttpProvider):
         found = _TRY_AGAIN.search(error_text(resp))
         return float(found.group(1)) if found else None
 
-    def classify_error(self, resp: requests.Response) -> ProviderError:
+    def classify_error(self, resp: HttpResponse) -> ProviderError:
         err = super().classify_error(resp)
         if resp.status_code in (400, 403):
             text = error_text(resp)
@@ -189,7 +188,7 @@ class MailgunProvider(HttpProvider):
     def build_check(self) -> HttpRequest:
         return HttpRequest("GET", f"/v4/domains/{quote(self.domain, safe='')}", auth=self._auth())
 
-    def check_response(self, resp: requests.Response) -> Health:
+    def check_response(self, resp: HttpResponse) -> Health:
         if resp.status_code in (401, 403):
             err = self.classify_error(resp)
             # docs "API keys": a domain sending key may only POST messages

@@ -12,16 +12,13 @@ import base64
 import json
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from requests.auth import HTTPBasicAuth
-
 from mailrelay.providers.base import Outcome, ProviderError, Receipt
 from mailrelay.providers.http import HttpProvider, HttpRequest, classify_status, json_body
 
 if TYPE_CHECKING:
-    import requests
-
     from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Address, Message
+    from mailrelay.providers.http import HttpResponse
     from mailrelay.secrets import Secret
 
 # The v3.1 error table: these say the key or the sender is not allowed, not the message.
@@ -141,9 +138,9 @@ class MailjetProvider(HttpProvider):
             raise url.error("a mailjet URL takes no host or path (use ?base_url=)")
         return {"api_key": url.username, "secret_key": url.password}
 
-    def _auth(self) -> HTTPBasicAuth:
+    def _auth(self) -> tuple[str, str]:
         # Basic auth: username = API key, password = secret key
-        return HTTPBasicAuth(self.api_key.reveal(), self.secret_key.reveal())
+        return (self.api_key.reveal(), self.secret_key.reveal())
 
     # --- send --------------------------------------------------------------------------
 
@@ -210,7 +207,7 @@ class MailjetProvider(HttpProvider):
             headers={"Accept": "application/json"},
         )
 
-    def parse_success(self, resp: requests.Response, message: Message) -> Receipt:
+    def parse_success(self, resp: HttpResponse, message: Message) -> Receipt:
         body = json_body(resp)
         errors = _collect_errors(body)
         if errors:
@@ -234,7 +231,7 @@ class MailjetProvider(HttpProvider):
             detail = "sandbox: validated, not delivered"
         return Receipt(self.name, message_id, detail)
 
-    def _error(self, resp: requests.Response, errors: list[dict[str, Any]]) -> ProviderError:
+    def _error(self, resp: HttpResponse, errors: list[dict[str, Any]]) -> ProviderError:
         outcome = min((_outcome(e, resp.status_code) for e in errors), key=_RANK.__getitem__)
         return ProviderError(
             outcome,
@@ -243,7 +240,7 @@ class MailjetProvider(HttpProvider):
             retry_after=self.retry_after(resp),
         )
 
-    def classify_error(self, resp: requests.Response) -> ProviderError:
+    def classify_error(self, resp: HttpResponse) -> ProviderError:
         errors = _collect_errors(json_body(resp))
         if errors:
             return self._error(resp, errors)

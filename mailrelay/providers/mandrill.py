@@ -20,9 +20,8 @@ from mailrelay.providers.http import (
 )
 
 if TYPE_CHECKING:
-    import requests
-
     from mailrelay.message import Message
+    from mailrelay.providers.http import HttpResponse
 
 # Error `name` → outcome. The HTTP status is disputed (the OAS maps names to 401/402/404/429/
 # 500, older clients saw HTTP 500 for every error), so the name decides (reference §4, §13).
@@ -119,7 +118,7 @@ class MandrillProvider(ApiKeyProvider):
             "POST", "/messages/send.json", json={"key": self.api_key.reveal(), "message": msg}
         )
 
-    def parse_success(self, resp: requests.Response, message: Message) -> Receipt:
+    def parse_success(self, resp: HttpResponse, message: Message) -> Receipt:
         results = json_body(resp)
         if isinstance(results, dict) and results.get("status") == "error":
             raise self.classify_error(resp)  # an error payload, whatever the status says
@@ -146,7 +145,7 @@ class MandrillProvider(ApiKeyProvider):
             detail = "; ".join(filter(None, [detail, "queued: " + ", ".join(queued)]))
         return Receipt(provider=self.name, message_id=message_id, detail=detail)
 
-    def _all_refused(self, resp: requests.Response, refused: list[dict[str, Any]]) -> ProviderError:
+    def _all_refused(self, resp: HttpResponse, refused: list[dict[str, Any]]) -> ProviderError:
         """Every recipient rejected or invalid: the sender's setup, or the recipients' fault."""
         reasons = {str(r.get("reject_reason") or "") for r in refused}
         # a sending-domain/account reason fails over; suppression lists (hard-bounce, spam,
@@ -155,7 +154,7 @@ class MandrillProvider(ApiKeyProvider):
         text = "every recipient refused: " + "; ".join(_describe(r) for r in refused)
         return ProviderError(outcome, self.error_message(resp, text), status=resp.status_code)
 
-    def classify_error(self, resp: requests.Response) -> ProviderError:
+    def classify_error(self, resp: HttpResponse) -> ProviderError:
         body = json_body(resp)
         retry_after = self.retry_after(resp)
         if not isinstance(body, dict) or not isinstance(body.get("name"), str):
@@ -183,7 +182,7 @@ class MandrillProvider(ApiKeyProvider):
         # users/ping2: "Validate an API key and respond to a ping", x-readonly in the OAS
         return HttpRequest("POST", "/users/ping2.json", json={"key": self.api_key.reveal()})
 
-    def check_response(self, resp: requests.Response) -> Health:
+    def check_response(self, resp: HttpResponse) -> Health:
         if 200 <= resp.status_code < 300:
             body = json_body(resp)
             if isinstance(body, dict) and body.get("PING") == "PONG!":

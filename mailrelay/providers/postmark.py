@@ -16,10 +16,9 @@ from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt
 from mailrelay.providers.http import HttpProvider, HttpRequest, json_body
 
 if TYPE_CHECKING:
-    import requests
-
     from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Message
+    from mailrelay.providers.http import HttpResponse
     from mailrelay.secrets import Secret
 
 MAX_RECIPIENTS = 50  # To+Cc+Bcc together (support article "What does Error Code 300 mean")
@@ -46,7 +45,7 @@ ERROR_CODES: dict[int, Outcome] = {
 }
 
 
-def _error_code(resp: requests.Response) -> int | None:
+def _error_code(resp: HttpResponse) -> int | None:
     body = json_body(resp)
     code = body.get("ErrorCode") if isinstance(body, dict) else None
     return code if isinstance(code, int) and not isinstance(code, bool) else None
@@ -143,7 +142,7 @@ class PostmarkProvider(HttpProvider):
             body["MessageStream"] = self.message_stream
         return HttpRequest("POST", "/email", json=body, headers=headers)
 
-    def parse_success(self, resp: requests.Response, message: Message) -> Receipt:
+    def parse_success(self, resp: HttpResponse, message: Message) -> Receipt:
         body = json_body(resp)
         if not isinstance(body, dict):
             return Receipt(provider=self.name, detail=f"HTTP {resp.status_code}, no JSON body")
@@ -161,7 +160,7 @@ class PostmarkProvider(HttpProvider):
 
     # --- errors ------------------------------------------------------------------------
 
-    def error_message(self, resp: requests.Response, text: str | None = None) -> str:
+    def error_message(self, resp: HttpResponse, text: str | None = None) -> str:
         code = _error_code(resp)
         if text is None and code:
             body = json_body(resp)
@@ -169,7 +168,7 @@ class PostmarkProvider(HttpProvider):
             text = f"ErrorCode {code}: {words or 'no message'}"
         return super().error_message(resp, text)
 
-    def classify_error(self, resp: requests.Response) -> ProviderError:
+    def classify_error(self, resp: HttpResponse) -> ProviderError:
         err = super().classify_error(resp)
         status = resp.status_code
         if status == 429 or status >= 500:
@@ -184,7 +183,7 @@ class PostmarkProvider(HttpProvider):
     def build_check(self) -> HttpRequest:
         return HttpRequest("GET", "/server", headers=self._headers())
 
-    def check_response(self, resp: requests.Response) -> Health:
+    def check_response(self, resp: HttpResponse) -> Health:
         if not 200 <= resp.status_code < 300:
             return super().check_response(resp)
         body = json_body(resp)

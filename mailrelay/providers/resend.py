@@ -30,9 +30,8 @@ from mailrelay.providers.http import (
 )
 
 if TYPE_CHECKING:
-    import requests
-
     from mailrelay.message import Address, Message
+    from mailrelay.providers.http import HttpResponse
 
 # Error `name` → outcome where the name says more than the status (docs: api-reference/errors).
 _ERROR_OUTCOMES: dict[str, Outcome] = {
@@ -130,7 +129,7 @@ class ResendProvider(ApiKeyProvider):
             headers={**self._auth(), "Idempotency-Key": message.idempotency_key()},
         )
 
-    def parse_success(self, resp: requests.Response, message: Message) -> Receipt:
+    def parse_success(self, resp: HttpResponse, message: Message) -> Receipt:
         body = json_body(resp)
         if not isinstance(body, dict) or not isinstance(body.get("id"), str) or not body["id"]:
             raise ProviderError(
@@ -140,14 +139,14 @@ class ResendProvider(ApiKeyProvider):
             )
         return Receipt(provider=self.name, message_id=body["id"])
 
-    def retry_after(self, resp: requests.Response) -> float | None:
+    def retry_after(self, resp: HttpResponse) -> float | None:
         # Retry-After wins; on a 429 without it, `ratelimit-reset` is the seconds until reset
         wait = super().retry_after(resp)
         if wait is None and resp.status_code == 429:
             wait = parse_retry_after(resp.headers.get("ratelimit-reset"))
         return wait
 
-    def classify_error(self, resp: requests.Response) -> ProviderError:
+    def classify_error(self, resp: HttpResponse) -> ProviderError:
         body = json_body(resp)
         retry_after = self.retry_after(resp)
         name = body.get("name") if isinstance(body, dict) else None
@@ -181,7 +180,7 @@ class ResendProvider(ApiKeyProvider):
     def build_check(self) -> HttpRequest:
         return HttpRequest("GET", "/domains", headers=self._auth())
 
-    def check_response(self, resp: requests.Response) -> Health:
+    def check_response(self, resp: HttpResponse) -> Health:
         body = json_body(resp)
         restricted = isinstance(body, dict) and body.get("name") == "restricted_api_key"
         if resp.status_code == 401 and restricted:

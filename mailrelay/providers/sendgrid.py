@@ -18,9 +18,8 @@ from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt
 from mailrelay.providers.http import ApiKeyProvider, HttpRequest, json_body
 
 if TYPE_CHECKING:
-    import requests
-
     from mailrelay.message import Address, Message
+    from mailrelay.providers.http import HttpResponse
 
 MAX_CATEGORIES = 10  # spec: categories maxItems 10
 MAX_RECIPIENTS = 1000  # docs: to+cc+bcc summed across personalizations
@@ -39,7 +38,7 @@ def _email_object(addr: Address, *, quote_name: bool = False) -> dict[str, str]:
     return obj
 
 
-def _errors_text(resp: requests.Response) -> str | None:
+def _errors_text(resp: HttpResponse) -> str | None:
     """The `errors[]` of SendGrid's error body as "field: message; ..." (spec ErrorResponse)."""
     body = json_body(resp)
     errors = body.get("errors") if isinstance(body, dict) else None
@@ -55,7 +54,7 @@ def _errors_text(resp: requests.Response) -> str | None:
     return "; ".join(parts) or None
 
 
-def _error_fields(resp: requests.Response) -> set[str]:
+def _error_fields(resp: HttpResponse) -> set[str]:
     body = json_body(resp)
     errors = body.get("errors") if isinstance(body, dict) else None
     if not isinstance(errors, list):
@@ -147,7 +146,7 @@ class SendgridProvider(ApiKeyProvider):
             body["mail_settings"] = {"sandbox_mode": {"enable": True}}
         return HttpRequest("POST", "/v3/mail/send", json=body, headers=auth_headers)
 
-    def parse_success(self, resp: requests.Response, message: Message) -> Receipt:
+    def parse_success(self, resp: HttpResponse, message: Message) -> Receipt:
         # 202 with an empty body; the id is the X-Message-Id header (reference [3P], seen in
         # sendgrid/sendgrid-csharp#274); sandbox mode answers 200
         message_id = resp.headers.get("X-Message-Id") or None
@@ -156,10 +155,10 @@ class SendgridProvider(ApiKeyProvider):
 
     # --- errors ------------------------------------------------------------------------
 
-    def error_message(self, resp: requests.Response, text: str | None = None) -> str:
+    def error_message(self, resp: HttpResponse, text: str | None = None) -> str:
         return super().error_message(resp, text or _errors_text(resp))
 
-    def retry_after(self, resp: requests.Response) -> float | None:
+    def retry_after(self, resp: HttpResponse) -> float | None:
         """Retry-After when sent, else X-RateLimit-Reset (a Unix time) of a 429 (docs)."""
         header = super().retry_after(resp)
         if header is not None or resp.status_code != 429:
@@ -173,7 +172,7 @@ class SendgridProvider(ApiKeyProvider):
             return None
         return float(min(max(math.ceil(seconds), 0), 24 * 3600))
 
-    def classify_error(self, resp: requests.Response) -> ProviderError:
+    def classify_error(self, resp: HttpResponse) -> ProviderError:
         err = super().classify_error(resp)
         # an unverified sender comes back as 403 on field "from" (reference [3P]); whatever
         # the status, a refused sender identity is the account's problem, not the message's
@@ -186,7 +185,7 @@ class SendgridProvider(ApiKeyProvider):
     def build_check(self) -> HttpRequest:
         return HttpRequest("GET", "/v3/scopes", headers=self._headers())
 
-    def check_response(self, resp: requests.Response) -> Health:
+    def check_response(self, resp: HttpResponse) -> Health:
         if not 200 <= resp.status_code < 300:
             return super().check_response(resp)
         body = json_body(resp)

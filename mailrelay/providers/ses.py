@@ -27,10 +27,9 @@ from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt
 from mailrelay.providers.http import HttpProvider, HttpRequest, error_text, json_body
 
 if TYPE_CHECKING:
-    import requests
-
     from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Address, Message
+    from mailrelay.providers.http import HttpResponse
     from mailrelay.secrets import Secret
 
 # Regions with an SES endpoint `email.{region}.amazonaws.com` (botocore endpoints.json,
@@ -113,7 +112,7 @@ PERMANENT_TYPES = frozenset(
 _UNVERIFIED = re.compile(r"not verified|did not have authority", re.IGNORECASE)
 
 
-def error_type(resp: requests.Response) -> str:
+def error_type(resp: HttpResponse) -> str:
     """The SES error code: x-amzn-ErrorType, else the body's `__type` / `code`."""
     raw = resp.headers.get("x-amzn-ErrorType") or ""
     if not raw:
@@ -299,7 +298,7 @@ class SesProvider(HttpProvider):
 
     # --- response --------------------------------------------------------------------------
 
-    def parse_success(self, resp: requests.Response, message: Message) -> Receipt:
+    def parse_success(self, resp: HttpResponse, message: Message) -> Receipt:
         body = json_body(resp)
         message_id = body.get("MessageId") if isinstance(body, dict) else None
         if not isinstance(message_id, str) or not message_id:
@@ -311,7 +310,7 @@ class SesProvider(HttpProvider):
             )
         return Receipt(provider=self.name, message_id=message_id)
 
-    def classify_error(self, resp: requests.Response) -> ProviderError:
+    def classify_error(self, resp: HttpResponse) -> ProviderError:
         code = error_type(resp)
         words = error_text(resp)
         text = f"{code}: {words}" if code and code not in words else words
@@ -332,7 +331,7 @@ class SesProvider(HttpProvider):
             retry_after=err.retry_after,
         )
 
-    def check_response(self, resp: requests.Response) -> Health:
+    def check_response(self, resp: HttpResponse) -> Health:
         if not 200 <= resp.status_code < 300:
             return super().check_response(resp)
         body = json_body(resp)

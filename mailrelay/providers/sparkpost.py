@@ -15,10 +15,9 @@ from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt
 from mailrelay.providers.http import HttpProvider, HttpRequest, classify_status, json_body
 
 if TYPE_CHECKING:
-    import requests
-
     from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Address, Message
+    from mailrelay.providers.http import HttpResponse
     from mailrelay.secrets import Secret
 
 # index.apib "Endpoints": the two regions are separate accounts with their own keys.
@@ -43,7 +42,7 @@ def _mailbox(addr: Address) -> str:
     return f"{name} <{addr.email}>"
 
 
-def _errors(resp: requests.Response) -> list[dict[str, Any]]:
+def _errors(resp: HttpResponse) -> list[dict[str, Any]]:
     body = json_body(resp)
     errors = body.get("errors") if isinstance(body, dict) else None
     return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
@@ -170,7 +169,7 @@ class SparkpostProvider(HttpProvider):
             body["options"] = {"sandbox": True}
         return HttpRequest("POST", "/transmissions", json=body, headers=self._headers())
 
-    def parse_success(self, resp: requests.Response, message: Message) -> Receipt:
+    def parse_success(self, resp: HttpResponse, message: Message) -> Receipt:
         body = json_body(resp)
         results = body.get("results") if isinstance(body, dict) else None
         if not isinstance(results, dict):
@@ -190,7 +189,7 @@ class SparkpostProvider(HttpProvider):
         tid = results.get("id")
         return Receipt(self.name, str(tid) if tid not in (None, "") else None, detail)
 
-    def classify_error(self, resp: requests.Response) -> ProviderError:
+    def classify_error(self, resp: HttpResponse) -> ProviderError:
         errors = _errors(resp)
         message = self.error_message(resp, _describe(errors) or None)
         retry_after = self.retry_after(resp)
@@ -206,7 +205,7 @@ class SparkpostProvider(HttpProvider):
     def build_check(self) -> HttpRequest:
         return HttpRequest("GET", "/account", headers=self._headers())
 
-    def check_response(self, resp: requests.Response) -> Health:
+    def check_response(self, resp: HttpResponse) -> Health:
         if 200 <= resp.status_code < 300:
             body = json_body(resp)
             results = body.get("results") if isinstance(body, dict) else None
