@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -426,7 +427,7 @@ class Bench:
         )
         loop_n = 10 if self.quick else 20
         script = "\n".join(
-            f"{' '.join(self.mr(cfg, *self.send_args(), state='bl'))}" for _ in range(loop_n)
+            shlex.join(self.mr(cfg, *self.send_args(), state="bl")) for _ in range(loop_n)
         )
         shell = Variant(
             f"shell loop of mailrelay send ({loop_n})",
@@ -467,7 +468,7 @@ class Bench:
         if msmtp:
             one = self._msmtp(msmtp, smtp.port)
             script = "\n".join(
-                " ".join(one.argv) + " <<'EOF'\n" + (one.stdin or b"").decode() + "EOF"
+                shlex.join(one.argv) + " <<'EOF'\n" + (one.stdin or b"").decode() + "EOF"
                 for _ in range(loop_n)
             )
             variants.append(
