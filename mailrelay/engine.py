@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mailrelay.errors import ConfigError, ExitCode, StateError
+from mailrelay.errors import ConfigError, ExitCode, MailrelayError, StateError
 from mailrelay.providers.base import Health, Outcome, Provider, ProviderError
 from mailrelay.secrets import scrub
 
@@ -228,7 +228,8 @@ class Engine:
             except Exception as exc:  # a broken log must not cost the mail
                 if self.raise_bugs:
                     raise
-                note = scrub(f"{type(listener).__name__}: {exc}")
+                known = isinstance(exc, MailrelayError)  # says what and where itself
+                note = scrub(str(exc) if known else f"{type(listener).__name__}: {exc}")
                 if note not in result.warnings:
                     result.warnings.append(note)
                     self.warn(note)

@@ -211,7 +211,7 @@ def test_unwritable_log_is_one_warning_and_the_mail_goes_out(
     warnings = [line for line in r.stderr.splitlines() if "audit log" in line]
     assert len(warnings) == 1, r.stderr  # two attempts and a result, but one warning
     assert f"audit log {log}: cannot write: Not a directory" in warnings[0]
-    assert warnings[0].startswith("mailrelay: warning: ")
+    assert warnings[0] == f"mailrelay: warning: audit log {log}: cannot write: Not a directory"
     assert "Traceback" not in r.stderr
 
 

@@ -82,3 +82,27 @@ def test_batch_queues_what_fails_for_now_and_flush_sends_each_once(
         subjects = sorted(message_from_bytes(m.data)["Subject"] for m in server.messages)
         assert subjects == [f"b{i}" for i in range(6)]
     assert spool_files(tmp_path) == []
+
+
+def test_sendmail_mode_keeps_the_message_when_the_config_is_broken(tmp_path: Path) -> None:
+    import os
+    import re
+    import shlex
+    import stat
+
+    broken = tmp_path / "broken.toml"
+    broken.write_text('[defaults]\nfrom = "cron@example.com"\npolcy = "sticky"\n')
+    r = mailrelay("--config", str(broken), *CRON_ARGV, input=CRON_MAIL)
+    assert r.returncode == 78
+    found = re.search(r"the message was kept in (\S+); send it again with: (.+) < ", r.stderr)
+    assert found, r.stderr
+    held = Path(found.group(1))
+    assert held.read_bytes() == CRON_MAIL.encode()
+    assert stat.S_IMODE(os.stat(held).st_mode) == 0o600
+    with SmtpServer() as server:
+        cfg = config(tmp_path, server.port, password=False)
+        again = shlex.split(found.group(2))
+        assert again[:2] == ["mailrelay", "sendmail"]
+        r = mailrelay("--config", str(cfg), *again[1:], input=held.read_text())
+        assert r.returncode == 0, r.stderr
+        assert sorted(server.messages[0].rcpt_tos) == ["audit@example.com", "ops@example.com"]

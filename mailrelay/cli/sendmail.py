@@ -11,6 +11,7 @@ with attached values (`-FCronDaemon`, `-oi`, `-B8BITMIME`) that click cannot exp
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -228,25 +229,74 @@ def sendmail(ctx: click.Context) -> None:
         _run_queue_command(ctx, "list" if args.mode == "list" else "flush")
         return
     from mailrelay.cli.send import deliver
+    from mailrelay.errors import ConfigError
     from mailrelay.message import DEFAULT_MAX_SIZE, parse_eml
 
-    settings = app.settings
-    max_size = settings.max_size or DEFAULT_MAX_SIZE
+    try:
+        max_size = app.settings.max_size or DEFAULT_MAX_SIZE
+    except ConfigError:
+        max_size = DEFAULT_MAX_SIZE  # read the message all the same, to keep it (below)
     data = read_message_bytes(max_size + _READ_SLACK)
     if not args.ignore_dots:
         data = cut_at_lone_dot(data)
-    message = parse_eml(
-        data,
-        where="standard input",
-        recipients=args.recipients,
-        extract=args.extract,
-        envelope_from=args.sender,
-        full_name=args.full_name,
-        default_sender=settings.sender,
-        max_size=max_size,
-    )
-    code = deliver(app, app.engine(), message, queue=True)  # an MTA queues: always
+    try:
+        settings = app.settings
+        message = parse_eml(
+            data,
+            where="standard input",
+            recipients=args.recipients,
+            extract=args.extract,
+            envelope_from=args.sender,
+            full_name=args.full_name,
+            default_sender=settings.sender,
+            max_size=max_size,
+        )
+        engine = app.engine()
+    except ConfigError:
+        # An MTA never drops what it was handed: a broken configuration keeps the message
+        # as it came, for sending again once the configuration is fixed.
+        held = hold_unsent(data, args)
+        if held is not None:
+            app.out.warn(
+                f"the message was kept in {held}; send it again with: "
+                f"mailrelay sendmail {' '.join(held_argv(args))} < {held}"
+            )
+        raise
+    code = deliver(app, engine, message, queue=True)  # an MTA queues: always
     ctx.exit(code)
+
+
+def held_argv(args: SendmailArgs) -> list[str]:
+    """The flags that send a held message the way it was first asked for."""
+    import shlex
+
+    argv = ["-i"]
+    if args.extract:
+        argv.append("-t")
+    if args.sender:
+        argv += ["-f", args.sender]
+    if args.full_name:
+        argv += ["-F", args.full_name]
+    return [shlex.quote(a) for a in [*argv, "--", *args.recipients]]
+
+
+def hold_unsent(data: bytes, args: SendmailArgs) -> str | None:
+    """Write the message into the spool's held/ folder (0600); its path, or None if even
+    that failed (then the error alone is reported)."""
+    from mailrelay.spool import default_spool_dir, new_queue_id, utcnow
+
+    folder = default_spool_dir() / "held"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = folder / f"{new_queue_id(utcnow())}.eml"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError:
+        return None
+    return str(path)
 
 
 def _run_queue_command(ctx: click.Context, name: str) -> None:
