@@ -12,7 +12,6 @@ be read moves to `corrupt/`. Nothing is ever deleted but by delivery or `queue d
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailrelay.errors import ExitCode, InputFileError, MailrelayError, StateError
+from mailrelay.state import fsync_directory
 
 if TYPE_CHECKING:
     from mailrelay.engine import Attempt, SendResult
@@ -362,14 +362,9 @@ class Spool:
 
     def _sync_dir(self, directory: Path) -> None:
         try:
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
-            return
-        try:
-            os.fsync(fd)
+            fsync_directory(directory)
         except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-                raise self._error(f"cannot sync {directory}", exc) from None
+            raise self._error(f"cannot sync {directory}", exc) from None
         finally:
             os.close(fd)
 

@@ -242,7 +242,10 @@ class TomlStateStore:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise self._error("cannot write it", exc) from None
-        _fsync_directory(directory)
+        try:
+            fsync_directory(directory)
+        except OSError as exc:
+            raise StateError(f"cannot sync directory {directory}: {exc.strerror}") from None
 
     def _remove_stale_temps(self) -> None:
         # every writer holds the lock, so a temp file seen now was left by a crashed one
@@ -323,8 +326,9 @@ class TomlStateStore:
         return StateError(f"state file {self.path}: {what}: {reason}")
 
 
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable; some filesystems cannot fsync a directory."""
+def fsync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable. Raises OSError; a filesystem that cannot fsync a
+    directory (or a directory that cannot be opened) is not an error."""
     try:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
@@ -333,7 +337,7 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     except OSError as exc:
         if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise StateError(f"cannot sync directory {directory}: {exc.strerror}") from None
+            raise
     finally:
         os.close(fd)
 
