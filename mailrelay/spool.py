@@ -365,8 +365,6 @@ class Spool:
             fsync_directory(directory)
         except OSError as exc:
             raise self._error(f"cannot sync {directory}", exc) from None
-        finally:
-            os.close(fd)
 
     def _error(self, what: str, exc: OSError) -> SpoolError:
         reason = exc.strerror or type(exc).__name__
