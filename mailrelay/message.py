@@ -10,8 +10,9 @@ import base64
 import binascii
 import contextlib
 import mimetypes
+import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email import message_from_bytes
@@ -86,6 +87,63 @@ class Attachment:
         return self.content_type.partition("/")[2]
 
 
+# As the email package writes base64 under the SMTP policy's 78 columns: 57 bytes a line
+_BASE64_LINE = 57
+_BASE64_CHUNK = 1024 * _BASE64_LINE  # raw bytes per chunk: about 78 KiB of lines
+
+
+@dataclass(frozen=True)
+class _Base64:
+    """An attachment body to be written as base64 lines, each ended by `linesep`."""
+
+    data: bytes
+    linesep: bytes
+
+    @property
+    def size(self) -> int:
+        full, rest = divmod(len(self.data), _BASE64_LINE)
+        last = -(-rest // 3) * 4 + len(self.linesep) if rest else 0
+        return full * (_BASE64_LINE // 3 * 4 + len(self.linesep)) + last
+
+    def chunks(self) -> Iterator[bytes]:
+        view = memoryview(self.data)
+        for start in range(0, len(view), _BASE64_CHUNK):
+            block = view[start : start + _BASE64_CHUNK]
+            lines = [
+                binascii.b2a_base64(block[i : i + _BASE64_LINE], newline=False)
+                for i in range(0, len(block), _BASE64_LINE)
+            ]
+            lines.append(b"")  # so the join ends the last line too
+            yield self.linesep.join(lines)
+
+
+class MessageBytes:
+    """A message's RFC 5322 bytes as chunks, with their exact total size known beforehand.
+
+    Every chunk starts at the start of a line (SMTP dot-stuffing looks at line starts, one
+    chunk at a time); a chunk of base64 lines never starts a line with a dot.
+    """
+
+    def __init__(self, pieces: Sequence[bytes | _Base64]) -> None:
+        self._pieces = [p for p in pieces if not isinstance(p, bytes) or p]
+
+    @property
+    def size(self) -> int:
+        return sum(len(p) if isinstance(p, bytes) else p.size for p in self._pieces)
+
+    @property
+    def eight_bit(self) -> bool:
+        """Whether any byte is outside US-ASCII (SMTP BODY=8BITMIME)."""
+        return any(isinstance(p, bytes) and not p.isascii() for p in self._pieces)
+
+    def __iter__(self) -> Iterator[bytes]:
+        for piece in self._pieces:
+            if isinstance(piece, bytes):
+                yield piece
+            else:
+                yield from piece.chunks()
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(microsecond=0)
 
@@ -146,6 +204,12 @@ class Message:
             parsed = message_from_bytes(self.raw, _class=EmailMessage, policy=email_policy.SMTP)
             assert isinstance(parsed, EmailMessage)
             return parsed
+        return self._build_mime(bodies=True)[0]
+
+    def _build_mime(
+        self, *, bodies: bool
+    ) -> tuple[EmailMessage, list[tuple[EmailMessage, Attachment]]]:
+        """The MIME tree and each attachment's part; without `bodies` those parts are empty."""
         msg = EmailMessage(policy=email_policy.SMTP)
         msg["From"] = str(self.sender)
         if self.to:
@@ -168,32 +232,62 @@ class Message:
                 msg.add_alternative(self.html, subtype="html")
         if self.text is None and self.html is None:
             msg.set_content("")
+        placed: list[tuple[EmailMessage, Attachment]] = []
         for att in self.attachments:
+            data = att.data if bodies else b""
             if att.inline and att.content_id and msg.is_multipart():
                 html_part = _find_html_part(msg)
                 if html_part is not None:
                     html_part.add_related(
-                        att.data,
+                        data,
                         maintype=att.maintype,
                         subtype=att.subtype,
                         cid=f"<{att.content_id}>",
                         filename=att.filename,
                     )
+                    placed.append((_last_part(html_part), att))
                     continue
             msg.add_attachment(
-                att.data,
+                data,
                 maintype=att.maintype,
                 subtype=att.subtype,
                 filename=att.filename,
                 disposition="inline" if att.inline else "attachment",
             )
-        return msg
+            placed.append((_last_part(msg), att))
+        return msg, placed
+
+    def byte_stream(self, policy: email_policy.Policy = email_policy.SMTP) -> MessageBytes:
+        """The RFC 5322 bytes as `as_bytes` gives them, made chunk by chunk: the email package
+        lays out the MIME skeleton, and each attachment's base64 is generated while sending
+        (the email package would hold it whole several times over: 10x a large attachment)."""
+        if self.raw is not None:
+            return MessageBytes([self.raw])
+        # a random token names each attachment's place, so no body text can look like one
+        token = f"mailrelay-attachment-{os.urandom(16).hex()}-"
+        msg, placed = self._build_mime(bodies=False)
+        for i, (part, _) in enumerate(placed):
+            part.set_payload(f"{token}{i}\n")  # one line, as a base64 body is lines
+        skeleton = msg.as_bytes(policy=policy)
+        linesep = policy.linesep.encode("ascii")
+        pieces: list[bytes | _Base64] = []
+        start = 0
+        pattern = re.compile(
+            rb"^" + re.escape(token.encode("ascii")) + rb"\d+" + re.escape(linesep), re.MULTILINE
+        )
+        for m in pattern.finditer(skeleton):
+            pieces.append(skeleton[start : m.start()])
+            index = int(m.group()[len(token) : -len(linesep)])
+            pieces.append(_Base64(placed[index][1].data, linesep))
+            start = m.end()
+        pieces.append(skeleton[start:])
+        return MessageBytes(pieces)
 
     def as_bytes(self) -> bytes:
         """The RFC 5322 message with CRLF line ends, as sent over SMTP."""
         if self.raw is not None:
             return self.raw
-        return self.to_mime().as_bytes(policy=email_policy.SMTP)
+        return b"".join(self.byte_stream())
 
     def idempotency_key(self) -> str:
         """A key that is the same for every retry of this message (Message-ID and content)."""
@@ -246,6 +340,12 @@ class Message:
             "metadata": dict(self.metadata),
             "size": self.size(),
         }
+
+
+def _last_part(msg: EmailMessage) -> EmailMessage:
+    *_, part = msg.iter_parts()
+    assert isinstance(part, EmailMessage)
+    return part
 
 
 def _find_html_part(msg: EmailMessage) -> EmailMessage | None:

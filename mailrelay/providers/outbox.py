@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import secrets
 import stat
@@ -153,7 +154,8 @@ class OutboxProvider(Provider):
             *(("X-Mailrelay-Tag", tag) for tag in message.tags),
             *(("X-Mailrelay-Metadata", f"{k}={v}") for k, v in message.metadata.items()),
         ]
-        data = _header_lines(envelope) + message.as_bytes()
+        head = _header_lines(envelope)
+        stream = message.byte_stream()  # attachments encoded while writing, never held whole
         try:
             _make_folder(self.path)
         except OSError as exc:
@@ -169,9 +171,10 @@ class OutboxProvider(Provider):
         try:
             try:
                 os.fchmod(fd, 0o600)  # the umask cannot loosen it, but be explicit
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                for chunk in itertools.chain((head,), stream):
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
                 os.fsync(fd)
             finally:
                 os.close(fd)

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from mailrelay.providers.base import Health, Outcome, Provider, ProviderError, Receipt
@@ -164,7 +165,8 @@ class SendmailProvider(Provider):
         argv += [a.email for a in message.recipients()]
         # local submission takes UNIX line ends (sendmail's non-SMTP mailers use E=\n; PHP
         # issue php/php-src#19188: some sendmail clients need LF); CRLF is for the wire
-        data = message.as_bytes().replace(b"\r\n", b"\n")
+        # per chunk: chunks are whole lines, so no CRLF is split between two
+        data = (chunk.replace(b"\r\n", b"\n") for chunk in message.byte_stream())
         env = {**os.environ, CHILD_ENV: "1"}
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             try:
@@ -243,15 +245,16 @@ def _describe_exit(code: int, reason: str) -> str:
     return f"{what}: {reason}" if reason else what
 
 
-def _feed(proc: subprocess.Popen[bytes], data: bytes, written: threading.Event) -> None:
+def _feed(proc: subprocess.Popen[bytes], data: Iterable[bytes], written: threading.Event) -> None:
     """Write the message to the command's stdin and close it; set `written` when all went."""
     stdin = proc.stdin
     assert stdin is not None
     try:
-        view = memoryview(data)
-        while view:
-            n = stdin.write(view)
-            view = view[n or 0 :]
+        for chunk in data:
+            view = memoryview(chunk)
+            while view:
+                n = stdin.write(view)
+                view = view[n or 0 :]
         stdin.close()
         written.set()
     except OSError:  # broken pipe: the command exited early; its status says why

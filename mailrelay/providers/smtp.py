@@ -18,6 +18,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -99,6 +100,18 @@ def dot_stuff(data: bytes) -> bytes:
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     return data
+
+
+def _dot_stuffed(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """`dot_stuff` over chunks that each start a line and end with CRLF but the last."""
+    chunk = b""
+    for chunk in chunks:
+        # base64 chunks (most of a large message) never start a line with a dot
+        if chunk.startswith(b".") or b"\n." in chunk:
+            chunk = _LEADING_DOT.sub(b"..", chunk)
+        yield chunk
+    if not chunk.endswith(b"\r\n"):
+        yield b"\r\n"
 
 
 def _timed_out(exc: BaseException) -> bool:
@@ -539,25 +552,32 @@ class _Session:
         ]
         options: list[str] = []
         if all(a.email.isascii() and a.name.isascii() for a in addresses):
-            data = message.as_bytes()
+            policy = email.policy.SMTP
         elif smtp.has_extn("smtputf8"):  # RFC 6531: UTF-8 addresses and headers
             options.append("SMTPUTF8")
-            data = message.raw or message.to_mime().as_bytes(policy=email.policy.SMTPUTF8)
+            policy = email.policy.SMTPUTF8
         else:
             raise self.error(
                 Outcome.REJECTED,
                 "the message has a non-ASCII address and the server does not offer SMTPUTF8",
             )
-        data = dot_stuff(data)
+        if message.raw is not None:  # given whole: any line ends, stuffed in one go
+            whole = dot_stuff(message.raw)
+            chunks: Iterable[bytes] = (whole,)
+            length, eight_bit = len(whole), not whole.isascii()
+        else:  # built: CRLF lines in line-aligned chunks, attachments encoded on the way
+            stream = message.byte_stream(policy)
+            chunks = _dot_stuffed(stream)
+            length, eight_bit = stream.size, stream.eight_bit
         size = self._size_limit()
-        if size is not None and len(data) > size:
+        if size is not None and length > size:
             raise self.error(
                 Outcome.REJECTED,
-                f"the message is {len(data)} bytes, the server takes at most {size} (SIZE)",
+                f"the message is {length} bytes, the server takes at most {size} (SIZE)",
             )
         if smtp.has_extn("size"):
-            options.append(f"SIZE={len(data)}")
-        if not data.isascii() and smtp.has_extn("8bitmime"):  # RFC 6152
+            options.append(f"SIZE={length}")
+        if eight_bit and smtp.has_extn("8bitmime"):  # RFC 6152
             options.append("BODY=8BITMIME")
 
         try:
@@ -584,7 +604,9 @@ class _Session:
             raise self.reply_error(code, msg)
         sock = self.at(BODY).sock
         assert sock is not None
-        sock.sendall(data)
+        for chunk in chunks:
+            sock.settimeout(self.remaining())  # the session's deadline, not one per chunk
+            sock.sendall(chunk)
         sock.sendall(b".\r\n")
         code, msg = self.at(END).getreply()
         if code != 250:
