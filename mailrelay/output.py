@@ -4,7 +4,6 @@ known secrets on the way out."""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -60,6 +59,8 @@ class Output:
         self.stdout.flush()
 
     def emit_json(self, document: dict[str, Any]) -> None:
+        import json  # only --json pays for it
+
         self.data(json.dumps(document, indent=2, default=_jsonable, ensure_ascii=False))
 
     def note(self, text: str) -> None:

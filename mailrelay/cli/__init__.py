@@ -95,10 +95,12 @@ class App:
 
     def listeners(self) -> list[Listener]:
         """Who hears of every attempt: the audit log, when --log-file or log_file is set."""
+        path = self.log_file or self.settings.log_file
+        if not path:
+            return []
         from mailrelay.audit import AuditLog
 
-        path = self.log_file or self.settings.log_file
-        return [AuditLog(path)] if path else []
+        return [AuditLog(path)]
 
     def engine(
         self,
