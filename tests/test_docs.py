@@ -79,3 +79,24 @@ def test_pyproject_version_matches_the_package() -> None:
 
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert f'version = "{__version__}"' in pyproject
+
+
+def test_benchmarks_doc_covers_every_scenario_and_the_command() -> None:
+    import subprocess
+    import sys
+
+    from bench.__main__ import SCENARIOS
+
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    missing = [name for name in SCENARIOS if f"| {name} |" not in text]
+    assert missing == [], "docs/benchmarks.md has no results for these scenarios"
+    assert "python -m bench" in text
+    help_text = subprocess.run(
+        [sys.executable, "-m", "bench", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert all(name in help_text for name in SCENARIOS)
