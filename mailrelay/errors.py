@@ -97,3 +97,14 @@ class ConfigError(MailrelayError):
         self.provider = provider
         self.key = key
         self.reason = message
+
+
+def input_file_error(label: str, exc: OSError) -> InputFileError:
+    """The one-line error for an input file that cannot be read: "LABEL: no such file"."""
+    if isinstance(exc, FileNotFoundError):
+        reason = "no such file"
+    elif isinstance(exc, IsADirectoryError):
+        reason = "is a directory"
+    else:
+        reason = f"cannot read: {exc.strerror}"
+    return InputFileError(f"{label}: {reason}")

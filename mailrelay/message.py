@@ -22,7 +22,7 @@ from email.utils import format_datetime, formataddr, getaddresses, make_msgid, p
 from pathlib import Path
 from typing import Any
 
-from mailrelay.errors import InputFileError, MessageError
+from mailrelay.errors import MessageError, input_file_error
 
 DEFAULT_MAX_SIZE = 50 * 1024 * 1024  # bytes of raw content; above every provider's limit
 
@@ -435,17 +435,19 @@ def parse_header(where: str, raw: str) -> tuple[str, str]:
     return name, value
 
 
+def read_input_file(path: str | Path, label: str) -> bytes:
+    """A whole input file; unreadable → InputFileError "LABEL: no such file" (exit 66)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise input_file_error(label, exc) from None
+
+
 def load_attachment(path: str, *, inline: bool = False) -> Attachment:
     """Read an attachment file, guessing its MIME type from the name."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise InputFileError(f"attachment {path}: no such file") from None
-    except IsADirectoryError:
-        raise InputFileError(f"attachment {path}: is a directory") from None
-    except OSError as exc:
-        raise InputFileError(f"attachment {path}: cannot read: {exc.strerror}") from None
+    data = read_input_file(p, f"attachment {path}")
     ctype, encoding = mimetypes.guess_type(p.name)
     if ctype is None or encoding is not None:
         ctype = "application/octet-stream"

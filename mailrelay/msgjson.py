@@ -19,8 +19,14 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from mailrelay.errors import InputFileError, MessageError
-from mailrelay.message import DEFAULT_MAX_SIZE, Message, message_from_dict, parse_addresses
+from mailrelay.errors import MessageError
+from mailrelay.message import (
+    DEFAULT_MAX_SIZE,
+    Message,
+    message_from_dict,
+    parse_addresses,
+    read_input_file,
+)
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
@@ -237,15 +243,7 @@ def message_from_json(
 def _read_attachment(item: Mapping[str, Any], where: str, base_dir: str | None) -> dict[str, Any]:
     path: str = item["path"]
     full = os.path.join(base_dir or os.getcwd(), os.path.expanduser(path))
-    try:
-        with open(full, "rb") as fh:
-            data = fh.read()
-    except FileNotFoundError:
-        raise InputFileError(f"{where}.path: {path}: no such file") from None
-    except IsADirectoryError:
-        raise InputFileError(f"{where}.path: {path}: is a directory") from None
-    except OSError as exc:
-        raise InputFileError(f"{where}.path: {path}: cannot read: {exc.strerror}") from None
+    data = read_input_file(full, f"{where}.path: {path}")
     out = {k: v for k, v in item.items() if k != "path"}
     out.setdefault("filename", os.path.basename(path))
     out["content_base64"] = base64.b64encode(data).decode("ascii")

@@ -22,7 +22,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from mailrelay.errors import ExitCode, InputFileError, MailrelayError
+from mailrelay.errors import ExitCode, InputFileError, MailrelayError, input_file_error
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -90,12 +90,8 @@ def _open_input(path: str) -> IO[bytes]:
         return buffer  # type: ignore[no-any-return]
     try:
         return open(path, "rb")  # closed by run_batch
-    except FileNotFoundError:
-        raise InputFileError(f"--batch {path}: no such file") from None
-    except IsADirectoryError:
-        raise InputFileError(f"--batch {path}: is a directory") from None
     except OSError as exc:
-        raise InputFileError(f"--batch {path}: cannot read: {exc.strerror}") from None
+        raise input_file_error(f"--batch {path}", exc) from None
 
 
 def _lines(stream: IO[bytes], path: str) -> Iterator[tuple[int, bytes]]:

@@ -12,7 +12,7 @@ import click
 
 from mailrelay.cli import App, json_option, pass_app
 from mailrelay.config import POLICIES
-from mailrelay.errors import ExitCode, InputFileError, UsageError
+from mailrelay.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from mailrelay.engine import Engine, SendResult
@@ -66,15 +66,9 @@ def _read_all(stream: TextIO) -> bytes:
 def read_text_file(path: str, what: str, out: Output) -> str:
     if path == "-":
         return read_stdin(out, explicit=True) or ""
-    try:
-        with open(path, "rb") as fh:
-            return _decode(fh.read(), f"{what} {path}", out)
-    except FileNotFoundError:
-        raise InputFileError(f"{what} {path}: no such file") from None
-    except IsADirectoryError:
-        raise InputFileError(f"{what} {path}: is a directory") from None
-    except OSError as exc:
-        raise InputFileError(f"{what} {path}: cannot read: {exc.strerror}") from None
+    from mailrelay.message import read_input_file
+
+    return _decode(read_input_file(path, f"{what} {path}"), f"{what} {path}", out)
 
 
 @click.command(context_settings={"max_content_width": 100})
@@ -266,15 +260,9 @@ def read_input_bytes(path: str, what: str) -> bytes:
         stream = sys.stdin
         buffer = getattr(stream, "buffer", None)
         return bytes(buffer.read()) if buffer is not None else stream.read().encode()
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except FileNotFoundError:
-        raise InputFileError(f"{what} {path}: no such file") from None
-    except IsADirectoryError:
-        raise InputFileError(f"{what} {path}: is a directory") from None
-    except OSError as exc:
-        raise InputFileError(f"{what} {path}: cannot read: {exc.strerror}") from None
+    from mailrelay.message import read_input_file
+
+    return read_input_file(path, f"{what} {path}")
 
 
 def read_whole_message(
