@@ -663,7 +663,9 @@ def message_from_dict(
     date_text = _opt_str(at("date"), doc.get("date"))
     if date_text:
         try:
-            date = datetime.fromisoformat(date_text)
+            # Python 3.10's fromisoformat does not read a trailing "Z" (3.11's does)
+            iso = date_text[:-1] + "+00:00" if date_text[-1:] in ("Z", "z") else date_text
+            date = datetime.fromisoformat(iso)
         except ValueError:
             raise MessageError(f"{at('date')}: not an ISO 8601 date-time: {date_text!r}") from None
         if date.tzinfo is None:
