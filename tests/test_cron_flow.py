@@ -106,3 +106,18 @@ def test_sendmail_mode_keeps_the_message_when_the_config_is_broken(tmp_path: Pat
         r = mailrelay("--config", str(cfg), *again[1:], input=held.read_text())
         assert r.returncode == 0, r.stderr
         assert sorted(server.messages[0].rcpt_tos) == ["audit@example.com", "ops@example.com"]
+
+
+def test_a_flush_sends_the_whole_queue_over_one_smtp_connection(
+    tmp_path: Path, dead_port: int
+) -> None:
+    cfg = config(tmp_path, dead_port)
+    for i in range(6):
+        r = mailrelay("--config", str(cfg), "send", "--queue", "-s", f"q{i}", "ops@example.com")
+        assert r.returncode == 0, r.stderr
+    with SmtpServer() as server:
+        cfg = config(tmp_path, server.port, password=False)
+        r = mailrelay("--config", str(cfg), "queue", "flush", "--now", input=None)
+        assert r.returncode == 0, r.stderr
+        assert len(server.messages) == 6
+        assert server.connections == 1

@@ -87,6 +87,11 @@ class App:
         path = state_path(self.state_override, os.environ, self.settings.state_file)
         return TomlStateStore(path, warn=self.out.warn)
 
+    def hold_connections(self) -> None:
+        """Many messages follow: providers keep connections between them (close() ends them)."""
+        for provider in self.providers():
+            provider.hold_connections()
+
     def spool(self) -> Spool:
         """The spool of queued messages (`spool_dir` in the config, else the user data dir)."""
         from mailrelay.spool import Spool, default_spool_dir

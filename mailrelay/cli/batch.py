@@ -300,14 +300,6 @@ def _count_lines(path: str) -> int | None:
         return None
 
 
-def _hold_connections(app: App) -> None:
-    """Providers that can keep a connection between messages (SMTP) do so for the batch;
-    App.close() closes them when the command ends."""
-    for provider in app.providers():
-        if hasattr(provider, "reuse_connections"):
-            provider.reuse_connections = True
-
-
 def run_batch(
     app: App,
     path: str,
@@ -328,7 +320,7 @@ def run_batch(
         settings = app.settings
         store = BufferedStore(app.store(), max_pending=STATE_MAX_PENDING, max_delay=STATE_MAX_DELAY)
         engine = app.engine(policy=policy, timeout=timeout, store=store)
-        _hold_connections(app)
+        app.hold_connections()
         batch = _Batch(
             app,
             engine,

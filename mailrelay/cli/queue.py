@@ -264,6 +264,7 @@ def flush_command(app: App, now: bool, quiet: bool, json_mode: bool) -> None:
         nonlocal engine
         if engine is None:  # only when something is due: a config problem shows here
             engine = app.engine()
+            app.hold_connections()  # one SMTP connection for the whole flush
         return engine.send(message)
 
     from mailrelay.message import DEFAULT_MAX_SIZE

@@ -165,6 +165,10 @@ class Provider(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release connections; called once when the command ends."""
 
+    def hold_connections(self) -> None:  # noqa: B027 - optional hook
+        """Many messages are coming (a batch, a queue flush): keep connections open between
+        them where the protocol allows it; `close()` releases them."""
+
     def check_capabilities(self, message: Message) -> None:
         """Refuse, as `rejected`, a message using something this provider cannot carry.
 

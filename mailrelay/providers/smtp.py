@@ -276,6 +276,9 @@ class SmtpProvider(Provider):
 
     # --- the contract ------------------------------------------------------------------
 
+    def hold_connections(self) -> None:
+        self.reuse_connections = True
+
     def send(self, message: Message, *, timeout: float) -> Receipt:
         self.check_capabilities(message)
         timeout = min(self.timeout, timeout)
