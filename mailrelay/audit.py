@@ -9,7 +9,6 @@ interleave. A log that cannot be written costs a warning, never the mail.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailrelay.errors import ExitCode, MailrelayError
+from mailrelay.fsutil import make_private_dirs
 from mailrelay.providers.base import Outcome
 from mailrelay.secrets import scrub
 
@@ -77,19 +77,6 @@ def result_record(message: Message, result: SendResult) -> dict[str, Any]:
     }
 
 
-def _make_dirs(folder: Path) -> None:
-    """Create the missing folders down to `folder`, each 0700 (os.makedirs leaves the
-    intermediate ones to the umask)."""
-    missing: list[Path] = []
-    here = folder
-    while not here.exists() and here != here.parent:
-        missing.append(here)
-        here = here.parent
-    for path in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # made by a concurrent process meanwhile
-            path.mkdir(mode=0o700)
-
-
 class AuditLog:
     """An engine `Listener` appending JSON lines to `path` (created 0600, folders 0700)."""
 
@@ -123,7 +110,7 @@ class AuditLog:
         try:
             fd = os.open(self.path, flags, 0o600)
         except FileNotFoundError:
-            _make_dirs(self.path.parent)
+            make_private_dirs(self.path.parent)
             fd = os.open(self.path, flags, 0o600)
         try:
             # one write per record: O_APPEND makes each land whole at the end of the file

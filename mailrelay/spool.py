@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailrelay.errors import ExitCode, InputFileError, MailrelayError, StateError
-from mailrelay.state import fsync_directory
+from mailrelay.fsutil import fsync_directory, make_private_dirs
 
 if TYPE_CHECKING:
     from mailrelay.engine import Attempt, SendResult
@@ -344,19 +344,12 @@ class Spool:
         self._sync_dir(directory)
 
     def _make_dir(self, directory: Path) -> None:
-        missing: list[Path] = []
-        d = directory
-        while not d.exists() and d != d.parent:
-            missing.append(d)
-            d = d.parent
-        for one in reversed(missing):
-            try:
-                os.mkdir(one, 0o700)
-                os.chmod(one, 0o700)
-            except FileExistsError:
-                pass
-            except OSError as exc:
-                raise self._error(f"cannot create {one}", exc) from None
+        try:
+            make_private_dirs(directory)
+        except NotADirectoryError as exc:
+            raise SpoolError(f"spool {self.path}: {exc.filename} is not a directory") from None
+        except OSError as exc:
+            raise self._error(f"cannot create {exc.filename or directory}", exc) from None
         if not directory.is_dir():
             raise SpoolError(f"spool {self.path}: {directory} is not a directory")
 

@@ -10,7 +10,6 @@ never stops mail.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import re
@@ -25,6 +24,7 @@ from typing import Any, Protocol
 import tomli_w
 
 from mailrelay.errors import StateError
+from mailrelay.fsutil import fsync_directory, make_private_dirs
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -301,45 +301,21 @@ class TomlStateStore:
             pause = min(pause * 2, _LOCK_POLL_MAX)
 
     def _make_dirs(self) -> None:
-        missing: list[Path] = []
-        directory = self.path.parent
-        while not directory.exists() and directory != directory.parent:
-            missing.append(directory)
-            directory = directory.parent
-        for d in reversed(missing):
-            try:
-                os.mkdir(d, 0o700)
-                os.chmod(d, 0o700)  # 0700 whatever the umask
-            except FileExistsError:
-                if not d.is_dir():
-                    raise StateError(
-                        f"state file {self.path}: cannot create its directory: "
-                        f"{d} exists and is not a directory"
-                    ) from None
-            except OSError as exc:
-                raise self._error("cannot create its directory", exc) from None
+        try:
+            make_private_dirs(self.path.parent)
+        except NotADirectoryError as exc:
+            raise StateError(
+                f"state file {self.path}: cannot create its directory: "
+                f"{exc.filename} exists and is not a directory"
+            ) from None
+        except OSError as exc:
+            raise self._error("cannot create its directory", exc) from None
 
     def _error(self, what: str, exc: OSError) -> StateError:
         reason = exc.strerror or os.strerror(exc.errno or 0) or type(exc).__name__
         if exc.filename and str(exc.filename) != str(self.path):
             reason = f"{reason}: {exc.filename}"
         return StateError(f"state file {self.path}: {what}: {reason}")
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make a rename in `directory` durable. Raises OSError; a filesystem that cannot fsync a
-    directory (or a directory that cannot be opened) is not an error."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
 
 
 # -- the file format --------------------------------------------------------------------
