@@ -10,12 +10,12 @@ import os
 import stat
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from mailrelay.errors import ConfigError
+from mailrelay.record import field, record
 from mailrelay.secrets import Secret
 
 if TYPE_CHECKING:
@@ -220,7 +220,7 @@ class ProviderConfig:
             raise self.error(unknown[0], f"unknown key for a {self.type} provider")
 
 
-@dataclass
+@record
 class ProviderURL:
     """A provider given as a URL, percent-decoded, for a provider's `config_from_url`."""
 
@@ -283,7 +283,7 @@ class ProviderURL:
         )
 
 
-@dataclass
+@record
 class ProviderSpec:
     """One provider as configured, before it is built."""
 
@@ -302,7 +302,7 @@ class ProviderSpec:
         return provider
 
 
-@dataclass
+@record
 class Settings:
     source: str | None = None
     sender: str | None = None

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mailrelay.errors import ConfigError, ExitCode, MailrelayError, StateError
 from mailrelay.providers.base import Health, Outcome, Provider, ProviderError
+from mailrelay.record import field, record
 from mailrelay.secrets import scrub
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@dataclass
+@record
 class Policy:
     """How the engine walks providers and how long failing ones rest."""
 
@@ -58,7 +58,7 @@ class Policy:
         return min(wait, self.max_cooldown)
 
 
-@dataclass
+@record
 class Attempt:
     """One provider tried once (or passed over because the deadline had run out)."""
 
@@ -87,7 +87,7 @@ class Attempt:
         }
 
 
-@dataclass
+@record
 class SendResult:
     message_id: str  # our RFC 5322 Message-ID
     attempts: list[Attempt] = field(default_factory=list)
@@ -323,7 +323,7 @@ class Engine:
 # --- probing (mailrelay status) ----------------------------------------------------------
 
 
-@dataclass
+@record
 class Probe:
     provider: str
     type: str

@@ -13,7 +13,6 @@ import mimetypes
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email import message_from_bytes
 from email import policy as email_policy
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mailrelay.errors import MessageError, input_file_error
+from mailrelay.record import field, record
 
 DEFAULT_MAX_SIZE = 50 * 1024 * 1024  # bytes of raw content; above every provider's limit
 
@@ -47,7 +47,7 @@ STRUCTURAL_HEADERS = frozenset(
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 ftext: printable US-ASCII except ':'
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Address:
     """One mailbox: an address and an optional display name."""
 
@@ -70,7 +70,7 @@ class Address:
         return self.email.rpartition("@")[2]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Attachment:
     filename: str
     content_type: str
@@ -92,7 +92,7 @@ _BASE64_LINE = 57
 _BASE64_CHUNK = 1024 * _BASE64_LINE  # raw bytes per chunk: about 78 KiB of lines
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Base64:
     """An attachment body to be written as base64 lines, each ended by `linesep`."""
 
@@ -148,7 +148,7 @@ def _now() -> datetime:
     return datetime.now(timezone.utc).replace(microsecond=0)
 
 
-@dataclass
+@record
 class Message:
     sender: Address
     to: list[Address] = field(default_factory=list)

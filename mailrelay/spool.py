@@ -18,13 +18,13 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailrelay.errors import ExitCode, InputFileError, MailrelayError, StateError
 from mailrelay.fsutil import fsync_directory, make_private_dirs
+from mailrelay.record import field, record
 
 if TYPE_CHECKING:
     from mailrelay.engine import Attempt, SendResult
@@ -97,7 +97,7 @@ def _parse_time(doc: dict[str, Any], key: str) -> datetime:
     return parsed.astimezone(timezone.utc)
 
 
-@dataclass
+@record
 class QueuedMessage:
     """One spool file: the message, its envelope and every try so far."""
 
@@ -217,7 +217,7 @@ class QueuedMessage:
         )
 
 
-@dataclass
+@record
 class FlushItem:
     """What a flush did with one spool file."""
 
@@ -239,7 +239,7 @@ class FlushItem:
         }
 
 
-@dataclass
+@record
 class FlushReport:
     items: list[FlushItem] = field(default_factory=list)
 

@@ -16,7 +16,6 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +24,7 @@ import tomli_w
 
 from mailrelay.errors import StateError
 from mailrelay.fsutil import fsync_directory, make_private_dirs
+from mailrelay.record import field, record, record_fields
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,7 +35,7 @@ SCHEMA = 1
 STATE_ENV = "MAILRELAY_STATE"
 
 
-@dataclass
+@record
 class ProviderState:
     sent: int = 0
     failed: int = 0
@@ -47,7 +47,7 @@ class ProviderState:
     cooldown_until: datetime | None = None
 
 
-@dataclass
+@record
 class State:
     last_provider: str | None = None  # NAME of the provider that last accepted a message
     last_index: int | None = None  # its position then (informational)
@@ -412,13 +412,13 @@ def render_state(state: State) -> str:
     providers: dict[str, Any] = {}
     for name, entry in state.providers.items():
         table: dict[str, Any] = {}
-        for f in fields(entry):  # the order of DESIGN.md's example
-            value = getattr(entry, f.name)
+        for key in record_fields(entry):  # the order of DESIGN.md's example
+            value = getattr(entry, key)
             if value is None:
                 continue
-            if f.name in _TIMES:
-                value = _to_utc(value, milliseconds=f.name == "cooldown_until")
-            table[f.name] = value
+            if key in _TIMES:
+                value = _to_utc(value, milliseconds=key == "cooldown_until")
+            table[key] = value
         providers[name] = table
     document = {"schema": SCHEMA, "failover": failover, "providers": providers}
     text = tomli_w.dumps(document)

@@ -19,10 +19,10 @@ import os
 import sys
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from mailrelay.errors import ExitCode, InputFileError, MailrelayError, input_file_error
+from mailrelay.record import record
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -43,7 +43,7 @@ STATE_MAX_PENDING = 200  # state changes folded into one locked write...
 STATE_MAX_DELAY = 2.0  # ...or after this many seconds, whichever comes first
 
 
-@dataclass
+@record
 class LineResult:
     """What became of one line: a bad line (`error`), or a send `result` (maybe queued)."""
 

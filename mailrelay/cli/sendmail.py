@@ -15,12 +15,12 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import click
 
 from mailrelay.cli import App
 from mailrelay.errors import MessageError, UsageError
+from mailrelay.record import field, record
 
 # Letters that take a value, attached (-fADDR) or as the next word (-f ADDR).
 _WITH_VALUE = frozenset("abBCdeFfhLNOopRrVX")
@@ -64,7 +64,7 @@ so a cron mail is never lost to a flag.
 """
 
 
-@dataclass
+@record
 class SendmailArgs:
     """What a sendmail command line asks for."""
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import email.utils
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from mailrelay.record import record
 
 if TYPE_CHECKING:
     from mailrelay.config import ProviderConfig, ProviderURL
@@ -49,7 +50,7 @@ CAPABILITIES = (
 )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Receipt:
     """A provider accepted the message."""
 
@@ -58,7 +59,7 @@ class Receipt:
     detail: str = ""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Health:
     """The result of a probe that sends nothing."""
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import threading
 from abc import abstractmethod
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -32,6 +31,7 @@ from mailrelay.providers.transport import (
     SendFailure,
     proxy_in_environment,
 )
+from mailrelay.record import field, record
 
 if TYPE_CHECKING:
     import requests
@@ -80,7 +80,7 @@ def shared_session() -> requests.Session:
         return _session
 
 
-@dataclass
+@record
 class HttpRequest:
     """One request to make, relative to the provider's base URL."""
 

@@ -1,0 +1,86 @@
+"""`@record`, the dataclass stand-in without dataclasses' start-up cost."""
+
+from __future__ import annotations
+
+import copy
+from typing import ClassVar
+
+import pytest
+
+from mailrelay.record import field, record, record_fields
+
+
+@record
+class Point:
+    x: int
+    y: int = 0
+    tags: list[str] = field(default_factory=list)
+    kind: ClassVar[str] = "point"
+
+
+@record(frozen=True)
+class Name:
+    first: str
+    last: str = ""
+
+
+@record
+class Counted:
+    n: int = 0
+    seen: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.seen.append(self.n)
+
+
+def test_init_by_position_and_name_with_defaults() -> None:
+    assert Point(1).y == 0
+    p = Point(1, 2, ["a"])
+    assert (p.x, p.y, p.tags) == (1, 2, ["a"])
+    assert Point(y=3, x=4) == Point(4, 3)
+    assert record_fields(Point) == ("x", "y", "tags")  # the ClassVar is not a field
+    assert Point.kind == "point"
+
+
+def test_default_factories_are_fresh_per_instance() -> None:
+    a, b = Point(1), Point(2)
+    a.tags.append("x")
+    assert b.tags == []
+
+
+def test_bad_arguments_are_type_errors() -> None:
+    with pytest.raises(TypeError, match="missing 'x'"):
+        Point()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected argument 'z'"):
+        Point(1, z=2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="'x' twice"):
+        Point(1, x=2)  # type: ignore[misc]
+    with pytest.raises(TypeError, match="takes 3 arguments"):
+        Point(1, 2, [], 4)  # type: ignore[call-arg]
+
+
+def test_repr_and_equality() -> None:
+    assert repr(Point(1, 2)) == "Point(x=1, y=2, tags=[])"
+    assert Point(1) != Point(2)
+    assert Point(1) != Name("a")  # another class is never equal
+    with pytest.raises(TypeError):
+        hash(Point(1))  # mutable: compared by value, not hashable
+
+
+def test_frozen_records_refuse_assignment_and_hash_by_value() -> None:
+    n = Name("Ada", "Lovelace")
+    with pytest.raises(AttributeError, match="frozen"):
+        n.first = "Bob"  # type: ignore[misc]
+    with pytest.raises(AttributeError, match="frozen"):
+        del n.last  # type: ignore[misc]
+    assert hash(n) == hash(Name("Ada", "Lovelace"))
+    assert {n, Name("Ada", "Lovelace")} == {n}
+
+
+def test_post_init_and_copies() -> None:
+    c = Counted(5)
+    assert c.seen == [5]
+    d = copy.copy(c)
+    assert d == c and d is not c
+    frozen = copy.deepcopy(Name("Ada"))
+    assert frozen == Name("Ada")
