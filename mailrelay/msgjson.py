@@ -250,6 +250,22 @@ def _read_attachment(item: Mapping[str, Any], where: str, base_dir: str | None) 
     return out
 
 
+def decode_json(
+    data: bytes, where: str, *, encoding: str = "utf-8", one_line: bool = False
+) -> object:
+    """JSON bytes → a value; bad input is a one-line MessageError at `where` (a JSON-lines
+    line says only its column)."""
+    try:
+        return json.loads(data.decode(encoding))
+    except UnicodeDecodeError:
+        raise MessageError(f"{where}: not UTF-8") from None
+    except RecursionError:
+        raise MessageError(f"{where}: JSON nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        at = f"column {exc.colno}" if one_line else f"line {exc.lineno} column {exc.colno}"
+        raise MessageError(f"{where}: not valid JSON: {exc.msg} at {at}") from None
+
+
 def load_message(
     data: bytes,
     *,
@@ -259,14 +275,7 @@ def load_message(
     max_size: int = DEFAULT_MAX_SIZE,
 ) -> Message:
     """The bytes of a JSON document → a validated Message."""
-    try:
-        doc = json.loads(data.decode("utf-8-sig"))  # an editor's byte-order mark is harmless
-    except UnicodeDecodeError:
-        raise MessageError(f"{where}: not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise MessageError(
-            f"{where}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
+    doc = decode_json(data, where, encoding="utf-8-sig")  # an editor's byte-order mark is fine
     return message_from_json(
         doc, where=where, base_dir=base_dir, default_sender=default_sender, max_size=max_size
     )

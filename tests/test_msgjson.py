@@ -145,6 +145,10 @@ def test_bad_json_gives_line_and_column() -> None:
     assert "line 3 column 3" in text
 
 
+def test_json_nested_too_deeply_is_a_data_error_not_a_crash() -> None:
+    assert error_of(b"[" * 100_000) == "alert.json: JSON nested too deeply"
+
+
 def test_not_utf8() -> None:
     assert error_of(b'{"subject": "\xff"}') == "alert.json: not UTF-8"
 

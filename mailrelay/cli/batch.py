@@ -129,18 +129,10 @@ class _Batch:
         self.queue = queue
 
     def parse(self, lineno: int, raw: bytes) -> Message:
-        from mailrelay.errors import MessageError
-        from mailrelay.msgjson import message_from_json
+        from mailrelay.msgjson import decode_json, message_from_json
 
         where = f"{self.name}:{lineno}"
-        try:
-            doc = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise MessageError(f"{where}: not UTF-8") from None
-        except json.JSONDecodeError as exc:
-            raise MessageError(
-                f"{where}: not valid JSON: {exc.msg} at column {exc.colno}"
-            ) from None
+        doc = decode_json(raw, where, one_line=True)
         return message_from_json(
             doc,
             where=where,
