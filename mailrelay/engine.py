@@ -289,9 +289,10 @@ class Engine:
 
         def change(state: State) -> None:
             for a in tried:
+                entry = state.provider(a.provider)
+                entry.count_outcome(a.outcome.value)
                 if a.outcome is Outcome.PERMANENT:
                     continue  # the message was bad, not the provider
-                entry = state.provider(a.provider)
                 entry.last_outcome = a.outcome.value
                 if a.outcome is Outcome.ACCEPTED:
                     entry.sent += 1

@@ -45,6 +45,11 @@ class ProviderState:
     last_outcome: str | None = None  # an Outcome value, e.g. "transient"
     consecutive_failures: int = 0
     cooldown_until: datetime | None = None
+    # attempts by outcome class ("accepted", "transient", ...): what metrics count
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    def count_outcome(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
 
 @record
@@ -352,6 +357,9 @@ def _state_from_document(document: dict[str, Any]) -> State:
                 if not isinstance(table[key], str):
                     raise _Corrupt(f"{where}.{key}: expected a string")
                 setattr(entry, key, table[key])
+        outcomes = _table(table, "outcomes", f"{where}.outcomes")
+        for outcome, count in outcomes.items():
+            entry.outcomes[outcome] = _counter(count, f"{where}.outcomes.{_key(outcome)}")
         state.providers[name] = entry
     return state
 
@@ -414,7 +422,7 @@ def render_state(state: State) -> str:
         table: dict[str, Any] = {}
         for key in record_fields(entry):  # the order of DESIGN.md's example
             value = getattr(entry, key)
-            if value is None:
+            if value is None or (key == "outcomes" and not value):
                 continue
             if key in _TIMES:
                 value = _to_utc(value, milliseconds=key == "cooldown_until")

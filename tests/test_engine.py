@@ -19,7 +19,7 @@ from mailrelay.errors import ConfigError, ExitCode
 from mailrelay.message import build_message
 from mailrelay.providers.base import Health, Outcome, Provider, ProviderError, Receipt
 from mailrelay.secrets import remember
-from mailrelay.state import TomlStateStore
+from mailrelay.state import ProviderState, TomlStateStore
 
 T0 = datetime(2026, 11, 22, 9, 0, 0, tzinfo=timezone.utc)
 
@@ -184,7 +184,11 @@ def test_permanent_stops_at_once_and_changes_no_cooldown(store, clock, message) 
     assert result.exit_code == ExitCode.DATAERR
     assert p2.calls == 0
     after = store.load()
-    assert after.providers.get("p1") == before.providers.get("p1")
+    assert before.providers.get("p1") is None
+    # the attempt is counted by its class, and nothing else about p1's health changes
+    assert after.providers["p1"].outcomes == {"permanent": 1}
+    after.providers["p1"].outcomes.clear()
+    assert after.providers["p1"] == ProviderState()
     assert after.last_provider is None
 
 
@@ -311,3 +315,5 @@ def test_counters_add_up_in_the_state(store, clock, message) -> None:
     assert state.providers["p1"].failed == 2 and state.providers["p1"].sent == 1
     assert state.providers["p2"].sent == 2
     assert state.last_provider == "p1"
+    assert state.providers["p1"].outcomes == {"transient": 2, "accepted": 1}
+    assert state.providers["p2"].outcomes == {"accepted": 2}

@@ -89,6 +89,7 @@ def fill(state: State) -> None:
     pm.cooldown_until = datetime(2026, 11, 21, 22, 2, 10, 123456, tzinfo=UTC)
     state.provider("relay.example.com")
     state.provider("my smtp").sent += 1
+    pm.outcomes.update(accepted=41, transient=2)
 
 
 # -- round trip and format ------------------------------------------------------------------
@@ -123,6 +124,7 @@ def test_round_trip(store: TomlStateStore, path: Path, warnings: Warnings) -> No
     assert pm.last_success.utcoffset() == timedelta(0)
     assert pm.last_error == 'transient: HTTP 503 from api.postmarkapp.com "quoted"\nsecond line'
     assert pm.last_outcome == "transient"
+    assert pm.outcomes == {"accepted": 41, "transient": 2}
     assert loaded.providers["relay.example.com"] == ProviderState()
     assert loaded.providers["my smtp"].sent == 1
     assert warnings == []
@@ -235,6 +237,8 @@ CORRUPT = {
     "schema 99": b"schema = 99\n",
     "no schema": b'[failover]\nlast_provider = "a"\n',
     "empty": b"",
+    "outcomes not a table": b"schema = 1\n[providers.a]\noutcomes = 3\n",
+    "outcome not a counter": b'schema = 1\n[providers.a.outcomes]\naccepted = "x"\n',
 }
 
 
@@ -270,12 +274,13 @@ def test_corrupt_reasons_are_specific(
         (CORRUPT["wrong type"], "(providers.a.sent: expected an integer)"),
         (CORRUPT["schema 99"], "(schema 99 is not supported (expected 1))"),
         (CORRUPT["negative counter"], "(providers.a.consecutive_failures: negative (-2))"),
+        (CORRUPT["outcome not a counter"], "(providers.a.outcomes.accepted: expected an integer)"),
     ]:
         path.write_bytes(content)
         store.load()
         assert reason in warnings[-1]
     # several in the same second do not overwrite each other
-    assert len(list(path.parent.glob("state.toml.corrupt-*"))) == 5
+    assert len(list(path.parent.glob("state.toml.corrupt-*"))) == 6
 
 
 def test_corrupt_file_is_moved_aside_on_update(

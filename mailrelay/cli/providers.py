@@ -24,6 +24,7 @@ def _state_fields(entry: ProviderState | None) -> dict[str, Any]:
             "last_failure": None,
             "last_error": None,
             "cooldown_until": None,
+            "outcomes": {},
         }
     return {
         "sent": entry.sent,
@@ -33,6 +34,7 @@ def _state_fields(entry: ProviderState | None) -> dict[str, Any]:
         "last_failure": entry.last_failure,
         "last_error": entry.last_error,
         "cooldown_until": entry.cooldown_until,
+        "outcomes": dict(entry.outcomes),
     }
 
 
