@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from mailrelay.message import Address, Message
     from mailrelay.providers.http import HttpResponse
 
-# Error `code` → outcome where the code says more than the status (developers.brevo.com, error codes).
+# Error `code` → outcome where the code says more than the status (developers.brevo.com).
 _ERROR_OUTCOMES: dict[str, Outcome] = {
     "unauthorized": Outcome.PROVIDER,
     "permission_denied": Outcome.PROVIDER,  # e.g. the key's IP allow-list

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from mailrelay.providers.http import HttpResponse
 
 # Error `name` → outcome. The HTTP status is disputed (the OAS maps names to 401/402/404/429/
-# 500, older clients saw HTTP 500 for every error), so the name decides (mailchimp.com/developer/transactional).
+# 500, older clients saw HTTP 500 for every error), so the name decides (Mailchimp
+# Transactional API docs).
 _ERROR_OUTCOMES: dict[str, Outcome] = {
     "ValidationError": Outcome.PERMANENT,
     "Invalid_Key": Outcome.PROVIDER,

@@ -1,8 +1,8 @@
 """A loopback Mailgun: POST /v3/{domain}/messages (multipart form) and GET /v4/domains/{name}.
 
-Behaviour follows Mailgun's OpenAPI spec (mailgun/mailgun-mcp-server, compact in schemas/mailgun.json): Basic auth with
-user "api", 401 with the plain body "Forbidden", 400 `{"message": ...}` for a bad form, 200
-`{"id": "<...>", "message": "Queued. Thank you."}`.
+Behaviour follows Mailgun's OpenAPI spec (mailgun/mailgun-mcp-server; compact in
+schemas/mailgun.json): Basic auth with user "api", 401 with the plain body "Forbidden", 400
+`{"message": ...}` for a bad form, 200 `{"id": "<...>", "message": "Queued. Thank you."}`.
 """
 
 from __future__ import annotations

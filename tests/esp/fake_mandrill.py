@@ -1,9 +1,10 @@
 """A loopback Mandrill (Mailchimp Transactional) API.
 
-Follows the official OAS 3.1 spec (mailchimp/mailchimp-client-lib-codegen, compact in schemas/mandrill.json): the
-request body is validated against `MessagesSendRequest`, reading the `allOf` + `ApiKey`
-`additionalProperties: false` quirk as applying to the union of the branches' properties
-(see the schema's $comment). Errors use the spec's `Error` payload {status, code, name, message}.
+Follows the official OAS 3.1 spec (mailchimp/mailchimp-client-lib-codegen; compact in
+schemas/mandrill.json): the request body is validated against `MessagesSendRequest`, reading
+the `allOf` + `ApiKey` `additionalProperties: false` quirk as applying to the union of the
+branches' properties (see the schema's $comment). Errors use the spec's `Error` payload
+{status, code, name, message}.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ API_KEY = "md-fake-key-7Q2xZpL0"
 SCHEMA = "mandrill"  # tests/esp/schemas/mandrill.json
 # The properties of the two `allOf` branches of MessagesSendRequest (ApiKey + the rest).
 SEND_PROPERTIES = frozenset({"key", "message", "async", "ip_pool", "send_at"})
-# Any API version segment is tolerated (mailchimp.com/developer/transactional); `.json` is the classic suffix.
+# Any API version segment is tolerated by the service; `.json` is the classic suffix.
 _ROUTE = re.compile(r"^/api/1\.\d+/(?P<method>[a-z0-9-]+/[a-z0-9-]+)(?:\.json)?/?$")
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 

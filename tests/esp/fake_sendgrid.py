@@ -1,7 +1,7 @@
 """A loopback SendGrid: POST /v3/mail/send and GET /v3/scopes.
 
-Behaviour follows SendGrid's OpenAPI spec (twilio/sendgrid-oai, compact in schemas/sendgrid.json) and the
-docs (errors, rate limits, sandbox mode): Bearer auth, JSON body validated against the spec,
+Behaviour follows SendGrid's OpenAPI spec (twilio/sendgrid-oai; compact in schemas/sendgrid.json)
+and the docs (errors, rate limits, sandbox mode): Bearer auth, JSON body validated against the spec,
 `{"errors": [{"message", "field", "help"}]}` error bodies, 202 with an empty body and an
 `X-Message-Id` header, 200 in sandbox mode.
 """
