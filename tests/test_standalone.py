@@ -60,3 +60,16 @@ def test_the_pattern_catches_what_it_is_for() -> None:
     assert OUTSIDE.search("DESIGN" + ".md, table")
     assert OUTSIDE.search("/" + "work/" + sib)
     assert not OUTSIDE.search("docs/architecture.md and shared_pool()")
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Tests\n", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```sh\n(.+?)\n```", section, re.S)
+    assert match, "README's Tests section lost its command"
+    command = match.group(1).strip()
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    runs = [line.strip() for line in ci.splitlines() if "pytest" in line]
+    # in the checkout, then in a fresh clone with nothing beside it
+    assert runs.count(command) == 2, (command, runs)
+    assert 'git clone -q . "$tmp/mailrelay"' in ci
