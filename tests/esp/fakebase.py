@@ -127,7 +127,12 @@ def schema_errors(name: str, payload: Any) -> list[str]:
 
     Returns the validation errors as short strings (empty when the body is valid).
     """
+    return validation_errors(_validator(name), payload)
+
+
+def validation_errors(validator: Draft202012Validator, payload: Any) -> list[str]:
+    """Each error as "where: what", e.g. "personalizations/0: 'to' is a required property"."""
     return [
         f"{'/'.join(str(p) for p in e.absolute_path) or '(body)'}: {e.message}"
-        for e in _validator(name).iter_errors(payload)
+        for e in validator.iter_errors(payload)
     ]

@@ -26,7 +26,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from tests.esp.fakebase import SCHEMAS_DIR, schema_errors, send_schema
+from tests.esp.fakebase import SCHEMAS_DIR, schema_errors, send_schema, validation_errors
 
 SPECS_ENV = "MAILRELAY_SPECS_DIR"
 # read at import: tests/conftest.py drops every MAILRELAY_* variable while a test runs
@@ -62,12 +62,8 @@ MD_BASE: dict[str, Any] = {
         "to": [{"email": "a@example.com", "type": "to"}],
     },
 }
-MG_BASE: dict[str, Any] = {
-    "from": "Ops <ops@example.com>",
-    "to": ["a@example.com"],
-    "subject": "Disk full",
-    "text": "hi",
-}
+# Mailgun's form takes the same four fields, `to` repeated (a list)
+MG_BASE: dict[str, Any] = dict(RS_BASE)
 PM_BASE: dict[str, Any] = {
     "From": "ops@example.com",
     "To": "a@example.com",
@@ -346,11 +342,7 @@ def _full_spec_errors(provider: str, payload: Any) -> list[str]:
         "urn:spec", Resource.from_contents(spec, default_specification=DRAFT202012)
     )
     ref = "urn:spec#" + _full_spec_schema_pointer(provider)
-    validator = Draft202012Validator({"$ref": ref}, registry=registry)
-    return [
-        f"{'/'.join(str(p) for p in e.absolute_path) or '(body)'}: {e.message}"
-        for e in validator.iter_errors(payload)
-    ]
+    return validation_errors(Draft202012Validator({"$ref": ref}, registry=registry), payload)
 
 
 IDS = [f"{provider}: {name}" for provider, name, _, _ in CORPUS]
