@@ -1,6 +1,6 @@
 """The state store: which provider last accepted a message, and how each one has been doing.
 
-The default store is a TOML file (DESIGN.md, "State file"). It is written only under an
+The default store is a TOML file (docs/architecture.md, "State"). It is written only under an
 exclusive `fcntl.flock` on a sibling lock file, as a temp file in the same directory that is
 fsynced and then `os.replace`d, so readers never see half a file and concurrent updates
 never lose an increment. A corrupt file is moved aside with a warning: a bad state file
@@ -401,7 +401,7 @@ def _to_utc(value: datetime, *, milliseconds: bool) -> datetime:
     return value.replace(microsecond=micro)
 
 
-# tomli_w writes "2026-11-22 09:14:03+00:00"; DESIGN.md shows the RFC 3339 "T ... Z" form.
+# tomli_w writes "2026-11-22 09:14:03+00:00"; we write the RFC 3339 "T ... Z" form.
 # Only these keys hold datetimes and every string value is quoted, so the match is exact.
 _DATETIME_LINE = re.compile(
     r"^(last_success|last_failure|cooldown_until) = "
@@ -411,7 +411,7 @@ _DATETIME_LINE = re.compile(
 
 
 def render_state(state: State) -> str:
-    """The state as TOML text, in the layout of DESIGN.md; None fields are omitted."""
+    """The state as TOML text, in the layout of docs/architecture.md; None fields are omitted."""
     failover: dict[str, Any] = {}
     if state.last_provider is not None:
         failover["last_provider"] = state.last_provider
@@ -420,7 +420,7 @@ def render_state(state: State) -> str:
     providers: dict[str, Any] = {}
     for name, entry in state.providers.items():
         table: dict[str, Any] = {}
-        for key in record_fields(entry):  # the order of DESIGN.md's example
+        for key in record_fields(entry):  # the documented order
             value = getattr(entry, key)
             if value is None or (key == "outcomes" and not value):
                 continue

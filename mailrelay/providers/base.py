@@ -2,8 +2,8 @@
 
 An adapter turns a `Message` into one attempt at one provider and reports exactly one
 outcome: a `Receipt` when the provider accepted the message, or a `ProviderError` carrying
-the outcome class (see DESIGN.md) and the provider's own words. The engine decides what to
-do with the class; adapters never retry and never know about other providers.
+the outcome class (docs/architecture.md) and the provider's own words. The engine decides
+what to do with the class; adapters never retry and never know about other providers.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 class Outcome(str, Enum):
-    """How one attempt ended (DESIGN.md, "The failover engine")."""
+    """How one attempt ended (docs/architecture.md, "Outcome classes")."""
 
     ACCEPTED = "accepted"  # the provider took the message: stop
     TRANSIENT = "transient"  # down, overloaded, rate limited: next provider, cooldown

@@ -1,7 +1,7 @@
 """Brevo (ex-Sendinblue) `POST /v3/smtp/email`.
 
-Brevo publishes no spec we keep, so this follows the reference (shared/reference/providers.md
-§8) and Brevo's docs: developers.brevo.com "Key concepts" (api-key header, `{code, message}`
+Brevo's OpenAPI spec is hosted only (api.brevo.com/v3/swagger_definition_v3.yml), so this
+follows Brevo's docs: developers.brevo.com "Key concepts" (api-key header, `{code, message}`
 errors), "Rate limit headers" (`x-sib-ratelimit-reset` in seconds), the idempotency changelog
 and batch page (`idempotencyKey` in the JSON `headers`, a UUID), the sandbox header
 `X-Sib-Sandbox: drop`, and the attachment extension list; anymail's Brevo backend for the
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from mailrelay.message import Address, Message
     from mailrelay.providers.http import HttpResponse
 
-# Error `code` → outcome where the code says more than the status (reference §8).
+# Error `code` → outcome where the code says more than the status (developers.brevo.com).
 _ERROR_OUTCOMES: dict[str, Outcome] = {
     "unauthorized": Outcome.PROVIDER,
     "permission_denied": Outcome.PROVIDER,  # e.g. the key's IP allow-list

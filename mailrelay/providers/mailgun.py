@@ -1,8 +1,8 @@
 """Mailgun Messages API (v3), US and EU regions.
 
-Sources: Mailgun's OpenAPI spec (mailgun/mailgun-mcp-server src/openapi.yaml, stored in
-shared/specs/mailgun), documentation.mailgun.com (sending, tagging, API response codes,
-API keys), and shared/reference/providers.md section 1.
+Sources: Mailgun's OpenAPI spec (github.com/mailgun/mailgun-mcp-server src/openapi.yaml at
+commit 78d610f7), documentation.mailgun.com (sending, tagging, API response codes,
+API keys).
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from mailrelay.providers.http import HttpResponse
 
 # Error `name` → outcome. The HTTP status is disputed (the OAS maps names to 401/402/404/429/
-# 500, older clients saw HTTP 500 for every error), so the name decides (reference §4, §13).
+# 500, older clients saw HTTP 500 for every error), so the name decides (Mailchimp
+# Transactional API docs).
 _ERROR_OUTCOMES: dict[str, Outcome] = {
     "ValidationError": Outcome.PERMANENT,
     "Invalid_Key": Outcome.PROVIDER,
@@ -38,7 +39,7 @@ _ERROR_OUTCOMES: dict[str, Outcome] = {
 # Per-recipient statuses the OAS lists (MessagesSendResult.status); only these two are refusals.
 _REFUSED = frozenset({"rejected", "invalid"})
 # reject_reason values that are the sending account's or domain's problem, not the recipient's:
-# unverified/unsigned sending domain, a test key's daily limit (reference §4 "Classification").
+# unverified/unsigned sending domain, a test key's daily limit (Mandrill's reject_reason list).
 _ACCOUNT_REASONS = frozenset({"invalid-sender", "unsigned", "test-mode-limit"})
 
 # MessagesRequestComponent.tags: "50 characters or less"; a leading underscore is reserved.
@@ -49,7 +50,7 @@ class MandrillProvider(ApiKeyProvider):
     type = "mandrill"
     url_schemes = ("mandrill",)
     # anymail's default root; the OAS server says /api/1.4, the Swagger /api/1.3, and the
-    # version segment is tolerated (reference §13.2).
+    # version segment is tolerated by the service.
     default_base_url = "https://mandrillapp.com/api/1.0"
     capabilities: ClassVar[frozenset[str]] = frozenset(
         {"cc", "bcc", "reply_to", "headers", "attachments", "inline", "tags", "metadata"}
@@ -77,7 +78,7 @@ class MandrillProvider(ApiKeyProvider):
             msg["html"] = message.html
         headers = _header_object(self.type, message.headers)
         if message.reply_to:
-            # Mandrill has no reply-to field: it goes in as a header (reference §4, anymail).
+            # Mandrill has no reply-to field: it goes in as a header (anymail's Mandrill backend).
             headers["Reply-To"] = ", ".join(str(a) for a in message.reply_to)
         if headers:
             msg["headers"] = headers

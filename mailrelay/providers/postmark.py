@@ -1,9 +1,9 @@
 """Postmark `/email`.
 
-Sources: Postmark's Swagger (postmarkapp.com/swagger/server.yml; OpenAPI 3 conversion stored
-in shared/specs/postmark), postmarkapp.com/developer (API overview: auth, HTTP statuses, error
-codes; email API: MessageStream, Metadata), Postmark support articles (error 300, 50
-recipients, HTML 403), and shared/reference/providers.md section 3. Postmark has no sandbox
+Sources: Postmark's Swagger (postmarkapp.com/swagger/server.yml; OpenAPI 3 conversion in
+github.com/kylecarhart/runner packages/postmark/src/server.yml), postmarkapp.com/developer
+(API overview: auth, HTTP statuses, error codes; email API: MessageStream, Metadata),
+Postmark support articles (error 300, 50 recipients, HTML 403). Postmark has no sandbox
 flag (only the POSTMARK_API_TEST token and sandbox servers), so `sandbox` is not offered.
 """
 

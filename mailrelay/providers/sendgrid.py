@@ -1,8 +1,8 @@
 """Twilio SendGrid v3 Mail Send.
 
-Sources: SendGrid's OpenAPI spec (twilio/sendgrid-oai spec/yaml/tsg_mail_v3.yaml, stored in
-shared/specs/sendgrid), twilio.com/docs/sendgrid (errors, rate limits, scopes, sandbox mode),
-and shared/reference/providers.md section 2. EU regional subusers use
+Sources: SendGrid's OpenAPI spec (github.com/twilio/sendgrid-oai spec/yaml/tsg_mail_v3.yaml at
+commit dbe0e0d2), twilio.com/docs/sendgrid (errors, rate limits, scopes, sandbox mode).
+EU regional subusers use
 `base_url = "https://api.eu.sendgrid.com"` (spec `servers`).
 """
 
@@ -111,7 +111,7 @@ class SendgridProvider(ApiKeyProvider):
             personalization["bcc"] = [_email_object(a, quote_name=True) for a in message.bcc]
         if message.metadata:
             # the spec types top-level custom_args as a string; the personalization's is an
-            # object, the form the docs describe (shared/specs/SOURCES.md)
+            # object, the form the docs describe (twilio.com/docs/sendgrid/api-reference/mail-send)
             personalization["custom_args"] = dict(message.metadata)
         body: dict[str, Any] = {
             "personalizations": [personalization],
@@ -147,7 +147,7 @@ class SendgridProvider(ApiKeyProvider):
         return HttpRequest("POST", "/v3/mail/send", json=body, headers=auth_headers)
 
     def parse_success(self, resp: HttpResponse, message: Message) -> Receipt:
-        # 202 with an empty body; the id is the X-Message-Id header (reference [3P], seen in
+        # 202 with an empty body; the id is the X-Message-Id header (third-party reports, seen in
         # sendgrid/sendgrid-csharp#274); sandbox mode answers 200
         message_id = resp.headers.get("X-Message-Id") or None
         detail = "sandbox mode: validated, not delivered" if self.sandbox else ""
@@ -174,7 +174,7 @@ class SendgridProvider(ApiKeyProvider):
 
     def classify_error(self, resp: HttpResponse) -> ProviderError:
         err = super().classify_error(resp)
-        # an unverified sender comes back as 403 on field "from" (reference [3P]); whatever
+        # an unverified sender comes back as 403 on field "from" (third-party reports); whatever
         # the status, a refused sender identity is the account's problem, not the message's
         if "from" in _error_fields(resp) and "sender identity" in err.message.lower():
             err.outcome = Outcome.PROVIDER

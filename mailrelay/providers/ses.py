@@ -13,7 +13,7 @@ django-anymail's default, each tag travels as an `X-Tag` header in the raw messa
 characters, visible in SES notifications that include headers).
 
 Sources: botocore `sesv2/2019-09-27/service-2.json` (endpoint, shapes, error shapes,
-signing name `ses`); shared/reference/providers.md §5; anymail docs/esps/amazon_ses.rst.
+signing name `ses`); docs.aws.amazon.com/ses (quotas, SendEmail); anymail docs/esps/amazon_ses.rst.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ REGIONS = (
 SIGNING_NAME = "ses"  # botocore sesv2 metadata.signingName (not "sesv2")
 SEND_PATH = "/v2/email/outbound-emails"  # SendEmail: POST, rest-json
 ACCOUNT_PATH = "/v2/email/account"  # GetAccount: GET, read-only
-MAX_RECIPIENTS = 50  # To + Cc + Bcc per message (SES developer guide, reference §5)
-MAX_RAW_BASE64 = 40 * 1024 * 1024  # v2 API limit, counted after base64 (reference §5)
+MAX_RECIPIENTS = 50  # To + Cc + Bcc per message (SES developer guide, quotas)
+MAX_RAW_BASE64 = 40 * 1024 * 1024  # v2 API limit, counted after base64 (SES v2 quotas)
 _TAG_TEXT = re.compile(r"^[A-Za-z0-9_-]{1,256}$")  # MessageTag Name/Value (botocore docs)
 
 # Error types (x-amzn-ErrorType / `__type`) and their class. SendEmail's own errors come from

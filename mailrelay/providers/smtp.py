@@ -3,9 +3,9 @@ to outcome classes.
 
 Every attempt tracks the stage it is in (connect, EHLO, STARTTLS, AUTH, MAIL FROM, RCPT TO,
 DATA, the message data, the reply after the final dot), so each failure gets exactly one
-class (DESIGN.md table). Facts: RFC 5321 (reply codes), RFC 3463 (enhanced status codes),
+class (docs/architecture.md). Facts: RFC 5321 (reply codes), RFC 3463 (enhanced status codes),
 RFC 3207 (STARTTLS), RFC 4954 (AUTH), RFC 1870 (SIZE), RFC 6531 (SMTPUTF8), RFC 8314
-(implicit TLS on 465); summarised in /work/shared/reference/providers.md §11.
+(implicit TLS on 465), all at https://www.rfc-editor.org/.
 """
 
 from __future__ import annotations

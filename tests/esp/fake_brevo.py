@@ -1,7 +1,7 @@
 """A loopback Brevo transactional email API (`/v3/smtp/email`, `/v3/account`).
 
-Brevo's spec is hosted only (api.brevo.com/v3/swagger_definition_v3.yml) and not kept in
-shared/specs, so the checks follow the reference (§8) and Brevo's docs: the `api-key`
+Brevo's spec is hosted only (api.brevo.com/v3/swagger_definition_v3.yml) and not kept here, so
+the checks follow Brevo's docs (developers.brevo.com): the `api-key`
 header, `{code, message}` errors, 201 `{messageId}`, `x-sib-ratelimit-*` headers, the
 `X-Sib-Sandbox: drop` and `idempotencyKey` entries of the JSON `headers`, and the attachment
 extension list. Exact error texts are the ones commonly reported by Brevo users [3P].
@@ -76,7 +76,7 @@ class FakeBrevo(FakeESP):
             Outcome.PERMANENT,
             "subject is missing",
         ),
-        # reference §8: 402 not_enough_credits = the account cannot send
+        # Brevo's error codes: 402 not_enough_credits = the account cannot send
         "not_enough_credits": Scenario(
             lambda: error(402, "not_enough_credits", "Not enough credits to send the email"),
             Outcome.PROVIDER,

@@ -1,8 +1,8 @@
 """A loopback Mailgun: POST /v3/{domain}/messages (multipart form) and GET /v4/domains/{name}.
 
-Behaviour follows Mailgun's OpenAPI spec (shared/specs/mailgun/openapi.yaml): Basic auth with
-user "api", 401 with the plain body "Forbidden", 400 `{"message": ...}` for a bad form, 200
-`{"id": "<...>", "message": "Queued. Thank you."}`.
+Behaviour follows Mailgun's OpenAPI spec (mailgun/mailgun-mcp-server; compact in
+schemas/mailgun.json): Basic auth with user "api", 401 with the plain body "Forbidden", 400
+`{"message": ...}` for a bad form, 200 `{"id": "<...>", "message": "Queued. Thank you."}`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from werkzeug import Request, Response
 from werkzeug.datastructures import FileStorage, MultiDict
 
 from mailrelay.providers.base import Outcome
-from tests.esp.fakebase import FakeESP, Scenario, json_response, openapi_errors
+from tests.esp.fakebase import FakeESP, Scenario, json_response, schema_errors
 
-SPEC = "mailgun/openapi.yaml"
+SCHEMA = "mailgun"  # tests/esp/schemas/mailgun.json
 SEND_PATH = re.compile(r"/v3/([^/]+)/messages")
 DOMAIN_PATH = re.compile(r"/v4/domains/([^/]+)")
 ARRAY_FIELDS = frozenset({"to", "cc", "bcc", "o:tag", "attachment", "inline"})
@@ -117,9 +117,7 @@ class FakeMailgun(FakeESP):
             doc[key] = values if key in ARRAY_FIELDS or len(values) > 1 else values[0]
         for key in files:
             doc[key] = [f.filename or "" for f in files.getlist(key)]
-        errors = openapi_errors(
-            SPEC, "/v3/{domain_name}/messages", "post", doc, "multipart/form-data"
-        )
+        errors = schema_errors(SCHEMA, doc)
         if errors:
             text = errors[0]
             missing = re.search(r"'([^']+)' is a required property", text)

@@ -1,9 +1,10 @@
 """A loopback Mandrill (Mailchimp Transactional) API.
 
-Follows the official OAS 3.1 spec (shared/specs/mandrill/transactional.openapi.json): the
-request body is validated against `MessagesSendRequest`, reading the `allOf` + `ApiKey`
-`additionalProperties: false` quirk as applying to the union of the branches' properties
-(specs/SOURCES.md). Errors use the spec's `Error` payload {status, code, name, message}.
+Follows the official OAS 3.1 spec (mailchimp/mailchimp-client-lib-codegen; compact in
+schemas/mandrill.json): the request body is validated against `MessagesSendRequest`, reading
+the `allOf` + `ApiKey` `additionalProperties: false` quirk as applying to the union of the
+branches' properties (see the schema's $comment). Errors use the spec's `Error` payload
+{status, code, name, message}.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from urllib.parse import quote
 from werkzeug import Request, Response
 
 from mailrelay.providers.base import Outcome
-from tests.esp.fakebase import FakeESP, Scenario, json_response, openapi_errors
+from tests.esp.fakebase import FakeESP, Scenario, json_response, schema_errors
 
 API_KEY = "md-fake-key-7Q2xZpL0"
-SPEC = "mandrill/transactional.openapi.json"
+SCHEMA = "mandrill"  # tests/esp/schemas/mandrill.json
 # The properties of the two `allOf` branches of MessagesSendRequest (ApiKey + the rest).
 SEND_PROPERTIES = frozenset({"key", "message", "async", "ip_pool", "send_at"})
-# Any API version segment is tolerated (reference §13.2); `.json` is the classic suffix.
+# Any API version segment is tolerated by the service; `.json` is the classic suffix.
 _ROUTE = re.compile(r"^/api/1\.\d+/(?P<method>[a-z0-9-]+/[a-z0-9-]+)(?:\.json)?/?$")
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 
@@ -40,7 +41,7 @@ def error(status: int, name: str, message: str, code: int = -1) -> Response:
 
 
 def _validation(detail: dict[str, Any]) -> Response:
-    # ValidationError's example in the spec; HTTP 500 as older clients observed (ref. §4)
+    # ValidationError's example in the spec; HTTP 500 as older clients observed
     return error(500, "ValidationError", f"Validation error: {json.dumps(detail)}", -2)
 
 
@@ -84,7 +85,7 @@ class FakeMandrill(FakeESP):
             Outcome.PROVIDER,
             "Invalid API key",
         ),
-        # the same error as older clients saw it: HTTP 500 for every error (ref. §4, §13.3)
+        # the same error as older clients saw it: HTTP 500 for every error
         "auth_as_500": Scenario(
             lambda: error(500, "Invalid_Key", "Invalid API key", 401),
             Outcome.PROVIDER,
@@ -195,7 +196,7 @@ class FakeMandrill(FakeESP):
     def _send(self, payload: dict[str, Any]) -> Response:
         problems = [
             e
-            for e in openapi_errors(SPEC, "/messages/send", "post", payload)
+            for e in schema_errors(SCHEMA, payload)
             # ApiKey's additionalProperties:false, read over the union of the allOf branches
             if not (e.startswith("(body):") and "Additional properties" in e)
         ]

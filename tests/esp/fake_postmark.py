@@ -1,6 +1,7 @@
 """A loopback Postmark: POST /email and GET /server.
 
-Behaviour follows Postmark's Swagger (OpenAPI 3 conversion in shared/specs/postmark/server.yml)
+Behaviour follows Postmark's Swagger (OpenAPI 3 conversion in kylecarhart/runner, compact in
+schemas/postmark.json)
 and developer docs: `X-Postmark-Server-Token` auth (HTTP 401 with ErrorCode 10 when wrong or
 missing), JSON in and out, 422 `{"ErrorCode", "Message"}` for what it refuses, 200
 `{To, SubmittedAt, MessageID, ErrorCode: 0, Message: "OK"}`. Error texts are the ones
@@ -21,9 +22,9 @@ from urllib.parse import quote
 from werkzeug import Request, Response
 
 from mailrelay.providers.base import Outcome
-from tests.esp.fakebase import FakeESP, Scenario, json_response, openapi_errors
+from tests.esp.fakebase import FakeESP, Scenario, json_response, schema_errors
 
-SPEC = "postmark/server.yml"
+SCHEMA = "postmark"  # tests/esp/schemas/postmark.json
 _ADDR = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _JSON_TYPES = ("application/json", "text/json", "text/x-json")
 MAX_RECIPIENTS = 50
@@ -112,7 +113,7 @@ class FakePostmark(FakeESP):
             body = json.loads(request.get_data())
         except ValueError:
             return pm_error(422, 402, "The request body is not valid JSON.")
-        problems = openapi_errors(SPEC, "/email", "post", body)
+        problems = schema_errors(SCHEMA, body)
         if problems:
             return pm_error(422, 403, f"Incompatible JSON: {problems[0]}")
         if not body.get("From"):

@@ -1,7 +1,7 @@
 """A loopback Resend API.
 
-The send body is validated against the official OAS (shared/specs/resend/resend.yaml,
-`SendEmailRequest`); errors use the {statusCode, name, message} shape and the names and
+The send body is validated against the official OAS (resend/resend-openapi `SendEmailRequest`,
+compact in schemas/resend.json); errors use the {statusCode, name, message} shape and the names and
 statuses of Resend's docs (resend.com/docs/api-reference/errors). `Idempotency-Key` is
 honoured the way the docs describe: a replay with the same payload returns the first id,
 the same key with another payload is a 409.
@@ -22,11 +22,11 @@ from werkzeug import Request, Response
 
 from mailrelay.providers.base import Outcome
 from mailrelay.providers.resend import TAG_VALUE
-from tests.esp.fakebase import FakeESP, Scenario, json_response, openapi_errors
+from tests.esp.fakebase import FakeESP, Scenario, json_response, schema_errors
 
 API_KEY = "re_fakeFull_5kT9wQ2m"  # a full-access key
 SENDING_KEY = "re_fakeSend_8vB3nR7c"  # a sending-only key: may not list domains
-SPEC = "resend/resend.yaml"
+SCHEMA = "resend"  # tests/esp/schemas/resend.json
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _NAMED = re.compile(r"^(?P<name>.*?)\s*<(?P<email>[^<>]+)>$")
 _TAG_TEXT = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
@@ -254,7 +254,7 @@ class FakeResend(FakeESP):
         for field in ("from", "to", "subject"):
             if field not in payload:
                 return error(422, "missing_required_field", f"Missing `{field}` field.")
-        problems = openapi_errors(SPEC, "/emails", "post", payload)
+        problems = schema_errors(SCHEMA, payload)
         if problems:
             return error(422, "validation_error", problems[0])
         # the error text a resend-ruby user logged (resend/resend-ruby PR #5)

@@ -1,7 +1,7 @@
 """A loopback SendGrid: POST /v3/mail/send and GET /v3/scopes.
 
-Behaviour follows SendGrid's OpenAPI spec (shared/specs/sendgrid/tsg_mail_v3.yaml) and the
-docs (errors, rate limits, sandbox mode): Bearer auth, JSON body validated against the spec,
+Behaviour follows SendGrid's OpenAPI spec (twilio/sendgrid-oai; compact in schemas/sendgrid.json)
+and the docs (errors, rate limits, sandbox mode): Bearer auth, JSON body validated against the spec,
 `{"errors": [{"message", "field", "help"}]}` error bodies, 202 with an empty body and an
 `X-Message-Id` header, 200 in sandbox mode.
 """
@@ -18,9 +18,9 @@ from urllib.parse import quote
 from werkzeug import Request, Response
 
 from mailrelay.providers.base import Outcome
-from tests.esp.fakebase import FakeESP, Scenario, json_response, openapi_errors
+from tests.esp.fakebase import FakeESP, Scenario, json_response, schema_errors
 
-SPEC = "sendgrid/tsg_mail_v3.yaml"
+SCHEMA = "sendgrid"  # tests/esp/schemas/sendgrid.json
 _ADDR = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 SCOPES = ["mail.send", "alerts.read", "stats.read", "user.profile.read"]
 
@@ -85,7 +85,7 @@ class FakeSendgrid(FakeESP):
             body = json.loads(request.get_data())
         except ValueError:
             return errors(400, (None, "Bad Request"))
-        problems = openapi_errors(SPEC, "/v3/mail/send", "post", body)
+        problems = schema_errors(SCHEMA, body)
         if problems:
             fields = [p.partition(": ") for p in problems]
             return errors(400, *[(f.replace("/", "."), m) for f, _, m in fields])
@@ -203,7 +203,7 @@ class FakeSendgrid(FakeESP):
             outcome=Outcome.PROVIDER,
             words="access forbidden",
         ),
-        # reference [3P]: an unverified sender is a 403 on field "from"
+        # third-party reports: an unverified sender is a 403 on field "from"
         "unverified_sender": Scenario(
             response=lambda: errors(
                 403,

@@ -11,7 +11,7 @@ What it checks, like the service does:
   recipients, message-tag alphabet, a known configuration set, a verified sender.
 
 Error bodies are rest-json: status, `x-amzn-ErrorType` header, body `{"message": ...}`
-(botocore sesv2 error shapes; reference §5). Auth error texts are the AWS common errors as
+(botocore sesv2 error shapes). Auth error texts are the AWS common errors as
 reported in public issue threads (e.g. django-ses#283, nodemailer-ses-transport#10).
 """
 

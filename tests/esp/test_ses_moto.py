@@ -1,6 +1,6 @@
 """The SES adapter against moto's real server (SES v2 SendEmail on loopback).
 
-moto does not check SigV4 signatures and has no GetAccount (reference §15), so what this
+moto does not check SigV4 signatures and has no GetAccount (docs.getmoto.org, sesv2), so what this
 adds to the fake is a second, independent reading of the request: moto's own routing
 (found by the signing name `ses` in the credential scope), its base64/MIME decoding and its
 identity check.
@@ -139,7 +139,7 @@ def test_raw_payload_is_what_moto_decodes(moto_url: str) -> None:
 
 
 def test_check_against_moto_lacks_get_account(moto_url: str) -> None:
-    # moto has no GetAccount route (reference §15): the probe fails cleanly, sending nothing
+    # moto has no GetAccount route: the probe fails cleanly, sending nothing
     before = len(sent_messages(moto_url))
     health = provider(moto_url).check(timeout=10)
     assert not health.ok
