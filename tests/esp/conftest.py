@@ -1,0 +1,96 @@
+"""What every `test_<type>.py` beside this file shares: the fake server of its provider, the
+fake's base URL, a sample message, and building a provider and catching its error.
+
+A provider's test module gets its fake from `fake_<type>.py` (`FAKE_CLASS`) by its own name;
+it then states only what differs, e.g.
+
+    message = message_factory(subject="s", text="t\\n")
+    send_error = send_error_factory(message)
+
+    def build(server: HTTPServer, **values: Any) -> BrevoProvider:
+        values = {"api_key": API_KEY, "base_url": server_base_url(server), **values}
+        return build_provider(BrevoProvider, values, name="bv")
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import pytest
+from pytest_httpserver import HTTPServer
+
+from mailrelay.config import ProviderSpec
+from mailrelay.message import Address, Message
+from mailrelay.providers.base import Provider, ProviderError
+from tests.esp.fakebase import FakeESP, server_base_url
+
+P = TypeVar("P", bound=Provider)
+
+
+@pytest.fixture
+def fake(request: pytest.FixtureRequest, httpserver: HTTPServer) -> FakeESP:
+    """The module's provider fake (test_<type>.py -> fake_<type>.FAKE_CLASS), installed on the
+    loopback httpserver."""
+    module = importlib.import_module(request.module.__name__.replace(".test_", ".fake_", 1))
+    instance: FakeESP = module.FAKE_CLASS()
+    instance.install(httpserver)
+    return instance
+
+
+@pytest.fixture
+def base(httpserver: HTTPServer) -> str:
+    """The fake's address as a provider `base_url`."""
+    return server_base_url(httpserver)
+
+
+def build_provider(cls: type[P], values: dict[str, Any], name: str) -> P:
+    """A `cls` provider named `name` from a config table (its `type` is added)."""
+    provider = ProviderSpec(name, cls.type, {"type": cls.type, **values}, "test").build()
+    assert isinstance(provider, cls)
+    return provider
+
+
+def message_factory(**fields: Any) -> Callable[..., Message]:
+    """`message(**overrides)`: a short text mail from Ops to one recipient, with `fields` and
+    then each call's overrides in place of the defaults. Every call builds a new Message."""
+    defaults: dict[str, Any] = {
+        "sender": Address("ops@example.com", "Ops"),
+        "to": [Address("a@example.com")],
+        "subject": "Disk full",
+        "text": "disk 91% full\n",
+        **fields,
+    }
+
+    def message(**overrides: Any) -> Message:
+        fresh = {k: list(v) if isinstance(v, list) else v for k, v in defaults.items()}
+        return Message(**{**fresh, **overrides})
+
+    return message
+
+
+class SendError(Protocol):
+    def __call__(
+        self, provider: Provider, message: Message | None = None, timeout: float = 5
+    ) -> ProviderError: ...
+
+
+def send_error_factory(sample: Callable[[], Message]) -> SendError:
+    """`send_error(provider, message=None, timeout=5)`: the ProviderError that sending
+    `message` (by default a new `sample()`) raises; the test fails if it raises none."""
+
+    def send_error(
+        provider: Provider, message: Message | None = None, timeout: float = 5
+    ) -> ProviderError:
+        with pytest.raises(ProviderError) as info:
+            provider.send(message or sample(), timeout=timeout)
+        return info.value
+
+    return send_error
+
+
+def last_json(fake: FakeESP) -> dict[str, Any]:
+    """The JSON body of the last request the fake received."""
+    return json.loads(fake.requests[-1].get_data(as_text=True))  # type: ignore[no-any-return]
