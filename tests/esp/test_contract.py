@@ -21,16 +21,28 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from mailrelay.config import ProviderSpec, specs_from_urls
+from mailrelay.config import ProviderSpec, ProviderURL, specs_from_urls
 from mailrelay.errors import ConfigError
 from mailrelay.message import Attachment, Message, build_message
 from mailrelay.providers import registry
 from mailrelay.providers.base import Outcome, Provider, ProviderError
 from mailrelay.providers.http import HttpProvider
+from mailrelay.providers.postmark import PostmarkProvider
+from mailrelay.providers.ses import SesProvider
+from tests.esp.fake_mailgun import FakeMailgun
+from tests.esp.fake_postmark import FakePostmark
+from tests.esp.fake_sendgrid import FakeSendgrid
+from tests.esp.fake_ses import AKID as SES_AKID
+from tests.esp.fake_ses import CONFIG_SET as SES_CONFIG_SET
+from tests.esp.fake_ses import SECRET as SES_SECRET
+from tests.esp.fake_ses import SESSION_TOKEN as SES_SESSION_TOKEN
 from tests.esp.fakebase import FakeESP, server_base_url
 
 FAKE_MODULES = sorted(p.stem for p in Path(__file__).parent.glob("fake_*.py"))
 HTTP_TYPES = [t for t in registry.BUILTIN if t not in ("smtp", "outbox", "sendmail")]
+MAILGUN_KEY = FakeMailgun.API_KEY
+POSTMARK_TOKEN = FakePostmark.TOKEN
+SENDGRID_KEY = FakeSendgrid.API_KEY
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 )
@@ -316,6 +328,9 @@ def test_health_check_with_bad_credentials(fake: FakeESP, httpserver: HTTPServer
 def test_url_form(fake: FakeESP, httpserver: HTTPServer) -> None:
     url = fake.url(server_base_url(httpserver))
     (spec,) = specs_from_urls([url], "--provider")
+    cfg = fake.config(server_base_url(httpserver))
+    for key in fake.credential_keys:
+        assert spec.values[key] == cfg[key], key
     provider = spec.build()
     assert provider.type == fake.type
     receipt = provider.send(simple(), timeout=5)
@@ -352,3 +367,146 @@ def test_idempotency_key_is_stable_per_message(fake: FakeESP, httpserver: HTTPSe
 
 def _has(fake: FakeESP, capability: str) -> bool:
     return capability in registry.get(fake.type).capabilities
+
+
+# --- URL forms, provider by provider ------------------------------------------------------
+
+BAD_URLS: list[tuple[str, str | None, tuple[str, ...]]] = [
+    # (URL, words the error must hold, secrets it must not hold)
+    ("brevo://", None, ("s3cr3t",)),
+    ("brevo://:s3cr3t@", None, ("s3cr3t",)),
+    ("brevo://s3cr3t@api.brevo.com", None, ("s3cr3t",)),
+    ("brevo://s3cr3t@/v3", None, ("s3cr3t",)),
+    ("mailersend://", "API token", ()),
+    ("mailersend://T@api.mailersend.com", "no host", ()),
+    (f"mailgun://{MAILGUN_KEY}@", None, (MAILGUN_KEY,)),
+    ("mailgun://mg.example.com", None, (MAILGUN_KEY,)),
+    (f"mailgun://{MAILGUN_KEY}@mg.example.com:8/x", None, (MAILGUN_KEY,)),
+    ("mailjet://KEY@", "secret key", ()),
+    ("mailjet://KEY:SECRET@api.mailjet.com", "no host", ()),
+    ("mandrill://", None, ("s3cr3t",)),
+    ("mandrill://:s3cr3t@", None, ("s3cr3t",)),
+    ("mandrill://s3cr3t@mandrillapp.com", None, ("s3cr3t",)),
+    ("mandrill://s3cr3t@/x", None, ("s3cr3t",)),
+    (f"postmark://{POSTMARK_TOKEN}", None, (POSTMARK_TOKEN, POSTMARK_TOKEN.lower())),
+    ("postmark://", None, (POSTMARK_TOKEN, POSTMARK_TOKEN.lower())),
+    (f"postmark://{POSTMARK_TOKEN}@host", None, (POSTMARK_TOKEN, POSTMARK_TOKEN.lower())),
+    ("resend://", None, ("s3cr3t",)),
+    ("resend://:s3cr3t@", None, ("s3cr3t",)),
+    ("resend://s3cr3t@api.resend.com", None, ("s3cr3t",)),
+    ("resend://s3cr3t@/x", None, ("s3cr3t",)),
+    (f"sendgrid://{SENDGRID_KEY}", None, (SENDGRID_KEY, SENDGRID_KEY.lower())),
+    ("sendgrid://", None, (SENDGRID_KEY, SENDGRID_KEY.lower())),
+    (f"sendgrid://x:{SENDGRID_KEY}@", None, (SENDGRID_KEY, SENDGRID_KEY.lower())),
+    (f"ses://{SES_AKID}@eu-west-1", "access key id and secret", (SES_SECRET, "abc")),
+    ("ses://eu-west-1", "access key id and secret", (SES_SECRET, "abc")),
+    (
+        f"ses://{SES_AKID}:{SES_SECRET.replace('/', '%2F')}@",
+        "region as the host",
+        (SES_SECRET, "abc"),
+    ),
+    (f"ses://{SES_AKID}:abc@eu-west-1/my-set", "configuration_set", (SES_SECRET, "abc")),
+    ("sparkpost://KEY@api.example.com", "region", ()),
+    ("sparkpost://eu", "API key", ()),
+]
+
+
+@pytest.mark.parametrize(("raw", "words", "secrets"), BAD_URLS)
+def test_bad_url_forms_are_config_errors_without_the_secret(
+    raw: str, words: str | None, secrets: tuple[str, ...]
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        specs_from_urls([raw], "--provider")
+    text = str(info.value)
+    if words is not None:
+        assert words in text
+    for secret in secrets:
+        assert secret not in text
+
+
+@pytest.mark.parametrize(
+    ("raw", "values"),
+    [
+        ("mailersend://mlsn.TOKEN@", {"api_token": "mlsn.TOKEN"}),
+        ("mailjet://KEY:SECRET@", {"api_key": "KEY", "secret_key": "SECRET"}),
+        ("mailjet://K%40Y:S%3AC@", {"api_key": "K@Y", "secret_key": "S:C"}),
+        ("sparkpost://KEY@", {"api_key": "KEY"}),
+        ("sparkpost://KEY@eu", {"api_key": "KEY", "region": "eu"}),
+    ],
+)
+def test_url_form_values(raw: str, values: dict[str, str]) -> None:
+    url = ProviderURL.parse(raw, "--provider")
+    type_ = registry.type_for_scheme(url.scheme)
+    assert type_ is not None
+    assert registry.get(type_).config_from_url(url) == values
+
+
+@pytest.mark.parametrize(
+    ("raw", "values", "base_url"),
+    [
+        (
+            f"mailgun://{MAILGUN_KEY}@mg.example.com?region=eu",
+            {"api_key": MAILGUN_KEY, "domain": "mg.example.com"},
+            "https://api.eu.mailgun.net",
+        ),
+        (
+            f"mailgun://api:{MAILGUN_KEY}@mg.example.com?region=eu",
+            {"api_key": MAILGUN_KEY, "domain": "mg.example.com"},
+            "https://api.eu.mailgun.net",
+        ),
+        (
+            f"ses://{SES_AKID}:abc%2Bdef@ap-northeast-1",
+            {},
+            "https://email.ap-northeast-1.amazonaws.com",
+        ),
+        ("sparkpost://KEY@?region=eu", {}, "https://api.eu.sparkpost.com/api/v1"),
+    ],
+)
+def test_url_form_picks_the_regional_host(raw: str, values: dict[str, str], base_url: str) -> None:
+    (spec,) = specs_from_urls([raw], "--provider")
+    for key, value in values.items():
+        assert spec.values[key] == value
+    provider = spec.build()
+    assert isinstance(provider, HttpProvider) and isinstance(provider, registry.get(spec.type))
+    assert provider.base_url == base_url
+
+
+def serve(type_: str, httpserver: HTTPServer, **options: Any) -> FakeESP:
+    """The fake of `type_`, built with `options`, installed on the loopback httpserver."""
+    module = importlib.import_module(f"tests.esp.fake_{type_}")
+    instance: FakeESP = module.FAKE_CLASS(**options)
+    instance.install(httpserver)
+    return instance
+
+
+def test_brevo_url_form_turns_sandbox_on(httpserver: HTTPServer) -> None:
+    fake = serve("brevo", httpserver)
+    url = fake.url(server_base_url(httpserver)) + "&sandbox=true"
+    (spec,) = specs_from_urls([url], "--provider")
+    spec.build().send(simple(), timeout=5)
+    assert fake.normalize(fake.sent[-1])["sandbox"] is True
+
+
+def test_postmark_url_form_with_a_stream(httpserver: HTTPServer) -> None:
+    fake = serve("postmark", httpserver)
+    url = fake.url(server_base_url(httpserver)) + "&message_stream=alerts"
+    (spec,) = specs_from_urls([url], "--provider")
+    provider = spec.build()
+    assert isinstance(provider, PostmarkProvider)
+    provider.send(simple(), timeout=5)
+    assert fake.sent[0]["MessageStream"] == "alerts"
+
+
+def test_ses_url_form_carries_region_and_configuration_set(httpserver: HTTPServer) -> None:
+    fake = serve("ses", httpserver)
+    (spec,) = specs_from_urls([fake.url(server_base_url(httpserver))], "--provider")
+    provider = spec.build()
+    assert isinstance(provider, SesProvider)
+    assert provider.region == "eu-west-1" and provider.configuration_set == SES_CONFIG_SET
+
+
+def test_ses_url_form_with_session_token(httpserver: HTTPServer) -> None:
+    fake = serve("ses", httpserver, session_token=SES_SESSION_TOKEN)
+    (spec,) = specs_from_urls([fake.url(server_base_url(httpserver))], "--provider")
+    spec.build().send(simple(), timeout=5)
+    assert fake.requests[-1].headers["x-amz-security-token"] == SES_SESSION_TOKEN
