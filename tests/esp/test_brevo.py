@@ -6,55 +6,29 @@ classification by error code, x-sib-ratelimit-reset and the GET /v3/account heal
 from __future__ import annotations
 
 import base64
-import json
 import uuid
 from typing import Any
 
 import pytest
 from pytest_httpserver import HTTPServer
 
-from mailrelay.config import ProviderSpec, ProviderURL, specs_from_urls
-from mailrelay.errors import ConfigError
-from mailrelay.message import Address, Attachment, Message
-from mailrelay.providers.base import Outcome, ProviderError
+from mailrelay.config import ProviderSpec
+from mailrelay.message import Address, Attachment
+from mailrelay.providers.base import Outcome
 from mailrelay.providers.brevo import BrevoProvider, idempotency_uuid
+from tests.esp.conftest import build_provider, message_factory, send_error_factory
+from tests.esp.conftest import last_json as last_body
 from tests.esp.fake_brevo import API_KEY, FakeBrevo, error
 from tests.esp.fakebase import json_response, server_base_url
 
 
-@pytest.fixture
-def fake(httpserver: HTTPServer) -> FakeBrevo:
-    instance = FakeBrevo()
-    instance.install(httpserver)
-    return instance
-
-
 def build(server: HTTPServer, **values: Any) -> BrevoProvider:
-    cfg = {"type": "brevo", "api_key": API_KEY, "base_url": server_base_url(server), **values}
-    provider = ProviderSpec("bv", "brevo", cfg, "test").build()
-    assert isinstance(provider, BrevoProvider)
-    return provider
+    values = {"api_key": API_KEY, "base_url": server_base_url(server), **values}
+    return build_provider(BrevoProvider, values, name="bv")
 
 
-def message(**overrides: Any) -> Message:
-    values: dict[str, Any] = {
-        "sender": Address("ops@example.com", "Ops"),
-        "to": [Address("a@example.com")],
-        "subject": "Disk full",
-        "text": "disk 91% full\n",
-    }
-    values.update(overrides)
-    return Message(**values)
-
-
-def last_body(fake: FakeBrevo) -> dict[str, Any]:
-    return json.loads(fake.requests[-1].get_data(as_text=True))  # type: ignore[no-any-return]
-
-
-def send_error(provider: BrevoProvider, msg: Message | None = None) -> ProviderError:
-    with pytest.raises(ProviderError) as info:
-        provider.send(msg or message(), timeout=5)
-    return info.value
+message = message_factory()
+send_error = send_error_factory(message)
 
 
 def test_endpoints() -> None:
@@ -225,20 +199,3 @@ def test_health_check_with_a_wrong_key(fake: FakeBrevo, httpserver: HTTPServer) 
     health = build(httpserver, api_key="xkeysib-nope-1").check(timeout=5)
     assert not health.ok and health.outcome is Outcome.PROVIDER
     assert "Key not found" in health.detail and "xkeysib-nope-1" not in health.detail
-
-
-def test_url_form(fake: FakeBrevo, httpserver: HTTPServer) -> None:
-    url = fake.url(server_base_url(httpserver)) + "&sandbox=true"
-    (spec,) = specs_from_urls([url], "--provider")
-    assert spec.values["api_key"] == API_KEY
-    spec.build().send(message(), timeout=5)
-    assert fake.normalize(fake.sent[-1])["sandbox"] is True
-
-
-@pytest.mark.parametrize(
-    "raw", ["brevo://", "brevo://:s3cr3t@", "brevo://s3cr3t@api.brevo.com", "brevo://s3cr3t@/v3"]
-)
-def test_bad_url_forms(raw: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        BrevoProvider.config_from_url(ProviderURL.parse(raw, "--provider"))
-    assert "s3cr3t" not in str(info.value)

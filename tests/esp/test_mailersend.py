@@ -10,44 +10,23 @@ from typing import Any
 import pytest
 from pytest_httpserver import HTTPServer
 
-from mailrelay.config import ProviderSpec, ProviderURL
 from mailrelay.errors import ConfigError
-from mailrelay.message import Address, Attachment, Message
-from mailrelay.providers.base import Outcome, ProviderError
+from mailrelay.message import Address, Attachment
+from mailrelay.providers.base import Outcome
 from mailrelay.providers.mailersend import MailersendProvider
+from tests.esp.conftest import build_provider, message_factory, send_error_factory
 from tests.esp.fake_mailersend import API_TOKEN, FakeMailersend
 from tests.esp.fakebase import json_response, server_base_url
 
 
-@pytest.fixture
-def fake(httpserver: HTTPServer) -> FakeMailersend:
-    f = FakeMailersend()
-    f.install(httpserver)
-    return f
-
-
 def provider(fake: FakeMailersend, server: HTTPServer, **extra: Any) -> MailersendProvider:
-    cfg = {**fake.config(server_base_url(server)), **extra}
-    p = ProviderSpec("ms", "mailersend", cfg, "test").build()
-    assert isinstance(p, MailersendProvider)
-    return p
+    return build_provider(
+        MailersendProvider, {**fake.config(server_base_url(server)), **extra}, name="ms"
+    )
 
 
-def message(**kw: Any) -> Message:
-    values: dict[str, Any] = {
-        "sender": Address("ops@example.com", "Ops"),
-        "to": [Address("a@example.com")],
-        "subject": "s",
-        "text": "t\n",
-    }
-    values.update(kw)
-    return Message(**values)
-
-
-def send_error(p: MailersendProvider, msg: Message | None = None) -> ProviderError:
-    with pytest.raises(ProviderError) as info:
-        p.send(msg or message(), timeout=5)
-    return info.value
+message = message_factory(subject="s", text="t\n")
+send_error = send_error_factory(message)
 
 
 def test_request_shape_and_receipt_from_the_header(
@@ -193,14 +172,3 @@ def test_wrong_token(fake: FakeMailersend, httpserver: HTTPServer) -> None:
     err = send_error(provider(fake, httpserver, api_token="mlsn.wrong"))
     assert err.outcome is Outcome.PROVIDER and "Unauthenticated." in err.message
     assert "mlsn.wrong" not in str(err)
-
-
-def test_url_forms() -> None:
-    def values(raw: str) -> dict[str, Any]:
-        return MailersendProvider.config_from_url(ProviderURL.parse(raw, "--provider"))
-
-    assert values("mailersend://mlsn.TOKEN@") == {"api_token": "mlsn.TOKEN"}
-    with pytest.raises(ConfigError, match="API token"):
-        values("mailersend://")
-    with pytest.raises(ConfigError, match="no host"):
-        values("mailersend://T@api.mailersend.com")

@@ -1,5 +1,6 @@
-"""Mailgun specifics the shared contract does not cover: form mapping, regions, URL forms,
-text-borne rate-limit waits, account-problem 400s and the domain health check."""
+"""Mailgun specifics the shared contract does not cover: form mapping, regions,
+text-borne rate-limit waits, account-problem 400s and the domain health check.
+Its URL forms are checked in test_contract.py."""
 
 from __future__ import annotations
 
@@ -7,54 +8,33 @@ import base64
 from typing import Any
 
 import pytest
-from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from mailrelay.config import ProviderSpec, specs_from_urls
 from mailrelay.errors import ConfigError
-from mailrelay.message import Address, Attachment, Message
-from mailrelay.providers.base import Outcome, Provider, ProviderError
+from mailrelay.message import Address, Attachment
+from mailrelay.providers.base import Outcome
 from mailrelay.providers.mailgun import MailgunProvider
+from tests.esp.conftest import build_provider, message_factory, send_error_factory
 from tests.esp.fake_mailgun import FakeMailgun
-from tests.esp.fakebase import json_response, server_base_url
+from tests.esp.fakebase import json_response
 
 KEY = FakeMailgun.API_KEY
 
 
-@pytest.fixture
-def fake(httpserver: HTTPServer) -> FakeMailgun:
-    f = FakeMailgun()
-    f.install(httpserver)
-    return f
+def build(values: dict[str, Any], name: str = "mg") -> MailgunProvider:
+    return build_provider(MailgunProvider, values, name=name)
 
 
-@pytest.fixture
-def base(httpserver: HTTPServer) -> str:
-    return server_base_url(httpserver)
+message = message_factory(
+    sender=Address("ops@mg.example.com", "Ops Team"),
+    to=[Address("ann@example.com", "Ann"), Address("bob@example.com")],
+    subject="Disk almost full",
+    text="85% used\n",
+)
+send_error = send_error_factory(message)
 
 
-def build(values: dict[str, Any], name: str = "mg") -> Provider:
-    return ProviderSpec(name, "mailgun", values, "test").build()
-
-
-def message(**kw: Any) -> Message:
-    fields: dict[str, Any] = {
-        "sender": Address("ops@mg.example.com", "Ops Team"),
-        "to": [Address("ann@example.com", "Ann"), Address("bob@example.com")],
-        "subject": "Disk almost full",
-        "text": "85% used\n",
-    }
-    fields.update(kw)
-    return Message(**fields)
-
-
-def send_error(provider: Provider, msg: Message | None = None) -> ProviderError:
-    with pytest.raises(ProviderError) as info:
-        provider.send(msg or message(), timeout=5)
-    return info.value
-
-
-# --- config and URL forms ----------------------------------------------------------------
+# --- config ------------------------------------------------------------------------------
 
 
 def test_region_picks_the_documented_host() -> None:
@@ -78,28 +58,6 @@ def test_unknown_region_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as info:
         build({"api_key": KEY, "domain": "mg.example.com", "region": "asia"})
     assert "region" in str(info.value)
-
-
-@pytest.mark.parametrize(
-    "url",
-    [f"mailgun://{KEY}@mg.example.com?region=eu", f"mailgun://api:{KEY}@mg.example.com?region=eu"],
-)
-def test_url_form(url: str) -> None:
-    (spec,) = specs_from_urls([url], "--provider")
-    assert spec.values["api_key"] == KEY
-    assert spec.values["domain"] == "mg.example.com"
-    p = spec.build()
-    assert isinstance(p, MailgunProvider)
-    assert p.base_url == "https://api.eu.mailgun.net"
-
-
-@pytest.mark.parametrize(
-    "url", [f"mailgun://{KEY}@", "mailgun://mg.example.com", f"mailgun://{KEY}@mg.example.com:8/x"]
-)
-def test_bad_url_forms_are_config_errors_without_the_key(url: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        specs_from_urls([url], "--provider")
-    assert KEY not in str(info.value)
 
 
 # --- the request ---------------------------------------------------------------------------

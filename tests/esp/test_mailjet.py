@@ -1,5 +1,6 @@
 """Mailjet specifics the contract test does not cover: the v3.1 field mapping, SandboxMode,
-per-message Status "error" (also inside a 200), classification by error code, URL forms."""
+per-message Status "error" (also inside a 200), classification by error code.
+Its URL forms are checked in test_contract.py."""
 
 from __future__ import annotations
 
@@ -9,44 +10,22 @@ from typing import Any
 import pytest
 from pytest_httpserver import HTTPServer
 
-from mailrelay.config import ProviderSpec, ProviderURL
-from mailrelay.errors import ConfigError
 from mailrelay.message import Address, Attachment, Message
-from mailrelay.providers.base import Outcome, ProviderError
+from mailrelay.providers.base import Outcome
 from mailrelay.providers.mailjet import MailjetProvider
+from tests.esp.conftest import build_provider, message_factory, send_error_factory
 from tests.esp.fake_mailjet import API_KEY, SECRET_KEY, FakeMailjet, _error
 from tests.esp.fakebase import json_response, server_base_url
 
 
-@pytest.fixture
-def fake(httpserver: HTTPServer) -> FakeMailjet:
-    f = FakeMailjet()
-    f.install(httpserver)
-    return f
-
-
 def provider(fake: FakeMailjet, server: HTTPServer, **extra: Any) -> MailjetProvider:
-    cfg = {**fake.config(server_base_url(server)), **extra}
-    p = ProviderSpec("mj", "mailjet", cfg, "test").build()
-    assert isinstance(p, MailjetProvider)
-    return p
+    return build_provider(
+        MailjetProvider, {**fake.config(server_base_url(server)), **extra}, name="mj"
+    )
 
 
-def message(**kw: Any) -> Message:
-    values: dict[str, Any] = {
-        "sender": Address("ops@example.com", "Ops"),
-        "to": [Address("a@example.com")],
-        "subject": "s",
-        "text": "t\n",
-    }
-    values.update(kw)
-    return Message(**values)
-
-
-def send_error(p: MailjetProvider, msg: Message | None = None) -> ProviderError:
-    with pytest.raises(ProviderError) as info:
-        p.send(msg or message(), timeout=5)
-    return info.value
+message = message_factory(subject="s", text="t\n")
+send_error = send_error_factory(message)
 
 
 def test_request_shape(fake: FakeMailjet, httpserver: HTTPServer) -> None:
@@ -173,15 +152,3 @@ def test_wrong_credentials(fake: FakeMailjet, httpserver: HTTPServer) -> None:
     health = p.check(timeout=5)
     assert not health.ok and health.outcome is Outcome.PROVIDER
     assert fake.requests[-1].path == "/v3/REST/apikey" and fake.requests[-1].method == "GET"
-
-
-def test_url_forms() -> None:
-    def values(raw: str) -> dict[str, Any]:
-        return MailjetProvider.config_from_url(ProviderURL.parse(raw, "--provider"))
-
-    assert values("mailjet://KEY:SECRET@") == {"api_key": "KEY", "secret_key": "SECRET"}
-    assert values("mailjet://K%40Y:S%3AC@") == {"api_key": "K@Y", "secret_key": "S:C"}
-    with pytest.raises(ConfigError, match="secret key"):
-        values("mailjet://KEY@")
-    with pytest.raises(ConfigError, match="no host"):
-        values("mailjet://KEY:SECRET@api.mailjet.com")

@@ -1,6 +1,7 @@
 """Mandrill specifics the shared contract does not cover: the key in the body, recipient
 types, Reply-To as a header, images, classification by error name whatever the HTTP status,
-the per-recipient result array, the ping2 health check and the URL form."""
+the per-recipient result array, the ping2 health check.
+Its URL forms are checked in test_contract.py."""
 
 from __future__ import annotations
 
@@ -11,51 +12,28 @@ from typing import Any
 import pytest
 from pytest_httpserver import HTTPServer
 
-from mailrelay.config import ProviderSpec, ProviderURL, specs_from_urls
+from mailrelay.config import ProviderSpec
 from mailrelay.errors import ConfigError
-from mailrelay.message import Address, Attachment, Message
-from mailrelay.providers.base import Outcome, ProviderError
+from mailrelay.message import Address, Attachment
+from mailrelay.providers.base import Outcome
 from mailrelay.providers.mandrill import MandrillProvider
+from tests.esp.conftest import build_provider, message_factory, send_error_factory
+from tests.esp.conftest import last_json as sent_body
 from tests.esp.fake_mandrill import API_KEY, FakeMandrill, error
 from tests.esp.fakebase import json_response, server_base_url
 
 PNG = b"\x89PNG\r\n\x1a\n-not-really"
 
 
-@pytest.fixture
-def fake(httpserver: HTTPServer) -> FakeMandrill:
-    instance = FakeMandrill()
-    instance.install(httpserver)
-    return instance
-
-
 def build(server: HTTPServer, **values: Any) -> MandrillProvider:
-    cfg = {"type": "mandrill", "api_key": API_KEY, "base_url": server_base_url(server), **values}
-    provider = ProviderSpec("md", "mandrill", cfg, "test").build()
-    assert isinstance(provider, MandrillProvider)
-    return provider
+    values = {"api_key": API_KEY, "base_url": server_base_url(server), **values}
+    return build_provider(MandrillProvider, values, name="md")
 
 
-def message(**overrides: Any) -> Message:
-    values: dict[str, Any] = {
-        "sender": Address("ops@example.com", "Ops"),
-        "to": [Address("a@example.com", "Ann"), Address("b@example.com")],
-        "subject": "Disk full",
-        "text": "disk 91% full\n",
-        "html": "<p>disk 91% full</p>",
-    }
-    values.update(overrides)
-    return Message(**values)
-
-
-def sent_body(fake: FakeMandrill) -> dict[str, Any]:
-    return json.loads(fake.requests[-1].get_data(as_text=True))  # type: ignore[no-any-return]
-
-
-def send_error(provider: MandrillProvider, msg: Message | None = None) -> ProviderError:
-    with pytest.raises(ProviderError) as info:
-        provider.send(msg or message(), timeout=5)
-    return info.value
+message = message_factory(
+    to=[Address("a@example.com", "Ann"), Address("b@example.com")], html="<p>disk 91% full</p>"
+)
+send_error = send_error_factory(message)
 
 
 def test_default_endpoint_is_the_api_1_0_root() -> None:
@@ -251,28 +229,6 @@ def test_a_wrong_key_is_a_provider_failure_without_the_key_in_it(
 
 def test_describe_shows_no_key(httpserver: HTTPServer) -> None:
     assert API_KEY not in repr(build(httpserver).describe())
-
-
-def test_url_form(fake: FakeMandrill, httpserver: HTTPServer) -> None:
-    (spec,) = specs_from_urls([fake.url(server_base_url(httpserver))], "--provider")
-    assert spec.values["api_key"] == API_KEY
-    receipt = spec.build().send(message(), timeout=5)
-    assert receipt.message_id == fake.last_message_id
-
-
-@pytest.mark.parametrize(
-    "raw",
-    [
-        "mandrill://",
-        "mandrill://:s3cr3t@",
-        "mandrill://s3cr3t@mandrillapp.com",
-        "mandrill://s3cr3t@/x",
-    ],
-)
-def test_bad_url_forms(raw: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        MandrillProvider.config_from_url(ProviderURL.parse(raw, "--provider"))
-    assert "s3cr3t" not in str(info.value)
 
 
 def test_sandbox_is_not_a_mandrill_key(httpserver: HTTPServer) -> None:

@@ -1,55 +1,32 @@
 """Postmark specifics the shared contract does not cover: field mapping, one tag, message
-streams, ErrorCode classification (also inside a 200), the /server check and URL forms."""
+streams, ErrorCode classification (also inside a 200), the /server check.
+Its URL forms are checked in test_contract.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from pytest_httpserver import HTTPServer
 
-from mailrelay.config import ProviderSpec, specs_from_urls
 from mailrelay.errors import ConfigError
-from mailrelay.message import Address, Attachment, Message
-from mailrelay.providers.base import Outcome, Provider, ProviderError
+from mailrelay.message import Address, Attachment
+from mailrelay.providers.base import Outcome
 from mailrelay.providers.postmark import PostmarkProvider
+from tests.esp.conftest import build_provider, message_factory, send_error_factory
 from tests.esp.fake_postmark import FakePostmark, pm_error
-from tests.esp.fakebase import json_response, server_base_url
+from tests.esp.fakebase import json_response
 
 TOKEN = FakePostmark.TOKEN
 
 
-@pytest.fixture
-def fake(httpserver: HTTPServer) -> FakePostmark:
-    f = FakePostmark()
-    f.install(httpserver)
-    return f
+def build(values: dict[str, Any]) -> PostmarkProvider:
+    return build_provider(PostmarkProvider, values, name="pm")
 
 
-@pytest.fixture
-def base(httpserver: HTTPServer) -> str:
-    return server_base_url(httpserver)
-
-
-def build(values: dict[str, Any]) -> Provider:
-    return ProviderSpec("pm", "postmark", values, "test").build()
-
-
-def message(**kw: Any) -> Message:
-    fields: dict[str, Any] = {
-        "sender": Address("ops@example.com", "Ops"),
-        "to": [Address("ann@example.com", "Ann")],
-        "subject": "Cert expires in 7 days",
-        "text": "renew\n",
-    }
-    fields.update(kw)
-    return Message(**fields)
-
-
-def send_error(provider: Provider, msg: Message | None = None) -> ProviderError:
-    with pytest.raises(ProviderError) as info:
-        provider.send(msg or message(), timeout=5)
-    return info.value
+message = message_factory(
+    to=[Address("ann@example.com", "Ann")], subject="Cert expires in 7 days", text="renew\n"
+)
+send_error = send_error_factory(message)
 
 
 # --- the request ---------------------------------------------------------------------------
@@ -205,22 +182,3 @@ def test_check_with_a_bad_token(fake: FakePostmark, base: str) -> None:
     health = build({**fake.config(base), "server_token": "pm-nope-nope"}).check(timeout=5)
     assert not health.ok and health.outcome is Outcome.PROVIDER
     assert "Server Token you provided" in health.detail
-
-
-# --- URL forms -----------------------------------------------------------------------------
-
-
-def test_url_form_with_a_stream(fake: FakePostmark, base: str) -> None:
-    (spec,) = specs_from_urls([fake.url(base) + "&message_stream=alerts"], "--provider")
-    assert spec.values["server_token"] == TOKEN
-    p = spec.build()
-    assert isinstance(p, PostmarkProvider)
-    p.send(message(), timeout=5)
-    assert fake.sent[0]["MessageStream"] == "alerts"
-
-
-@pytest.mark.parametrize("url", [f"postmark://{TOKEN}", "postmark://", f"postmark://{TOKEN}@host"])
-def test_bad_url_forms_never_echo_the_token(url: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        specs_from_urls([url], "--provider")
-    assert TOKEN not in str(info.value) and TOKEN.lower() not in str(info.value)

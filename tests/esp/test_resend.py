@@ -6,56 +6,31 @@ check where a sending-only key still proves the key."""
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 import pytest
 from pytest_httpserver import HTTPServer
 
-from mailrelay.config import ProviderSpec, ProviderURL, specs_from_urls
+from mailrelay.config import ProviderSpec
 from mailrelay.errors import ConfigError
-from mailrelay.message import Address, Attachment, Message
-from mailrelay.providers.base import Outcome, ProviderError
+from mailrelay.message import Address, Attachment
+from mailrelay.providers.base import Outcome
 from mailrelay.providers.resend import ResendProvider
+from tests.esp.conftest import build_provider, message_factory, send_error_factory
+from tests.esp.conftest import last_json as last_body
 from tests.esp.fake_resend import API_KEY, SENDING_KEY, FakeResend, error
 from tests.esp.fakebase import server_base_url
 
 PNG = b"\x89PNG\r\n\x1a\n-not-really"
 
 
-@pytest.fixture
-def fake(httpserver: HTTPServer) -> FakeResend:
-    instance = FakeResend()
-    instance.install(httpserver)
-    return instance
-
-
 def build(server: HTTPServer, **values: Any) -> ResendProvider:
-    cfg = {"type": "resend", "api_key": API_KEY, "base_url": server_base_url(server), **values}
-    provider = ProviderSpec("rs", "resend", cfg, "test").build()
-    assert isinstance(provider, ResendProvider)
-    return provider
+    values = {"api_key": API_KEY, "base_url": server_base_url(server), **values}
+    return build_provider(ResendProvider, values, name="rs")
 
 
-def message(**overrides: Any) -> Message:
-    values: dict[str, Any] = {
-        "sender": Address("ops@example.com", "Ops"),
-        "to": [Address("a@example.com")],
-        "subject": "Disk full",
-        "text": "disk 91% full\n",
-    }
-    values.update(overrides)
-    return Message(**values)
-
-
-def last_body(fake: FakeResend) -> dict[str, Any]:
-    return json.loads(fake.requests[-1].get_data(as_text=True))  # type: ignore[no-any-return]
-
-
-def send_error(provider: ResendProvider, msg: Message | None = None) -> ProviderError:
-    with pytest.raises(ProviderError) as info:
-        provider.send(msg or message(), timeout=5)
-    return info.value
+message = message_factory()
+send_error = send_error_factory(message)
 
 
 def test_default_endpoint() -> None:
@@ -232,22 +207,6 @@ def test_an_invalid_key_is_unhealthy(fake: FakeResend, httpserver: HTTPServer) -
     health = build(httpserver, api_key="re_nope_123").check(timeout=5)
     assert not health.ok and health.outcome is Outcome.PROVIDER
     assert "invalid_api_key" in health.detail and "re_nope_123" not in health.detail
-
-
-def test_url_form(fake: FakeResend, httpserver: HTTPServer) -> None:
-    (spec,) = specs_from_urls([fake.url(server_base_url(httpserver))], "--provider")
-    assert spec.values["api_key"] == API_KEY
-    assert spec.build().send(message(), timeout=5).message_id == fake.last_message_id
-
-
-@pytest.mark.parametrize(
-    "raw",
-    ["resend://", "resend://:s3cr3t@", "resend://s3cr3t@api.resend.com", "resend://s3cr3t@/x"],
-)
-def test_bad_url_forms(raw: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        ResendProvider.config_from_url(ProviderURL.parse(raw, "--provider"))
-    assert "s3cr3t" not in str(info.value)
 
 
 def test_sandbox_is_not_a_resend_key(httpserver: HTTPServer) -> None:

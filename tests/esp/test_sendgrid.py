@@ -1,5 +1,6 @@
 """SendGrid specifics the shared contract does not cover: JSON mapping details, sandbox mode's
-200, X-RateLimit-Reset, sender-identity errors, the scopes health check and URL forms."""
+200, X-RateLimit-Reset, sender-identity errors, the scopes health check.
+Its URL forms are checked in test_contract.py."""
 
 from __future__ import annotations
 
@@ -7,50 +8,24 @@ import time
 from typing import Any
 
 import pytest
-from pytest_httpserver import HTTPServer
 
-from mailrelay.config import ProviderSpec, specs_from_urls
-from mailrelay.errors import ConfigError
-from mailrelay.message import Address, Attachment, Message
-from mailrelay.providers.base import Outcome, Provider, ProviderError
+from mailrelay.message import Address, Attachment
+from mailrelay.providers.base import Outcome
 from mailrelay.providers.sendgrid import SendgridProvider
+from tests.esp.conftest import build_provider, message_factory, send_error_factory
 from tests.esp.fake_sendgrid import FakeSendgrid, errors
-from tests.esp.fakebase import server_base_url
 
 KEY = FakeSendgrid.API_KEY
 
 
-@pytest.fixture
-def fake(httpserver: HTTPServer) -> FakeSendgrid:
-    f = FakeSendgrid()
-    f.install(httpserver)
-    return f
+def build(values: dict[str, Any]) -> SendgridProvider:
+    return build_provider(SendgridProvider, values, name="sg")
 
 
-@pytest.fixture
-def base(httpserver: HTTPServer) -> str:
-    return server_base_url(httpserver)
-
-
-def build(values: dict[str, Any]) -> Provider:
-    return ProviderSpec("sg", "sendgrid", values, "test").build()
-
-
-def message(**kw: Any) -> Message:
-    fields: dict[str, Any] = {
-        "sender": Address("ops@example.com", "Ops"),
-        "to": [Address("ann@example.com", "Ann")],
-        "subject": "Backup done",
-        "text": "ok\n",
-    }
-    fields.update(kw)
-    return Message(**fields)
-
-
-def send_error(provider: Provider, msg: Message | None = None) -> ProviderError:
-    with pytest.raises(ProviderError) as info:
-        provider.send(msg or message(), timeout=5)
-    return info.value
+message = message_factory(
+    to=[Address("ann@example.com", "Ann")], subject="Backup done", text="ok\n"
+)
+send_error = send_error_factory(message)
 
 
 # --- the request ---------------------------------------------------------------------------
@@ -213,24 +188,10 @@ def test_check_with_a_bad_key(fake: FakeSendgrid, base: str) -> None:
     assert "authorization grant is invalid" in health.detail
 
 
-# --- config and URL forms ----------------------------------------------------------------
+# --- config ------------------------------------------------------------------------------
 
 
 def test_eu_subusers_use_base_url() -> None:
     p = build({"api_key": KEY, "base_url": "https://api.eu.sendgrid.com"})
     assert isinstance(p, SendgridProvider)
     assert p.base_url == "https://api.eu.sendgrid.com"
-
-
-def test_url_form(fake: FakeSendgrid, base: str) -> None:
-    (spec,) = specs_from_urls([fake.url(base)], "--provider")
-    assert spec.values["api_key"] == KEY
-    assert spec.build().send(message(), timeout=5).message_id == fake.last_message_id
-
-
-@pytest.mark.parametrize("url", [f"sendgrid://{KEY}", "sendgrid://", f"sendgrid://x:{KEY}@"])
-def test_bad_url_forms_never_echo_the_key(url: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        specs_from_urls([url], "--provider")
-    text = str(info.value)
-    assert KEY not in text and KEY.lower() not in text

@@ -4,39 +4,28 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from mailrelay.config import ProviderSpec, specs_from_urls
 from mailrelay.errors import ConfigError
 from mailrelay.message import Address, Attachment, Message
-from mailrelay.providers.base import Outcome, ProviderError
+from mailrelay.providers.base import Outcome
 from mailrelay.providers.ses import SesProvider
+from tests.esp.conftest import build_provider, message_factory, send_error_factory
 from tests.esp.fake_ses import AKID, CONFIG_SET, SECRET, SESSION_TOKEN, FakeSes, ses_error
 from tests.esp.fakebase import server_base_url
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(40))
 
 
-@pytest.fixture
-def fake(httpserver: HTTPServer) -> Iterator[FakeSes]:
-    f = FakeSes()
-    f.install(httpserver)
-    yield f
-
-
-def base(httpserver: HTTPServer) -> str:
-    return server_base_url(httpserver)
+base = server_base_url  # called as a function in this module
 
 
 def build(cfg: dict[str, Any]) -> SesProvider:
-    provider = ProviderSpec(cfg.get("name", "ses"), "ses", cfg, "test").build()
-    assert isinstance(provider, SesProvider)
-    return provider
+    return build_provider(SesProvider, cfg, name=cfg.get("name", "ses"))
 
 
 def provider_for(fake: FakeSes, httpserver: HTTPServer, **changes: Any) -> SesProvider:
@@ -45,15 +34,12 @@ def provider_for(fake: FakeSes, httpserver: HTTPServer, **changes: Any) -> SesPr
     return build({k: v for k, v in cfg.items() if v is not None})
 
 
-def simple(**kw: Any) -> Message:
-    values: dict[str, Any] = {
-        "sender": Address("ops@example.com", "Ops Team"),
-        "to": [Address("alice@example.org")],
-        "subject": "Hello",
-        "text": "Hi there\n",
-    }
-    values.update(kw)
-    return Message(**values)
+simple = message_factory(
+    sender=Address("ops@example.com", "Ops Team"),
+    to=[Address("alice@example.org")],
+    subject="Hello",
+    text="Hi there\n",
+)
 
 
 def full() -> Message:
@@ -76,10 +62,7 @@ def full() -> Message:
     )
 
 
-def send_error(provider: SesProvider, message: Message | None = None) -> ProviderError:
-    with pytest.raises(ProviderError) as info:
-        provider.send(message or simple(), timeout=5)
-    return info.value
+send_error = send_error_factory(simple)
 
 
 # --- mapping -----------------------------------------------------------------------------
@@ -221,7 +204,7 @@ def test_wrong_credentials_or_region_are_provider_errors(
         assert secret not in str(err)
 
 
-# --- config, regions, URL ------------------------------------------------------------------
+# --- config and regions --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("region", ["eu-west-1", "ap-southeast-2", "us-gov-west-1"])
@@ -265,47 +248,6 @@ def test_sandbox_is_not_a_ses_key() -> None:
             }
         )
     assert info.value.key == "sandbox"
-
-
-def test_url_form_builds_and_sends(fake: FakeSes, httpserver: HTTPServer) -> None:
-    (spec,) = specs_from_urls([fake.url(base(httpserver))], "--provider")
-    assert spec.values["secret_access_key"] == SECRET  # percent-decoded / and +
-    provider = spec.build()
-    assert isinstance(provider, SesProvider)
-    assert provider.region == "eu-west-1" and provider.configuration_set == CONFIG_SET
-    receipt = provider.send(simple(), timeout=5)
-    assert receipt.message_id == fake.last_message_id
-
-
-def test_url_form_with_session_token(httpserver: HTTPServer) -> None:
-    fake = FakeSes(session_token=SESSION_TOKEN)
-    fake.install(httpserver)
-    (spec,) = specs_from_urls([fake.url(base(httpserver))], "--provider")
-    spec.build().send(simple(), timeout=5)
-    assert fake.requests[-1].headers["x-amz-security-token"] == SESSION_TOKEN
-
-
-def test_url_form_without_base_url_uses_the_region_host() -> None:
-    (spec,) = specs_from_urls([f"ses://{AKID}:abc%2Bdef@ap-northeast-1"], "--provider")
-    provider = spec.build()
-    assert isinstance(provider, SesProvider)
-    assert provider.base_url == "https://email.ap-northeast-1.amazonaws.com"
-
-
-@pytest.mark.parametrize(
-    ("url", "words"),
-    [
-        (f"ses://{AKID}@eu-west-1", "access key id and secret"),
-        ("ses://eu-west-1", "access key id and secret"),
-        (f"ses://{AKID}:{SECRET.replace('/', '%2F')}@", "region as the host"),
-        (f"ses://{AKID}:abc@eu-west-1/my-set", "configuration_set"),
-    ],
-)
-def test_url_form_errors(url: str, words: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        specs_from_urls([url], "--provider")
-    assert words in str(info.value)
-    assert SECRET not in str(info.value) and "abc" not in str(info.value)
 
 
 # --- classification ----------------------------------------------------------------------

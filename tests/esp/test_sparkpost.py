@@ -1,5 +1,6 @@
 """SparkPost specifics the contract test does not cover: regions, the cc/bcc recipe, the
-200-with-every-recipient-rejected reply, 420 and 7001, the account health check, URL forms."""
+200-with-every-recipient-rejected reply, 420 and 7001, the account health check.
+Its URL forms are checked in test_contract.py."""
 
 from __future__ import annotations
 
@@ -9,45 +10,24 @@ from typing import Any
 import pytest
 from pytest_httpserver import HTTPServer
 
-from mailrelay.config import ProviderSpec, ProviderURL, specs_from_urls
 from mailrelay.errors import ConfigError
-from mailrelay.message import Address, Attachment, Message
+from mailrelay.message import Address, Attachment
 from mailrelay.providers.base import Outcome, ProviderError
 from mailrelay.providers.sparkpost import SparkpostProvider
+from tests.esp.conftest import build_provider, message_factory
 from tests.esp.fake_sparkpost import API_KEY, FakeSparkpost
 from tests.esp.fakebase import json_response, server_base_url
 
 
-@pytest.fixture
-def fake(httpserver: HTTPServer) -> FakeSparkpost:
-    f = FakeSparkpost()
-    f.install(httpserver)
-    return f
-
-
-def base(server: HTTPServer) -> str:
-    return server_base_url(server)
-
-
 def build(values: dict[str, Any]) -> SparkpostProvider:
-    provider = ProviderSpec("sp", "sparkpost", {"type": "sparkpost", **values}, "test").build()
-    assert isinstance(provider, SparkpostProvider)
-    return provider
+    return build_provider(SparkpostProvider, values, name="sp")
 
 
 def provider(fake: FakeSparkpost, server: HTTPServer, **extra: Any) -> SparkpostProvider:
-    return build({**fake.config(base(server)), **extra})
+    return build({**fake.config(server_base_url(server)), **extra})
 
 
-def message(**kw: Any) -> Message:
-    values: dict[str, Any] = {
-        "sender": Address("ops@example.com", "Ops"),
-        "to": [Address("a@example.com")],
-        "subject": "s",
-        "text": "t\n",
-    }
-    values.update(kw)
-    return Message(**values)
+message = message_factory(subject="s", text="t\n")
 
 
 def test_regions_pick_the_documented_hosts() -> None:
@@ -60,20 +40,6 @@ def test_regions_pick_the_documented_hosts() -> None:
     assert proxied.base_url == "http://127.0.0.1:9/api/v1"
     with pytest.raises(ConfigError, match="region"):
         build({"api_key": "k", "region": "ap"})
-
-
-def test_url_forms() -> None:
-    def values(raw: str) -> dict[str, Any]:
-        return SparkpostProvider.config_from_url(ProviderURL.parse(raw, "--provider"))
-
-    assert values("sparkpost://KEY@") == {"api_key": "KEY"}
-    assert values("sparkpost://KEY@eu") == {"api_key": "KEY", "region": "eu"}
-    with pytest.raises(ConfigError, match="region"):
-        values("sparkpost://KEY@api.example.com")
-    with pytest.raises(ConfigError, match="API key"):
-        values("sparkpost://eu")
-    (spec,) = specs_from_urls(["sparkpost://KEY@?region=eu"], "--provider")
-    assert spec.build().base_url == "https://api.eu.sparkpost.com/api/v1"  # type: ignore[attr-defined]
 
 
 def test_request_shape_auth_cc_bcc_and_sandbox(fake: FakeSparkpost, httpserver: HTTPServer) -> None:
