@@ -34,8 +34,14 @@ P = TypeVar("P", bound=Provider)
 def fake(request: pytest.FixtureRequest, httpserver: HTTPServer) -> FakeESP:
     """The module's provider fake (test_<type>.py -> fake_<type>.FAKE_CLASS), installed on the
     loopback httpserver."""
-    module = importlib.import_module(request.module.__name__.replace(".test_", ".fake_", 1))
-    instance: FakeESP = module.FAKE_CLASS()
+    return serve(request.module.__name__.rpartition(".test_")[2], httpserver)
+
+
+def serve(type_: str, httpserver: HTTPServer, **options: Any) -> FakeESP:
+    """The fake of provider `type_` (fake_<type>.FAKE_CLASS, built with `options`), installed
+    on the loopback httpserver."""
+    module = importlib.import_module(f"tests.esp.fake_{type_}")
+    instance: FakeESP = module.FAKE_CLASS(**options)
     instance.install(httpserver)
     return instance
 

@@ -10,7 +10,6 @@ absent from errors, the health check, the URL form, sandbox and idempotency.
 from __future__ import annotations
 
 import base64
-import importlib
 import re
 import time
 from pathlib import Path
@@ -25,10 +24,11 @@ from mailrelay.config import ProviderSpec, ProviderURL, specs_from_urls
 from mailrelay.errors import ConfigError
 from mailrelay.message import Attachment, Message, build_message
 from mailrelay.providers import registry
-from mailrelay.providers.base import Outcome, Provider, ProviderError
+from mailrelay.providers.base import Outcome, Provider
 from mailrelay.providers.http import HttpProvider
 from mailrelay.providers.postmark import PostmarkProvider
 from mailrelay.providers.ses import SesProvider
+from tests.esp.conftest import send_error_factory, serve
 from tests.esp.fake_mailgun import FakeMailgun
 from tests.esp.fake_postmark import FakePostmark
 from tests.esp.fake_sendgrid import FakeSendgrid
@@ -54,10 +54,7 @@ def test_every_http_provider_has_a_fake() -> None:
 
 @pytest.fixture(params=FAKE_MODULES)
 def fake(request: pytest.FixtureRequest, httpserver: HTTPServer) -> FakeESP:
-    module = importlib.import_module(f"tests.esp.{request.param}")
-    instance: FakeESP = module.FAKE_CLASS()
-    instance.install(httpserver)
-    return instance
+    return serve(request.param.removeprefix("fake_"), httpserver)
 
 
 def build(fake: FakeESP, server: HTTPServer, **overrides: Any) -> Provider:
@@ -115,12 +112,7 @@ def same_body(got: str, want: str) -> bool:
     return got.replace("\r\n", "\n").rstrip("\n") == want.rstrip("\n")
 
 
-def send_error(
-    provider: Provider, message: Message | None = None, timeout: float = 5
-) -> ProviderError:
-    with pytest.raises(ProviderError) as info:
-        provider.send(message or simple(), timeout=timeout)
-    return info.value
+send_error = send_error_factory(simple)
 
 
 def assert_no_secret(fake: FakeESP, *texts: str) -> None:
@@ -469,14 +461,6 @@ def test_url_form_picks_the_regional_host(raw: str, values: dict[str, str], base
     provider = spec.build()
     assert isinstance(provider, HttpProvider) and isinstance(provider, registry.get(spec.type))
     assert provider.base_url == base_url
-
-
-def serve(type_: str, httpserver: HTTPServer, **options: Any) -> FakeESP:
-    """The fake of `type_`, built with `options`, installed on the loopback httpserver."""
-    module = importlib.import_module(f"tests.esp.fake_{type_}")
-    instance: FakeESP = module.FAKE_CLASS(**options)
-    instance.install(httpserver)
-    return instance
 
 
 def test_brevo_url_form_turns_sandbox_on(httpserver: HTTPServer) -> None:
