@@ -17,6 +17,7 @@ from mailrelay import __version__
 from mailrelay.errors import ExitCode, MailrelayError
 
 if TYPE_CHECKING:
+    from mailrelay.alerts import Dispatcher
     from mailrelay.config import Settings
     from mailrelay.engine import Engine, Listener
     from mailrelay.output import Output
@@ -107,6 +108,15 @@ class App:
 
         return [AuditLog(path)]
 
+    def alerter(self) -> Dispatcher | None:
+        """Where alert events go ([alerts] in the config), or None when nowhere."""
+        alerts = self.settings.alerts
+        if alerts is None or not alerts.enabled:
+            return None
+        from mailrelay.alerts import Dispatcher
+
+        return Dispatcher(alerts, warn=self.out.warn)
+
     def engine(
         self,
         *,
@@ -131,6 +141,7 @@ class App:
             warn=self.out.warn,
             raise_bugs=self.debug,
             listeners=self.listeners(),
+            alert=self.alerter(),
         )
 
     def close(self) -> None:
