@@ -376,4 +376,3 @@ def read_alerts(table: object, source: str) -> AlertSettings:
             exc.reason, source=source, key=key if key.startswith("alerts.") else f"alerts.{key}"
         ) from None
     return settings
-

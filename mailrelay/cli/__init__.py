@@ -190,6 +190,11 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
         "queue",
         "List, send and drop the messages waiting in the spool.",
     ),
+    "metrics": (
+        "mailrelay.cli.metrics",
+        "metrics",
+        "Print Prometheus metrics: attempts, messages, cooldowns, spool depth.",
+    ),
     "schema": (
         "mailrelay.cli.schema",
         "schema",
