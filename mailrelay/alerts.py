@@ -21,6 +21,7 @@ an exit code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import socket
@@ -207,41 +208,53 @@ class Dispatcher:
 
     def _run_commands(self, events: Sequence[Event], deadline: float) -> None:
         import subprocess
+        import tempfile
 
         argv = self.settings.command
         name = argv[0]
-        running: list[subprocess.Popen[bytes]] = []
+        running: list[tuple[subprocess.Popen[bytes], Any]] = []
         problems: list[str] = []
-        for event in events:  # at once: one bound for all of them
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                self.warn(f"alert: cannot run the alert command {name}: {exc.strerror or exc}")
-                break
-            running.append(proc)
-            try:
+        files = contextlib.ExitStack()
+        try:
+            for event in events:  # all at once: one bound for all of them
+                # stderr to a file, not a pipe: nothing to drain while waiting
+                err = files.enter_context(tempfile.TemporaryFile())
+                try:
+                    proc = subprocess.Popen(
+                        argv,
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.DEVNULL,
+                        stderr=err,
+                        start_new_session=True,
+                    )
+                except OSError as exc:
+                    why = exc.strerror or str(exc)
+                    self.warn(f"alert: cannot run the alert command {name}: {why}")
+                    break
+                running.append((proc, err))
                 assert proc.stdin is not None
-                proc.stdin.write(event.to_json().encode("utf-8") + b"\n")
-                proc.stdin.close()
-            except OSError:
-                pass  # it did not read its input: its exit status tells the rest
-        for proc in running:
-            try:
-                _, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _kill(proc)
-                problems.append(f"did not finish within {self.settings.timeout:g} s; killed")
-                continue
-            if proc.returncode != 0:
-                last = err.decode("utf-8", "replace").strip().splitlines()[-1:] if err else []
-                said = f": {last[0][:200]}" if last else ""
-                problems.append(f"exit status {proc.returncode}{said}")
+                with contextlib.suppress(OSError):  # it did not read: its exit status tells
+                    proc.stdin.write(event.to_json().encode("utf-8") + b"\n")
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+            for proc, err in running:
+                try:
+                    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    _kill(proc)
+                    problems.append(f"did not finish within {self.settings.timeout:g} s; killed")
+                    continue
+                if proc.returncode != 0:
+                    err.seek(0)
+                    said = err.read(4096).decode("utf-8", "replace").strip().splitlines()[-1:]
+                    problems.append(
+                        f"exit status {proc.returncode}" + (f": {said[0][:200]}" if said else "")
+                    )
+        finally:
+            for proc, _ in running:
+                if proc.poll() is None:
+                    _kill(proc)
+            files.close()
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             self.warn(scrub(f"alert: the alert command {name} {problems[0]}{more}"))
