@@ -218,7 +218,7 @@ class Dispatcher:
         try:
             for event in events:  # all at once: one bound for all of them
                 # stderr to a file, not a pipe: nothing to drain while waiting
-                err = files.enter_context(tempfile.TemporaryFile())
+                err = files.enter_context(tempfile.TemporaryFile())  # noqa: SIM115
                 try:
                     proc = subprocess.Popen(
                         argv,
