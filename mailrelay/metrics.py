@@ -58,19 +58,27 @@ def spool_stats(path: Path) -> SpoolStats:
     stats = SpoolStats()
     for folder in FOLDERS:
         directory = path if folder == "queued" else path / folder
-        names = _message_names(directory)
+        names = _message_names(directory, suffix=SPOOL_SUFFIX if folder == "queued" else "")
         stats.counts[folder] = len(names)
         if folder == "queued" and names:
             stats.oldest = _created(directory, min(names))
     return stats
 
 
-def _message_names(directory: Path) -> list[str]:
+def _message_names(directory: Path, *, suffix: str) -> list[str]:
+    """The message files of a folder: not hidden (temp files are), not folders; queued
+    messages are `.json`, held/ also keeps sendmail's `.eml` files."""
     try:
-        names = os.listdir(directory)
+        with os.scandir(directory) as entries:
+            return [
+                e.name
+                for e in entries
+                if e.name.endswith(suffix)
+                and not e.name.startswith(".")
+                and e.is_file(follow_symlinks=False)
+            ]
     except OSError:  # missing, or not ours to read: nothing to count
         return []
-    return [n for n in names if n.endswith(SPOOL_SUFFIX) and not n.startswith(".")]
 
 
 def _created(directory: Path, name: str) -> datetime | None:

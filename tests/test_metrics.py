@@ -139,6 +139,10 @@ def test_output_is_written_atomically_0644_and_leaves_no_temp_file(
     failed = spool / "failed"
     failed.mkdir()
     (failed / "20261122T091403.123456Z-0123456789.json").write_text("{}")
+    held = spool / "held"  # sendmail keeps what it could not read the config for here
+    held.mkdir()
+    (held / "20261122T091403.123456Z-0123456789.eml").write_text("From: a\n\nx\n")
+    (spool / ".tmp-half-written").write_text("")  # a temp file is no message
     collector = tmp_path / "textfile"
     collector.mkdir()
     target = collector / "mailrelay.prom"
@@ -151,6 +155,7 @@ def test_output_is_written_atomically_0644_and_leaves_no_temp_file(
     samples, _ = parse(target.read_text())
     assert value(samples, "mailrelay_spool_messages", folder="queued") == 1
     assert value(samples, "mailrelay_spool_messages", folder="failed") == 1
+    assert value(samples, "mailrelay_spool_messages", folder="held") == 1
     assert value(samples, "mailrelay_messages_total", result="queued") == 1
 
 
