@@ -276,3 +276,30 @@ def test_a_retried_change_starts_its_transitions_afresh() -> None:
         state.providers["a"].consecutive_failures = 1
         t.detect(state)
     assert [e.event for e in t.events] == ["provider_down", "all_failed"]
+
+
+GATED = """\
+import os, sys, time
+gate, out = sys.argv[1], sys.argv[2]
+while not os.path.exists(gate):  # bounded by the dispatcher's timeout, which kills it
+    time.sleep(0.01)
+with open(out, "a", encoding="utf-8") as f:
+    f.write(sys.stdin.read())
+"""
+
+
+def test_the_background_dispatcher_does_not_wait_for_the_alert(tmp_path: Path) -> None:
+    from mailrelay.alerts import AlertSettings, BackgroundDispatcher, Dispatcher
+
+    script = tmp_path / "gated.py"
+    script.write_text(GATED)
+    gate, out = tmp_path / "gate", tmp_path / "out.jsonl"
+    warnings: list[str] = []
+    settings = AlertSettings(command=[sys.executable, str(script), str(gate), str(out)], timeout=60)
+    background = BackgroundDispatcher(Dispatcher(settings, warn=warnings.append))
+    event = Event("provider_down", Clock().now(), "a", "transient", "down", "web1")
+    background.dispatch([event])  # returns while the command still waits for the gate
+    gate.touch()
+    background.close(wait=60)
+    assert [json.loads(line)["event"] for line in out.read_text().splitlines()] == ["provider_down"]
+    assert warnings == []

@@ -129,6 +129,35 @@ def test_counts_after_failover_rejection_and_queueing_match_what_was_done(
         assert address not in text  # no recipient, domain or subject anywhere
 
 
+def test_a_flush_counts_a_delivered_message_as_sent_and_a_retry_not_at_all(
+    tmp_path: Path, dead_port: int
+) -> None:
+    spool = tmp_path / "spool"
+    dead = write_config(tmp_path / "dead.toml", [smtp("relay", dead_port)], spool_dir=str(spool))
+    for i in range(2):
+        r = mailrelay("--config", str(dead), "send", "--queue", "-s", f"q{i}", "a@example.com")
+        assert r.returncode == 0, r.stderr
+    r = mailrelay("--config", str(dead), "queue", "flush", "--now", input=None)
+    assert r.returncode == 75, r.stderr  # both tried again, both still queued
+    samples, _ = parse(metrics(dead))
+    assert value(samples, "mailrelay_messages_total", result="queued") == 2
+    assert (
+        value(samples, "mailrelay_send_attempts_total", provider="relay", outcome="transient") == 4
+    )
+    with SmtpServer() as server:
+        live = write_config(
+            tmp_path / "live.toml", [smtp("relay", server.port)], spool_dir=str(spool)
+        )
+        r = mailrelay("--config", str(live), "queue", "flush", "--now", input=None)
+        assert r.returncode == 0, r.stderr
+        assert len(server.messages) == 2
+    samples, _ = parse(metrics(live))
+    assert value(samples, "mailrelay_messages_total", result="queued") == 2
+    assert value(samples, "mailrelay_messages_total", result="sent") == 2
+    assert value(samples, "mailrelay_messages_total", result="failed") == 0
+    assert value(samples, "mailrelay_spool_messages", folder="queued") == 0
+
+
 def test_output_is_written_atomically_0644_and_leaves_no_temp_file(
     tmp_path: Path, dead_port: int
 ) -> None:
