@@ -23,6 +23,7 @@ from mailrelay.state import TomlStateStore
 from tests.smtpserver import SmtpServer
 from tests.test_e2e import mailrelay, write_config
 from tests.test_engine import Clock, Scripted
+from tests.test_metrics import smtp
 
 HOOK_PASSWORD = "hook-Pa55-never-shown"
 
@@ -31,17 +32,6 @@ import sys
 with open(sys.argv[1], "a", encoding="utf-8") as f:
     f.write(sys.stdin.read())
 """
-
-
-def smtp(name: str, port: int) -> dict[str, Any]:
-    return {
-        "name": name,
-        "type": "smtp",
-        "host": "127.0.0.1",
-        "port": port,
-        "security": "none",
-        "timeout": 3,
-    }
 
 
 def configure(path: Path, providers: list[dict[str, Any]], alerts: str, **defaults: Any) -> Path:
