@@ -22,8 +22,6 @@ an exit code.
 from __future__ import annotations
 
 import contextlib
-import json
-import queue
 import socket
 import threading
 import time
@@ -70,6 +68,8 @@ class Event:
         }
 
     def to_json(self) -> str:
+        import json
+
         return json.dumps(self.to_dict(), ensure_ascii=False)
 
     @property
@@ -317,7 +317,10 @@ class BackgroundDispatcher:
     thread sends them. `close(wait)` waits at most `wait` seconds for what is queued."""
 
     def __init__(self, dispatcher: Dispatcher, *, max_queued: int = 1000) -> None:
+        import queue
+
         self.dispatcher = dispatcher
+        self._full = queue.Full
         self._queue: queue.Queue[list[Event] | None] = queue.Queue(maxsize=max_queued)
         self._thread = threading.Thread(target=self._run, name="mailrelay-alerts", daemon=True)
         self._thread.start()
@@ -331,7 +334,7 @@ class BackgroundDispatcher:
             return
         try:
             self._queue.put_nowait(list(events))
-        except queue.Full:
+        except self._full:
             if not self._dropped:  # said once: a flood of alerts is itself the news
                 self._dropped = True
                 self.dispatcher.warn("alert: too many alerts waiting; some were dropped")

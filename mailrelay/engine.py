@@ -324,12 +324,15 @@ class Engine:
         now = self.now()
         index = {p.name: i for i, p in enumerate(self.providers)}
         policy = self.policy
-        from mailrelay.alerts import Transitions
+        transitions = None
+        if self.alert is not None:  # nobody to tell: spare the import and the comparison
+            from mailrelay.alerts import Transitions
 
-        transitions = Transitions(tried, counted, now)
+            transitions = Transitions(tried, counted, now)
 
         def change(state: State) -> None:
-            transitions.begin(state)  # afresh each run: a store may retry the change
+            if transitions is not None:
+                transitions.begin(state)  # afresh each run: a store may retry the change
             if counted is not None:
                 state.count_message(counted)
                 if counted != "rejected":
@@ -357,11 +360,13 @@ class Engine:
                     wait = policy.cooldown_for(a.outcome, entry.consecutive_failures, a.retry_after)
                 if wait is not None:
                     entry.cooldown_until = now + timedelta(seconds=wait)
-            transitions.detect(state)
+            if transitions is not None:
+                transitions.detect(state)
 
         try:
             self.store.update(change)
-            result.events = list(transitions.events)
+            if transitions is not None:
+                result.events = list(transitions.events)
         except StateError as exc:
             # the mail is already out (or not): never turn a state problem into a lost message
             note = f"{exc}; provider state not updated"

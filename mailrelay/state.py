@@ -82,7 +82,13 @@ class StateStore(Protocol):
         ...
 
     def update(self, change: Callable[[State], None]) -> State:
-        """Apply `change` to the current state atomically and return the new state."""
+        """Apply `change` to the current state atomically and return the new state.
+
+        `change` must see the current state of the store (not a cached copy) and what it
+        leaves is what is stored: counters add up, and the engine finds alert transitions by
+        comparing the state `change` was given with what it made of it (alerts.Transitions).
+        A store may run `change` again on a fresher state (an optimistic retry); the run
+        whose result was stored is the one that counts."""
         ...
 
 
