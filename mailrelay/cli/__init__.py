@@ -19,7 +19,7 @@ from mailrelay.errors import ExitCode, MailrelayError
 if TYPE_CHECKING:
     from mailrelay.alerts import Dispatcher
     from mailrelay.config import Settings
-    from mailrelay.engine import Engine, Listener
+    from mailrelay.engine import AlertSink, Engine, Listener
     from mailrelay.output import Output
     from mailrelay.providers.base import Provider
     from mailrelay.spool import Spool
@@ -123,7 +123,10 @@ class App:
         policy: str | None = None,
         timeout: float | None = None,
         store: StateStore | None = None,
+        alert: AlertSink | None = None,
     ) -> Engine:
+        """The failover engine; `alert` replaces the [alerts] dispatcher (serve passes an
+        alerts.BackgroundDispatcher, so no request waits for an alert)."""
         from mailrelay.engine import Engine, Policy
 
         s = self.settings
@@ -141,7 +144,7 @@ class App:
             warn=self.out.warn,
             raise_bugs=self.debug,
             listeners=self.listeners(),
-            alert=self.alerter(),
+            alert=alert if alert is not None else self.alerter(),
         )
 
     def close(self) -> None:
