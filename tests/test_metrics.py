@@ -237,3 +237,33 @@ def test_every_metric_named_in_the_monitoring_docs_is_exposed(tmp_path: Path) ->
     named = set(re.findall(r"\bmailrelay_[a-z_]+[a-z]", docs))
     assert named, "docs/monitoring.md names no metric"
     assert named - exposed == set()
+
+
+def test_a_batch_counts_each_message_once(tmp_path: Path, dead_port: int) -> None:
+    import json
+
+    lines = [
+        json.dumps({"from": "a@example.com", "to": f"u{i}@example.com", "subject": f"b{i}"})
+        for i in range(5)
+    ]
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("\n".join(lines) + "\n")
+    with SmtpServer() as server:
+        cfg = write_config(
+            tmp_path / "config.toml",
+            [smtp("dead", dead_port), smtp("live", server.port)],
+            policy="priority",
+            spool_dir=str(tmp_path / "spool"),
+        )
+        r = mailrelay("--config", str(cfg), "send", "--batch", str(batch), input=None)
+        assert r.returncode == 0, r.stderr
+        assert len(server.messages) == 5
+    samples, _ = parse(metrics(cfg))
+    assert value(samples, "mailrelay_messages_total", result="sent") == 5
+    accepted = value(samples, "mailrelay_send_attempts_total", provider="live", outcome="accepted")
+    assert accepted == 5
+    # the dead relay rests after its first failure, but 8 workers may all have planned first
+    transient = value(
+        samples, "mailrelay_send_attempts_total", provider="dead", outcome="transient"
+    )
+    assert 1 <= transient <= 5
