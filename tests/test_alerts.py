@@ -293,3 +293,18 @@ def test_the_background_dispatcher_does_not_wait_for_the_alert(tmp_path: Path) -
     background.close(wait=60)
     assert [json.loads(line)["event"] for line in out.read_text().splitlines()] == ["provider_down"]
     assert warnings == []
+
+
+def test_a_literal_alert_url_in_a_readable_config_draws_the_secret_warning(
+    tmp_path: Path,
+) -> None:
+    cfg = configure(
+        tmp_path / "c.toml",
+        [smtp("a", 2525)],
+        f'urls = ["json://ops:{HOOK_PASSWORD}@127.0.0.1/"]\n',
+    )
+    cfg.chmod(0o644)
+    r = mailrelay("--config", str(cfg), "providers", input=None)
+    assert r.returncode == 0, r.stderr
+    assert "holds a literal secret and is readable by others" in r.stderr
+    assert HOOK_PASSWORD not in r.stdout + r.stderr
