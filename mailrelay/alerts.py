@@ -323,14 +323,15 @@ class BackgroundDispatcher:
         self._full = queue.Full
         self._queue: queue.Queue[list[Event] | None] = queue.Queue(maxsize=max_queued)
         self._thread = threading.Thread(target=self._run, name="mailrelay-alerts", daemon=True)
-        self._thread.start()
         self._dropped = False
+        self._closed = False
+        self._thread.start()
 
     def __call__(self, events: Sequence[Event]) -> None:
         self.dispatch(events)
 
     def dispatch(self, events: Sequence[Event]) -> None:
-        if not events:
+        if not events or self._closed:
             return
         try:
             self._queue.put_nowait(list(events))
@@ -345,9 +346,14 @@ class BackgroundDispatcher:
             if events is None:
                 return
             self.dispatcher.dispatch(events)
+            if self._closed and self._queue.empty():
+                return
 
     def close(self, wait: float | None = None) -> None:
-        self._queue.put(None)
+        """Take no more events; wait at most `wait` seconds for the queued ones to go out."""
+        self._closed = True
+        with contextlib.suppress(self._full):  # full: the worker ends when it has drained it
+            self._queue.put_nowait(None)
         self._thread.join(wait)
 
 
