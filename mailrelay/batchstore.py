@@ -22,11 +22,17 @@ Change = Callable[[State], None]
 
 
 def _copy_state(state: State) -> State:
-    # ProviderState holds only ints, strings and immutable datetimes: a shallow copy each is enough
+    # ProviderState holds ints, strings, immutable datetimes and one dict of counters
+    providers = {}
+    for name, entry in state.providers.items():
+        providers[name] = duplicate = copy.copy(entry)
+        duplicate.outcomes = dict(entry.outcomes)
     return State(
         last_provider=state.last_provider,
         last_index=state.last_index,
-        providers={name: copy.copy(entry) for name, entry in state.providers.items()},
+        providers=providers,
+        messages=dict(state.messages),
+        last_result=state.last_result,
     )
 
 

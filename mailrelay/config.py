@@ -19,6 +19,7 @@ from mailrelay.record import field, record
 from mailrelay.secrets import Secret
 
 if TYPE_CHECKING:
+    from mailrelay.alerts import AlertSettings
     from mailrelay.providers.base import Provider
 
 POLICIES = ("sticky", "priority", "round-robin")
@@ -321,6 +322,7 @@ class Settings:
     queue_max_retry: float = DEFAULT_QUEUE_MAX_RETRY
     queue_max_age: float = DEFAULT_QUEUE_MAX_AGE
     providers: list[ProviderSpec] = field(default_factory=list)
+    alerts: AlertSettings | None = None  # the [alerts] table; None when there is none
     warnings: list[str] = field(default_factory=list)
 
     def build_providers(self) -> list[Provider]:
@@ -485,18 +487,27 @@ def load_settings(
     if raw is not None:
         settings.source = source
         data = parse_toml(raw, source)
-        unknown = sorted(set(data) - {"defaults", "providers"})
+        unknown = sorted(set(data) - {"defaults", "providers", "alerts"})
         if unknown:
             raise ConfigError(
-                "unknown top-level key; known: [defaults], [[providers]]",
+                "unknown top-level key; known: [defaults], [[providers]], [alerts]",
                 source=source,
                 key=unknown[0],
             )
         if "defaults" in data:
             _read_defaults(data["defaults"], source, settings)
         settings.providers = _specs_from_tables(data.get("providers", []), source)
+        if "alerts" in data:
+            from mailrelay.alerts import read_alerts
+
+            settings.alerts = read_alerts(data["alerts"], source)
         mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077 and _holds_literal_secret(data.get("providers", [])):
+        alert_urls = data["alerts"].get("urls") if settings.alerts is not None else None
+        if mode & 0o077 and (
+            _holds_literal_secret(data.get("providers", []))
+            or isinstance(alert_urls, str)
+            or (isinstance(alert_urls, list) and any(isinstance(u, str) for u in alert_urls))
+        ):
             settings.warnings.append(
                 f"{source} holds a literal secret and is readable by others "
                 f"(mode {mode:04o}); chmod 600 it, or use {{ env = ... }} / {{ command = [...] }}"

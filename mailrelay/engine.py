@@ -20,11 +20,16 @@ from mailrelay.record import field, record
 from mailrelay.secrets import scrub
 
 if TYPE_CHECKING:
+    from mailrelay.alerts import Event
     from mailrelay.message import Message
     from mailrelay.state import State, StateStore
 
 Clock = Callable[[], float]
 Now = Callable[[], datetime]
+# what became of a message no provider took, decided before the state is written: "queued"
+# (kept in the spool), "failed", or None (not counted: a queue flush's retry stays queued)
+Keep = Callable[["SendResult"], "str | None"]
+AlertSink = Callable[[Sequence["Event"]], None]
 
 
 def utcnow() -> datetime:
@@ -92,6 +97,9 @@ class SendResult:
     message_id: str  # our RFC 5322 Message-ID
     attempts: list[Attempt] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # the message's result as counted in the state: sent | queued | failed | rejected
+    disposition: str | None = None
+    events: list[Event] = field(default_factory=list)  # alert transitions this send made
 
     @property
     def winner(self) -> Attempt | None:
@@ -152,8 +160,10 @@ class Engine:
         warn: Callable[[str], None] | None = None,
         raise_bugs: bool = False,
         listeners: Sequence[Listener] = (),
+        alert: AlertSink | None = None,
     ) -> None:
         self.providers = list(providers)
+        self.alert = alert  # told of the transitions each state update made
         self.listeners = list(listeners)
         self.store = store
         self.policy = policy or Policy()
@@ -193,7 +203,10 @@ class Engine:
 
     # --- sending -------------------------------------------------------------------------
 
-    def send(self, message: Message) -> SendResult:
+    def send(self, message: Message, *, keep: Keep | None = None) -> SendResult:
+        """Walk the providers; when none took the message (and it was not refused for its
+        own fault), `keep` may queue it and says what became of it. The state is written
+        once, after that, with the attempts and the message's result."""
         result = SendResult(message.message_id)
         state = self.store.load()
         deadline = self.clock() + self.policy.timeout
@@ -217,9 +230,33 @@ class Engine:
                 break
             if attempt.outcome is Outcome.AMBIGUOUS and self.policy.on_ambiguous == "stop":
                 break
+        if result.delivered:
+            result.disposition = "sent"
+        elif result.exit_code == ExitCode.DATAERR:
+            result.disposition = "rejected"
+        else:
+            result.disposition = "failed"
+            if keep is not None:
+                try:
+                    result.disposition = keep(result)
+                except BaseException:
+                    self._finish(message, result)  # the attempts are still worth keeping
+                    raise
+        self._finish(message, result)
+        return result
+
+    def _finish(self, message: Message, result: SendResult) -> None:
         self.record(result)
         self._tell(result, lambda listener: listener.result(message, result))
-        return result
+        if result.events and self.alert is not None:
+            try:
+                self.alert(result.events)
+            except Exception as exc:  # an alert never costs the mail
+                if self.raise_bugs:
+                    raise
+                note = scrub(f"alert: {type(exc).__name__}: {exc}")
+                result.warnings.append(note)
+                self.warn(note)
 
     def _tell(self, result: SendResult, call: Callable[[Listener], None]) -> None:
         for listener in self.listeners:
@@ -281,13 +318,25 @@ class Engine:
     def record(self, result: SendResult) -> None:
         """Fold the attempts into the state: counters add up across concurrent processes."""
         tried = [a for a in result.attempts if a.tried]
-        if not tried:
+        counted = result.disposition
+        if not tried and counted is None:
             return
         now = self.now()
         index = {p.name: i for i, p in enumerate(self.providers)}
         policy = self.policy
+        transitions = None
+        if self.alert is not None:  # nobody to tell: spare the import and the comparison
+            from mailrelay.alerts import Transitions
+
+            transitions = Transitions(tried, counted, now)
 
         def change(state: State) -> None:
+            if transitions is not None:
+                transitions.begin(state)  # afresh each run: a store may retry the change
+            if counted is not None:
+                state.count_message(counted)
+                if counted != "rejected":
+                    state.last_result = counted
             for a in tried:
                 entry = state.provider(a.provider)
                 entry.count_outcome(a.outcome.value)
@@ -311,9 +360,13 @@ class Engine:
                     wait = policy.cooldown_for(a.outcome, entry.consecutive_failures, a.retry_after)
                 if wait is not None:
                     entry.cooldown_until = now + timedelta(seconds=wait)
+            if transitions is not None:
+                transitions.detect(state)
 
         try:
             self.store.update(change)
+            if transitions is not None:
+                result.events = list(transitions.events)
         except StateError as exc:
             # the mail is already out (or not): never turn a state problem into a lost message
             note = f"{exc}; provider state not updated"

@@ -57,6 +57,12 @@ class State:
     last_provider: str | None = None  # NAME of the provider that last accepted a message
     last_index: int | None = None  # its position then (informational)
     providers: dict[str, ProviderState] = field(default_factory=dict)
+    # messages by final result ("sent", "queued", "failed", "rejected"): what metrics count
+    messages: dict[str, int] = field(default_factory=dict)
+    last_result: str | None = None  # the last such result other than "rejected" (alerts)
+
+    def count_message(self, result: str) -> None:
+        self.messages[result] = self.messages.get(result, 0) + 1
 
     def provider(self, name: str) -> ProviderState:
         """The entry for `name`, created empty if there is none yet."""
@@ -76,7 +82,13 @@ class StateStore(Protocol):
         ...
 
     def update(self, change: Callable[[State], None]) -> State:
-        """Apply `change` to the current state atomically and return the new state."""
+        """Apply `change` to the current state atomically and return the new state.
+
+        `change` must see the current state of the store (not a cached copy) and what it
+        leaves is what is stored: counters add up, and the engine finds alert transitions by
+        comparing the state `change` was given with what it made of it (alerts.Transitions).
+        A store may run `change` again on a fresher state (an optimistic retry); the run
+        whose result was stored is the one that counts."""
         ...
 
 
@@ -339,6 +351,10 @@ def _state_from_document(document: dict[str, Any]) -> State:
     if last_provider is not None and not isinstance(last_provider, str):
         raise _Corrupt("failover.last_provider: expected a string")
     state.last_provider = last_provider
+    last_result = failover.get("last_result")
+    if last_result is not None and not isinstance(last_result, str):
+        raise _Corrupt("failover.last_result: expected a string")
+    state.last_result = last_result
     if "last_index" in failover:
         state.last_index = _counter(failover["last_index"], "failover.last_index")
     for name, table in _table(document, "providers", "providers").items():
@@ -361,6 +377,8 @@ def _state_from_document(document: dict[str, Any]) -> State:
         for outcome, count in outcomes.items():
             entry.outcomes[outcome] = _counter(count, f"{where}.outcomes.{_key(outcome)}")
         state.providers[name] = entry
+    for result, count in _table(document, "messages", "messages").items():
+        state.messages[result] = _counter(count, f"messages.{_key(result)}")
     return state
 
 
@@ -417,6 +435,8 @@ def render_state(state: State) -> str:
         failover["last_provider"] = state.last_provider
     if state.last_index is not None:
         failover["last_index"] = state.last_index
+    if state.last_result is not None:
+        failover["last_result"] = state.last_result
     providers: dict[str, Any] = {}
     for name, entry in state.providers.items():
         table: dict[str, Any] = {}
@@ -428,6 +448,8 @@ def render_state(state: State) -> str:
                 value = _to_utc(value, milliseconds=key == "cooldown_until")
             table[key] = value
         providers[name] = table
-    document = {"schema": SCHEMA, "failover": failover, "providers": providers}
+    document: dict[str, Any] = {"schema": SCHEMA, "failover": failover, "providers": providers}
+    if state.messages:
+        document["messages"] = dict(state.messages)
     text = tomli_w.dumps(document)
     return _DATETIME_LINE.sub(r"\1 = \2T\3\4Z", text)

@@ -31,8 +31,17 @@ def test_importing_the_cli_loads_no_heavy_module_and_no_command() -> None:
 
 
 def test_help_and_version_load_no_command_module() -> None:
-    names = (*HEAVY, "mailrelay.cli.send", "mailrelay.cli.queue", "mailrelay.cli.sendmail")
-    for argv in (["--help"], ["--version"]):
+    names = (
+        *HEAVY,
+        "mailrelay.cli.send",
+        "mailrelay.cli.queue",
+        "mailrelay.cli.sendmail",
+        "mailrelay.metrics",
+        "mailrelay.alerts",
+        "prometheus_client",
+        "apprise",
+    )
+    for argv in (["--help"], ["--version"], ["metrics", "--help"]):
         code = f"from mailrelay.cli import main\nmain({argv!r})"
         assert loaded_after(code, names) == [], argv
 
@@ -51,5 +60,6 @@ def test_an_http_send_loads_neither_requests_nor_email_validator(
     argv = ["--config", str(config), "--state", str(tmp_path / "state.toml"), "send", "-s",
             "hi", "--text", "body", "dev@example.com"]  # fmt: skip
     code = f"from mailrelay.cli import main\nmain({argv!r})"
-    assert loaded_after(code, HEAVY) == []
+    # no [alerts]: the alert machinery is not even imported; apprise never is by a send
+    assert loaded_after(code, (*HEAVY, "mailrelay.alerts", "apprise", "prometheus_client")) == []
     assert len(fake.requests) == 1

@@ -17,8 +17,9 @@ from mailrelay import __version__
 from mailrelay.errors import ExitCode, MailrelayError
 
 if TYPE_CHECKING:
+    from mailrelay.alerts import Dispatcher
     from mailrelay.config import Settings
-    from mailrelay.engine import Engine, Listener
+    from mailrelay.engine import AlertSink, Engine, Listener
     from mailrelay.output import Output
     from mailrelay.providers.base import Provider
     from mailrelay.spool import Spool
@@ -107,13 +108,25 @@ class App:
 
         return [AuditLog(path)]
 
+    def alerter(self) -> Dispatcher | None:
+        """Where alert events go ([alerts] in the config), or None when nowhere."""
+        alerts = self.settings.alerts
+        if alerts is None or not alerts.enabled:
+            return None
+        from mailrelay.alerts import Dispatcher
+
+        return Dispatcher(alerts, warn=self.out.warn)
+
     def engine(
         self,
         *,
         policy: str | None = None,
         timeout: float | None = None,
         store: StateStore | None = None,
+        alert: AlertSink | None = None,
     ) -> Engine:
+        """The failover engine; `alert` replaces the [alerts] dispatcher (serve passes an
+        alerts.BackgroundDispatcher, so no request waits for an alert)."""
         from mailrelay.engine import Engine, Policy
 
         s = self.settings
@@ -131,6 +144,7 @@ class App:
             warn=self.out.warn,
             raise_bugs=self.debug,
             listeners=self.listeners(),
+            alert=alert if alert is not None else self.alerter(),
         )
 
     def close(self) -> None:
@@ -178,6 +192,11 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
         "mailrelay.cli.queue",
         "queue",
         "List, send and drop the messages waiting in the spool.",
+    ),
+    "metrics": (
+        "mailrelay.cli.metrics",
+        "metrics",
+        "Print Prometheus metrics: attempts, messages, cooldowns, spool depth.",
     ),
     "schema": (
         "mailrelay.cli.schema",

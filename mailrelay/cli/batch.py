@@ -149,10 +149,15 @@ class _Batch:
             return LineResult(lineno, error=str(exc), error_code=int(exc.exit_code))
         except RecursionError:
             return LineResult(lineno, error=f"{self.name}:{lineno}: JSON nested too deeply")
-        result = self.engine.send(message)
-        line = LineResult(lineno, result=result)
-        if not result.delivered and self.queue and result.exit_code != ExitCode.DATAERR:
+        line = LineResult(lineno)
+
+        def keep(result: SendResult) -> str:
+            if not self.queue:
+                return "failed"
             self.enqueue(line, message, result)
+            return "queued" if line.queue_id is not None else "failed"
+
+        line.result = self.engine.send(message, keep=keep)
         return line
 
     def enqueue(self, line: LineResult, message: Message, result: SendResult) -> None:

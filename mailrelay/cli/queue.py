@@ -265,7 +265,8 @@ def flush_command(app: App, now: bool, quiet: bool, json_mode: bool) -> None:
         if engine is None:  # only when something is due: a config problem shows here
             engine = app.engine()
             app.hold_connections()  # one SMTP connection for the whole flush
-        return engine.send(message)
+        # a retry that fails again stays queued: counted once already, when it was queued
+        return engine.send(message, keep=_still_queued)
 
     from mailrelay.message import DEFAULT_MAX_SIZE
     from mailrelay.output import fmt_time
@@ -292,6 +293,12 @@ def flush_command(app: App, now: bool, quiet: bool, json_mode: bool) -> None:
     finally:
         if bar is not None:
             bar.stop()
+    moved = [(i.id, i.detail) for i in report.items if i.outcome == "failed"]
+    alerter = app.alerter() if moved else None
+    if alerter is not None:
+        from mailrelay.alerts import expired_event
+
+        alerter.dispatch([expired_event(moved)])
     if out.json_mode:
         out.emit_json({"spool": str(spool.path), **report.to_dict()})
     else:
@@ -311,6 +318,10 @@ def flush_command(app: App, now: bool, quiet: bool, json_mode: bool) -> None:
                 text += f"; next due {fmt_time(min(due))}"
             out.note(f"queue flush: {text}")
     click.get_current_context().exit(report.exit_code)
+
+
+def _still_queued(result: SendResult) -> None:
+    return None
 
 
 def _report_item(app: App, out: Output, item: FlushItem) -> None:

@@ -12,7 +12,7 @@ import click
 
 from mailrelay.cli import App, json_option, pass_app
 from mailrelay.config import POLICIES
-from mailrelay.errors import ExitCode, UsageError
+from mailrelay.errors import UsageError
 
 if TYPE_CHECKING:
     from mailrelay.engine import Engine, SendResult
@@ -358,11 +358,19 @@ def message_from_options(
 def deliver(app: App, engine: Engine, message: Message, *, queue: bool) -> int:
     """Send through the engine and report; with `queue`, a message that every provider
     refused for now (not a bad message) goes to the spool and the exit code is 0."""
-    result = engine.send(message)
-    if not result.delivered and queue and result.exit_code != ExitCode.DATAERR:
+    queued: list[int] = []
+
+    def keep(result: SendResult) -> str | None:
+        if not queue:
+            return "failed"
         from mailrelay.cli.queue import enqueue_failed
 
-        return enqueue_failed(app, message, result)
+        queued.append(enqueue_failed(app, message, result))
+        return "queued"
+
+    result = engine.send(message, keep=keep)
+    if queued:
+        return queued[0]
     show_result(app.out, result)
     return int(result.exit_code)
 

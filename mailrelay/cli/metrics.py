@@ -1,0 +1,50 @@
+"""`mailrelay metrics`: the Prometheus text exposition of the state store and the spool."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from mailrelay.cli import App, pass_app
+from mailrelay.errors import StateError
+
+
+@click.command(context_settings={"max_content_width": 100})
+@click.option(
+    "-o",
+    "--output",
+    metavar="FILE",
+    help="Write FILE atomically (for node_exporter's textfile collector) instead of stdout.",
+)
+@pass_app
+def metrics(app: App, output: str | None) -> None:
+    """Print Prometheus metrics: attempts, messages, cooldowns, spool depth.
+
+    Counters come from the state store (every process that sent mail added to them) and
+    gauges from the state and the spool folders. With --output the file is replaced in one
+    rename (mode 0644; it holds no secret), so a scrape never sees half of it.
+
+    \b
+    Examples:
+      mailrelay metrics
+      mailrelay metrics --output /var/lib/node_exporter/textfile/mailrelay.prom
+    """
+    from mailrelay.metrics import render, spool_stats, write_atomically
+    from mailrelay.spool import default_spool_dir
+
+    settings = app.settings
+    state = app.store().load()
+    spool = spool_stats(settings.spool_dir or default_spool_dir())
+    text = render(state, spool, providers=[spec.name for spec in settings.providers])
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    path = Path(output).expanduser()
+    try:
+        write_atomically(path, text)
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise StateError(f"metrics file {path}: cannot write it: {why}") from None
