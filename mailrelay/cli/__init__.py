@@ -52,6 +52,20 @@ class App:
         self._providers: list[Provider] | None = None
         self.out = self.output(json_mode=False)
 
+    def merge(self, name: str, value: Any) -> None:
+        """A global option given after the command word (see global_options)."""
+        if name == "providers":
+            self.provider_urls.extend(value)
+        elif name == "verbose":
+            self.verbose += value
+        elif name in ("quiet", "debug"):
+            setattr(self, name, True)
+        else:
+            attr = {"config": "config_path", "state": "state_override"}.get(name, name)
+            setattr(self, attr, value)
+        self._settings = None
+        self.output(json_mode=self.out.json_mode)
+
     def output(self, *, json_mode: bool) -> Output:
         from mailrelay.output import Output
 
@@ -192,7 +206,31 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-class LazyGroup(click.Group):
+def did_you_mean(word: str, known: Sequence[str]) -> str:
+    """ " (did you mean 'x'?)" for the closest of `known` to a mistyped word, else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class HintingGroup(click.Group):
+    """A group that answers a mistyped command with the closest one ("did you mean")."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if args and not name.startswith("-") and self.get_command(ctx, name) is None:
+            known = self.list_commands(ctx)
+            raise click.UsageError(
+                f"no such command {name!r}{did_you_mean(name, known)}; known: {', '.join(known)}",
+                ctx,
+            )
+        return super().resolve_command(ctx, args)
+
+
+class LazyGroup(HintingGroup):
     """A group whose commands are imported on first use (see LAZY_COMMANDS)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -224,37 +262,78 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
+def _merge_global(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A global option given after the command word: fold it into the group's App."""
+    app = ctx.find_object(App)
+    if app is None or param.name is None:  # completion or --help parsing: nothing to merge
+        return value
+    source = ctx.get_parameter_source(param.name)
+    if source in (None, click.core.ParameterSource.DEFAULT):
+        return value
+    app.merge(param.name, value)
+    return value
+
+
+def global_options(*, merge: bool = True) -> Callable[[F], F]:
+    """The options every command takes, before or after its word (defined once, here).
+
+    On the group they build the App; on a command (`merge`) they update it, so
+    `mailrelay -v send` and `mailrelay send -v` mean the same.
+    """
+    extra: dict[str, Any] = {"callback": _merge_global, "expose_value": False} if merge else {}
+    path = click.Path(dir_okay=False)
+    options = [
+        click.option(
+            "--config",
+            metavar="PATH",
+            type=path,
+            help="Config file (default: $MAILRELAY_CONFIG, else the user config dir's "
+            "mailrelay/config.toml).",
+            **extra,
+        ),
+        click.option(
+            "--state",
+            metavar="PATH",
+            type=path,
+            help="State file (default: $MAILRELAY_STATE, else the user data dir's "
+            "mailrelay/state.toml).",
+            **extra,
+        ),
+        click.option(
+            "--provider",
+            "providers",
+            metavar="URL",
+            multiple=True,
+            help="A provider as a URL, e.g. smtp://user:pass@host:587 (repeatable; replaces "
+            "the config's providers; default $MAILRELAY_PROVIDERS).",
+            **extra,
+        ),
+        click.option(
+            "--log-file",
+            metavar="PATH",
+            type=path,
+            help="Append a JSON-lines record of every attempt and result (default: log_file "
+            "in the config; off).",
+            **extra,
+        ),
+        click.option(
+            "-v", "--verbose", count=True, help="Say more: every attempt, even under cron.", **extra
+        ),
+        click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.", **extra),
+        click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.", **extra),
+    ]
+
+    def decorate(f: F) -> F:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS, invoke_without_command=True)
 @click.version_option(__version__, "-V", "--version", message="mailrelay %(version)s")
-@click.option(
-    "--config",
-    metavar="PATH",
-    envvar="MAILRELAY_CONFIG",
-    show_envvar=True,
-    help="Config file (default: the user config dir's mailrelay/config.toml).",
-)
-@click.option(
-    "--state",
-    metavar="PATH",
-    help="State file (default: $MAILRELAY_STATE, else the user data dir's mailrelay/state.toml).",
-)
-@click.option(
-    "--provider",
-    "providers",
-    metavar="URL",
-    multiple=True,
-    help="A provider as a URL, e.g. smtp://user:pass@host:587 (repeatable; replaces the "
-    "config's providers; default $MAILRELAY_PROVIDERS).",
-)
-@click.option(
-    "--log-file",
-    metavar="PATH",
-    help="Append a JSON-lines record of every attempt and result (default: log_file in the "
-    "config; off).",
-)
-@click.option("-v", "--verbose", count=True, help="Say more: every attempt, even under cron.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-@click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.")
+@global_options(merge=False)
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -271,12 +350,18 @@ def cli(
     mailrelay remembers which provider worked last and how each one is doing, so the next
     run starts where the last one succeeded and skips providers that are failing.
 
+    Every option below also works after the command word (mailrelay send -v ...).
+
     \b
     Examples:
       echo "disk 91% full" | mailrelay send -s "web1: disk" ops@example.com
+      mailrelay config init
       mailrelay providers
       mailrelay status
     """
+    if ctx.invoked_subcommand is None:  # plain `mailrelay`: the help, not an error
+        click.echo(ctx.get_help())
+        ctx.exit(0)
     app = App(
         config=config,
         state=state,

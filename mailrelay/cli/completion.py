@@ -18,7 +18,7 @@ SHELLS = ("bash", "zsh", "fish")
 
 def completion_script(shell: str) -> str:
     """The completion script click generates for `shell`, without a trailing newline."""
-    from mailrelay.cli import cli
+    from mailrelay.cli import cli, global_options
 
     comp_cls = get_completion_class(shell)
     if comp_cls is None:  # pragma: no cover - SHELLS are all built into click
@@ -51,6 +51,7 @@ def complete_provider_names(
 
 @click.command(context_settings={"max_content_width": 100})
 @click.argument("shell", type=click.Choice(SHELLS), metavar="bash|zsh|fish")
+@global_options()
 def completion(shell: str) -> None:
     """Print the shell completion script for bash, zsh or fish.
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mailrelay.cli import App, json_option, pass_app
+from mailrelay.cli import App, global_options, json_option, pass_app
 from mailrelay.errors import StatusExit
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ def _state_fields(entry: ProviderState | None) -> dict[str, Any]:
 
 
 @click.command(context_settings={"max_content_width": 100})
+@global_options()
 @json_option
 @pass_app
 def providers(app: App, json_mode: bool) -> None:
@@ -114,6 +115,7 @@ def providers(app: App, json_mode: bool) -> None:
     metavar="SECONDS",
     help="How long each probe may take (they run at once).",
 )
+@global_options()
 @json_option
 @pass_app
 def status(app: App, timeout: float, json_mode: bool) -> None:

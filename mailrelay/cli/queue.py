@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mailrelay.cli import App, json_option, pass_app
+from mailrelay.cli import App, HintingGroup, global_options, json_option, pass_app
 
 if TYPE_CHECKING:
     from mailrelay.engine import Engine, SendResult
@@ -64,7 +64,8 @@ def _relative(when: datetime, now: datetime) -> str:
     return "due" if seconds <= 0 else f"in {age_text(seconds)}"
 
 
-@click.group(context_settings={"max_content_width": 100})
+@click.group(cls=HintingGroup, context_settings={"max_content_width": 100})
+@global_options()
 def queue() -> None:
     """List, send and drop the messages waiting in the spool.
 
@@ -82,6 +83,7 @@ def queue() -> None:
 
 @queue.command("list")
 @click.option("--failed", is_flag=True, help="List the messages in failed/ instead.")
+@global_options()
 @json_option
 @pass_app
 def list_command(app: App, failed: bool, json_mode: bool) -> None:
@@ -149,6 +151,7 @@ def _describe(app: App, entry: QueuedMessage) -> tuple[dict[str, Any], Message]:
 
 @queue.command("show")
 @click.argument("queue_id", metavar="ID")
+@global_options()
 @json_option
 @pass_app
 def show_command(app: App, queue_id: str, json_mode: bool) -> None:
@@ -220,6 +223,7 @@ def show_command(app: App, queue_id: str, json_mode: bool) -> None:
 
 @queue.command("drop")
 @click.argument("queue_id", metavar="ID")
+@global_options()
 @pass_app
 def drop_command(app: App, queue_id: str) -> None:
     """Remove a queued or failed message for good, without sending it.
@@ -234,12 +238,10 @@ def drop_command(app: App, queue_id: str) -> None:
 
 @queue.command("flush")
 @click.option("--now", "now", is_flag=True, help="Try every queued message, whatever its backoff.")
-@click.option(
-    "-q", "--quiet", is_flag=True, help="Print nothing but errors (as the global -q; for cron)."
-)
+@global_options()
 @json_option
 @pass_app
-def flush_command(app: App, now: bool, quiet: bool, json_mode: bool) -> None:
+def flush_command(app: App, now: bool, json_mode: bool) -> None:
     """Send the queued messages that are due, oldest first, through the providers.
 
     A message that fails again waits twice as long as before (queue_retry, doubling, capped
@@ -247,8 +249,6 @@ def flush_command(app: App, now: bool, quiet: bool, json_mode: bool) -> None:
     failed/. Exit 0: all sent or none due; 75: some stay queued; 69: some moved to failed/
     or a spool file was unreadable (moved to corrupt/).
     """
-    if quiet:
-        app.quiet = True
     out = app.output(json_mode=json_mode)
     spool = app.spool()
     if not spool.files():  # cron runs this every few minutes: nothing to do is silent

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
-from mailrelay.cli import App, json_option, pass_app
+from mailrelay.cli import App, global_options, json_option, pass_app
 from mailrelay.config import POLICIES
 from mailrelay.errors import ExitCode, UsageError
 
@@ -129,6 +129,7 @@ def read_text_file(path: str, what: str, out: Output) -> str:
     help="Deadline for the whole send, all attempts included.",
 )
 @click.option("--dry-run", is_flag=True, help="Show the plan and the message; send nothing.")
+@global_options()
 @json_option
 @pass_app
 def send(

@@ -57,6 +57,7 @@ Options (as sendmail):
   -bm           deliver mail (the default)
   -bp           list the queue (mailrelay queue list)
   -q            flush the queue once (mailrelay queue flush)
+  -h, --help    this help (-h N, a hop count, is ignored)
   --            the rest are addresses
 Ignored: -o* (e.g. -odi -oem), -B*, -e*, -N*, -R*, -V*, -d*, -h*, -L*, -O*, -p*, -G -m -n
 -U; -C, -X and -a are ignored with a warning. Unknown options are ignored with a warning,
@@ -93,8 +94,8 @@ def parse_sendmail_args(argv: Sequence[str]) -> SendmailArgs:
         if word == "--":
             options_done = True
             continue
-        if word == "--help":
-            args.mode = "help"
+        if word == "--help" or (word == "-h" and not (i < len(words) and words[i].isdigit())):
+            args.mode = "help"  # a bare -h asks for help; -h N stays sendmail's hop count
             continue
         if word.startswith("--"):
             args.warnings.append(f"ignoring unknown option {word}")
