@@ -88,10 +88,11 @@ class App:
 
             self._providers = self.settings.build_providers()
             if not self._providers:
-                where = self.settings.source or "no config file"
+                s = self.settings
+                where = f"in {s.source}" if s.source else f"no config file at {s.searched}"
                 raise ConfigError(
-                    f"no providers configured ({where}); add [[providers]] to the config, "
-                    "or give --provider URL / $MAILRELAY_PROVIDERS"
+                    f"no providers configured ({where}); run 'mailrelay config init', add "
+                    "[[providers]] to the config, or give --provider URL / $MAILRELAY_PROVIDERS"
                 )
         return self._providers
 
@@ -177,6 +178,11 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
         "mailrelay.cli.sendmail",
         "sendmail",
         "Act as sendmail: send the RFC 5322 message on standard input (for cron and scripts).",
+    ),
+    "config": (
+        "mailrelay.cli.configcmd",
+        "config",
+        "Write, check and show the configuration file.",
     ),
     "providers": (
         "mailrelay.cli.providers",

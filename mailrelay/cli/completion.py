@@ -11,6 +11,8 @@ from __future__ import annotations
 import click
 from click.shell_completion import CompletionItem, get_completion_class
 
+from mailrelay.cli import global_options
+
 PROG_NAME = "mailrelay"
 COMPLETE_VAR = "_MAILRELAY_COMPLETE"
 SHELLS = ("bash", "zsh", "fish")
@@ -18,7 +20,7 @@ SHELLS = ("bash", "zsh", "fish")
 
 def completion_script(shell: str) -> str:
     """The completion script click generates for `shell`, without a trailing newline."""
-    from mailrelay.cli import cli, global_options
+    from mailrelay.cli import cli
 
     comp_cls = get_completion_class(shell)
     if comp_cls is None:  # pragma: no cover - SHELLS are all built into click
