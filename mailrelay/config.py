@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from mailrelay.errors import ConfigError
+from mailrelay.errors import ConfigError, did_you_mean
 from mailrelay.record import field, record
 from mailrelay.secrets import Secret
 
@@ -67,14 +67,6 @@ def _config_path(
     explicit = config_path is not None or bool(env.get("MAILRELAY_CONFIG"))
     chosen = config_path or env.get("MAILRELAY_CONFIG") or default_config_path()
     return Path(chosen).expanduser(), explicit
-
-
-def did_you_mean(word: str, known: Sequence[str]) -> str:
-    """ " (did you mean 'x'?)" for the closest of `known` to a mistyped word, else ""."""
-    import difflib
-
-    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def parse_toml(data: bytes, source: str) -> dict[str, Any]:

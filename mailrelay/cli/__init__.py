@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from mailrelay import __version__
-from mailrelay.errors import ExitCode, MailrelayError
+from mailrelay.errors import ExitCode, MailrelayError, did_you_mean
 
 if TYPE_CHECKING:
-    from mailrelay.config import Settings
+    from mailrelay.config import ProviderSpec, Settings
     from mailrelay.engine import Engine, Listener
     from mailrelay.output import Output
     from mailrelay.providers.base import Provider
@@ -50,6 +50,7 @@ class App:
         self.debug = debug
         self._settings: Settings | None = None
         self._providers: list[Provider] | None = None
+        self.via: list[str] = []  # send --via / status NAME: only these providers, this order
         self.out = self.output(json_mode=False)
 
     def merge(self, name: str, value: Any) -> None:
@@ -86,7 +87,10 @@ class App:
         if self._providers is None:
             from mailrelay.errors import ConfigError
 
-            self._providers = self.settings.build_providers()
+            specs = self.settings.providers
+            if self.via:
+                specs = self.chosen(specs)
+            self._providers = [spec.build() for spec in specs]
             if not self._providers:
                 s = self.settings
                 where = f"in {s.source}" if s.source else f"no config file at {s.searched}"
@@ -95,6 +99,21 @@ class App:
                     "[[providers]] to the config, or give --provider URL / $MAILRELAY_PROVIDERS"
                 )
         return self._providers
+
+    def chosen(self, specs: list[ProviderSpec]) -> list[ProviderSpec]:
+        """The providers named by --via (or `status NAME`), in the order given."""
+        from mailrelay.errors import UsageError
+
+        by_name = {spec.name: spec for spec in specs}
+        unknown = [name for name in self.via if name not in by_name]
+        if unknown:
+            known = ", ".join(by_name) or "none"
+            where = self.settings.source or self.settings.searched
+            raise UsageError(
+                f"no provider named {unknown[0]!r}{did_you_mean(unknown[0], list(by_name))}; "
+                f"configured ({where}): {known}"
+            )
+        return [by_name[name] for name in dict.fromkeys(self.via)]
 
     def store(self) -> TomlStateStore:
         from mailrelay.state import TomlStateStore, state_path
@@ -136,7 +155,7 @@ class App:
             self.providers(),
             store if store is not None else self.store(),
             Policy(
-                order=policy or s.policy,
+                order=policy or ("priority" if self.via else s.policy),
                 timeout=timeout or s.timeout,
                 on_ambiguous=s.on_ambiguous,
                 cooldown=s.cooldown,
@@ -212,14 +231,6 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def did_you_mean(word: str, known: Sequence[str]) -> str:
-    """ " (did you mean 'x'?)" for the closest of `known` to a mistyped word, else ""."""
-    import difflib
-
-    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 class HintingGroup(click.Group):
     """A group that answers a mistyped command with the closest one ("did you mean")."""
 
@@ -287,7 +298,7 @@ def global_options(*, merge: bool = True) -> Callable[[F], F]:
     `mailrelay -v send` and `mailrelay send -v` mean the same.
     """
     extra: dict[str, Any] = {"callback": _merge_global, "expose_value": False} if merge else {}
-    path = click.Path(dir_okay=False)
+    path = click.Path()  # completes file names; the command itself says what is wrong
     options = [
         click.option(
             "--config",

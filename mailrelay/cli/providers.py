@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mailrelay.cli import App, global_options, json_option, pass_app
+from mailrelay.cli.completion import complete_provider_names
 from mailrelay.errors import StatusExit
 
 if TYPE_CHECKING:
@@ -57,6 +58,9 @@ def providers(app: App, json_mode: bool) -> None:
     first = plan[0].name if plan else None
     rows: list[dict[str, Any]] = []
     for i, p in enumerate(engine.providers, 1):
+        missing = next(filter(None, (secret.missing() for secret in p.secrets)), None)
+        if missing and not out.json_mode:
+            out.warn(f"{p.name} ({p.type}) is skipped at send time: {missing}")
         rows.append(
             {
                 "position": i,
@@ -67,6 +71,7 @@ def providers(app: App, json_mode: bool) -> None:
                 "settings": p.describe(),
                 **_state_fields(state.providers.get(p.name)),
                 "cooling": engine.cooling_until(state, p) is not None,
+                "config_problem": missing,
             }
         )
     if out.json_mode:
@@ -107,6 +112,7 @@ def providers(app: App, json_mode: bool) -> None:
 
 
 @click.command(context_settings={"max_content_width": 100})
+@click.argument("names", nargs=-1, metavar="[NAME]...", shell_complete=complete_provider_names)
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0.1),
@@ -118,8 +124,8 @@ def providers(app: App, json_mode: bool) -> None:
 @global_options()
 @json_option
 @pass_app
-def status(app: App, timeout: float, json_mode: bool) -> None:
-    """Probe every provider without sending and say who is healthy.
+def status(app: App, names: tuple[str, ...], timeout: float, json_mode: bool) -> None:
+    """Probe every provider (or those NAMEd) without sending and say who is healthy.
 
     SMTP: connect, EHLO, TLS, AUTH, NOOP, QUIT. HTTP APIs: a read-only request that proves
     the credentials. outbox: the folder is writable. sendmail: the command is executable.
@@ -129,10 +135,12 @@ def status(app: App, timeout: float, json_mode: bool) -> None:
     Examples:
       mailrelay status
       mailrelay status --json --timeout 5
+      mailrelay status backup
     """
     from mailrelay.engine import probe
 
     out = app.output(json_mode=json_mode)
+    app.via = list(names)
     engine = app.engine()
     state = engine.store.load()
     probes = probe(engine.providers, timeout)
