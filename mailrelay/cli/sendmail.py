@@ -284,12 +284,12 @@ def held_argv(args: SendmailArgs) -> list[str]:
 def hold_unsent(data: bytes, args: SendmailArgs) -> str | None:
     """Write the message into the spool's held/ folder (0600); its path, or None if even
     that failed (then the error alone is reported)."""
-    from mailrelay.spool import default_spool_dir, new_queue_id, utcnow
+    from mailrelay.spool import default_spool_dir, new_queue_id
 
     folder = default_spool_dir() / "held"
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = folder / f"{new_queue_id(utcnow())}.eml"
+        path = folder / f"{new_queue_id()}.eml"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
