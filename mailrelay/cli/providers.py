@@ -85,12 +85,12 @@ def providers(app: App, json_mode: bool) -> None:
             }
         )
         return
-    from mailrelay.output import fmt_time
+    from mailrelay.output import Styled, fmt_time
 
     table_rows = []
     for r in rows:
         marks = [m for m, on in (("sticky", r["sticky"]), ("next", r["next"])) if on]
-        cool = fmt_time(r["cooldown_until"]) if r["cooling"] else "-"
+        cool = Styled(fmt_time(r["cooldown_until"]), "yellow") if r["cooling"] else "-"
         table_rows.append(
             [
                 str(r["position"]),
@@ -108,6 +108,7 @@ def providers(app: App, json_mode: bool) -> None:
         f"providers (policy {engine.policy.order}, state {engine.store.location})",
         ["#", "name", "type", "mark", "sent", "failed", "cooldown until", "settings", "last error"],
         table_rows,
+        long=["last error"],
     )
 
 
@@ -151,7 +152,14 @@ def status(app: App, names: tuple[str, ...], timeout: float, json_mode: bool) ->
         code = StatusExit.DEGRADED
     else:
         code = StatusExit.NONE_HEALTHY
-    rows = [{**p.to_dict(), **_state_fields(state.providers.get(p.provider))} for p in probes]
+    rows = [
+        {
+            **p.to_dict(),
+            **_state_fields(state.providers.get(p.provider)),
+            "cooling": engine.cooling_until(state, provider) is not None,
+        }
+        for p, provider in zip(probes, engine.providers, strict=True)
+    ]
     if out.json_mode:
         out.emit_json(
             {
@@ -162,7 +170,7 @@ def status(app: App, names: tuple[str, ...], timeout: float, json_mode: bool) ->
             }
         )
     else:
-        from mailrelay.output import fmt_time
+        from mailrelay.output import fmt_time, health_cell
 
         out.table(
             f"status: {healthy} of {len(probes)} healthy",
@@ -180,7 +188,7 @@ def status(app: App, names: tuple[str, ...], timeout: float, json_mode: bool) ->
                 [
                     r["provider"],
                     r["type"],
-                    "healthy" if r["healthy"] else f"FAILING ({r['outcome'] or 'error'})",
+                    health_cell(_health_text(r), ok=r["healthy"], cooling=r["cooling"]),
                     f"{r['latency_ms']:.0f} ms",
                     r["detail"] or "-",
                     fmt_time(r["last_success"]),
@@ -189,5 +197,12 @@ def status(app: App, names: tuple[str, ...], timeout: float, json_mode: bool) ->
                 ]
                 for r in rows
             ],
+            long=["detail", "last error"],
         )
     click.get_current_context().exit(int(code))
+
+
+def _health_text(row: dict[str, Any]) -> str:
+    if not row["healthy"]:
+        return f"FAILING ({row['outcome'] or 'error'})"
+    return "healthy, cooling" if row["cooling"] else "healthy"

@@ -109,13 +109,15 @@ def list_command(app: App, failed: bool, json_mode: bool) -> None:
         where = spool.failed_dir if failed else spool.path
         out.note(f"no messages in {where}")
         return
+    from mailrelay.output import fmt_time
     from mailrelay.spool import age_text
 
     if failed:
-        columns = ["ID", "AGE", "TRIES", "TO", "SUBJECT", "WHY"]
+        columns = ["id", "queued", "age", "tries", "to", "subject", "why"]
         rows = [
             [
                 e.id,
+                fmt_time(e.created),
                 age_text((now - e.created).total_seconds()),
                 str(e.tries),
                 ", ".join(e.recipients),
@@ -125,10 +127,11 @@ def list_command(app: App, failed: bool, json_mode: bool) -> None:
             for e in entries
         ]
     else:
-        columns = ["ID", "AGE", "TRIES", "NEXT TRY", "TO", "SUBJECT", "LAST ERROR"]
+        columns = ["id", "queued", "age", "tries", "next try", "to", "subject", "last error"]
         rows = [
             [
                 e.id,
+                fmt_time(e.created),
                 age_text((now - e.created).total_seconds()),
                 str(e.tries),
                 _relative(e.next_try, now),
@@ -139,7 +142,7 @@ def list_command(app: App, failed: bool, json_mode: bool) -> None:
             for e in entries
         ]
     title = f"{len(entries)} message(s) in {spool.failed_dir if failed else spool.path}"
-    out.table(title, columns, rows)
+    out.table(title, columns, rows, long=["why", "last error"])
 
 
 def _describe(app: App, entry: QueuedMessage) -> tuple[dict[str, Any], Message]:
