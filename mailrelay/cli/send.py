@@ -435,8 +435,24 @@ def show_plan(app: App, engine: Engine, state: State, message: Message) -> None:
         )
     for bcc in message.bcc:
         out.data(f"  (envelope) Bcc: {bcc}")
-    for line in raw.splitlines():
+    for line in _subject_as_typed(raw.splitlines(), message.subject):
         out.data("  " + line)
+
+
+def _subject_as_typed(lines: list[str], subject: str) -> list[str]:
+    """The Subject header shown decoded, as the user typed it, not in its RFC 2047 form."""
+    shown: list[str] = []
+    in_subject = False
+    for i, line in enumerate(lines):
+        if not line:  # the end of the headers: the body as it is
+            return shown + lines[i:]
+        if in_subject and line[:1] in (" ", "\t"):
+            continue  # a folded line of the encoded subject
+        in_subject = line.lower().startswith("subject:")
+        if in_subject and "=?" in line:
+            line = f"Subject: {subject}"
+        shown.append(line)
+    return shown
 
 
 def show_result(out: Output, result: SendResult) -> None:
