@@ -310,7 +310,15 @@ def flush_command(app: App, now: bool, json_mode: bool) -> None:
         if acted or app.verbose or out.interactive:
             text = ", ".join(f"{n} {what}" for n, what in counts if n) or "nothing queued"
             due = [i.next_try for i in report.items if i.next_try is not None]
-            if due and not acted:
+            waiting = report.count("not_due")
+            if waiting and not acted and due:
+                nearest = min(due)
+                text = (
+                    f"nothing due; {waiting} message(s) wait, the next "
+                    f"{_relative(nearest, spool.now())} ({fmt_time(nearest)}); "
+                    "'mailrelay queue flush --now' sends them at once"
+                )
+            elif due and not acted:
                 text += f"; next due {fmt_time(min(due))}"
             out.note(f"queue flush: {text}")
     click.get_current_context().exit(report.exit_code)
