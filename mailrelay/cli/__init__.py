@@ -211,7 +211,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "status": (
         "mailrelay.cli.providers",
         "status",
-        "Probe every provider without sending and say who is healthy.",
+        "Probe every provider (or those NAMEd) without sending and say who is healthy.",
     ),
     "queue": (
         "mailrelay.cli.queue",
