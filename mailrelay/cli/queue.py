@@ -77,7 +77,7 @@ def queue() -> None:
     Examples:
       mailrelay queue list
       mailrelay queue flush --now
-      mailrelay queue show 20261122T091403.123456Z-3f9a2c1b0e
+      mailrelay queue show 3F9K
     """
 
 
