@@ -172,3 +172,6 @@ def test_completion_offers_provider_names_for_via(tmp_path: Path) -> None:
     }
     r = mailrelay(env=env, input=None)
     assert r.stdout.split() == ["plain,two"]
+    env["COMP_WORDS"] = f"mailrelay send --config {cfg} --via t"  # --config after the word
+    r = mailrelay(env=env, input=None)
+    assert r.stdout.split() == ["plain,two"]

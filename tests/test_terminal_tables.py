@@ -144,3 +144,26 @@ def test_flush_with_nothing_due_says_what_waits_on_a_terminal(
     assert "'mailrelay queue flush --now' sends them at once" in output
     r = mailrelay("--config", str(cfg), "queue", "flush", input=None)  # cron: silent
     assert r.returncode == 0 and r.stderr == "" and r.stdout == ""
+
+
+def test_old_time_first_ids_are_still_listed_shown_and_flushed(tmp_path: Path) -> None:
+    with SmtpServer() as server:
+        cfg = config(tmp_path, server.port, password=False, on_failure="queue")
+        server.fail["mail"] = "451 4.3.0 try later"
+        r = mailrelay("--config", str(cfg), "send", "-s", "old", "ops@example.com")
+        assert r.returncode == 0, r.stderr
+        (path,) = (tmp_path / "spool").glob("*.json")
+        old = "20261122T091403.123456Z-3f9a2c1b0e"  # as earlier versions named them
+        doc = json.loads(path.read_text())
+        doc["id"] = old
+        (tmp_path / "spool" / f"{old}.json").write_text(json.dumps(doc))
+        path.unlink()
+        listing = mailrelay("--config", str(cfg), "queue", "list", input=None)
+        assert old in listing.stdout
+        shown = mailrelay("--config", str(cfg), "queue", "show", "20261122T09", input=None)
+        assert shown.returncode == 0 and old in shown.stdout
+        del server.fail["mail"]
+        r = mailrelay("--config", str(cfg), "queue", "flush", "--now", input=None)
+        assert r.returncode == 0, r.stderr
+        assert len(server.messages) == 1
+    assert not list((tmp_path / "spool").glob("*.json"))

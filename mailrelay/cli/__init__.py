@@ -281,13 +281,16 @@ class LazyGroup(HintingGroup):
 
 def _merge_global(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """A global option given after the command word: fold it into the group's App."""
-    app = ctx.find_object(App)
-    if app is None or param.name is None:  # completion or --help parsing: nothing to merge
+    if param.name is None:
         return value
     source = ctx.get_parameter_source(param.name)
     if source in (None, click.core.ParameterSource.DEFAULT):
         return value
-    app.merge(param.name, value)
+    app = ctx.find_object(App)
+    if app is None:  # shell completion parses without running the group: keep it for TAB
+        ctx.meta[f"mailrelay.{param.name}"] = value
+    else:
+        app.merge(param.name, value)
     return value
 
 

@@ -41,7 +41,9 @@ def complete_provider_names(
         from mailrelay.config import load_settings
 
         root = ctx.find_root().params
-        settings = load_settings(root.get("config"), tuple(root.get("providers") or ()))
+        config = ctx.meta.get("mailrelay.config") or root.get("config")
+        urls = ctx.meta.get("mailrelay.providers") or root.get("providers") or ()
+        settings = load_settings(config, tuple(urls))
         return [
             CompletionItem(spec.name, help=spec.type)
             for spec in settings.providers
