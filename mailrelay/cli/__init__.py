@@ -181,6 +181,18 @@ def json_option(f: F) -> F:
     )(f)
 
 
+def probe_timeout_option(text: str) -> Callable[[F], F]:
+    """`--timeout SECONDS` for the commands that probe providers (status, config check)."""
+    return click.option(
+        "--timeout",
+        type=click.FloatRange(min=0.1),
+        default=10.0,
+        show_default=True,
+        metavar="SECONDS",
+        help=text,
+    )
+
+
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 # name → (module, attribute, the first paragraph of its help, shown by `mailrelay --help`).

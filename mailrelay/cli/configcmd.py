@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mailrelay.cli import App, HintingGroup, global_options, json_option, pass_app
+from mailrelay.cli import (
+    App,
+    HintingGroup,
+    global_options,
+    json_option,
+    pass_app,
+    probe_timeout_option,
+)
 from mailrelay.errors import ConfigError, ExitCode
 
 if TYPE_CHECKING:
@@ -69,14 +76,7 @@ def init_command(app: App, force: bool) -> None:
 
 @config.command("check")
 @click.option("--probe", is_flag=True, help="Also probe every provider, as 'mailrelay status'.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0.1),
-    default=10.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="With --probe: how long each probe may take.",
-)
+@probe_timeout_option("With --probe: how long each probe may take.")
 @global_options()
 @pass_app
 def check_command(app: App, probe: bool, timeout: float) -> None:

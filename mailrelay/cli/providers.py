@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mailrelay.cli import App, global_options, json_option, pass_app
+from mailrelay.cli import App, global_options, json_option, pass_app, probe_timeout_option
 from mailrelay.cli.completion import complete_provider_names
 from mailrelay.errors import StatusExit
 
@@ -114,14 +114,7 @@ def providers(app: App, json_mode: bool) -> None:
 
 @click.command(context_settings={"max_content_width": 100})
 @click.argument("names", nargs=-1, metavar="[NAME]...", shell_complete=complete_provider_names)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0.1),
-    default=10.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="How long each probe may take (they run at once).",
-)
+@probe_timeout_option("How long each probe may take (they run at once).")
 @global_options()
 @json_option
 @pass_app
