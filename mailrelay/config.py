@@ -58,7 +58,7 @@ def default_config_path() -> Path:
     return Path(platformdirs.user_config_dir("mailrelay")) / "config.toml"
 
 
-def _config_path(
+def find_config_path(
     config_path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
 ) -> tuple[Path, bool]:
     """The config file that is read (--config, else $MAILRELAY_CONFIG, else the default), and
@@ -523,7 +523,7 @@ def load_settings(
     raised, so `config check` can show them all.
     """
     env = os.environ if env is None else env
-    path, explicit = _config_path(config_path, env)
+    path, explicit = find_config_path(config_path, env)
     settings = Settings(searched=str(path))
     data: dict[str, Any] = {}
     source = str(path)

@@ -55,10 +55,10 @@ def init_command(app: App, force: bool) -> None:
     Every provider type is there, commented out, with its secrets as { env = ... }. The file
     is created mode 0600; an existing one is left alone unless --force.
     """
-    from mailrelay.config import _config_path
+    from mailrelay.config import find_config_path
     from mailrelay.fsutil import make_private_dirs
 
-    path, _ = _config_path(app.config_path)
+    path, _ = find_config_path(app.config_path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     flags |= os.O_TRUNC if force else os.O_EXCL
     try:
