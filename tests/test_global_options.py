@@ -98,10 +98,12 @@ def test_queue_show_v_after_the_word(tmp_path: Path) -> None:
     assert "no message NOPE" in r.stderr
 
 
-def test_no_arguments_prints_the_help_on_stdout_and_exits_0() -> None:
-    r = mailrelay(input=None)
+@pytest.mark.parametrize("words", [(), ("queue",), ("config",)], ids=repr)
+def test_no_arguments_prints_the_help_on_stdout_and_exits_0(words: tuple[str, ...]) -> None:
+    r = mailrelay(*words, input=None)
     assert r.returncode == 0
-    assert r.stdout.startswith("Usage: mailrelay") and "Commands:" in r.stdout
+    assert r.stdout.startswith(" ".join(("Usage: mailrelay", *words)))
+    assert "Commands:" in r.stdout
     assert r.stderr == "" and "error:" not in r.stdout
 
 

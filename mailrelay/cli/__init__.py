@@ -244,7 +244,14 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 class HintingGroup(click.Group):
-    """A group that answers a mistyped command with the closest one ("did you mean")."""
+    """A group that prints its help when given nothing (not an error: exit 0) and answers
+    a mistyped command with the closest one ("did you mean")."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args and not ctx.resilient_parsing:
+            click.echo(ctx.get_help())
+            ctx.exit(0)
+        return super().parse_args(ctx, args)
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]
@@ -363,7 +370,7 @@ def global_options(*, merge: bool = True) -> Callable[[F], F]:
     return decorate
 
 
-@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS, invoke_without_command=True)
+@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "-V", "--version", message="mailrelay %(version)s")
 @global_options(merge=False)
 @click.pass_context
@@ -391,9 +398,6 @@ def cli(
       mailrelay providers
       mailrelay status
     """
-    if ctx.invoked_subcommand is None:  # plain `mailrelay`: the help, not an error
-        click.echo(ctx.get_help())
-        ctx.exit(0)
     app = App(
         config=config,
         state=state,
