@@ -10,6 +10,7 @@ import select
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,7 @@ class Bash:
 
 
 @pytest.fixture
-def bash(tmp_path: Path):  # type: ignore[no-untyped-def]
+def bash(tmp_path: Path) -> Iterator[Bash]:
     if shutil.which("bash") is None:
         pytest.skip("bash is not installed")
     (tmp_path / "report.pdf").write_bytes(b"%PDF-1.4\n")
