@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from mailrelay.errors import ConfigError
+from mailrelay.errors import ConfigError, did_you_mean
 from mailrelay.record import field, record
 from mailrelay.secrets import Secret
 
@@ -59,6 +59,17 @@ def default_config_path() -> Path:
     return Path(platformdirs.user_config_dir("mailrelay")) / "config.toml"
 
 
+def find_config_path(
+    config_path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> tuple[Path, bool]:
+    """The config file that is read (--config, else $MAILRELAY_CONFIG, else the default), and
+    whether it was asked for explicitly (then it must exist)."""
+    env = os.environ if env is None else env
+    explicit = config_path is not None or bool(env.get("MAILRELAY_CONFIG"))
+    chosen = config_path or env.get("MAILRELAY_CONFIG") or default_config_path()
+    return Path(chosen).expanduser(), explicit
+
+
 def parse_toml(data: bytes, source: str) -> dict[str, Any]:
     """Parse TOML, turning every decoding problem into a one-line ConfigError."""
     if sys.version_info >= (3, 11):
@@ -96,6 +107,7 @@ class ProviderConfig:
         self.source = source
         self._values = dict(values)
         self._used: set[str] = set(COMMON_PROVIDER_KEYS)
+        self.secrets: list[Secret] = []  # every secret asked for, for `config check`
 
     def error(self, key: builtins.str | None, message: builtins.str) -> ConfigError:
         return ConfigError(message, source=self.source, provider=self.name, key=key)
@@ -193,7 +205,9 @@ class ProviderConfig:
             if required:
                 raise self.error(key, "is required (a string or { env | command | file = ... })")
             return None
-        return Secret(value, source=self.source, provider=self.name, key=key)
+        secret = Secret(value, source=self.source, provider=self.name, key=key)
+        self.secrets.append(secret)
+        return secret
 
     def required_secret(self, key: builtins.str) -> Secret:
         secret = self.secret(key, required=True)
@@ -215,10 +229,18 @@ class ProviderConfig:
         assert value is not None
         return value
 
+    def unknown_keys(self) -> list[ConfigError]:
+        """A problem for every key nobody asked for, with the likely meant key."""
+        known = sorted(self._used)
+        return [
+            self.error(key, f"unknown key for a {self.type} provider{did_you_mean(key, known)}")
+            for key in sorted(set(self._values) - self._used)
+        ]
+
     def finish(self) -> None:
-        unknown = sorted(set(self._values) - self._used)
+        unknown = self.unknown_keys()
         if unknown:
-            raise self.error(unknown[0], f"unknown key for a {self.type} provider")
+            raise unknown[0]
 
 
 @record
@@ -294,18 +316,38 @@ class ProviderSpec:
     source: str
 
     def build(self) -> Provider:
+        provider, cfg = self._build()
+        cfg.finish()
+        return provider
+
+    def _build(self) -> tuple[Provider, ProviderConfig]:
         from mailrelay.providers import registry
 
         cls = registry.get(self.type, source=self.source, provider=self.name)
         cfg = ProviderConfig(self.name, self.type, self.values, self.source)
         provider = cls.from_config(cfg)
-        cfg.finish()
-        return provider
+        provider.secrets = tuple(cfg.secrets)
+        return provider, cfg
+
+    def problems(self) -> list[ConfigError]:
+        """Everything wrong with this provider, each secret resolved (`config check`)."""
+        try:
+            _, cfg = self._build()
+        except ConfigError as exc:
+            return [exc]
+        problems = cfg.unknown_keys()
+        for secret in cfg.secrets:
+            try:
+                secret.reveal()
+            except ConfigError as exc:
+                problems.append(exc)
+        return problems
 
 
 @record
 class Settings:
-    source: str | None = None
+    source: str | None = None  # the config file read, None when there was none
+    searched: str | None = None  # the config file looked for (named in "no config" errors)
     sender: str | None = None
     policy: str = "sticky"
     timeout: float = DEFAULT_TIMEOUT
@@ -329,7 +371,9 @@ class Settings:
         return [spec.build() for spec in self.providers]
 
 
-def _read_defaults(table: object, source: str, settings: Settings) -> None:
+def _read_defaults(
+    table: object, source: str, settings: Settings, problems: list[ConfigError] | None = None
+) -> None:
     if not isinstance(table, dict):
         raise ConfigError("[defaults] must be a table", source=source)
     cfg = ProviderConfig("[defaults]", "defaults", table, source)
@@ -337,9 +381,9 @@ def _read_defaults(table: object, source: str, settings: Settings) -> None:
     def fail(key: str, message: str) -> ConfigError:
         return ConfigError(message, source=source, key=f"defaults.{key}")
 
-    unknown = sorted(set(table) - set(DEFAULTS_KEYS))
-    if unknown:
-        raise fail(unknown[0], f"unknown key; known: {', '.join(DEFAULTS_KEYS)}")
+    for key in sorted(set(table) - set(DEFAULTS_KEYS)):
+        hint = did_you_mean(key, DEFAULTS_KEYS) or f"; known: {', '.join(DEFAULTS_KEYS)}"
+        _report(fail(key, f"unknown key{hint}"), problems)
     try:
         settings.sender = cfg.str("from")
         settings.policy = cfg.choice("policy", POLICIES, settings.policy)
@@ -362,7 +406,14 @@ def _read_defaults(table: object, source: str, settings: Settings) -> None:
             if value:
                 setattr(settings, key, Path(value).expanduser())
     except ConfigError as exc:
-        raise fail(exc.key or "?", exc.reason) from None
+        _report(fail(exc.key or "?", exc.reason), problems)
+
+
+def _report(problem: ConfigError, problems: list[ConfigError] | None) -> None:
+    """Raise the problem, or keep it when the caller collects them all (`config check`)."""
+    if problems is None:
+        raise problem
+    problems.append(problem)
 
 
 def _unique_name(base: str, taken: set[str]) -> builtins.str:
@@ -466,12 +517,16 @@ def load_settings(
     config_path: str | os.PathLike[str] | None = None,
     provider_urls: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    problems: list[ConfigError] | None = None,
 ) -> Settings:
-    """Read the config file (if any) and the provider URLs into Settings."""
+    """Read the config file (if any) and the provider URLs into Settings.
+
+    With `problems`, unknown keys and bad [defaults] values are collected there instead of
+    raised, so `config check` can show them all.
+    """
     env = os.environ if env is None else env
-    explicit = config_path is not None or bool(env.get("MAILRELAY_CONFIG"))
-    path = Path(config_path or env.get("MAILRELAY_CONFIG") or default_config_path()).expanduser()
-    settings = Settings()
+    path, explicit = find_config_path(config_path, env)
+    settings = Settings(searched=str(path))
     data: dict[str, Any] = {}
     source = str(path)
     try:
@@ -487,15 +542,18 @@ def load_settings(
     if raw is not None:
         settings.source = source
         data = parse_toml(raw, source)
-        unknown = sorted(set(data) - {"defaults", "providers", "alerts"})
-        if unknown:
-            raise ConfigError(
-                "unknown top-level key; known: [defaults], [[providers]], [alerts]",
-                source=source,
-                key=unknown[0],
+        for key in sorted(set(data) - {"defaults", "providers", "alerts"}):
+            hint = did_you_mean(key, ("defaults", "providers", "alerts"))
+            _report(
+                ConfigError(
+                    f"unknown top-level key{hint}; known: [defaults], [[providers]], [alerts]",
+                    source=source,
+                    key=key,
+                ),
+                problems,
             )
         if "defaults" in data:
-            _read_defaults(data["defaults"], source, settings)
+            _read_defaults(data["defaults"], source, settings, problems)
         settings.providers = _specs_from_tables(data.get("providers", []), source)
         if "alerts" in data:
             from mailrelay.alerts import read_alerts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
 
 
@@ -108,3 +109,11 @@ def input_file_error(label: str, exc: OSError) -> InputFileError:
     else:
         reason = f"cannot read: {exc.strerror}"
     return InputFileError(f"{label}: {reason}")
+
+
+def did_you_mean(word: str, known: Sequence[str]) -> str:
+    """ " (did you mean 'x'?)" for the closest of `known` to a mistyped word, else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -103,6 +103,17 @@ class Secret:
 
     __str__ = __repr__
 
+    def missing(self) -> str | None:
+        """Why it cannot be resolved, for an env or file secret, without running anything
+        (`providers` says so on every run); None when it looks fine or is a command."""
+        if self._value is not None:
+            return None
+        if self.kind == "env" and not os.environ.get(self.arg):
+            return str(self._fail(f"environment variable {self.arg} is not set"))
+        if self.kind == "file" and not os.access(Path(self.arg).expanduser(), os.R_OK):
+            return str(self._fail(f"cannot read secret file {self.arg}"))
+        return None
+
     def reveal(self) -> str:
         if self._value is None:
             self._value = self._resolve()

@@ -74,10 +74,14 @@ def next_try_time(now: datetime, tries: int, retry: float, max_retry: float) -> 
     return now + timedelta(seconds=retry_delay(tries, retry, max_retry))
 
 
-def new_queue_id(now: datetime) -> str:
-    """Sorts by time (to the microsecond) and is unique across processes (random suffix)."""
-    stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-    return f"{stamp}-{secrets.token_hex(5)}"
+ID_ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXYZ"  # no vowels: no words, no O/0 or I/1
+ID_LENGTH = 12
+
+
+def new_queue_id() -> str:
+    """12 random characters (about 59 bits), as Postfix's queue ids are random from the first
+    character: a few of them tell messages apart, and the time has its own field."""
+    return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
 
 
 def _iso(value: datetime) -> str:
@@ -95,6 +99,10 @@ def _parse_time(doc: dict[str, Any], key: str) -> datetime:
     if parsed.tzinfo is None:
         raise ValueError(f"{key}: no time zone")
     return parsed.astimezone(timezone.utc)
+
+
+class _IdTaken(Exception):
+    """The new id's file exists already (Spool.add draws another)."""
 
 
 @record
@@ -302,7 +310,7 @@ class Spool:
 
         now = self.now()
         entry = QueuedMessage(
-            id=new_queue_id(now),
+            id=new_queue_id(),
             created=now,
             tries=1,
             next_try=next_try_time(now, 1, retry, max_retry),
@@ -312,8 +320,15 @@ class Spool:
             history=[{"time": _iso(now), "attempts": [a.to_dict() for a in attempts]}],
         )
         self._make_dir(self.path)
-        target = self.path / f"{entry.id}{SUFFIX}"
-        self._write(target, entry.to_document(), exclusive=True)
+        for _ in range(8):  # a clash is a one in 2**59 event: a fresh id settles it
+            target = self.path / f"{entry.id}{SUFFIX}"
+            try:
+                self._write(target, entry.to_document(), exclusive=True)
+                break
+            except _IdTaken:
+                entry.id = new_queue_id()
+        else:
+            raise SpoolError(f"spool {self.path}: no free queue id after 8 tries")
         entry.path = target
         return entry
 
@@ -333,10 +348,14 @@ class Spool:
                 f.flush()
                 os.fsync(f.fileno())
             if exclusive:  # a new id: never replace another message's file
-                os.link(tmp, target)
-                os.unlink(tmp)
+                try:
+                    os.link(tmp, target)
+                finally:
+                    os.unlink(tmp)
             else:
                 os.replace(tmp, target)
+        except FileExistsError:
+            raise _IdTaken from None
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -366,7 +385,7 @@ class Spool:
     # --- reading ---------------------------------------------------------------------------
 
     def files(self, *, failed: bool = False) -> list[Path]:
-        """The message files, oldest first (ids sort by time)."""
+        """The message files, by name (see oldest_first for the order they were queued)."""
         directory = self.failed_dir if failed else self.path
         try:
             names = os.listdir(directory)
@@ -393,6 +412,17 @@ class Spool:
             raise ValueError(f"not valid JSON: {exc}") from None
         return QueuedMessage.from_document(doc, path)
 
+    def oldest_first(self, paths: list[Path]) -> list[Path]:
+        """Paths in the order their messages were queued (ids are random); unreadable last."""
+
+        def created(path: Path) -> tuple[int, float, str]:
+            try:
+                return (0, self.read(path).created.timestamp(), path.name)
+            except (OSError, ValueError):
+                return (1, 0.0, path.name)
+
+        return sorted(paths, key=created)
+
     def entries(self, *, failed: bool = False) -> list[QueuedMessage]:
         """Every readable message, oldest first; an unreadable file is reported and left
         for the next flush to move aside."""
@@ -405,7 +435,7 @@ class Spool:
             except (OSError, ValueError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) else str(exc)
                 self.warn(f"spool file {path} is unreadable ({reason}); skipped")
-        return out
+        return sorted(out, key=lambda e: e.created)
 
     def find(self, ident: str) -> QueuedMessage:
         """A message by id (or a unique start of one), queued or failed."""
@@ -515,7 +545,7 @@ class Spool:
     ) -> FlushReport:
         """Try every due message, oldest first, through `send` (an engine's send)."""
         report = FlushReport()
-        files = self.files()
+        files = self.oldest_first(self.files())
         self._remove_stale_temps()
         if on_start is not None:
             on_start(len(files))

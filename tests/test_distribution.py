@@ -272,8 +272,11 @@ def mentions(text: str, word: str) -> bool:
 @pytest.mark.parametrize("path", COMMAND_PATHS, ids=ident)
 def test_man_page_documents_every_command_and_option(path: tuple[str, ...]) -> None:
     section = command_section(path)
-    # -h/--help is described once, with the global options, for every command
+    # -h/--help and the global options (which every command also takes after its word)
+    # are described once, under "Global options"
     flags = long_flags(command_at(path), with_help=not path)
+    if path:
+        flags = [flag for flag in flags if flag not in long_flags(cli)]
     missing = [flag for flag in flags if not mentions(section, flag)]
     assert not missing, f"man/mailrelay.1, section for '{ident(path)}', lacks {missing}"
     assert mentions(unescape(man_source()), ident(path))
@@ -408,3 +411,14 @@ def test_wheel_installs_man_page_completions_and_typing(tmp_path: Path) -> None:
         (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         text = zf.read(entry_points).decode()
     assert re.search(r"^\[console_scripts\]\nmailrelay = mailrelay\.cli:main$", text, re.M), text
+
+
+def test_man_page_synopsis_lists_every_command() -> None:
+    synopsis = man_sections("SH")["SYNOPSIS"]
+    lines = [" ".join(block.split()) for block in synopsis.split(".SY")]
+    for path in SUBCOMMANDS:
+        # a command's words in order: `.B queue` then `.BR show ...` on the next line
+        pattern = r"\.B[R]? +" + r"\s.*?\.B[R]? +".join(re.escape(w) for w in path) + r"\b"
+        assert any(re.search(pattern, line) for line in lines), (
+            f"man/mailrelay.1 SYNOPSIS lacks 'mailrelay {ident(path)}'"
+        )

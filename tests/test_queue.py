@@ -158,7 +158,7 @@ def test_list_show_drop(tmp_path: Path, dead_port: int) -> None:
     assert "connection refused" in entry["last_error"] and entry["due"] is False
     r = mailrelay("--config", str(cfg), "queue", "list", input=None)
     assert r.returncode == 0 and ident in r.stdout and "nightly report" in r.stdout
-    assert "LAST ERROR" in r.stdout
+    assert "last error" in r.stdout
     shown = queue_json(cfg, "show", ident)
     assert shown["envelope"]["recipients"] == ["ops@example.com", "boss@example.com"]
     assert shown["message"]["bcc"] == ["boss@example.com"]

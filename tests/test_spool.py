@@ -20,6 +20,7 @@ from mailrelay.engine import Engine, Policy, SendResult
 from mailrelay.errors import ExitCode
 from mailrelay.message import Message, build_message, message_to_dict, parse_eml
 from mailrelay.spool import (
+    ID_ALPHABET,
     FlushReport,
     Spool,
     SpoolError,
@@ -89,11 +90,11 @@ def test_retry_delay_doubles_and_is_capped() -> None:
     assert retry_delay(10_000, 300, 3600) == 3600  # no overflow on a very old message
 
 
-def test_ids_sort_by_time_and_are_unique() -> None:
-    ids = [new_queue_id(T0 + timedelta(microseconds=i // 3)) for i in range(300)]
-    assert len(set(ids)) == 300
-    assert [i.split("-")[0] for i in sorted(ids)] == [i.split("-")[0] for i in ids]
-    assert new_queue_id(T0) < new_queue_id(T0 + timedelta(seconds=1))
+def test_ids_are_short_random_first_and_unique_from_their_first_characters() -> None:
+    ids = [new_queue_id() for _ in range(2000)]
+    assert all(len(i) == 12 and set(i) <= set(ID_ALPHABET) for i in ids)
+    assert len({i[:6] for i in ids}) == 2000  # six characters already tell them apart
+    assert len({i[0] for i in ids}) > 20  # random from the first character, not a clock
 
 
 def test_a_queued_file_is_private_durable_json_and_lossless(tmp_path: Path, dead_port: int) -> None:
@@ -293,7 +294,20 @@ def test_find_and_drop_by_unique_prefix(tmp_path: Path, dead_port: int) -> None:
     first = queue_one(spool, engine, a_message("one"))
     clock.advance(3600)
     second = queue_one(spool, engine, a_message("two"))
-    assert spool.find(first[:14]).subject == "one"  # 20261122T09000 names only the first
+    differ = next(n for n in range(1, 13) if first[:n] != second[:n])
+    assert spool.find(first[:differ]).subject == "one"  # its first characters name it
+    # two messages queued under the old, time-first ids: a shared start is ambiguous
+    for entry, old in (
+        (first, "20261122T091403.123456Z-3f9a2c1b0e"),
+        (second, "20261122T101403.5Z-aa"),
+    ):
+        path = spool.path / f"{entry}.json"
+        doc = json.loads(path.read_text())
+        doc["id"] = old
+        (spool.path / f"{old}.json").write_text(json.dumps(doc))
+        path.unlink()
+    first, second = "20261122T091403.123456Z-3f9a2c1b0e", "20261122T101403.5Z-aa"
+    assert spool.find("20261122T09").subject == "one"
     with pytest.raises(UnknownQueueId, match="matches 2 messages"):
         spool.find("2026")
     with pytest.raises(UnknownQueueId, match="no message nope"):

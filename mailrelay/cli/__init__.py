@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from mailrelay import __version__
-from mailrelay.errors import ExitCode, MailrelayError
+from mailrelay.errors import ExitCode, MailrelayError, did_you_mean
 
 if TYPE_CHECKING:
     from mailrelay.alerts import Dispatcher
-    from mailrelay.config import Settings
+    from mailrelay.config import ProviderSpec, Settings
     from mailrelay.engine import AlertSink, Engine, Listener
     from mailrelay.output import Output
     from mailrelay.providers.base import Provider
@@ -51,7 +51,22 @@ class App:
         self.debug = debug
         self._settings: Settings | None = None
         self._providers: list[Provider] | None = None
+        self.via: list[str] = []  # send --via / status NAME: only these providers, this order
         self.out = self.output(json_mode=False)
+
+    def merge(self, name: str, value: Any) -> None:
+        """A global option given after the command word (see global_options)."""
+        if name == "providers":
+            self.provider_urls.extend(value)
+        elif name == "verbose":
+            self.verbose += value
+        elif name in ("quiet", "debug"):
+            setattr(self, name, True)
+        else:
+            attr = {"config": "config_path", "state": "state_override"}.get(name, name)
+            setattr(self, attr, value)
+        self._settings = None
+        self.output(json_mode=self.out.json_mode)
 
     def output(self, *, json_mode: bool) -> Output:
         from mailrelay.output import Output
@@ -73,14 +88,33 @@ class App:
         if self._providers is None:
             from mailrelay.errors import ConfigError
 
-            self._providers = self.settings.build_providers()
+            specs = self.settings.providers
+            if self.via:
+                specs = self.chosen(specs)
+            self._providers = [spec.build() for spec in specs]
             if not self._providers:
-                where = self.settings.source or "no config file"
+                s = self.settings
+                where = f"in {s.source}" if s.source else f"no config file at {s.searched}"
                 raise ConfigError(
-                    f"no providers configured ({where}); add [[providers]] to the config, "
-                    "or give --provider URL / $MAILRELAY_PROVIDERS"
+                    f"no providers configured ({where}); run 'mailrelay config init', add "
+                    "[[providers]] to the config, or give --provider URL / $MAILRELAY_PROVIDERS"
                 )
         return self._providers
+
+    def chosen(self, specs: list[ProviderSpec]) -> list[ProviderSpec]:
+        """The providers named by --via (or `status NAME`), in the order given."""
+        from mailrelay.errors import UsageError
+
+        by_name = {spec.name: spec for spec in specs}
+        unknown = [name for name in self.via if name not in by_name]
+        if unknown:
+            known = ", ".join(by_name) or "none"
+            where = self.settings.source or self.settings.searched
+            raise UsageError(
+                f"no provider named {unknown[0]!r}{did_you_mean(unknown[0], list(by_name))}; "
+                f"configured ({where}): {known}"
+            )
+        return [by_name[name] for name in dict.fromkeys(self.via)]
 
     def store(self) -> TomlStateStore:
         from mailrelay.state import TomlStateStore, state_path
@@ -134,7 +168,7 @@ class App:
             self.providers(),
             store if store is not None else self.store(),
             Policy(
-                order=policy or s.policy,
+                order=policy or ("priority" if self.via else s.policy),
                 timeout=timeout or s.timeout,
                 on_ambiguous=s.on_ambiguous,
                 cooldown=s.cooldown,
@@ -161,6 +195,18 @@ def json_option(f: F) -> F:
     )(f)
 
 
+def probe_timeout_option(text: str) -> Callable[[F], F]:
+    """`--timeout SECONDS` for the commands that probe providers (status, config check)."""
+    return click.option(
+        "--timeout",
+        type=click.FloatRange(min=0.1),
+        default=10.0,
+        show_default=True,
+        metavar="SECONDS",
+        help=text,
+    )
+
+
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 # name → (module, attribute, the first paragraph of its help, shown by `mailrelay --help`).
@@ -178,6 +224,11 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
         "sendmail",
         "Act as sendmail: send the RFC 5322 message on standard input (for cron and scripts).",
     ),
+    "config": (
+        "mailrelay.cli.configcmd",
+        "config",
+        "Write, check and show the configuration file.",
+    ),
     "providers": (
         "mailrelay.cli.providers",
         "providers",
@@ -186,7 +237,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "status": (
         "mailrelay.cli.providers",
         "status",
-        "Probe every provider without sending and say who is healthy.",
+        "Probe every provider (or those NAMEd) without sending and say who is healthy.",
     ),
     "queue": (
         "mailrelay.cli.queue",
@@ -211,7 +262,30 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-class LazyGroup(click.Group):
+class HintingGroup(click.Group):
+    """A group that prints its help when given nothing (not an error: exit 0) and answers
+    a mistyped command with the closest one ("did you mean")."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args and not ctx.resilient_parsing:
+            click.echo(ctx.get_help())
+            ctx.exit(0)
+        return super().parse_args(ctx, args)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if args and not name.startswith("-") and self.get_command(ctx, name) is None:
+            known = self.list_commands(ctx)
+            raise click.UsageError(
+                f"no such command {name!r}{did_you_mean(name, known)}; known: {', '.join(known)}",
+                ctx,
+            )
+        return super().resolve_command(ctx, args)
+
+
+class LazyGroup(HintingGroup):
     """A group whose commands are imported on first use (see LAZY_COMMANDS)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -243,37 +317,81 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
+def _merge_global(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A global option given after the command word: fold it into the group's App."""
+    if param.name is None:
+        return value
+    source = ctx.get_parameter_source(param.name)
+    if source in (None, click.core.ParameterSource.DEFAULT):
+        return value
+    app = ctx.find_object(App)
+    if app is None:  # shell completion parses without running the group: keep it for TAB
+        ctx.meta[f"mailrelay.{param.name}"] = value
+    else:
+        app.merge(param.name, value)
+    return value
+
+
+def global_options(*, merge: bool = True) -> Callable[[F], F]:
+    """The options every command takes, before or after its word (defined once, here).
+
+    On the group they build the App; on a command (`merge`) they update it, so
+    `mailrelay -v send` and `mailrelay send -v` mean the same.
+    """
+    extra: dict[str, Any] = {"callback": _merge_global, "expose_value": False} if merge else {}
+    path = click.Path()  # completes file names; the command itself says what is wrong
+    options = [
+        click.option(
+            "--config",
+            metavar="PATH",
+            type=path,
+            help="Config file (default: $MAILRELAY_CONFIG, else the user config dir's "
+            "mailrelay/config.toml).",
+            **extra,
+        ),
+        click.option(
+            "--state",
+            metavar="PATH",
+            type=path,
+            help="State file (default: $MAILRELAY_STATE, else the user data dir's "
+            "mailrelay/state.toml).",
+            **extra,
+        ),
+        click.option(
+            "--provider",
+            "providers",
+            metavar="URL",
+            multiple=True,
+            help="A provider as a URL, e.g. smtp://user:pass@host:587 (repeatable; replaces "
+            "the config's providers; default $MAILRELAY_PROVIDERS).",
+            **extra,
+        ),
+        click.option(
+            "--log-file",
+            metavar="PATH",
+            type=path,
+            help="Append a JSON-lines record of every attempt and result (default: log_file "
+            "in the config; off).",
+            **extra,
+        ),
+        click.option(
+            "-v", "--verbose", count=True, help="Say more: every attempt, even under cron.", **extra
+        ),
+        click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.", **extra),
+        click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.", **extra),
+    ]
+
+    def decorate(f: F) -> F:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
 @click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "-V", "--version", message="mailrelay %(version)s")
-@click.option(
-    "--config",
-    metavar="PATH",
-    envvar="MAILRELAY_CONFIG",
-    show_envvar=True,
-    help="Config file (default: the user config dir's mailrelay/config.toml).",
-)
-@click.option(
-    "--state",
-    metavar="PATH",
-    help="State file (default: $MAILRELAY_STATE, else the user data dir's mailrelay/state.toml).",
-)
-@click.option(
-    "--provider",
-    "providers",
-    metavar="URL",
-    multiple=True,
-    help="A provider as a URL, e.g. smtp://user:pass@host:587 (repeatable; replaces the "
-    "config's providers; default $MAILRELAY_PROVIDERS).",
-)
-@click.option(
-    "--log-file",
-    metavar="PATH",
-    help="Append a JSON-lines record of every attempt and result (default: log_file in the "
-    "config; off).",
-)
-@click.option("-v", "--verbose", count=True, help="Say more: every attempt, even under cron.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-@click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.")
+@global_options(merge=False)
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -290,9 +408,12 @@ def cli(
     mailrelay remembers which provider worked last and how each one is doing, so the next
     run starts where the last one succeeded and skips providers that are failing.
 
+    Every option below also works after the command word (mailrelay send -v ...).
+
     \b
     Examples:
       echo "disk 91% full" | mailrelay send -s "web1: disk" ops@example.com
+      mailrelay config init
       mailrelay providers
       mailrelay status
     """

@@ -11,6 +11,8 @@ from __future__ import annotations
 import click
 from click.shell_completion import CompletionItem, get_completion_class
 
+from mailrelay.cli import global_options
+
 PROG_NAME = "mailrelay"
 COMPLETE_VAR = "_MAILRELAY_COMPLETE"
 SHELLS = ("bash", "zsh", "fish")
@@ -39,7 +41,9 @@ def complete_provider_names(
         from mailrelay.config import load_settings
 
         root = ctx.find_root().params
-        settings = load_settings(root.get("config"), tuple(root.get("providers") or ()))
+        config = ctx.meta.get("mailrelay.config") or root.get("config")
+        urls = ctx.meta.get("mailrelay.providers") or root.get("providers") or ()
+        settings = load_settings(config, tuple(urls))
         return [
             CompletionItem(spec.name, help=spec.type)
             for spec in settings.providers
@@ -51,6 +55,7 @@ def complete_provider_names(
 
 @click.command(context_settings={"max_content_width": 100})
 @click.argument("shell", type=click.Choice(SHELLS), metavar="bash|zsh|fish")
+@global_options()
 def completion(shell: str) -> None:
     """Print the shell completion script for bash, zsh or fish.
 

@@ -7,15 +7,17 @@ from pathlib import Path
 
 import click
 
-from mailrelay.cli import App, pass_app
+from mailrelay.cli import App, global_options, pass_app
 from mailrelay.errors import StateError
 
 
 @click.command(context_settings={"max_content_width": 100})
+@global_options()
 @click.option(
     "-o",
     "--output",
     metavar="FILE",
+    type=click.Path(dir_okay=False),
     help="Write FILE atomically (for node_exporter's textfile collector) instead of stdout.",
 )
 @pass_app

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mailrelay.cli import App, json_option, pass_app
+from mailrelay.cli import App, global_options, json_option, pass_app, probe_timeout_option
+from mailrelay.cli.completion import complete_provider_names
 from mailrelay.errors import StatusExit
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ def _state_fields(entry: ProviderState | None) -> dict[str, Any]:
 
 
 @click.command(context_settings={"max_content_width": 100})
+@global_options()
 @json_option
 @pass_app
 def providers(app: App, json_mode: bool) -> None:
@@ -58,6 +60,9 @@ def providers(app: App, json_mode: bool) -> None:
     first = plan[0].name if plan else None
     rows: list[dict[str, Any]] = []
     for i, p in enumerate(engine.providers, 1):
+        missing = next(filter(None, (secret.missing() for secret in p.secrets)), None)
+        if missing and not out.json_mode:
+            out.warn(f"{p.name} ({p.type}) is skipped at send time: {missing}")
         rows.append(
             {
                 "position": i,
@@ -68,6 +73,7 @@ def providers(app: App, json_mode: bool) -> None:
                 "settings": p.describe(),
                 **_state_fields(state.providers.get(p.name)),
                 "cooling": engine.cooling_until(state, p) is not None,
+                "config_problem": missing,
             }
         )
     if out.json_mode:
@@ -81,12 +87,12 @@ def providers(app: App, json_mode: bool) -> None:
             }
         )
         return
-    from mailrelay.output import fmt_time
+    from mailrelay.output import Styled, fmt_time
 
     table_rows = []
     for r in rows:
         marks = [m for m, on in (("sticky", r["sticky"]), ("next", r["next"])) if on]
-        cool = fmt_time(r["cooldown_until"]) if r["cooling"] else "-"
+        cool = Styled(fmt_time(r["cooldown_until"]), "yellow") if r["cooling"] else "-"
         table_rows.append(
             [
                 str(r["position"]),
@@ -104,22 +110,18 @@ def providers(app: App, json_mode: bool) -> None:
         f"providers (policy {engine.policy.order}, state {engine.store.location})",
         ["#", "name", "type", "mark", "sent", "failed", "cooldown until", "settings", "last error"],
         table_rows,
+        long=["last error"],
     )
 
 
 @click.command(context_settings={"max_content_width": 100})
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0.1),
-    default=10.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="How long each probe may take (they run at once).",
-)
+@click.argument("names", nargs=-1, metavar="[NAME]...", shell_complete=complete_provider_names)
+@probe_timeout_option("How long each probe may take (they run at once).")
+@global_options()
 @json_option
 @pass_app
-def status(app: App, timeout: float, json_mode: bool) -> None:
-    """Probe every provider without sending and say who is healthy.
+def status(app: App, names: tuple[str, ...], timeout: float, json_mode: bool) -> None:
+    """Probe every provider (or those NAMEd) without sending and say who is healthy.
 
     SMTP: connect, EHLO, TLS, AUTH, NOOP, QUIT. HTTP APIs: a read-only request that proves
     the credentials. outbox: the folder is writable. sendmail: the command is executable.
@@ -129,10 +131,12 @@ def status(app: App, timeout: float, json_mode: bool) -> None:
     Examples:
       mailrelay status
       mailrelay status --json --timeout 5
+      mailrelay status backup
     """
     from mailrelay.engine import probe
 
     out = app.output(json_mode=json_mode)
+    app.via = list(names)
     engine = app.engine()
     state = engine.store.load()
     probes = probe(engine.providers, timeout)
@@ -143,7 +147,14 @@ def status(app: App, timeout: float, json_mode: bool) -> None:
         code = StatusExit.DEGRADED
     else:
         code = StatusExit.NONE_HEALTHY
-    rows = [{**p.to_dict(), **_state_fields(state.providers.get(p.provider))} for p in probes]
+    rows = [
+        {
+            **p.to_dict(),
+            **_state_fields(state.providers.get(p.provider)),
+            "cooling": engine.cooling_until(state, provider) is not None,
+        }
+        for p, provider in zip(probes, engine.providers, strict=True)
+    ]
     if out.json_mode:
         out.emit_json(
             {
@@ -154,7 +165,7 @@ def status(app: App, timeout: float, json_mode: bool) -> None:
             }
         )
     else:
-        from mailrelay.output import fmt_time
+        from mailrelay.output import fmt_time, health_cell
 
         out.table(
             f"status: {healthy} of {len(probes)} healthy",
@@ -172,7 +183,7 @@ def status(app: App, timeout: float, json_mode: bool) -> None:
                 [
                     r["provider"],
                     r["type"],
-                    "healthy" if r["healthy"] else f"FAILING ({r['outcome'] or 'error'})",
+                    health_cell(_health_text(r), ok=r["healthy"], cooling=r["cooling"]),
                     f"{r['latency_ms']:.0f} ms",
                     r["detail"] or "-",
                     fmt_time(r["last_success"]),
@@ -181,5 +192,12 @@ def status(app: App, timeout: float, json_mode: bool) -> None:
                 ]
                 for r in rows
             ],
+            long=["detail", "last error"],
         )
     click.get_current_context().exit(int(code))
+
+
+def _health_text(row: dict[str, Any]) -> str:
+    if not row["healthy"]:
+        return f"FAILING ({row['outcome'] or 'error'})"
+    return "healthy, cooling" if row["cooling"] else "healthy"

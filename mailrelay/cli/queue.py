@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mailrelay.cli import App, json_option, pass_app
+from mailrelay.cli import App, HintingGroup, global_options, json_option, pass_app
 
 if TYPE_CHECKING:
     from mailrelay.engine import Engine, SendResult
@@ -64,7 +64,8 @@ def _relative(when: datetime, now: datetime) -> str:
     return "due" if seconds <= 0 else f"in {age_text(seconds)}"
 
 
-@click.group(context_settings={"max_content_width": 100})
+@click.group(cls=HintingGroup, context_settings={"max_content_width": 100})
+@global_options()
 def queue() -> None:
     """List, send and drop the messages waiting in the spool.
 
@@ -76,12 +77,13 @@ def queue() -> None:
     Examples:
       mailrelay queue list
       mailrelay queue flush --now
-      mailrelay queue show 20261122T091403.123456Z-3f9a2c1b0e
+      mailrelay queue show 3F9K
     """
 
 
 @queue.command("list")
 @click.option("--failed", is_flag=True, help="List the messages in failed/ instead.")
+@global_options()
 @json_option
 @pass_app
 def list_command(app: App, failed: bool, json_mode: bool) -> None:
@@ -107,13 +109,15 @@ def list_command(app: App, failed: bool, json_mode: bool) -> None:
         where = spool.failed_dir if failed else spool.path
         out.note(f"no messages in {where}")
         return
+    from mailrelay.output import fmt_time
     from mailrelay.spool import age_text
 
     if failed:
-        columns = ["ID", "AGE", "TRIES", "TO", "SUBJECT", "WHY"]
+        columns = ["id", "queued", "age", "tries", "to", "subject", "why"]
         rows = [
             [
                 e.id,
+                fmt_time(e.created),
                 age_text((now - e.created).total_seconds()),
                 str(e.tries),
                 ", ".join(e.recipients),
@@ -123,10 +127,11 @@ def list_command(app: App, failed: bool, json_mode: bool) -> None:
             for e in entries
         ]
     else:
-        columns = ["ID", "AGE", "TRIES", "NEXT TRY", "TO", "SUBJECT", "LAST ERROR"]
+        columns = ["id", "queued", "age", "tries", "next try", "to", "subject", "last error"]
         rows = [
             [
                 e.id,
+                fmt_time(e.created),
                 age_text((now - e.created).total_seconds()),
                 str(e.tries),
                 _relative(e.next_try, now),
@@ -137,7 +142,7 @@ def list_command(app: App, failed: bool, json_mode: bool) -> None:
             for e in entries
         ]
     title = f"{len(entries)} message(s) in {spool.failed_dir if failed else spool.path}"
-    out.table(title, columns, rows)
+    out.table(title, columns, rows, long=["why", "last error"])
 
 
 def _describe(app: App, entry: QueuedMessage) -> tuple[dict[str, Any], Message]:
@@ -149,6 +154,7 @@ def _describe(app: App, entry: QueuedMessage) -> tuple[dict[str, Any], Message]:
 
 @queue.command("show")
 @click.argument("queue_id", metavar="ID")
+@global_options()
 @json_option
 @pass_app
 def show_command(app: App, queue_id: str, json_mode: bool) -> None:
@@ -220,6 +226,7 @@ def show_command(app: App, queue_id: str, json_mode: bool) -> None:
 
 @queue.command("drop")
 @click.argument("queue_id", metavar="ID")
+@global_options()
 @pass_app
 def drop_command(app: App, queue_id: str) -> None:
     """Remove a queued or failed message for good, without sending it.
@@ -234,12 +241,10 @@ def drop_command(app: App, queue_id: str) -> None:
 
 @queue.command("flush")
 @click.option("--now", "now", is_flag=True, help="Try every queued message, whatever its backoff.")
-@click.option(
-    "-q", "--quiet", is_flag=True, help="Print nothing but errors (as the global -q; for cron)."
-)
+@global_options()
 @json_option
 @pass_app
-def flush_command(app: App, now: bool, quiet: bool, json_mode: bool) -> None:
+def flush_command(app: App, now: bool, json_mode: bool) -> None:
     """Send the queued messages that are due, oldest first, through the providers.
 
     A message that fails again waits twice as long as before (queue_retry, doubling, capped
@@ -247,8 +252,6 @@ def flush_command(app: App, now: bool, quiet: bool, json_mode: bool) -> None:
     failed/. Exit 0: all sent or none due; 75: some stay queued; 69: some moved to failed/
     or a spool file was unreadable (moved to corrupt/).
     """
-    if quiet:
-        app.quiet = True
     out = app.output(json_mode=json_mode)
     spool = app.spool()
     if not spool.files():  # cron runs this every few minutes: nothing to do is silent
@@ -314,7 +317,15 @@ def flush_command(app: App, now: bool, quiet: bool, json_mode: bool) -> None:
         if acted or app.verbose or out.interactive:
             text = ", ".join(f"{n} {what}" for n, what in counts if n) or "nothing queued"
             due = [i.next_try for i in report.items if i.next_try is not None]
-            if due and not acted:
+            waiting = report.count("not_due")
+            if waiting and not acted and due:
+                nearest = min(due)
+                text = (
+                    f"nothing due; {waiting} message(s) wait, the next "
+                    f"{_relative(nearest, spool.now())} ({fmt_time(nearest)}); "
+                    "'mailrelay queue flush --now' sends them at once"
+                )
+            elif due and not acted:
                 text += f"; next due {fmt_time(min(due))}"
             out.note(f"queue flush: {text}")
     click.get_current_context().exit(report.exit_code)

@@ -6,8 +6,11 @@ import json
 
 import click
 
+from mailrelay.cli import global_options
+
 
 @click.command(context_settings={"max_content_width": 100})
+@global_options()
 def schema() -> None:
     """Print the JSON Schema (draft 2020-12) of a message given as JSON.
 

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
-from mailrelay.cli import App, json_option, pass_app
+from mailrelay.cli import App, global_options, json_option, pass_app
+from mailrelay.cli.completion import complete_provider_names
 from mailrelay.config import POLICIES
 from mailrelay.errors import UsageError
 
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from mailrelay.message import Message
     from mailrelay.output import Output
     from mailrelay.state import State
+
+FILE = click.Path()  # completes file names in the shell; reading says what is wrong
 
 STDIN_WAIT = 5.0  # seconds to wait for the first byte on a pipe that stays open
 
@@ -80,10 +83,14 @@ def read_text_file(path: str, what: str, out: Output) -> str:
 @click.option("--reply-to", multiple=True, metavar="ADDR", help="Reply-To address(es).")
 @click.option("-s", "--subject", default="", metavar="TEXT", help="Subject line.")
 @click.option("--text", metavar="TEXT", help="Plain-text body.")
-@click.option("--text-file", metavar="PATH", help="Plain-text body from a file ('-' = stdin).")
+@click.option(
+    "--text-file", metavar="PATH", type=FILE, help="Plain-text body from a file ('-' = stdin)."
+)
 @click.option("--html", metavar="HTML", help="HTML body (a text part is made from it).")
-@click.option("--html-file", metavar="PATH", help="HTML body from a file ('-' = stdin).")
-@click.option("-a", "--attach", multiple=True, metavar="PATH", help="Attach a file (repeatable).")
+@click.option("--html-file", metavar="PATH", type=FILE, help="HTML body from a file ('-' = stdin).")
+@click.option(
+    "-a", "--attach", multiple=True, metavar="PATH", type=FILE, help="Attach a file (repeatable)."
+)
 @click.option("--header", multiple=True, metavar="'NAME: VALUE'", help="Extra header (repeatable).")
 @click.option("--tag", multiple=True, metavar="TAG", help="Provider tag/category (repeatable).")
 @click.option(
@@ -93,6 +100,7 @@ def read_text_file(path: str, what: str, out: Output) -> str:
 @click.option(
     "--eml",
     metavar="FILE",
+    type=FILE,
     help="Send a complete RFC 5322 message from FILE ('-' = stdin); recipients are the "
     "arguments plus its To/Cc/Bcc.",
 )
@@ -100,11 +108,13 @@ def read_text_file(path: str, what: str, out: Output) -> str:
     "--message",
     "message_file",
     metavar="FILE",
+    type=FILE,
     help="Read the message as JSON from FILE ('-' = stdin); see 'mailrelay schema'.",
 )
 @click.option(
     "--batch",
     metavar="FILE",
+    type=FILE,
     help="Send one JSON message per line of FILE ('-' = stdin), several at once.",
 )
 @click.option(
@@ -128,7 +138,16 @@ def read_text_file(path: str, what: str, out: Output) -> str:
     metavar="SECONDS",
     help="Deadline for the whole send, all attempts included.",
 )
+@click.option(
+    "--via",
+    multiple=True,
+    metavar="NAME",
+    shell_complete=complete_provider_names,
+    help="Send only through this configured provider (repeatable: these, in this order, "
+    "failing over among them).",
+)
 @click.option("--dry-run", is_flag=True, help="Show the plan and the message; send nothing.")
+@global_options()
 @json_option
 @pass_app
 def send(
@@ -156,6 +175,7 @@ def send(
     queue: bool | None,
     policy: str | None,
     timeout: float | None,
+    via: tuple[str, ...],
     dry_run: bool,
     json_mode: bool,
 ) -> None:
@@ -172,11 +192,13 @@ def send(
       echo "disk 91% full" | mailrelay send -s "web1: disk" ops@example.com
       mailrelay send -s Report -a report.pdf --text "see attached" boss@example.com
       mailrelay send --dry-run -s test --text hi me@example.com
+      mailrelay send --via backup -s test --text hi me@example.com
       mailrelay send --eml saved.eml --queue ops@example.com
       mailrelay send --message alert.json
       mailrelay send --batch welcome.jsonl --concurrency 16 --json
     """
     app.output(json_mode=json_mode)
+    app.via = list(via)
     given = [
         name
         for name, value in (("--eml", eml), ("--message", message_file), ("--batch", batch))
@@ -421,8 +443,24 @@ def show_plan(app: App, engine: Engine, state: State, message: Message) -> None:
         )
     for bcc in message.bcc:
         out.data(f"  (envelope) Bcc: {bcc}")
-    for line in raw.splitlines():
+    for line in _subject_as_typed(raw.splitlines(), message.subject):
         out.data("  " + line)
+
+
+def _subject_as_typed(lines: list[str], subject: str) -> list[str]:
+    """The Subject header shown decoded, as the user typed it, not in its RFC 2047 form."""
+    shown: list[str] = []
+    in_subject = False
+    for i, line in enumerate(lines):
+        if not line:  # the end of the headers: the body as it is
+            return shown + lines[i:]
+        if in_subject and line[:1] in (" ", "\t"):
+            continue  # a folded line of the encoded subject
+        in_subject = line.lower().startswith("subject:")
+        if in_subject and "=?" in line:
+            line = f"Subject: {subject}"
+        shown.append(line)
+    return shown
 
 
 def show_result(out: Output, result: SendResult) -> None:
@@ -434,7 +472,10 @@ def show_result(out: Output, result: SendResult) -> None:
         if out.quiet or not (out.verbose or out.interactive):
             return  # success is silent under cron: cron mails any output
         for a in result.attempts[:-1]:
-            out.note(f"{a.provider} ({a.type}) failed: {a.outcome}: {a.detail}")
+            if a.config_error:  # e.g. its secret's variable is unset: say so, once a line
+                out.note(f"{a.provider} ({a.type}) skipped: {a.detail}")
+            else:
+                out.note(f"{a.provider} ({a.type}) failed: {a.outcome}: {a.detail}")
         ident = winner.message_id or result.message_id
         out.note(f"sent via {winner.provider} ({winner.type}), id {ident}")
         return

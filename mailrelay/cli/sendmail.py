@@ -57,6 +57,7 @@ Options (as sendmail):
   -bm           deliver mail (the default)
   -bp           list the queue (mailrelay queue list)
   -q            flush the queue once (mailrelay queue flush)
+  -h, --help    this help (-h N, a hop count, is ignored)
   --            the rest are addresses
 Ignored: -o* (e.g. -odi -oem), -B*, -e*, -N*, -R*, -V*, -d*, -h*, -L*, -O*, -p*, -G -m -n
 -U; -C, -X and -a are ignored with a warning. Unknown options are ignored with a warning,
@@ -93,8 +94,8 @@ def parse_sendmail_args(argv: Sequence[str]) -> SendmailArgs:
         if word == "--":
             options_done = True
             continue
-        if word == "--help":
-            args.mode = "help"
+        if word == "--help" or (word == "-h" and not (i < len(words) and words[i].isdigit())):
+            args.mode = "help"  # a bare -h asks for help; -h N stays sendmail's hop count
             continue
         if word.startswith("--"):
             args.warnings.append(f"ignoring unknown option {word}")
@@ -283,12 +284,12 @@ def held_argv(args: SendmailArgs) -> list[str]:
 def hold_unsent(data: bytes, args: SendmailArgs) -> str | None:
     """Write the message into the spool's held/ folder (0600); its path, or None if even
     that failed (then the error alone is reported)."""
-    from mailrelay.spool import default_spool_dir, new_queue_id, utcnow
+    from mailrelay.spool import default_spool_dir, new_queue_id
 
     folder = default_spool_dir() / "held"
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = folder / f"{new_queue_id(utcnow())}.eml"
+        path = folder / f"{new_queue_id()}.eml"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

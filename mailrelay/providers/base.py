@@ -19,6 +19,7 @@ from mailrelay.record import record
 if TYPE_CHECKING:
     from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Message
+    from mailrelay.secrets import Secret
 
 
 class Outcome(str, Enum):
@@ -129,6 +130,8 @@ class Provider(ABC):
     """The config `type` and the default name, e.g. "smtp"."""
     url_schemes: ClassVar[tuple[str, ...]] = ()
     """URL schemes this provider accepts in `--provider URL`."""
+    secrets: tuple[Secret, ...] = ()
+    """The secrets its config names (set when built from a config), for the config checks."""
     capabilities: ClassVar[frozenset[str]] = frozenset()
     """Which of CAPABILITIES this provider carries."""
     max_tags: ClassVar[int | None] = None
