@@ -359,8 +359,8 @@ class BackgroundDispatcher:
 
 def read_alerts(table: object, source: str) -> AlertSettings:
     """The `[alerts]` table of the config."""
-    from mailrelay.config import ProviderConfig
     from mailrelay.errors import ConfigError
+    from mailrelay.providers.options import ProviderConfig
 
     if not isinstance(table, dict):
         raise ConfigError("[alerts] must be a table", source=source)
@@ -389,9 +389,7 @@ def read_alerts(table: object, source: str) -> AlertSettings:
         settings.urls = [
             Secret(url, source=source, key=f"alerts.urls[{i}]") for i, url in enumerate(urls)
         ]
-        timeout = cfg.float("timeout", DEFAULT_TIMEOUT)
-        assert timeout is not None
-        settings.timeout = timeout
+        settings.timeout = cfg.get_float("timeout", DEFAULT_TIMEOUT)
     except ConfigError as exc:
         key = exc.key or "?"
         raise ConfigError(

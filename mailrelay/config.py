@@ -1,34 +1,47 @@
-"""Configuration: the TOML file, providers given as URLs, and typed access to provider keys.
+"""Configuration: the TOML file and providers given as URLs, read into `Settings` (data).
 
-Every error names where it is: the file (or `--provider`), the provider and the key.
+A provider's table stays a `ProviderSpec` (providers/options.py); `registry.build(spec)`
+makes the provider. Every error names where it is: the file (or `--provider`), the provider
+and the key.
 """
 
 from __future__ import annotations
 
-import builtins
 import os
 import stat
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from mailrelay.errors import ConfigError, did_you_mean
+from mailrelay.providers.options import ProviderConfig, ProviderSpec, ProviderURL
 from mailrelay.record import field, record
-from mailrelay.secrets import Secret
 
 if TYPE_CHECKING:
     from mailrelay.alerts import AlertSettings
     from mailrelay.providers.base import Provider
 
-POLICIES = ("sticky", "priority", "round-robin")
-ON_AMBIGUOUS = ("failover", "stop")
+# ProviderConfig, ProviderSpec and ProviderURL are read here, and live with the providers
+__all__ = [
+    "ProviderConfig",
+    "ProviderSpec",
+    "ProviderURL",
+    "Settings",
+    "load_settings",
+    "specs_from_urls",
+]
+
+PolicyName = Literal["sticky", "priority", "round-robin"]
+OnAmbiguous = Literal["failover", "stop"]
+OnFailure = Literal["fail", "queue"]
+POLICIES: tuple[PolicyName, ...] = get_args(PolicyName)
+ON_AMBIGUOUS: tuple[OnAmbiguous, ...] = get_args(OnAmbiguous)
+ON_FAILURE: tuple[OnFailure, ...] = get_args(OnFailure)
 DEFAULT_TIMEOUT = 60.0  # total deadline of one send, across all attempts
 DEFAULT_COOLDOWN = 60.0  # first cooldown after a transient failure; doubles, capped
 DEFAULT_PROVIDER_COOLDOWN = 600.0  # first cooldown after a provider (account/config) failure
 DEFAULT_MAX_COOLDOWN = 6 * 3600.0
-ON_FAILURE = ("fail", "queue")
 DEFAULT_QUEUE_RETRY = 300.0  # first wait before a queued message is retried; doubles
 DEFAULT_QUEUE_MAX_RETRY = 4 * 3600.0  # the doubling stops here
 DEFAULT_QUEUE_MAX_AGE = 5 * 86400.0  # then the message moves to failed/ (sendmail's 5 days)
@@ -50,7 +63,6 @@ DEFAULTS_KEYS = (
     "queue_max_retry",
     "queue_max_age",
 )
-COMMON_PROVIDER_KEYS = ("name", "type", "enabled")
 
 
 def default_config_path() -> Path:
@@ -84,280 +96,20 @@ def parse_toml(data: bytes, source: str) -> dict[str, Any]:
         raise ConfigError("not valid UTF-8", source=source) from None
 
 
-_TRUE = ("true", "yes", "on", "1")
-_FALSE = ("false", "no", "off", "0")
-
-
-class ProviderConfig:
-    """The keys of one provider table, read with typed getters that name file/provider/key.
-
-    Every getter marks its key as used; `finish()` refuses keys nobody asked for, so a
-    misspelt key is an error and not a silent default.
-    """
-
-    def __init__(
-        self,
-        name: builtins.str,
-        type_: builtins.str,
-        values: Mapping[builtins.str, Any],
-        source: builtins.str,
-    ) -> None:
-        self.name = name
-        self.type = type_
-        self.source = source
-        self._values = dict(values)
-        self._used: set[str] = set(COMMON_PROVIDER_KEYS)
-        self.secrets: list[Secret] = []  # every secret asked for, for `config check`
-
-    def error(self, key: builtins.str | None, message: builtins.str) -> ConfigError:
-        return ConfigError(message, source=self.source, provider=self.name, key=key)
-
-    def has(self, key: builtins.str) -> builtins.bool:
-        return key in self._values
-
-    def _get(self, key: builtins.str) -> Any:
-        self._used.add(key)
-        return self._values.get(key)
-
-    def str(
-        self,
-        key: builtins.str,
-        default: builtins.str | None = None,
-        *,
-        required: builtins.bool = False,
-    ) -> builtins.str | None:
-        value = self._get(key)
-        if value is None:
-            if required:
-                raise self.error(key, "is required")
-            return default
-        if not isinstance(value, str) or not value:
-            raise self.error(key, "must be a non-empty string")
-        return value
-
-    def required_str(self, key: builtins.str) -> builtins.str:
-        value = self.str(key, required=True)
-        assert value is not None
-        return value
-
-    def int(
-        self,
-        key: builtins.str,
-        default: builtins.int,
-        *,
-        min: builtins.int = 0,
-        max: builtins.int | None = None,
-    ) -> builtins.int:
-        value = self._get(key)
-        if value is None:
-            return default
-        if isinstance(value, str):
-            try:
-                value = int(value)
-            except ValueError:
-                raise self.error(key, f"must be an integer, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(key, "must be an integer")
-        if value < min or (max is not None and value > max):
-            bound = f"between {min} and {max}" if max is not None else f"at least {min}"
-            raise self.error(key, f"must be {bound}, got {value}")
-        return value
-
-    def float(
-        self, key: builtins.str, default: builtins.float | None, *, positive: builtins.bool = True
-    ) -> builtins.float | None:
-        value = self._get(key)
-        if value is None:
-            return default
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise self.error(key, f"must be a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.error(key, "must be a number")
-        if positive and not value > 0:
-            raise self.error(key, f"must be greater than 0, got {value}")
-        return float(value)
-
-    def bool(self, key: builtins.str, default: builtins.bool = False) -> builtins.bool:
-        value = self._get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
-            return value.lower() in _TRUE
-        raise self.error(key, "must be true or false")
-
-    def choice(
-        self, key: builtins.str, choices: Sequence[builtins.str], default: builtins.str
-    ) -> builtins.str:
-        value = self.str(key, default)
-        assert value is not None
-        if value not in choices:
-            raise self.error(key, f"must be one of {', '.join(choices)}; got {value!r}")
-        return value
-
-    def secret(self, key: builtins.str, *, required: builtins.bool = True) -> Secret | None:
-        value = self._get(key)
-        if value is None:
-            if required:
-                raise self.error(key, "is required (a string or { env | command | file = ... })")
-            return None
-        secret = Secret(value, source=self.source, provider=self.name, key=key)
-        self.secrets.append(secret)
-        return secret
-
-    def required_secret(self, key: builtins.str) -> Secret:
-        secret = self.secret(key, required=True)
-        assert secret is not None
-        return secret
-
-    def str_list(self, key: builtins.str) -> list[builtins.str]:
-        value = self._get(key)
-        if value is None:
-            return []
-        if isinstance(value, str):
-            return [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise self.error(key, "must be a list of non-empty strings")
-        return list(value)
-
-    def timeout(self, default: builtins.float) -> builtins.float:
-        value = self.float("timeout", default)
-        assert value is not None
-        return value
-
-    def unknown_keys(self) -> list[ConfigError]:
-        """A problem for every key nobody asked for, with the likely meant key."""
-        known = sorted(self._used)
-        return [
-            self.error(key, f"unknown key for a {self.type} provider{did_you_mean(key, known)}")
-            for key in sorted(set(self._values) - self._used)
-        ]
-
-    def finish(self) -> None:
-        unknown = self.unknown_keys()
-        if unknown:
-            raise unknown[0]
-
-
-@record
-class ProviderURL:
-    """A provider given as a URL, percent-decoded, for a provider's `config_from_url`."""
-
-    raw: str
-    scheme: str
-    username: str | None
-    password: str | None
-    host: str | None
-    port: int | None
-    path: str
-    query: dict[str, str]
-    source: str
-
-    @property
-    def safe(self) -> builtins.str:
-        """The URL without credentials, for messages."""
-        host = self.host or ""
-        port = f":{self.port}" if self.port else ""
-        return f"{self.scheme}://{host}{port}{self.path}"
-
-    def error(self, message: str) -> ConfigError:
-        return ConfigError(message, source=self.source, provider=self.safe)
-
-    @classmethod
-    def parse(cls, raw: str, source: str) -> ProviderURL:
-        try:
-            parts = urlsplit(raw.strip())
-            port = parts.port
-        except ValueError:
-            # never echo the raw URL or the parser's words: they can hold a password
-            scheme = raw.split(":", 1)[0] if ":" in raw else "?"
-            raise ConfigError(
-                "not a valid URL (check the port and the percent-encoding of user and password)",
-                source=source,
-                provider=f"{scheme}://…",
-            ) from None
-        if not parts.scheme:
-            raise ConfigError(
-                "a provider URL needs a scheme, e.g. smtp://host:587",
-                source=source,
-                provider="?",
-            )
-        query: dict[str, str] = {}
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key in query:
-                raise ConfigError(
-                    "given twice in the URL", source=source, provider=parts.scheme, key=key
-                )
-            query[key] = value
-        return cls(
-            raw=raw,
-            scheme=parts.scheme.lower(),
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password is not None else None,
-            host=parts.hostname,
-            port=port,
-            path=unquote(parts.path),
-            query=query,
-            source=source,
-        )
-
-
-@record
-class ProviderSpec:
-    """One provider as configured, before it is built."""
-
-    name: str
-    type: str
-    values: dict[str, Any]
-    source: str
-
-    def build(self) -> Provider:
-        provider, cfg = self._build()
-        cfg.finish()
-        return provider
-
-    def _build(self) -> tuple[Provider, ProviderConfig]:
-        from mailrelay.providers import registry
-
-        cls = registry.get(self.type, source=self.source, provider=self.name)
-        cfg = ProviderConfig(self.name, self.type, self.values, self.source)
-        provider = cls.from_config(cfg)
-        provider.secrets = tuple(cfg.secrets)
-        return provider, cfg
-
-    def problems(self) -> list[ConfigError]:
-        """Everything wrong with this provider, each secret resolved (`config check`)."""
-        try:
-            _, cfg = self._build()
-        except ConfigError as exc:
-            return [exc]
-        problems = cfg.unknown_keys()
-        for secret in cfg.secrets:
-            try:
-                secret.reveal()
-            except ConfigError as exc:
-                problems.append(exc)
-        return problems
-
-
 @record
 class Settings:
     source: str | None = None  # the config file read, None when there was none
     searched: str | None = None  # the config file looked for (named in "no config" errors)
     sender: str | None = None
-    policy: str = "sticky"
+    policy: PolicyName = "sticky"
     timeout: float = DEFAULT_TIMEOUT
-    on_ambiguous: str = "failover"
+    on_ambiguous: OnAmbiguous = "failover"
     cooldown: float = DEFAULT_COOLDOWN
     provider_cooldown: float = DEFAULT_PROVIDER_COOLDOWN
     max_cooldown: float = DEFAULT_MAX_COOLDOWN
     max_size: int | None = None
     state_file: Path | None = None
-    on_failure: str = "fail"  # "queue": spool a message every provider refused for now
+    on_failure: OnFailure = "fail"  # "queue": spool a message every provider refused for now
     log_file: Path | None = None  # JSON-lines audit log; off by default
     spool_dir: Path | None = None  # default: the user data dir's mailrelay/spool
     queue_retry: float = DEFAULT_QUEUE_RETRY
@@ -368,7 +120,9 @@ class Settings:
     warnings: list[str] = field(default_factory=list)
 
     def build_providers(self) -> list[Provider]:
-        return [spec.build() for spec in self.providers]
+        from mailrelay.providers import registry
+
+        return [registry.build(spec) for spec in self.providers]
 
 
 def _read_defaults(
@@ -385,10 +139,10 @@ def _read_defaults(
         hint = did_you_mean(key, DEFAULTS_KEYS) or f"; known: {', '.join(DEFAULTS_KEYS)}"
         _report(fail(key, f"unknown key{hint}"), problems)
     try:
-        settings.sender = cfg.str("from")
-        settings.policy = cfg.choice("policy", POLICIES, settings.policy)
-        settings.on_ambiguous = cfg.choice("on_ambiguous", ON_AMBIGUOUS, settings.on_ambiguous)
-        settings.on_failure = cfg.choice("on_failure", ON_FAILURE, settings.on_failure)
+        settings.sender = cfg.get_str("from")
+        settings.policy = cfg.get_choice("policy", POLICIES, settings.policy)
+        settings.on_ambiguous = cfg.get_choice("on_ambiguous", ON_AMBIGUOUS, settings.on_ambiguous)
+        settings.on_failure = cfg.get_choice("on_failure", ON_FAILURE, settings.on_failure)
         for key in (
             "timeout",
             "cooldown",
@@ -398,11 +152,11 @@ def _read_defaults(
             "queue_max_retry",
             "queue_max_age",
         ):
-            setattr(settings, key, cfg.float(key, getattr(settings, key)))
+            setattr(settings, key, cfg.get_float(key, getattr(settings, key)))
         if cfg.has("max_size"):
-            settings.max_size = cfg.int("max_size", 0, min=1)
+            settings.max_size = cfg.get_int("max_size", 0, least=1)
         for key in ("state_file", "log_file", "spool_dir"):
-            value = cfg.str(key)
+            value = cfg.get_str(key)
             if value:
                 setattr(settings, key, Path(value).expanduser())
     except ConfigError as exc:
@@ -416,7 +170,7 @@ def _report(problem: ConfigError, problems: list[ConfigError] | None) -> None:
     problems.append(problem)
 
 
-def _unique_name(base: str, taken: set[str]) -> builtins.str:
+def _unique_name(base: str, taken: set[str]) -> str:
     name, n = base, 2
     while name in taken:
         name, n = f"{base}-{n}", n + 1
@@ -487,7 +241,7 @@ def specs_from_urls(urls: Sequence[str], source: str) -> list[ProviderSpec]:
     return specs
 
 
-def _holds_literal_secret(value: object) -> builtins.bool:
+def _holds_literal_secret(value: object) -> bool:
     # A literal secret is any string under a secret-ish key; only used for the permission warning.
     if isinstance(value, dict):
         return any(

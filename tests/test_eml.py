@@ -15,9 +15,10 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from mailrelay.cli.sendmail import cut_at_lone_dot, parse_sendmail_args
-from mailrelay.config import ProviderSpec
 from mailrelay.errors import MessageError, UsageError
 from mailrelay.message import Address, parse_eml
+from mailrelay.providers import registry
+from mailrelay.providers.options import ProviderSpec
 from tests.esp.fakebase import FakeESP, server_base_url
 
 CRON = (
@@ -314,7 +315,7 @@ def fake(request: pytest.FixtureRequest, httpserver: HTTPServer) -> FakeESP:
 
 def test_every_http_provider_carries_a_cron_message(fake: FakeESP, httpserver: HTTPServer) -> None:
     cfg = fake.config(server_base_url(httpserver))
-    provider = ProviderSpec(cfg.get("name", fake.type), fake.type, cfg, "test").build()
+    provider = registry.build(ProviderSpec(cfg.get("name", fake.type), fake.type, cfg, "test"))
     message = parse_eml(
         CRON.replace(b"To: ops@example.com\n", b"To: ops@example.com\nBcc: audit@example.com\n"),
         envelope_from="root",
@@ -338,7 +339,7 @@ def test_every_http_provider_carries_a_multipart_message(
     fake: FakeESP, httpserver: HTTPServer
 ) -> None:
     cfg = fake.config(server_base_url(httpserver))
-    provider = ProviderSpec(cfg.get("name", fake.type), fake.type, cfg, "test").build()
+    provider = registry.build(ProviderSpec(cfg.get("name", fake.type), fake.type, cfg, "test"))
     provider.send(parse_eml(MULTIPART), timeout=5)
     got = fake.normalize(fake.sent[-1])
     assert got["from"] == "Reports <reports@example.com>"

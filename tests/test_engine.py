@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from mailrelay.config import ProviderConfig
 from mailrelay.engine import Engine, Policy
 from mailrelay.errors import ConfigError, ExitCode
 from mailrelay.message import build_message
 from mailrelay.providers.base import Health, Outcome, Provider, ProviderError, Receipt
+from mailrelay.providers.options import ProviderConfig
 from mailrelay.secrets import remember
 from mailrelay.state import ProviderState, TomlStateStore
 

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from mailrelay.config import ProviderSpec, specs_from_urls
+from mailrelay.config import specs_from_urls
 from mailrelay.errors import ConfigError
 from mailrelay.message import Address, Attachment, Message
+from mailrelay.providers import registry
 from mailrelay.providers.base import Outcome, ProviderError
+from mailrelay.providers.options import ProviderSpec
 from mailrelay.providers.outbox import OutboxProvider, _classify
 
 NAME = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{16}\.eml$")
@@ -39,7 +41,7 @@ def make_message(**extra: object) -> Message:
 
 
 def outbox(path: Path, name: str = "box") -> OutboxProvider:
-    provider = ProviderSpec(name, "outbox", {"path": str(path)}, "test.toml").build()
+    provider = registry.build(ProviderSpec(name, "outbox", {"path": str(path)}, "test.toml"))
     assert isinstance(provider, OutboxProvider)
     return provider
 
@@ -139,7 +141,7 @@ def test_twenty_sends_unique_sorted_names_no_temp_files(tmp_path: Path) -> None:
 
 
 def test_home_is_expanded(isolated_user_dirs: Path) -> None:
-    provider = ProviderSpec("box", "outbox", {"path": "~/mail/out"}, "test.toml").build()
+    provider = registry.build(ProviderSpec("box", "outbox", {"path": "~/mail/out"}, "test.toml"))
     assert provider.describe() == {"path": str(isolated_user_dirs / "mail" / "out")}
     receipt = provider.send(make_message(), timeout=5)
     assert Path(receipt.detail).parent == isolated_user_dirs / "mail" / "out"
@@ -216,11 +218,11 @@ def test_check_counts_messages_and_leaves_nothing(tmp_path: Path) -> None:
 def test_url_form(tmp_path: Path) -> None:
     [spec] = specs_from_urls([f"outbox://{tmp_path}/box"], "--provider")
     assert spec.values["path"] == f"{tmp_path}/box"
-    provider = spec.build()
+    provider = registry.build(spec)
     assert provider.name == "outbox"
     assert provider.describe() == {"path": f"{tmp_path}/box"}
     [named] = specs_from_urls([f"outbox://localhost{tmp_path}?name=local"], "--provider")
-    assert named.name == "local" and named.build().describe() == {"path": str(tmp_path)}
+    assert named.name == "local" and registry.build(named).describe() == {"path": str(tmp_path)}
 
 
 @pytest.mark.parametrize(
@@ -235,8 +237,8 @@ def test_bad_urls(url: str) -> None:
 
 def test_config_errors() -> None:
     with pytest.raises(ConfigError, match=r"'path'.*required"):
-        ProviderSpec("box", "outbox", {}, "c.toml").build()
+        registry.build(ProviderSpec("box", "outbox", {}, "c.toml"))
     with pytest.raises(ConfigError, match="absolute"):
-        ProviderSpec("box", "outbox", {"path": "out"}, "c.toml").build()
+        registry.build(ProviderSpec("box", "outbox", {"path": "out"}, "c.toml"))
     with pytest.raises(ConfigError, match="'colour'"):
-        ProviderSpec("box", "outbox", {"path": "/x", "colour": "red"}, "c.toml").build()
+        registry.build(ProviderSpec("box", "outbox", {"path": "/x", "colour": "red"}, "c.toml"))

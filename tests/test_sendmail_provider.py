@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
-from mailrelay.config import ProviderSpec, ProviderURL, specs_from_urls
+from mailrelay.config import specs_from_urls
 from mailrelay.errors import ConfigError
 from mailrelay.message import Address, Attachment, Message
+from mailrelay.providers import registry
 from mailrelay.providers.base import Outcome, ProviderError
+from mailrelay.providers.options import ProviderSpec, ProviderURL
 from mailrelay.providers.sendmail import CHILD_ENV, SendmailProvider, exit_outcome
 
 SCRIPT = """#!{python}
@@ -67,7 +69,9 @@ def recorded(folder: Path) -> dict[str, Any]:
 
 
 def provider(command: object, **values: object) -> SendmailProvider:
-    built = ProviderSpec("sm", "sendmail", {"command": command, **values}, "test.toml").build()
+    built = registry.build(
+        ProviderSpec("sm", "sendmail", {"command": command, **values}, "test.toml")
+    )
     assert isinstance(built, SendmailProvider)
     return built
 
@@ -277,7 +281,7 @@ def test_url_form(tmp_path: Path) -> None:
     script = fake_sendmail(tmp_path)
     [spec] = specs_from_urls([f"sendmail://{script}"], "--provider")
     assert spec.values["command"] == [str(script)]
-    built = spec.build()
+    built = registry.build(spec)
     assert built.describe() == {"command": str(script)}
     built.send(make_message(), timeout=5)
     assert recorded(tmp_path)["argv"][0] == "-i"
@@ -292,7 +296,7 @@ def test_bad_url() -> None:
 
 
 def test_config_defaults_and_extra_args(tmp_path: Path) -> None:
-    default = ProviderSpec("sm", "sendmail", {}, "c.toml").build()
+    default = registry.build(ProviderSpec("sm", "sendmail", {}, "c.toml"))
     assert isinstance(default, SendmailProvider)
     assert default.command == ["/usr/sbin/sendmail"]
     assert default.timeout == 60
@@ -304,4 +308,4 @@ def test_config_defaults_and_extra_args(tmp_path: Path) -> None:
     assert recorded(tmp_path)["argv"][:4] == ["-oem", "-oi", "-i", "-f"]
 
     with pytest.raises(ConfigError, match="'command'"):
-        ProviderSpec("sm", "sendmail", {"command": [1, 2]}, "c.toml").build()
+        registry.build(ProviderSpec("sm", "sendmail", {"command": [1, 2]}, "c.toml"))

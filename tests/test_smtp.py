@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
-from mailrelay.config import ProviderSpec, specs_from_urls
+from mailrelay.config import specs_from_urls
 from mailrelay.errors import ConfigError
 from mailrelay.message import Address, Attachment, Message
+from mailrelay.providers import registry
 from mailrelay.providers.base import Outcome, Provider, ProviderError, Receipt
+from mailrelay.providers.options import ProviderSpec
 from mailrelay.providers.smtp import SmtpProvider, classify_reply, dot_stuff, enhanced_code
 from tests.smtpserver import SmtpServer, closing_server, silent_server
 
@@ -25,7 +27,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 
 
 def build(**cfg: Any) -> Provider:
-    return ProviderSpec("s", "smtp", cfg, "test").build()
+    return registry.build(ProviderSpec("s", "smtp", cfg, "test"))
 
 
 def plain(server: Any, **extra: Any) -> Provider:
@@ -462,7 +464,7 @@ def test_check_failing_connections(dead_port: int) -> None:
 
 def from_url(url: str) -> SmtpProvider:
     (spec,) = specs_from_urls([url], "--provider")
-    provider = spec.build()
+    provider = registry.build(spec)
     assert isinstance(provider, SmtpProvider)
     return provider
 

@@ -18,10 +18,11 @@ from mailrelay.errors import ExitCode, MailrelayError, did_you_mean
 
 if TYPE_CHECKING:
     from mailrelay.alerts import Dispatcher
-    from mailrelay.config import ProviderSpec, Settings
+    from mailrelay.config import Settings
     from mailrelay.engine import AlertSink, Engine, Listener
     from mailrelay.output import Output
     from mailrelay.providers.base import Provider
+    from mailrelay.providers.options import ProviderSpec
     from mailrelay.spool import Spool
     from mailrelay.state import StateStore, TomlStateStore
 
@@ -87,11 +88,12 @@ class App:
     def providers(self) -> list[Provider]:
         if self._providers is None:
             from mailrelay.errors import ConfigError
+            from mailrelay.providers import registry
 
             specs = self.settings.providers
             if self.via:
                 specs = self.chosen(specs)
-            self._providers = [spec.build() for spec in specs]
+            self._providers = [registry.build(spec) for spec in specs]
             if not self._providers:
                 s = self.settings
                 where = f"in {s.source}" if s.source else f"no config file at {s.searched}"

@@ -87,6 +87,7 @@ def check_command(app: App, probe: bool, timeout: float) -> None:
     --probe: 69 when a provider fails its probe).
     """
     from mailrelay.config import load_settings
+    from mailrelay.providers import registry
 
     problems: list[ConfigError] = []
     try:
@@ -97,7 +98,7 @@ def check_command(app: App, probe: bool, timeout: float) -> None:
     for warning in settings.warnings:
         app.out.warn(warning)
     for spec in settings.providers:
-        problems.extend(spec.problems())
+        problems.extend(registry.problems(spec))
     if not settings.providers:
         problems.append(
             ConfigError(

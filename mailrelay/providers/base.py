@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from mailrelay.record import record
 
 if TYPE_CHECKING:
-    from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Message
+    from mailrelay.providers.options import ProviderConfig, ProviderURL
     from mailrelay.secrets import Secret
 
 

@@ -36,8 +36,8 @@ from mailrelay.record import field, record
 if TYPE_CHECKING:
     import requests
 
-    from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Message
+    from mailrelay.providers.options import ProviderConfig, ProviderURL
     from mailrelay.secrets import Secret
 
 CONNECT_TIMEOUT = 10.0  # seconds to establish TCP+TLS; a dead host costs at most this
@@ -195,17 +195,17 @@ class HttpProvider(Provider):
     def common_options(cls, cfg: ProviderConfig, *, sandbox: bool = True) -> dict[str, Any]:
         """`base_url`, `timeout` and (where the provider has one) `sandbox`."""
         options: dict[str, Any] = {
-            "timeout": cfg.timeout(cls.default_timeout),
+            "timeout": cfg.get_timeout(cls.default_timeout),
             "base_url": cls.resolve_base_url(cfg),
         }
         if sandbox:
-            options["sandbox"] = cfg.bool("sandbox")
+            options["sandbox"] = cfg.get_bool("sandbox")
         return options
 
     @classmethod
     def resolve_base_url(cls, cfg: ProviderConfig) -> str | None:
         """`base_url` replaces the scheme and host (and port) of the documented API root."""
-        base = cfg.str("base_url")
+        base = cfg.get_str("base_url")
         if base is None:
             return None
         parts = urlsplit(base)
@@ -398,7 +398,7 @@ class ApiKeyProvider(HttpProvider):
     def from_config(cls, cfg: ProviderConfig) -> Provider:
         return cls(
             cfg.name,
-            api_key=cfg.required_secret("api_key"),
+            api_key=cfg.get_required_secret("api_key"),
             **cls.common_options(cfg, sandbox="sandbox" in cls.capabilities),
         )
 

@@ -24,9 +24,9 @@ from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt
 from mailrelay.providers.http import HttpProvider, HttpRequest, classify_status, json_body
 
 if TYPE_CHECKING:
-    from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Address, Message
     from mailrelay.providers.http import HttpResponse
+    from mailrelay.providers.options import ProviderConfig, ProviderURL
     from mailrelay.secrets import Secret
 
 # Account/domain problems reported as 422 validation errors.
@@ -95,7 +95,7 @@ class MailersendProvider(HttpProvider):
     def from_config(cls, cfg: ProviderConfig) -> MailersendProvider:
         return cls(
             cfg.name,
-            api_token=cfg.required_secret("api_token"),
+            api_token=cfg.get_required_secret("api_token"),
             **cls.common_options(cfg, sandbox=False),
         )
 

@@ -15,9 +15,9 @@ from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt
 from mailrelay.providers.http import HttpProvider, HttpRequest, error_text, json_body
 
 if TYPE_CHECKING:
-    from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Message
     from mailrelay.providers.http import HttpResponse
+    from mailrelay.providers.options import ProviderConfig, ProviderURL
     from mailrelay.secrets import Secret
 
 # The domain's own region decides the host (openapi.yaml `servers`; docs "send-http").
@@ -72,9 +72,9 @@ class MailgunProvider(HttpProvider):
     def from_config(cls, cfg: ProviderConfig) -> MailgunProvider:
         return cls(
             cfg.name,
-            api_key=cfg.required_secret("api_key"),
-            domain=cfg.required_str("domain"),
-            region=cfg.choice("region", tuple(REGION_HOSTS), "us"),
+            api_key=cfg.get_required_secret("api_key"),
+            domain=cfg.get_required_str("domain"),
+            region=cfg.get_choice("region", tuple(REGION_HOSTS), "us"),
             **cls.common_options(cfg, sandbox=True),
         )
 

@@ -16,9 +16,9 @@ from mailrelay.providers.base import Outcome, ProviderError, Receipt
 from mailrelay.providers.http import HttpProvider, HttpRequest, classify_status, json_body
 
 if TYPE_CHECKING:
-    from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Address, Message
     from mailrelay.providers.http import HttpResponse
+    from mailrelay.providers.options import ProviderConfig, ProviderURL
     from mailrelay.secrets import Secret
 
 # The v3.1 error table: these say the key or the sender is not allowed, not the message.
@@ -124,8 +124,8 @@ class MailjetProvider(HttpProvider):
     def from_config(cls, cfg: ProviderConfig) -> MailjetProvider:
         return cls(
             cfg.name,
-            api_key=cfg.required_secret("api_key"),
-            secret_key=cfg.required_secret("secret_key"),
+            api_key=cfg.get_required_secret("api_key"),
+            secret_key=cfg.get_required_secret("secret_key"),
             **cls.common_options(cfg, sandbox=True),
         )
 

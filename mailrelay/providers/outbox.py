@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from mailrelay.providers.base import Health, Outcome, Provider, ProviderError, Receipt
 
 if TYPE_CHECKING:
-    from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Message
+    from mailrelay.providers.options import ProviderConfig, ProviderURL
 
 SUFFIX = ".eml"
 _TEMP_PREFIX = ".tmp-"  # hidden, so a reader of the folder never picks up a half-written file
@@ -118,7 +118,7 @@ class OutboxProvider(Provider):
 
     @classmethod
     def from_config(cls, cfg: ProviderConfig) -> OutboxProvider:
-        raw = cfg.required_str("path")
+        raw = cfg.get_required_str("path")
         path = Path(raw).expanduser()
         if not path.is_absolute():
             # cron and interactive shells have different working folders

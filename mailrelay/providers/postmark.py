@@ -16,9 +16,9 @@ from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt
 from mailrelay.providers.http import HttpProvider, HttpRequest, json_body
 
 if TYPE_CHECKING:
-    from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Message
     from mailrelay.providers.http import HttpResponse
+    from mailrelay.providers.options import ProviderConfig, ProviderURL
     from mailrelay.secrets import Secret
 
 MAX_RECIPIENTS = 50  # To+Cc+Bcc together (support article "What does Error Code 300 mean")
@@ -78,8 +78,8 @@ class PostmarkProvider(HttpProvider):
     def from_config(cls, cfg: ProviderConfig) -> PostmarkProvider:
         return cls(
             cfg.name,
-            server_token=cfg.required_secret("server_token"),
-            message_stream=cfg.str("message_stream"),
+            server_token=cfg.get_required_secret("server_token"),
+            message_stream=cfg.get_str("message_stream"),
             **cls.common_options(cfg, sandbox=False),
         )
 

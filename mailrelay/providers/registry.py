@@ -1,4 +1,4 @@
-"""Provider type name → class.
+"""Provider type name → class, and building a provider from its spec.
 
 Built-in providers are listed the way a third-party package would declare them in the
 `mailrelay.providers` entry-point group ("module:Class"), and imported only when used, so a
@@ -11,6 +11,7 @@ import importlib
 
 from mailrelay.errors import ConfigError
 from mailrelay.providers.base import Provider
+from mailrelay.providers.options import ProviderConfig, ProviderSpec
 
 ENTRY_POINT_GROUP = "mailrelay.providers"
 
@@ -75,3 +76,33 @@ def get(type_: str, *, source: str | None = None, provider: str | None = None) -
             key="type",
         )
     return _load(target)
+
+
+def _build(spec: ProviderSpec) -> tuple[Provider, ProviderConfig]:
+    cls = get(spec.type, source=spec.source, provider=spec.name)
+    cfg = ProviderConfig.of(spec)
+    provider = cls.from_config(cfg)
+    provider.secrets = tuple(cfg.secrets)
+    return provider, cfg
+
+
+def build(spec: ProviderSpec) -> Provider:
+    """The provider a spec configures; a bad or unknown key is a ConfigError."""
+    provider, cfg = _build(spec)
+    cfg.finish()
+    return provider
+
+
+def problems(spec: ProviderSpec) -> list[ConfigError]:
+    """Everything wrong with a spec, each secret resolved (`config check`)."""
+    try:
+        _, cfg = _build(spec)
+    except ConfigError as exc:
+        return [exc]
+    found = cfg.unknown_keys()
+    for secret in cfg.secrets:
+        try:
+            secret.reveal()
+        except ConfigError as exc:
+            found.append(exc)
+    return found

@@ -22,8 +22,8 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 from mailrelay.providers.base import Health, Outcome, Provider, ProviderError, Receipt
 
 if TYPE_CHECKING:
-    from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Message
+    from mailrelay.providers.options import ProviderConfig, ProviderURL
 
 DEFAULT_COMMAND = ("/usr/sbin/sendmail",)
 CHILD_ENV = "MAILRELAY_SENDMAIL_CHILD"
@@ -123,7 +123,7 @@ class SendmailProvider(Provider):
 
     @classmethod
     def from_config(cls, cfg: ProviderConfig) -> SendmailProvider:
-        command = cfg.str_list("command") or list(DEFAULT_COMMAND)
+        command = cfg.get_str_list("command") or list(DEFAULT_COMMAND)
         command[0] = os.path.expanduser(command[0])
         if calls_mailrelay(command):
             raise cfg.error(
@@ -131,7 +131,7 @@ class SendmailProvider(Provider):
                 f"{command[0]} would call mailrelay itself (a sendmail → mailrelay loop); "
                 "point it at the real sendmail (postfix, exim, msmtp, ...)",
             )
-        return cls(cfg.name, command, timeout=cfg.timeout(cls.default_timeout))
+        return cls(cfg.name, command, timeout=cfg.get_timeout(cls.default_timeout))
 
     @classmethod
     def config_from_url(cls, url: ProviderURL) -> dict[str, Any]:

@@ -27,9 +27,9 @@ from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt
 from mailrelay.providers.http import HttpProvider, HttpRequest, error_text, json_body
 
 if TYPE_CHECKING:
-    from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Address, Message
     from mailrelay.providers.http import HttpResponse
+    from mailrelay.providers.options import ProviderConfig, ProviderURL
     from mailrelay.secrets import Secret
 
 # Regions with an SES endpoint `email.{region}.amazonaws.com` (botocore endpoints.json,
@@ -184,11 +184,11 @@ class SesProvider(HttpProvider):
             raise cfg.error("region", "is required (the AWS region of your SES identities)")
         return cls(
             cfg.name,
-            access_key_id=cfg.required_secret("access_key_id"),
-            secret_access_key=cfg.required_secret("secret_access_key"),
-            session_token=cfg.secret("session_token", required=False),
-            region=cfg.choice("region", REGIONS, "us-east-1"),
-            configuration_set=cfg.str("configuration_set"),
+            access_key_id=cfg.get_required_secret("access_key_id"),
+            secret_access_key=cfg.get_required_secret("secret_access_key"),
+            session_token=cfg.get_secret("session_token"),
+            region=cfg.get_choice("region", REGIONS, "us-east-1"),
+            configuration_set=cfg.get_str("configuration_set"),
             **cls.common_options(cfg, sandbox=False),
         )
 

@@ -27,8 +27,8 @@ from mailrelay.providers.base import Health, Outcome, Provider, ProviderError, R
 from mailrelay.secrets import scrub
 
 if TYPE_CHECKING:
-    from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Message
+    from mailrelay.providers.options import ProviderConfig, ProviderURL
     from mailrelay.secrets import Secret
 
 SECURITIES = ("starttls", "tls", "none")
@@ -172,29 +172,29 @@ class SmtpProvider(Provider):
 
     @classmethod
     def from_config(cls, cfg: ProviderConfig) -> SmtpProvider:
-        host = cfg.required_str("host").strip()
+        host = cfg.get_required_str("host").strip()
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]
         if not host or any(c.isspace() or c in "/@" for c in host):
             raise cfg.error("host", f"must be a host name or address, got {host!r}")
         if host.count(":") == 1:
             raise cfg.error("host", "give the port in the 'port' key, not in the host")
-        security = cfg.choice("security", SECURITIES, "starttls")
-        port = cfg.int("port", DEFAULT_PORTS[security], min=1, max=65535)
-        username = cfg.str("username")
+        security = cfg.get_choice("security", SECURITIES, "starttls")
+        port = cfg.get_int("port", DEFAULT_PORTS[security], least=1, most=65535)
+        username = cfg.get_str("username")
         if username is not None and not cfg.has("password"):
             raise cfg.error("password", "is required when username is given")
-        password = cfg.secret("password", required=False)
+        password = cfg.get_secret("password")
         if password is not None and username is None:
             raise cfg.error("password", "is given without a username")
-        ca_file = cfg.str("ca_file")
+        ca_file = cfg.get_str("ca_file")
         if ca_file is not None:
             path = Path(ca_file).expanduser()
             if not path.is_file():
                 raise cfg.error("ca_file", f"no such file: {path}")
             ca_file = str(path)
-        verify = cfg.bool("verify", True)
-        helo = cfg.str("helo")
+        verify = cfg.get_bool("verify", True)
+        helo = cfg.get_str("helo")
         if helo is not None and any(c.isspace() for c in helo):
             raise cfg.error("helo", "must be one host name, without spaces")
         return cls(
@@ -204,7 +204,7 @@ class SmtpProvider(Provider):
             security=security,
             username=username,
             password=password,
-            timeout=cfg.timeout(cls.default_timeout),
+            timeout=cfg.get_timeout(cls.default_timeout),
             ca_file=ca_file,
             verify=verify,
             helo=helo,

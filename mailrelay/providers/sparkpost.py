@@ -15,9 +15,9 @@ from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt
 from mailrelay.providers.http import HttpProvider, HttpRequest, classify_status, json_body
 
 if TYPE_CHECKING:
-    from mailrelay.config import ProviderConfig, ProviderURL
     from mailrelay.message import Address, Message
     from mailrelay.providers.http import HttpResponse
+    from mailrelay.providers.options import ProviderConfig, ProviderURL
     from mailrelay.secrets import Secret
 
 # index.apib "Endpoints": the two regions are separate accounts with their own keys.
@@ -84,8 +84,8 @@ class SparkpostProvider(HttpProvider):
     def from_config(cls, cfg: ProviderConfig) -> SparkpostProvider:
         return cls(
             cfg.name,
-            api_key=cfg.required_secret("api_key"),
-            region=cfg.choice("region", tuple(REGION_HOSTS), "us"),
+            api_key=cfg.get_required_secret("api_key"),
+            region=cfg.get_choice("region", tuple(REGION_HOSTS), "us"),
             **cls.common_options(cfg, sandbox=True),
         )
 

@@ -22,9 +22,10 @@ from typing import Any, Protocol, TypeVar
 import pytest
 from pytest_httpserver import HTTPServer
 
-from mailrelay.config import ProviderSpec
 from mailrelay.message import Address, Message
+from mailrelay.providers import registry
 from mailrelay.providers.base import Provider, ProviderError
+from mailrelay.providers.options import ProviderSpec
 from tests.esp.fakebase import FakeESP, server_base_url
 
 P = TypeVar("P", bound=Provider)
@@ -54,7 +55,7 @@ def base(httpserver: HTTPServer) -> str:
 
 def build_provider(cls: type[P], values: dict[str, Any], name: str) -> P:
     """A `cls` provider named `name` from a config table (its `type` is added)."""
-    provider = ProviderSpec(name, cls.type, {"type": cls.type, **values}, "test").build()
+    provider = registry.build(ProviderSpec(name, cls.type, {"type": cls.type, **values}, "test"))
     assert isinstance(provider, cls)
     return provider
 

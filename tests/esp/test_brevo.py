@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from pytest_httpserver import HTTPServer
 
-from mailrelay.config import ProviderSpec
 from mailrelay.message import Address, Attachment
+from mailrelay.providers import registry
 from mailrelay.providers.base import Outcome
 from mailrelay.providers.brevo import BrevoProvider, idempotency_uuid
+from mailrelay.providers.options import ProviderSpec
 from tests.esp.conftest import build_provider, message_factory, send_error_factory
 from tests.esp.conftest import last_json as last_body
 from tests.esp.fake_brevo import API_KEY, FakeBrevo, error
@@ -32,7 +33,9 @@ send_error = send_error_factory(message)
 
 
 def test_endpoints() -> None:
-    provider = ProviderSpec("bv", "brevo", {"type": "brevo", "api_key": API_KEY}, "t").build()
+    provider = registry.build(
+        ProviderSpec("bv", "brevo", {"type": "brevo", "api_key": API_KEY}, "t")
+    )
     assert isinstance(provider, BrevoProvider)
     assert provider.base_url == "https://api.brevo.com/v3"
 

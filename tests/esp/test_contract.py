@@ -20,12 +20,13 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from mailrelay.config import ProviderSpec, ProviderURL, specs_from_urls
+from mailrelay.config import specs_from_urls
 from mailrelay.errors import ConfigError
 from mailrelay.message import Attachment, Message, build_message
 from mailrelay.providers import registry
 from mailrelay.providers.base import Outcome, Provider
 from mailrelay.providers.http import HttpProvider
+from mailrelay.providers.options import ProviderSpec, ProviderURL
 from mailrelay.providers.postmark import PostmarkProvider
 from mailrelay.providers.ses import SesProvider
 from tests.esp.conftest import send_error_factory, serve
@@ -59,7 +60,7 @@ def fake(request: pytest.FixtureRequest, httpserver: HTTPServer) -> FakeESP:
 
 def build(fake: FakeESP, server: HTTPServer, **overrides: Any) -> Provider:
     cfg = {**fake.config(server_base_url(server)), **overrides}
-    return ProviderSpec(cfg.get("name", fake.type), fake.type, cfg, "test").build()
+    return registry.build(ProviderSpec(cfg.get("name", fake.type), fake.type, cfg, "test"))
 
 
 def simple() -> Message:
@@ -271,7 +272,7 @@ def test_a_server_that_never_answers_is_ambiguous(fake: FakeESP, httpserver: HTT
 
 def test_a_refused_port_is_transient(fake: FakeESP, dead_port: int) -> None:
     cfg = {**fake.config(f"http://127.0.0.1:{dead_port}")}
-    provider = ProviderSpec(fake.type, fake.type, cfg, "test").build()
+    provider = registry.build(ProviderSpec(fake.type, fake.type, cfg, "test"))
     err = send_error(provider)
     assert err.outcome is Outcome.TRANSIENT
     assert provider.check(timeout=2).ok is False
@@ -282,7 +283,7 @@ def test_missing_credentials_are_config_errors(fake: FakeESP, httpserver: HTTPSe
         cfg = fake.config(server_base_url(httpserver))
         del cfg[key]
         with pytest.raises(ConfigError) as info:
-            ProviderSpec(fake.type, fake.type, cfg, "cfg.toml").build()
+            registry.build(ProviderSpec(fake.type, fake.type, cfg, "cfg.toml"))
         assert f"key {key!r}" in str(info.value)
 
 
@@ -323,7 +324,7 @@ def test_url_form(fake: FakeESP, httpserver: HTTPServer) -> None:
     cfg = fake.config(server_base_url(httpserver))
     for key in fake.credential_keys:
         assert spec.values[key] == cfg[key], key
-    provider = spec.build()
+    provider = registry.build(spec)
     assert provider.type == fake.type
     receipt = provider.send(simple(), timeout=5)
     assert receipt.message_id == fake.last_message_id
@@ -458,7 +459,7 @@ def test_url_form_picks_the_regional_host(raw: str, values: dict[str, str], base
     (spec,) = specs_from_urls([raw], "--provider")
     for key, value in values.items():
         assert spec.values[key] == value
-    provider = spec.build()
+    provider = registry.build(spec)
     assert isinstance(provider, HttpProvider) and isinstance(provider, registry.get(spec.type))
     assert provider.base_url == base_url
 
@@ -467,7 +468,7 @@ def test_brevo_url_form_turns_sandbox_on(httpserver: HTTPServer) -> None:
     fake = serve("brevo", httpserver)
     url = fake.url(server_base_url(httpserver)) + "&sandbox=true"
     (spec,) = specs_from_urls([url], "--provider")
-    spec.build().send(simple(), timeout=5)
+    registry.build(spec).send(simple(), timeout=5)
     assert fake.normalize(fake.sent[-1])["sandbox"] is True
 
 
@@ -475,7 +476,7 @@ def test_postmark_url_form_with_a_stream(httpserver: HTTPServer) -> None:
     fake = serve("postmark", httpserver)
     url = fake.url(server_base_url(httpserver)) + "&message_stream=alerts"
     (spec,) = specs_from_urls([url], "--provider")
-    provider = spec.build()
+    provider = registry.build(spec)
     assert isinstance(provider, PostmarkProvider)
     provider.send(simple(), timeout=5)
     assert fake.sent[0]["MessageStream"] == "alerts"
@@ -484,7 +485,7 @@ def test_postmark_url_form_with_a_stream(httpserver: HTTPServer) -> None:
 def test_ses_url_form_carries_region_and_configuration_set(httpserver: HTTPServer) -> None:
     fake = serve("ses", httpserver)
     (spec,) = specs_from_urls([fake.url(server_base_url(httpserver))], "--provider")
-    provider = spec.build()
+    provider = registry.build(spec)
     assert isinstance(provider, SesProvider)
     assert provider.region == "eu-west-1" and provider.configuration_set == SES_CONFIG_SET
 
@@ -492,5 +493,5 @@ def test_ses_url_form_carries_region_and_configuration_set(httpserver: HTTPServe
 def test_ses_url_form_with_session_token(httpserver: HTTPServer) -> None:
     fake = serve("ses", httpserver, session_token=SES_SESSION_TOKEN)
     (spec,) = specs_from_urls([fake.url(server_base_url(httpserver))], "--provider")
-    spec.build().send(simple(), timeout=5)
+    registry.build(spec).send(simple(), timeout=5)
     assert fake.requests[-1].headers["x-amz-security-token"] == SES_SESSION_TOKEN

@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 from pytest_httpserver import HTTPServer
 
-from mailrelay.config import ProviderSpec
 from mailrelay.errors import ConfigError
 from mailrelay.message import Address, Attachment
+from mailrelay.providers import registry
 from mailrelay.providers.base import Outcome
 from mailrelay.providers.mandrill import MandrillProvider
+from mailrelay.providers.options import ProviderSpec
 from tests.esp.conftest import build_provider, message_factory, send_error_factory
 from tests.esp.conftest import last_json as sent_body
 from tests.esp.fake_mandrill import API_KEY, FakeMandrill, error
@@ -38,7 +39,7 @@ send_error = send_error_factory(message)
 
 def test_default_endpoint_is_the_api_1_0_root() -> None:
     cfg = {"type": "mandrill", "api_key": API_KEY}
-    provider = ProviderSpec("md", "mandrill", cfg, "test").build()
+    provider = registry.build(ProviderSpec("md", "mandrill", cfg, "test"))
     assert isinstance(provider, MandrillProvider)
     assert provider.base_url == "https://mandrillapp.com/api/1.0"
 

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from pytest_httpserver import HTTPServer
 
-from mailrelay.config import ProviderSpec
 from mailrelay.errors import ConfigError
 from mailrelay.message import Address, Attachment
+from mailrelay.providers import registry
 from mailrelay.providers.base import Outcome
+from mailrelay.providers.options import ProviderSpec
 from mailrelay.providers.resend import ResendProvider
 from tests.esp.conftest import build_provider, message_factory, send_error_factory
 from tests.esp.conftest import last_json as last_body
@@ -34,7 +35,9 @@ send_error = send_error_factory(message)
 
 
 def test_default_endpoint() -> None:
-    provider = ProviderSpec("rs", "resend", {"type": "resend", "api_key": API_KEY}, "t").build()
+    provider = registry.build(
+        ProviderSpec("rs", "resend", {"type": "resend", "api_key": API_KEY}, "t")
+    )
     assert isinstance(provider, ResendProvider)
     assert provider.base_url == "https://api.resend.com"
 

@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 import requests
 
-from mailrelay.config import ProviderSpec
 from mailrelay.message import Address, Attachment, Message
+from mailrelay.providers import registry
 from mailrelay.providers.base import Outcome, ProviderError
+from mailrelay.providers.options import ProviderSpec
 from mailrelay.providers.ses import SesProvider
 
 moto_server = pytest.importorskip("moto.server")
@@ -60,7 +61,7 @@ def provider(url: str, **extra: Any) -> SesProvider:
         "base_url": url,
         **extra,
     }
-    p = ProviderSpec("ses", "ses", cfg, "test").build()
+    p = registry.build(ProviderSpec("ses", "ses", cfg, "test"))
     assert isinstance(p, SesProvider)
     return p
 
