@@ -220,9 +220,9 @@ class Meeting(Scripted):
         super().__init__("a", [Outcome.TRANSIENT])
         self.barrier = barrier
 
-    def send(self, message: Any, *, timeout: float) -> Receipt:
+    def _deliver(self, message: Any, *, timeout: float) -> Receipt:
         self.barrier.wait(timeout=30)
-        return super().send(message, timeout=timeout)
+        return super()._deliver(message, timeout=timeout)
 
 
 def test_engines_failing_a_provider_at_once_alert_its_transition_once(tmp_path: Path) -> None:

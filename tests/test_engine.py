@@ -16,7 +16,14 @@ import pytest
 from mailrelay.engine import Engine, Policy
 from mailrelay.errors import ConfigError, ExitCode
 from mailrelay.message import build_message
-from mailrelay.providers.base import Health, Outcome, Provider, ProviderError, Receipt
+from mailrelay.providers.base import (
+    Capability,
+    Health,
+    Outcome,
+    Provider,
+    ProviderError,
+    Receipt,
+)
 from mailrelay.providers.options import ProviderConfig
 from mailrelay.secrets import remember
 from mailrelay.state import ProviderState, TomlStateStore
@@ -46,6 +53,7 @@ class Scripted(Provider):
     """Answers each send with the next scripted outcome (the last one repeats)."""
 
     type = "scripted"
+    capabilities = frozenset(Capability)  # carries anything: the engine is under test
 
     def __init__(
         self,
@@ -67,7 +75,7 @@ class Scripted(Provider):
     def from_config(cls, cfg: ProviderConfig) -> Provider:  # pragma: no cover - not configured
         raise NotImplementedError
 
-    def send(self, message: Any, *, timeout: float) -> Receipt:
+    def _deliver(self, message: Any, *, timeout: float) -> Receipt:
         self.calls += 1
         self.timeouts.append(timeout)
         if self.clock is not None:

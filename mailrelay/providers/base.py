@@ -1,9 +1,13 @@
-"""The Provider contract: what every adapter implements and what it returns.
+"""The Provider contract: what every adapter declares, implements and returns.
 
 An adapter turns a `Message` into one attempt at one provider and reports exactly one
 outcome: a `Receipt` when the provider accepted the message, or a `ProviderError` carrying
 the outcome class (docs/architecture.md) and the provider's own words. The engine decides
 what to do with the class; adapters never retry and never know about other providers.
+
+`Provider.send` is a template method: it refuses, as `rejected` and before anything goes
+out, a message the adapter's declared capabilities and limits (class attributes) say it
+cannot carry, then calls the adapter's `_deliver` hook.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import email.utils
 import time
 from abc import ABC, abstractmethod
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, final
 
 from mailrelay.record import record
 
@@ -36,19 +40,31 @@ class Outcome(str, Enum):
         return self.value
 
 
-# What a provider can carry; the docs matrix (docs/providers.md) is kept in step with these.
-CAPABILITIES = (
-    "cc",
-    "bcc",
-    "reply_to",
-    "headers",
-    "attachments",
-    "inline",
-    "tags",
-    "metadata",
-    "sandbox",
-    "idempotency",
-)
+class Capability(str, Enum):
+    """What a provider can carry; the docs matrix (docs/providers.md) follows these.
+
+    A member equals its value ("cc" == Capability.CC), so a declaration is checked by the
+    type checker while the docs and tests may still name capabilities as text.
+    """
+
+    CC = "cc"
+    BCC = "bcc"
+    REPLY_TO = "reply_to"
+    HEADERS = "headers"
+    ATTACHMENTS = "attachments"
+    INLINE = "inline"
+    TAGS = "tags"
+    METADATA = "metadata"
+    SANDBOX = "sandbox"  # a provider-side test mode (config `sandbox = true`)
+    IDEMPOTENCY = "idempotency"  # the provider drops a repeat of the same message
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def label(self) -> str:
+        """The name in messages and docs, e.g. "reply-to"."""
+        return self.value.replace("_", "-")
 
 
 @record(frozen=True)
@@ -108,23 +124,36 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return min(seconds, 24 * 3600.0)
 
 
-def features_used(message: Message) -> list[str]:
-    """Which optional parts of CAPABILITIES a message uses (sandbox/idempotency excluded)."""
+def features_used(message: Message) -> list[Capability]:
+    """Which capabilities a message needs (sandbox and idempotency are the provider's)."""
     checks = {
-        "cc": bool(message.cc),
-        "bcc": bool(message.bcc),
-        "reply_to": bool(message.reply_to),
-        "headers": bool(message.headers),
-        "attachments": any(not a.inline for a in message.attachments),
-        "inline": any(a.inline for a in message.attachments),
-        "tags": bool(message.tags),
-        "metadata": bool(message.metadata),
+        Capability.CC: bool(message.cc),
+        Capability.BCC: bool(message.bcc),
+        Capability.REPLY_TO: bool(message.reply_to),
+        Capability.HEADERS: bool(message.headers),
+        Capability.ATTACHMENTS: any(not a.inline for a in message.attachments),
+        Capability.INLINE: any(a.inline for a in message.attachments),
+        Capability.TAGS: bool(message.tags),
+        Capability.METADATA: bool(message.metadata),
     }
-    return [name for name, used in checks.items() if used]
+    return [capability for capability, used in checks.items() if used]
+
+
+def has_body(message: Message) -> bool:
+    """Whether the message has a body an API can send: a non-empty text or HTML part.
+
+    The one definition for every provider that `needs_body` (APIs refuse empty content
+    values as well as missing ones, e.g. SendGrid's `content[].value`).
+    """
+    return bool(message.text) or bool(message.html)
 
 
 class Provider(ABC):
-    """One configured provider. Subclasses are registered in `registry.py`."""
+    """One configured provider. Subclasses are registered in `registry.py`.
+
+    A subclass declares what it can carry in the class attributes below and implements
+    `from_config`, `_deliver` and `check`; `send` is not overridden.
+    """
 
     type: ClassVar[str]
     """The config `type` and the default name, e.g. "smtp"."""
@@ -132,10 +161,20 @@ class Provider(ABC):
     """URL schemes this provider accepts in `--provider URL`."""
     secrets: tuple[Secret, ...] = ()
     """The secrets its config names (set when built from a config), for the config checks."""
-    capabilities: ClassVar[frozenset[str]] = frozenset()
-    """Which of CAPABILITIES this provider carries."""
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    """What this provider carries; a message needing anything else is refused."""
     max_tags: ClassVar[int | None] = None
     """How many tags one message may carry, where the provider limits it."""
+    max_recipients: ClassVar[int | None] = None
+    """How many envelope recipients (To, Cc and Bcc together) one message may have."""
+    single_reply_to: ClassVar[bool] = False
+    """The API has one reply-to field: a message with several reply-to is refused."""
+    needs_to: ClassVar[bool] = False
+    """The API needs at least one To recipient (Cc/Bcc-only mail goes elsewhere)."""
+    needs_body: ClassVar[bool] = False
+    """The API needs a text or HTML body (`has_body`)."""
+    needs_subject: ClassVar[bool] = False
+    """The API refuses an empty subject."""
     default_timeout: ClassVar[float] = 30.0
     health_check: ClassVar[str] = ""
     """What `check()` does, for the docs, e.g. "GET /server"."""
@@ -154,9 +193,20 @@ class Provider(ABC):
         """Turn `--provider URL` into the same keys as a config table."""
         raise url.error(f"{cls.type} cannot be given as a URL")
 
-    @abstractmethod
+    @final
     def send(self, message: Message, *, timeout: float) -> Receipt:
-        """Hand the message over. Returns a Receipt or raises ProviderError."""
+        """Hand the message over. Returns a Receipt or raises ProviderError.
+
+        What the declarations say this provider cannot carry is refused here, once for every
+        adapter, before anything goes out; then `_deliver` makes the one attempt.
+        """
+        self.check_capabilities(message)
+        return self._deliver(message, timeout=timeout)
+
+    @abstractmethod
+    def _deliver(self, message: Message, *, timeout: float) -> Receipt:
+        """Make the one attempt (the message fits the declarations): a Receipt or a
+        ProviderError. `timeout` is the seconds this attempt may take."""
 
     @abstractmethod
     def check(self, *, timeout: float) -> Health:
@@ -174,19 +224,36 @@ class Provider(ABC):
         them where the protocol allows it; `close()` releases them."""
 
     def check_capabilities(self, message: Message) -> None:
-        """Refuse, as `rejected`, a message using something this provider cannot carry.
+        """Refuse, as `rejected`, a message this provider cannot carry as it is: it uses a
+        capability not declared, or breaks a declared limit.
 
         Dropping data silently is worse than failing over to a provider that can carry it.
         """
         missing = [f for f in features_used(message) if f not in self.capabilities]
         if missing:
-            raise ProviderError(
-                Outcome.REJECTED,
-                f"{self.type} cannot carry {', '.join(m.replace('_', '-') for m in missing)}",
-            )
+            raise self._cannot(f"cannot carry {', '.join(m.label for m in missing)}")
         if self.max_tags is not None and len(message.tags) > self.max_tags:
-            raise ProviderError(
-                Outcome.REJECTED,
-                f"{self.type} takes at most {self.max_tags} tag(s), the message has "
-                f"{len(message.tags)}",
+            raise self._cannot(
+                f"takes at most {self.max_tags} tag(s), the message has {len(message.tags)}"
             )
+        if self.single_reply_to and len(message.reply_to) > 1:
+            raise self._cannot(
+                "takes one reply-to address (its API has a single reply-to field), the "
+                f"message has {len(message.reply_to)}"
+            )
+        if self.needs_to and not message.to:
+            raise self._cannot("needs at least one To recipient")
+        if self.max_recipients is not None:
+            count = len(message.recipients())
+            if count > self.max_recipients:
+                raise self._cannot(
+                    f"takes at most {self.max_recipients} recipients per message (To, Cc and "
+                    f"Bcc together), the message has {count}"
+                )
+        if self.needs_body and not has_body(message):
+            raise self._cannot("needs a text or HTML body")
+        if self.needs_subject and not message.subject:
+            raise self._cannot("needs a subject")
+
+    def _cannot(self, what: str) -> ProviderError:
+        return ProviderError(Outcome.REJECTED, f"{self.type} {what}")

@@ -15,11 +15,18 @@ import json
 import uuid
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt, parse_retry_after
+from mailrelay.providers.base import (
+    Capability,
+    Health,
+    Outcome,
+    ProviderError,
+    Receipt,
+    parse_retry_after,
+)
 from mailrelay.providers.http import (
     ApiKeyProvider,
     HttpRequest,
-    classify_status,
+    coded_words,
     json_body,
 )
 
@@ -62,24 +69,27 @@ def idempotency_uuid(message: Message) -> str:
 
 
 class BrevoProvider(ApiKeyProvider):
-    type = "brevo"
-    url_schemes = ("brevo",)
-    default_base_url = "https://api.brevo.com/v3"
+    type: ClassVar[str] = "brevo"
+    url_schemes: ClassVar[tuple[str, ...]] = ("brevo",)
+    default_base_url: ClassVar[str] = "https://api.brevo.com/v3"
     # no "inline": Brevo has no Content-ID images (anymail: unsupported feature)
-    capabilities: ClassVar[frozenset[str]] = frozenset(
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {
-            "cc",
-            "bcc",
-            "reply_to",
-            "headers",
-            "attachments",
-            "tags",
-            "metadata",
-            "sandbox",
-            "idempotency",
+            Capability.CC,
+            Capability.BCC,
+            Capability.REPLY_TO,
+            Capability.HEADERS,
+            Capability.ATTACHMENTS,
+            Capability.TAGS,
+            Capability.METADATA,
+            Capability.SANDBOX,
+            Capability.IDEMPOTENCY,
         }
     )
-    health_check = "GET /v3/account"
+    single_reply_to: ClassVar[bool] = True  # `replyTo` is one object
+    needs_body: ClassVar[bool] = True
+    needs_subject: ClassVar[bool] = True
+    health_check: ClassVar[str] = "GET /v3/account"
 
     def _auth(self) -> dict[str, str]:
         return {"api-key": self.api_key.reveal(), "Accept": "application/json"}
@@ -87,12 +97,6 @@ class BrevoProvider(ApiKeyProvider):
     # --- send ----------------------------------------------------------------------------
 
     def build_send(self, message: Message) -> HttpRequest:
-        if len(message.reply_to) > 1:
-            raise ProviderError(Outcome.REJECTED, "brevo takes a single reply-to address")
-        if message.text is None and message.html is None:
-            raise ProviderError(Outcome.REJECTED, "brevo needs a text or HTML body")
-        if not message.subject:
-            raise ProviderError(Outcome.REJECTED, "brevo needs a subject")
         body: dict[str, Any] = {
             "sender": _mailbox(message.sender),
             "to": [_mailbox(a) for a in message.to],
@@ -150,28 +154,15 @@ class BrevoProvider(ApiKeyProvider):
             wait = parse_retry_after(resp.headers.get("x-sib-ratelimit-reset"))
         return wait
 
-    def classify_error(self, resp: HttpResponse) -> ProviderError:
+    def error_words(self, resp: HttpResponse) -> str | None:
+        return coded_words(json_body(resp), "code")
+
+    def outcome_for(self, resp: HttpResponse) -> Outcome | None:
+        if resp.status_code == 429 or resp.status_code >= 500:
+            return None  # the status decides, whatever the code
         body = json_body(resp)
-        retry_after = self.retry_after(resp)
         code = body.get("code") if isinstance(body, dict) else None
-        if not isinstance(code, str) or not code:
-            return classify_status(
-                resp.status_code, self.error_message(resp), retry_after=retry_after
-            )
-        assert isinstance(body, dict)
-        words = str(body.get("message") or "").strip()
-        text = f"{code}: {words}" if words else code
-        outcome = _ERROR_OUTCOMES.get(code)
-        if outcome is None or resp.status_code == 429 or resp.status_code >= 500:
-            return classify_status(
-                resp.status_code, self.error_message(resp, text), retry_after=retry_after
-            )
-        return ProviderError(
-            outcome,
-            self.error_message(resp, text),
-            status=resp.status_code,
-            retry_after=retry_after,
-        )
+        return _ERROR_OUTCOMES.get(code) if isinstance(code, str) else None
 
     # --- health --------------------------------------------------------------------------
 

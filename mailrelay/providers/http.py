@@ -1,9 +1,10 @@
-"""The shared send pipeline of HTTP providers: build request → post → read reply → classify.
+"""The base of the HTTP API adapters: build request → post → read reply → classify.
 
-An adapter fills in only what differs: `build_send` (endpoint, auth, field mapping),
-`parse_success` (where the message id is), `classify_error` (the provider's error codes)
-and `build_check` (the read-only health endpoint). Transport failures are classified here,
-once, for every adapter.
+An adapter fills in only what differs, each hook a pure function of its input:
+`build_send` (endpoint, auth, field mapping), `parse_success` (where the message id is),
+`build_check` (the read-only health endpoint) and, where the provider's error body says more
+than the status, `outcome_for` (its error codes → an outcome) and `error_words` (its words).
+The base builds every error once: transport failures and error responses alike.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import json
 import threading
 from abc import abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, final
 from urllib.parse import urlsplit
 
 from mailrelay import __version__
 from mailrelay.errors import ConfigError
 from mailrelay.providers.base import (
+    Capability,
     Health,
     Outcome,
     Provider,
@@ -158,19 +160,25 @@ def _text_from_json(body: Any) -> str | None:
     return json.dumps(body, separators=(",", ":"))[:_ERROR_TEXT_LIMIT]
 
 
-def classify_status(
-    status: int, message: str, *, retry_after: float | None = None
-) -> ProviderError:
-    """The outcome class a bare HTTP status implies, before provider-specific refinement."""
+def coded_words(body: Any, key: str) -> str | None:
+    """ "<code>: <message>" from an error body that names its error under `key` (Brevo's
+    `code`, Resend's and Mandrill's `name`); None when it names none."""
+    code = body.get(key) if isinstance(body, dict) else None
+    if not isinstance(code, str) or not code:
+        return None
+    words = str(body.get("message") or "").strip()
+    return f"{code}: {words}" if words else code
+
+
+def status_outcome(status: int) -> Outcome:
+    """The outcome class a bare HTTP status implies, where the body says nothing more."""
     if status == 429 or status >= 500:
-        outcome = Outcome.TRANSIENT
-    elif status in (401, 403, 404):  # bad key, no permission, unknown domain/endpoint
-        outcome = Outcome.PROVIDER
-    elif status in (400, 422):  # the provider validated the message and refused it
-        outcome = Outcome.PERMANENT
-    else:  # 413 (limits differ between providers), 409, 405...
-        outcome = Outcome.REJECTED
-    return ProviderError(outcome, message, status=status, retry_after=retry_after)
+        return Outcome.TRANSIENT
+    if status in (401, 403, 404):  # bad key, no permission, unknown domain/endpoint
+        return Outcome.PROVIDER
+    if status in (400, 422):  # the provider validated the message and refused it
+        return Outcome.PERMANENT
+    return Outcome.REJECTED  # 413 (limits differ between providers), 409, 405...
 
 
 class HttpProvider(Provider):
@@ -259,15 +267,32 @@ class HttpProvider(Provider):
     def build_check(self) -> HttpRequest:
         """A read-only request that proves the credentials work. Never sends mail."""
 
+    def outcome_for(self, resp: Response) -> Outcome | None:
+        """The outcome the provider's own error codes give this response; None when they say
+        nothing more than the status (`status_outcome` decides)."""
+        return None
+
+    def error_words(self, resp: Response) -> str | None:
+        """The provider's words for this error, where its body has a form of its own; None
+        for the generic reading (`error_text`)."""
+        return None
+
+    @final
     def classify_error(self, resp: Response) -> ProviderError:
-        """Map a non-2xx response to an outcome; adapters refine with their error codes."""
-        return classify_status(
-            resp.status_code, self.error_message(resp), retry_after=self.retry_after(resp)
+        """The one ProviderError for an error response (or a 2xx whose body says nobody
+        got the message): the adapter's `outcome_for`, else the status's class."""
+        outcome = self.outcome_for(resp)
+        return ProviderError(
+            status_outcome(resp.status_code) if outcome is None else outcome,
+            self.error_message(resp),
+            status=resp.status_code,
+            retry_after=self.retry_after(resp),
         )
 
     def error_message(self, resp: Response, text: str | None = None) -> str:
         """ "HTTP 503 from api.example.com: <the provider's words>"."""
-        return f"HTTP {resp.status_code} from {self.host}: {text or error_text(resp)}"
+        words = text or self.error_words(resp) or error_text(resp)
+        return f"HTTP {resp.status_code} from {self.host}: {words}"
 
     def retry_after(self, resp: Response) -> float | None:
         return parse_retry_after(resp.headers.get("Retry-After"))
@@ -372,8 +397,7 @@ class HttpProvider(Provider):
             raise ProviderError(Outcome.PROVIDER, f"{self.host}: {_short(exc)}") from None
         return Response(r.status_code, r.reason or "", r.headers, r.content)
 
-    def send(self, message: Message, *, timeout: float) -> Receipt:
-        self.check_capabilities(message)
+    def _deliver(self, message: Message, *, timeout: float) -> Receipt:
         resp = self.perform(self.build_send(message), timeout)
         if 200 <= resp.status_code < 300:
             return self.parse_success(resp, message)
@@ -399,7 +423,7 @@ class ApiKeyProvider(HttpProvider):
         return cls(
             cfg.name,
             api_key=cfg.get_required_secret("api_key"),
-            **cls.common_options(cfg, sandbox="sandbox" in cls.capabilities),
+            **cls.common_options(cfg, sandbox=Capability.SANDBOX in cls.capabilities),
         )
 
     @classmethod

@@ -20,8 +20,8 @@ import base64
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt
-from mailrelay.providers.http import HttpProvider, HttpRequest, classify_status, json_body
+from mailrelay.providers.base import Capability, Health, Outcome, ProviderError, Receipt
+from mailrelay.providers.http import HttpProvider, HttpRequest, json_body
 
 if TYPE_CHECKING:
     from mailrelay.message import Address, Message
@@ -77,15 +77,29 @@ def _seconds_until(iso: str | None) -> float | None:
 
 
 class MailersendProvider(HttpProvider):
-    type = "mailersend"
-    url_schemes = ("mailersend",)
-    default_base_url = "https://api.mailersend.com/v1"
+    type: ClassVar[str] = "mailersend"
+    url_schemes: ClassVar[tuple[str, ...]] = ("mailersend",)
+    default_base_url: ClassVar[str] = "https://api.mailersend.com/v1"
     # No metadata field at all [anymail]; no sandbox flag and no idempotency key found.
-    capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"cc", "bcc", "reply_to", "headers", "attachments", "inline", "tags"}
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.CC,
+            Capability.BCC,
+            Capability.REPLY_TO,
+            Capability.HEADERS,
+            Capability.ATTACHMENTS,
+            Capability.INLINE,
+            Capability.TAGS,
+        }
     )
-    max_tags = 5  # the commonly cited limit [U]; over it fails over rather than stopping
-    health_check = "GET /v1/api-quota"
+    max_tags: ClassVar[int | None] = (
+        5  # the commonly cited limit [U]; over it fails over rather than stopping
+    )
+    # reply_to is a single object; joining several would be a silent change
+    single_reply_to: ClassVar[bool] = True
+    # "to" is required (at least one); cc/bcc-only mail needs another provider
+    needs_to: ClassVar[bool] = True
+    health_check: ClassVar[str] = "GET /v1/api-quota"
 
     def __init__(self, name: str, *, api_token: Secret, **options: Any) -> None:
         super().__init__(name, **options)
@@ -109,15 +123,6 @@ class MailersendProvider(HttpProvider):
     # --- send --------------------------------------------------------------------------
 
     def build_send(self, message: Message) -> HttpRequest:
-        if len(message.reply_to) > 1:
-            # reply_to is a single object; joining several would be a silent change
-            raise ProviderError(
-                Outcome.REJECTED,
-                f"mailersend takes one reply-to address, the message has {len(message.reply_to)}",
-            )
-        if not message.to:
-            # "to" is required (at least one); cc/bcc-only mail needs another provider
-            raise ProviderError(Outcome.REJECTED, "mailersend needs at least one To address")
         body: dict[str, Any] = {
             "from": _person(message.sender),
             "to": [_person(a) for a in message.to],
@@ -176,26 +181,24 @@ class MailersendProvider(HttpProvider):
         )
         return Receipt(self.name, resp.headers.get("X-Message-Id") or None, detail)
 
-    def classify_error(self, resp: HttpResponse) -> ProviderError:
-        body = json_body(resp)
-        message = self.error_message(resp, _describe(body))
-        retry_after = self.retry_after(resp)
+    def error_words(self, resp: HttpResponse) -> str | None:
+        return _describe(json_body(resp))
+
+    def outcome_for(self, resp: HttpResponse) -> Outcome | None:
         status = resp.status_code
-        words = message
-        fields = _field_errors(body)
         if status == 422:
+            words = self.error_message(resp)
+            fields = _field_errors(json_body(resp))
             if any(code in words for code in _PLAN_CODES) or any(
                 k == "headers" or k.startswith("headers.") for k in fields
             ):
-                outcome = Outcome.REJECTED
-            elif any(code in words for code in _PROVIDER_CODES):
-                outcome = Outcome.PROVIDER
-            else:
-                outcome = Outcome.PERMANENT
-            return ProviderError(outcome, message, status=status, retry_after=retry_after)
+                return Outcome.REJECTED
+            if any(code in words for code in _PROVIDER_CODES):
+                return Outcome.PROVIDER
+            return Outcome.PERMANENT
         if status in (408, 421):  # "error on our system" / maintenance: try again later
-            return ProviderError(Outcome.TRANSIENT, message, status=status, retry_after=retry_after)
-        return classify_status(status, message, retry_after=retry_after)
+            return Outcome.TRANSIENT
+        return None
 
     def retry_after(self, resp: HttpResponse) -> float | None:
         """Retry-After wins; else, with the daily API quota used up, wait for its reset."""

@@ -11,7 +11,7 @@ import re
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
-from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt
+from mailrelay.providers.base import Capability, Health, Outcome, Receipt
 from mailrelay.providers.http import HttpProvider, HttpRequest, error_text, json_body
 
 if TYPE_CHECKING:
@@ -44,10 +44,25 @@ class MailgunProvider(HttpProvider):
     type: ClassVar[str] = "mailgun"
     url_schemes: ClassVar[tuple[str, ...]] = ("mailgun",)
     default_base_url: ClassVar[str] = REGION_HOSTS["us"]
-    capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"cc", "bcc", "reply_to", "headers", "attachments", "inline", "tags", "metadata", "sandbox"}
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.CC,
+            Capability.BCC,
+            Capability.REPLY_TO,
+            Capability.HEADERS,
+            Capability.ATTACHMENTS,
+            Capability.INLINE,
+            Capability.TAGS,
+            Capability.METADATA,
+            Capability.SANDBOX,
+        }
     )
     max_tags: ClassVar[int | None] = MAX_TAGS
+    max_recipients: ClassVar[int | None] = MAX_RECIPIENTS
+    # `to` is required by the send form (openapi.yaml); another provider may take it
+    needs_to: ClassVar[bool] = True
+    # "Need at least one of 'text', 'html', 'amp-html' or 'template'" (openapi.yaml)
+    needs_body: ClassVar[bool] = True
     health_check: ClassVar[str] = "GET /v4/domains/{domain}"
 
     def __init__(
@@ -105,16 +120,6 @@ class MailgunProvider(HttpProvider):
         return ("api", self.api_key.reveal())  # Basic auth, user "api" (openapi.yaml basicAuth)
 
     def build_send(self, message: Message) -> HttpRequest:
-        if not message.to:
-            # `to` is required by the send form (openapi.yaml); another provider may take it
-            raise ProviderError(Outcome.REJECTED, "mailgun needs at least one To recipient")
-        if len(message.recipients()) > MAX_RECIPIENTS:
-            raise ProviderError(
-                Outcome.REJECTED, f"mailgun takes at most {MAX_RECIPIENTS} recipients per message"
-            )
-        if not (message.text or message.html):
-            # "Need at least one of 'text', 'html', 'amp-html' or 'template'" (openapi.yaml)
-            raise ProviderError(Outcome.REJECTED, "mailgun needs a text or HTML body")
         auth = self._auth()
         # (name, (filename, data[, type])) parts; filename None makes a plain form field, so
         # the body is always multipart/form-data, the encoding attachments require.
@@ -173,15 +178,14 @@ class MailgunProvider(HttpProvider):
         found = _TRY_AGAIN.search(error_text(resp))
         return float(found.group(1)) if found else None
 
-    def classify_error(self, resp: HttpResponse) -> ProviderError:
-        err = super().classify_error(resp)
+    def outcome_for(self, resp: HttpResponse) -> Outcome | None:
         if resp.status_code in (400, 403):
             text = error_text(resp)
             if _RATE_PROBLEM.search(text):
-                err.outcome = Outcome.TRANSIENT
-            elif _ACCOUNT_PROBLEM.search(text):
-                err.outcome = Outcome.PROVIDER
-        return err
+                return Outcome.TRANSIENT
+            if _ACCOUNT_PROBLEM.search(text):
+                return Outcome.PROVIDER
+        return None
 
     # --- health ------------------------------------------------------------------------
 

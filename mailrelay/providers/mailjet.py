@@ -12,8 +12,8 @@ import base64
 import json
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mailrelay.providers.base import Outcome, ProviderError, Receipt
-from mailrelay.providers.http import HttpProvider, HttpRequest, classify_status, json_body
+from mailrelay.providers.base import Capability, Outcome, Receipt
+from mailrelay.providers.http import HttpProvider, HttpRequest, json_body, status_outcome
 
 if TYPE_CHECKING:
     from mailrelay.message import Address, Message
@@ -102,18 +102,32 @@ def _outcome(error: dict[str, Any], http_status: int) -> Outcome:
         return Outcome.REJECTED
     if status in (400, 422) or code.startswith(("mj-", "send-")):
         return Outcome.PERMANENT
-    return classify_status(status, "").outcome
+    return status_outcome(status)
 
 
 class MailjetProvider(HttpProvider):
-    type = "mailjet"
-    url_schemes = ("mailjet",)
-    default_base_url = "https://api.mailjet.com"
-    capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"cc", "bcc", "reply_to", "headers", "attachments", "inline", "tags", "metadata", "sandbox"}
+    type: ClassVar[str] = "mailjet"
+    url_schemes: ClassVar[tuple[str, ...]] = ("mailjet",)
+    default_base_url: ClassVar[str] = "https://api.mailjet.com"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.CC,
+            Capability.BCC,
+            Capability.REPLY_TO,
+            Capability.HEADERS,
+            Capability.ATTACHMENTS,
+            Capability.INLINE,
+            Capability.TAGS,
+            Capability.METADATA,
+            Capability.SANDBOX,
+        }
     )
-    max_tags = 1  # tags map to CustomCampaign: one campaign per message
-    health_check = "GET /v3/REST/apikey"
+    max_tags: ClassVar[int | None] = 1  # tags map to CustomCampaign: one campaign per message
+    # ReplyTo is a single object in v3.1; joining several would be a silent change
+    single_reply_to: ClassVar[bool] = True
+    # "To" is mandatory in v3.1 (mj-0003); cc/bcc-only mail needs another provider
+    needs_to: ClassVar[bool] = True
+    health_check: ClassVar[str] = "GET /v3/REST/apikey"
 
     def __init__(self, name: str, *, api_key: Secret, secret_key: Secret, **options: Any) -> None:
         super().__init__(name, **options)
@@ -145,15 +159,6 @@ class MailjetProvider(HttpProvider):
     # --- send --------------------------------------------------------------------------
 
     def build_send(self, message: Message) -> HttpRequest:
-        if len(message.reply_to) > 1:
-            # ReplyTo is a single object in v3.1; joining several would be a silent change
-            raise ProviderError(
-                Outcome.REJECTED,
-                f"mailjet takes one reply-to address, the message has {len(message.reply_to)}",
-            )
-        if not message.to:
-            # "To" is mandatory in v3.1 (mj-0003); cc/bcc-only mail needs another provider
-            raise ProviderError(Outcome.REJECTED, "mailjet needs at least one To address")
         msg: dict[str, Any] = {"From": _person(message.sender)}
         msg["To"] = [_person(a) for a in message.to]
         if message.cc:
@@ -209,10 +214,9 @@ class MailjetProvider(HttpProvider):
 
     def parse_success(self, resp: HttpResponse, message: Message) -> Receipt:
         body = json_body(resp)
-        errors = _collect_errors(body)
-        if errors:
+        if _collect_errors(body):
             # messages are processed independently: a 2xx can still carry Status "error"
-            raise self._error(resp, errors)
+            raise self.classify_error(resp)
         messages = body.get("Messages") if isinstance(body, dict) else None
         first = messages[0] if isinstance(messages, list) and messages else {}
         recipients: list[dict[str, Any]] = []
@@ -231,20 +235,13 @@ class MailjetProvider(HttpProvider):
             detail = "sandbox: validated, not delivered"
         return Receipt(self.name, message_id, detail)
 
-    def _error(self, resp: HttpResponse, errors: list[dict[str, Any]]) -> ProviderError:
-        outcome = min((_outcome(e, resp.status_code) for e in errors), key=_RANK.__getitem__)
-        return ProviderError(
-            outcome,
-            self.error_message(resp, _describe(errors) or None),
-            status=resp.status_code,
-            retry_after=self.retry_after(resp),
-        )
+    def error_words(self, resp: HttpResponse) -> str | None:
+        return _describe(_collect_errors(json_body(resp))) or None
 
-    def classify_error(self, resp: HttpResponse) -> ProviderError:
-        errors = _collect_errors(json_body(resp))
-        if errors:
-            return self._error(resp, errors)
-        return super().classify_error(resp)
+    def outcome_for(self, resp: HttpResponse) -> Outcome | None:
+        """The most hopeful class among the reply's errors (provider before transient...)."""
+        outcomes = [_outcome(e, resp.status_code) for e in _collect_errors(json_body(resp))]
+        return min(outcomes, key=_RANK.__getitem__) if outcomes else None
 
     # --- health ------------------------------------------------------------------------
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import base64
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt
+from mailrelay.providers.base import Capability, Health, Outcome, ProviderError, Receipt
 from mailrelay.providers.http import (
     ApiKeyProvider,
     HttpRequest,
-    classify_status,
+    coded_words,
     json_body,
 )
 
@@ -47,15 +47,24 @@ _MAX_TAG_LENGTH = 50
 
 
 class MandrillProvider(ApiKeyProvider):
-    type = "mandrill"
-    url_schemes = ("mandrill",)
+    type: ClassVar[str] = "mandrill"
+    url_schemes: ClassVar[tuple[str, ...]] = ("mandrill",)
     # anymail's default root; the OAS server says /api/1.4, the Swagger /api/1.3, and the
     # version segment is tolerated by the service.
-    default_base_url = "https://mandrillapp.com/api/1.0"
-    capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"cc", "bcc", "reply_to", "headers", "attachments", "inline", "tags", "metadata"}
+    default_base_url: ClassVar[str] = "https://mandrillapp.com/api/1.0"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.CC,
+            Capability.BCC,
+            Capability.REPLY_TO,
+            Capability.HEADERS,
+            Capability.ATTACHMENTS,
+            Capability.INLINE,
+            Capability.TAGS,
+            Capability.METADATA,
+        }
     )
-    health_check = "POST /users/ping2"
+    health_check: ClassVar[str] = "POST /users/ping2"
 
     def build_send(self, message: Message) -> HttpRequest:
         msg: dict[str, Any] = {
@@ -155,27 +164,13 @@ class MandrillProvider(ApiKeyProvider):
         text = "every recipient refused: " + "; ".join(_describe(r) for r in refused)
         return ProviderError(outcome, self.error_message(resp, text), status=resp.status_code)
 
-    def classify_error(self, resp: HttpResponse) -> ProviderError:
+    def error_words(self, resp: HttpResponse) -> str | None:
+        return coded_words(json_body(resp), "name")
+
+    def outcome_for(self, resp: HttpResponse) -> Outcome | None:
         body = json_body(resp)
-        retry_after = self.retry_after(resp)
-        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
-            return classify_status(
-                resp.status_code, self.error_message(resp), retry_after=retry_after
-            )
-        name = body["name"]
-        words = str(body.get("message") or "").strip()
-        text = f"{name}: {words}" if words else name
-        outcome = _ERROR_OUTCOMES.get(name)
-        if outcome is None:
-            return classify_status(
-                resp.status_code, self.error_message(resp, text), retry_after=retry_after
-            )
-        return ProviderError(
-            outcome,
-            self.error_message(resp, text),
-            status=resp.status_code,
-            retry_after=retry_after,
-        )
+        name = body.get("name") if isinstance(body, dict) else None
+        return _ERROR_OUTCOMES.get(name) if isinstance(name, str) else None
 
     # --- health --------------------------------------------------------------------------
 

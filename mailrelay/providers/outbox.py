@@ -18,7 +18,7 @@ from email import policy as email_policy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mailrelay.providers.base import Health, Outcome, Provider, ProviderError, Receipt
+from mailrelay.providers.base import Capability, Health, Outcome, Provider, ProviderError, Receipt
 
 if TYPE_CHECKING:
     from mailrelay.message import Message
@@ -107,8 +107,17 @@ def count_messages(path: Path) -> int:
 class OutboxProvider(Provider):
     type: ClassVar[str] = "outbox"
     url_schemes: ClassVar[tuple[str, ...]] = ("outbox",)
-    capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"cc", "bcc", "reply_to", "headers", "attachments", "inline", "tags", "metadata"}
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.CC,
+            Capability.BCC,
+            Capability.REPLY_TO,
+            Capability.HEADERS,
+            Capability.ATTACHMENTS,
+            Capability.INLINE,
+            Capability.TAGS,
+            Capability.METADATA,
+        }
     )
     health_check: ClassVar[str] = "folder exists (or can be made) and is writable"
 
@@ -146,8 +155,7 @@ class OutboxProvider(Provider):
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         return self.path / f"{stamp}-{secrets.token_hex(8)}{SUFFIX}"
 
-    def send(self, message: Message, *, timeout: float) -> Receipt:
-        self.check_capabilities(message)
+    def _deliver(self, message: Message, *, timeout: float) -> Receipt:
         envelope = [
             ("Return-Path", f"<{message.return_path.email}>"),
             ("X-Envelope-To", ", ".join(a.email for a in message.recipients())),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt
+from mailrelay.providers.base import Capability, Health, Outcome, Receipt
 from mailrelay.providers.http import HttpProvider, HttpRequest, json_body
 
 if TYPE_CHECKING:
@@ -55,10 +55,22 @@ class PostmarkProvider(HttpProvider):
     type: ClassVar[str] = "postmark"
     url_schemes: ClassVar[tuple[str, ...]] = ("postmark",)
     default_base_url: ClassVar[str] = "https://api.postmarkapp.com"
-    capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"cc", "bcc", "reply_to", "headers", "attachments", "inline", "tags", "metadata"}
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.CC,
+            Capability.BCC,
+            Capability.REPLY_TO,
+            Capability.HEADERS,
+            Capability.ATTACHMENTS,
+            Capability.INLINE,
+            Capability.TAGS,
+            Capability.METADATA,
+        }
     )
     max_tags: ClassVar[int | None] = 1  # `Tag` is one string
+    max_recipients: ClassVar[int | None] = MAX_RECIPIENTS
+    # "Provide either email TextBody or HtmlBody or both." (ErrorCode 300)
+    needs_body: ClassVar[bool] = True
     health_check: ClassVar[str] = "GET /server"
 
     def __init__(
@@ -102,13 +114,6 @@ class PostmarkProvider(HttpProvider):
     # --- send ------------------------------------------------------------------------
 
     def build_send(self, message: Message) -> HttpRequest:
-        if len(message.recipients()) > MAX_RECIPIENTS:
-            raise ProviderError(
-                Outcome.REJECTED, f"postmark takes at most {MAX_RECIPIENTS} recipients"
-            )
-        if not (message.text or message.html):
-            # "Provide either email TextBody or HtmlBody or both." (ErrorCode 300)
-            raise ProviderError(Outcome.REJECTED, "postmark needs a text or HTML body")
         headers = self._headers()
         body: dict[str, Any] = {"From": str(message.sender), "Subject": message.subject}
         for key, addrs in (("To", message.to), ("Cc", message.cc), ("Bcc", message.bcc)):
@@ -160,23 +165,20 @@ class PostmarkProvider(HttpProvider):
 
     # --- errors ------------------------------------------------------------------------
 
-    def error_message(self, resp: HttpResponse, text: str | None = None) -> str:
+    def error_words(self, resp: HttpResponse) -> str | None:
         code = _error_code(resp)
-        if text is None and code:
-            body = json_body(resp)
-            words = body.get("Message") if isinstance(body, dict) else None
-            text = f"ErrorCode {code}: {words or 'no message'}"
-        return super().error_message(resp, text)
+        if not code:
+            return None
+        body = json_body(resp)
+        words = body.get("Message") if isinstance(body, dict) else None
+        return f"ErrorCode {code}: {words or 'no message'}"
 
-    def classify_error(self, resp: HttpResponse) -> ProviderError:
-        err = super().classify_error(resp)
+    def outcome_for(self, resp: HttpResponse) -> Outcome | None:
         status = resp.status_code
         if status == 429 or status >= 500:
-            return err  # transient whatever the body says
+            return None  # transient whatever the body says
         code = _error_code(resp)
-        if code is not None and code in ERROR_CODES:
-            err.outcome = ERROR_CODES[code]
-        return err
+        return None if code is None else ERROR_CODES.get(code)
 
     # --- health ------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from email.utils import formataddr
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mailrelay.providers.base import (
+    Capability,
     Health,
     Outcome,
     ProviderError,
@@ -25,7 +26,7 @@ from mailrelay.providers.base import (
 from mailrelay.providers.http import (
     ApiKeyProvider,
     HttpRequest,
-    classify_status,
+    coded_words,
     json_body,
 )
 
@@ -63,23 +64,25 @@ TAG_VALUE = "true"
 
 
 class ResendProvider(ApiKeyProvider):
-    type = "resend"
-    url_schemes = ("resend",)
-    default_base_url = "https://api.resend.com"
-    capabilities: ClassVar[frozenset[str]] = frozenset(
+    type: ClassVar[str] = "resend"
+    url_schemes: ClassVar[tuple[str, ...]] = ("resend",)
+    default_base_url: ClassVar[str] = "https://api.resend.com"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {
-            "cc",
-            "bcc",
-            "reply_to",
-            "headers",
-            "attachments",
-            "inline",
-            "tags",
-            "metadata",
-            "idempotency",
+            Capability.CC,
+            Capability.BCC,
+            Capability.REPLY_TO,
+            Capability.HEADERS,
+            Capability.ATTACHMENTS,
+            Capability.INLINE,
+            Capability.TAGS,
+            Capability.METADATA,
+            Capability.IDEMPOTENCY,
         }
     )
-    health_check = "GET /domains"
+    # Resend answers "Missing `html` or `text` field" (resend-ruby PR #5 error log)
+    needs_body: ClassVar[bool] = True
+    health_check: ClassVar[str] = "GET /domains"
 
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key.reveal()}"}
@@ -87,9 +90,6 @@ class ResendProvider(ApiKeyProvider):
     # --- send ----------------------------------------------------------------------------
 
     def build_send(self, message: Message) -> HttpRequest:
-        if message.text is None and message.html is None:
-            # Resend answers "Missing `html` or `text` field" (resend-ruby PR #5 error log)
-            raise ProviderError(Outcome.REJECTED, "resend needs a text or HTML body")
         body: dict[str, Any] = {
             "from": _sender(message.sender),
             "to": [_recipient(a) for a in message.to],
@@ -146,34 +146,17 @@ class ResendProvider(ApiKeyProvider):
             wait = parse_retry_after(resp.headers.get("ratelimit-reset"))
         return wait
 
-    def classify_error(self, resp: HttpResponse) -> ProviderError:
+    def error_words(self, resp: HttpResponse) -> str | None:
+        return coded_words(json_body(resp), "name")
+
+    def outcome_for(self, resp: HttpResponse) -> Outcome | None:
         body = json_body(resp)
-        retry_after = self.retry_after(resp)
         name = body.get("name") if isinstance(body, dict) else None
-        if not isinstance(name, str) or not name:
-            return classify_status(
-                resp.status_code, self.error_message(resp), retry_after=retry_after
-            )
-        assert isinstance(body, dict)
-        words = str(body.get("message") or "").strip()
-        text = f"{name}: {words}" if words else name
         if name == "validation_error":
             # 403 validation_error = testing-mode restriction or unverified domain: the
             # account's setup; elsewhere (400/422) the message's fields are wrong
-            outcome = Outcome.PROVIDER if resp.status_code == 403 else Outcome.PERMANENT
-        else:
-            found = _ERROR_OUTCOMES.get(name)
-            if found is None:
-                return classify_status(
-                    resp.status_code, self.error_message(resp, text), retry_after=retry_after
-                )
-            outcome = found
-        return ProviderError(
-            outcome,
-            self.error_message(resp, text),
-            status=resp.status_code,
-            retry_after=retry_after,
-        )
+            return Outcome.PROVIDER if resp.status_code == 403 else Outcome.PERMANENT
+        return _ERROR_OUTCOMES.get(name) if isinstance(name, str) else None
 
     # --- health --------------------------------------------------------------------------
 

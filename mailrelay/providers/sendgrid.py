@@ -14,7 +14,7 @@ import time
 from email.utils import quote as rfc822_quote
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt
+from mailrelay.providers.base import Capability, Health, Outcome, ProviderError, Receipt
 from mailrelay.providers.http import ApiKeyProvider, HttpRequest, json_body
 
 if TYPE_CHECKING:
@@ -66,10 +66,23 @@ class SendgridProvider(ApiKeyProvider):
     type: ClassVar[str] = "sendgrid"
     url_schemes: ClassVar[tuple[str, ...]] = ("sendgrid",)
     default_base_url: ClassVar[str] = "https://api.sendgrid.com"
-    capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"cc", "bcc", "reply_to", "headers", "attachments", "inline", "tags", "metadata", "sandbox"}
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.CC,
+            Capability.BCC,
+            Capability.REPLY_TO,
+            Capability.HEADERS,
+            Capability.ATTACHMENTS,
+            Capability.INLINE,
+            Capability.TAGS,
+            Capability.METADATA,
+            Capability.SANDBOX,
+        }
     )
     max_tags: ClassVar[int | None] = MAX_CATEGORIES
+    max_recipients: ClassVar[int | None] = MAX_RECIPIENTS
+    needs_to: ClassVar[bool] = True  # every personalization needs `to` (spec: required ["to"])
+    needs_body: ClassVar[bool] = True  # content values may not be empty (spec, docs)
     health_check: ClassVar[str] = "GET /v3/scopes (mail.send must be granted)"
 
     def _headers(self) -> dict[str, str]:
@@ -78,21 +91,12 @@ class SendgridProvider(ApiKeyProvider):
     # --- send ------------------------------------------------------------------------
 
     def build_send(self, message: Message) -> HttpRequest:
-        if not message.to:
-            # every personalization needs `to` (spec: required ["to"])
-            raise ProviderError(Outcome.REJECTED, "sendgrid needs at least one To recipient")
-        if len(message.recipients()) > MAX_RECIPIENTS:
-            raise ProviderError(
-                Outcome.REJECTED, f"sendgrid takes at most {MAX_RECIPIENTS} recipients"
-            )
         content = []
         # text/plain first, then text/html; values may not be empty (spec, docs)
         if message.text:
             content.append({"type": "text/plain", "value": message.text})
         if message.html:
             content.append({"type": "text/html", "value": message.html})
-        if not content:
-            raise ProviderError(Outcome.REJECTED, "sendgrid needs a text or HTML body")
         headers: dict[str, str] = {}
         for hname, hvalue in message.headers:
             if hname in headers:
@@ -155,8 +159,8 @@ class SendgridProvider(ApiKeyProvider):
 
     # --- errors ------------------------------------------------------------------------
 
-    def error_message(self, resp: HttpResponse, text: str | None = None) -> str:
-        return super().error_message(resp, text or _errors_text(resp))
+    def error_words(self, resp: HttpResponse) -> str | None:
+        return _errors_text(resp)
 
     def retry_after(self, resp: HttpResponse) -> float | None:
         """Retry-After when sent, else X-RateLimit-Reset (a Unix time) of a 429 (docs)."""
@@ -172,13 +176,12 @@ class SendgridProvider(ApiKeyProvider):
             return None
         return float(min(max(math.ceil(seconds), 0), 24 * 3600))
 
-    def classify_error(self, resp: HttpResponse) -> ProviderError:
-        err = super().classify_error(resp)
+    def outcome_for(self, resp: HttpResponse) -> Outcome | None:
         # an unverified sender comes back as 403 on field "from" (third-party reports); whatever
         # the status, a refused sender identity is the account's problem, not the message's
-        if "from" in _error_fields(resp) and "sender identity" in err.message.lower():
-            err.outcome = Outcome.PROVIDER
-        return err
+        if "from" in _error_fields(resp) and "sender identity" in self.error_message(resp).lower():
+            return Outcome.PROVIDER
+        return None
 
     # --- health ------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
-from mailrelay.providers.base import Health, Outcome, Provider, ProviderError, Receipt
+from mailrelay.providers.base import Capability, Health, Outcome, Provider, ProviderError, Receipt
 
 if TYPE_CHECKING:
     from mailrelay.message import Message
@@ -107,8 +107,15 @@ def _first_line(f: IO[bytes]) -> str:
 class SendmailProvider(Provider):
     type: ClassVar[str] = "sendmail"
     url_schemes: ClassVar[tuple[str, ...]] = ("sendmail",)
-    capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"cc", "bcc", "reply_to", "headers", "attachments", "inline"}
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.CC,
+            Capability.BCC,
+            Capability.REPLY_TO,
+            Capability.HEADERS,
+            Capability.ATTACHMENTS,
+            Capability.INLINE,
+        }
     )
     default_timeout: ClassVar[float] = 60.0
     health_check: ClassVar[str] = "command exists and is executable"
@@ -151,8 +158,7 @@ class SendmailProvider(Provider):
     def _error(self, outcome: Outcome, text: str) -> ProviderError:
         return ProviderError(outcome, f"{self.program}: {text}")
 
-    def send(self, message: Message, *, timeout: float) -> Receipt:
-        self.check_capabilities(message)
+    def _deliver(self, message: Message, *, timeout: float) -> Receipt:
         if os.environ.get(CHILD_ENV):
             raise self._error(
                 Outcome.PROVIDER,

@@ -21,9 +21,9 @@ from __future__ import annotations
 import base64
 import re
 from email import policy as email_policy
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt
+from mailrelay.providers.base import Capability, Health, Outcome, ProviderError, Receipt
 from mailrelay.providers.http import HttpProvider, HttpRequest, error_text, json_body
 
 if TYPE_CHECKING:
@@ -146,13 +146,23 @@ def _envelope(addr: Address, role: str) -> str:
 
 
 class SesProvider(HttpProvider):
-    type = "ses"
-    url_schemes = ("ses",)
-    default_base_url = "https://email.us-east-1.amazonaws.com"
-    capabilities = frozenset(
-        {"cc", "bcc", "reply_to", "headers", "attachments", "inline", "tags", "metadata"}
+    type: ClassVar[str] = "ses"
+    url_schemes: ClassVar[tuple[str, ...]] = ("ses",)
+    default_base_url: ClassVar[str] = "https://email.us-east-1.amazonaws.com"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.CC,
+            Capability.BCC,
+            Capability.REPLY_TO,
+            Capability.HEADERS,
+            Capability.ATTACHMENTS,
+            Capability.INLINE,
+            Capability.TAGS,
+            Capability.METADATA,
+        }
     )
-    health_check = "GET /v2/email/account"
+    max_recipients: ClassVar[int | None] = MAX_RECIPIENTS
+    health_check: ClassVar[str] = "GET /v2/email/account"
 
     def __init__(
         self,
@@ -236,13 +246,6 @@ class SesProvider(HttpProvider):
         )
 
     def build_send(self, message: Message) -> HttpRequest:
-        recipients = message.recipients()
-        if len(recipients) > MAX_RECIPIENTS:
-            raise ProviderError(
-                Outcome.REJECTED,
-                f"ses takes at most {MAX_RECIPIENTS} recipients per message "
-                f"(To, Cc and Bcc together), the message has {len(recipients)}",
-            )
         email_tags = self._email_tags(message)
         mime = message.to_mime()
         for tag in message.tags:
@@ -310,26 +313,22 @@ class SesProvider(HttpProvider):
             )
         return Receipt(provider=self.name, message_id=message_id)
 
-    def classify_error(self, resp: HttpResponse) -> ProviderError:
+    def error_words(self, resp: HttpResponse) -> str | None:
         code = error_type(resp)
         words = error_text(resp)
-        text = f"{code}: {words}" if code and code not in words else words
-        err = super().classify_error(resp)
-        outcome = err.outcome
+        return f"{code}: {words}" if code and code not in words else words
+
+    def outcome_for(self, resp: HttpResponse) -> Outcome | None:
+        code = error_type(resp)
         if code in TRANSIENT_TYPES:
-            outcome = Outcome.TRANSIENT
-        elif code in PROVIDER_TYPES or (
-            code == "MessageRejected" and _UNVERIFIED.search(words) is not None
+            return Outcome.TRANSIENT
+        if code in PROVIDER_TYPES or (
+            code == "MessageRejected" and _UNVERIFIED.search(error_text(resp)) is not None
         ):
-            outcome = Outcome.PROVIDER
-        elif code in PERMANENT_TYPES:
-            outcome = Outcome.PERMANENT
-        return ProviderError(
-            outcome,
-            self.error_message(resp, text),
-            status=resp.status_code,
-            retry_after=err.retry_after,
-        )
+            return Outcome.PROVIDER
+        if code in PERMANENT_TYPES:
+            return Outcome.PERMANENT
+        return None
 
     def check_response(self, resp: HttpResponse) -> Health:
         if not 200 <= resp.status_code < 300:

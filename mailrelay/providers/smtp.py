@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mailrelay.providers.base import Health, Outcome, Provider, ProviderError, Receipt
+from mailrelay.providers.base import Capability, Health, Outcome, Provider, ProviderError, Receipt
 from mailrelay.secrets import scrub
 
 if TYPE_CHECKING:
@@ -131,8 +131,15 @@ class SmtpProvider(Provider):
     type: ClassVar[str] = "smtp"
     url_schemes: ClassVar[tuple[str, ...]] = ("smtp", "smtps")
     # tags and metadata have no SMTP form: the base refuses them as `rejected`
-    capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"cc", "bcc", "reply_to", "headers", "attachments", "inline"}
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.CC,
+            Capability.BCC,
+            Capability.REPLY_TO,
+            Capability.HEADERS,
+            Capability.ATTACHMENTS,
+            Capability.INLINE,
+        }
     )
     health_check: ClassVar[str] = "connect, EHLO, TLS, AUTH, NOOP, QUIT"
 
@@ -279,8 +286,7 @@ class SmtpProvider(Provider):
     def hold_connections(self) -> None:
         self.reuse_connections = True
 
-    def send(self, message: Message, *, timeout: float) -> Receipt:
-        self.check_capabilities(message)
+    def _deliver(self, message: Message, *, timeout: float) -> Receipt:
         timeout = min(self.timeout, timeout)
         if not self.reuse_connections:
             with _Session(self, timeout) as session:

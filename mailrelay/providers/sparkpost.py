@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mailrelay.providers.base import Health, Outcome, ProviderError, Receipt
-from mailrelay.providers.http import HttpProvider, HttpRequest, classify_status, json_body
+from mailrelay.providers.base import Capability, Health, Outcome, ProviderError, Receipt
+from mailrelay.providers.http import HttpProvider, HttpRequest, json_body
 
 if TYPE_CHECKING:
     from mailrelay.message import Address, Message
@@ -64,14 +64,26 @@ def _describe(errors: list[dict[str, Any]]) -> str:
 
 
 class SparkpostProvider(HttpProvider):
-    type = "sparkpost"
-    url_schemes = ("sparkpost",)
-    default_base_url = REGION_HOSTS["us"]
-    capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"cc", "bcc", "reply_to", "headers", "attachments", "inline", "tags", "metadata", "sandbox"}
+    type: ClassVar[str] = "sparkpost"
+    url_schemes: ClassVar[tuple[str, ...]] = ("sparkpost",)
+    default_base_url: ClassVar[str] = REGION_HOSTS["us"]
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.CC,
+            Capability.BCC,
+            Capability.REPLY_TO,
+            Capability.HEADERS,
+            Capability.ATTACHMENTS,
+            Capability.INLINE,
+            Capability.TAGS,
+            Capability.METADATA,
+            Capability.SANDBOX,
+        }
     )
-    max_tags = 10  # recipient tags: at most 10 per recipient (recipient-lists.apib)
-    health_check = "GET /api/v1/account"
+    max_tags: ClassVar[int | None] = (
+        10  # recipient tags: at most 10 per recipient (recipient-lists.apib)
+    )
+    health_check: ClassVar[str] = "GET /api/v1/account"
 
     def __init__(self, name: str, *, api_key: Secret, region: str = "us", **options: Any) -> None:
         if options.get("base_url") is None:
@@ -189,16 +201,14 @@ class SparkpostProvider(HttpProvider):
         tid = results.get("id")
         return Receipt(self.name, str(tid) if tid not in (None, "") else None, detail)
 
-    def classify_error(self, resp: HttpResponse) -> ProviderError:
-        errors = _errors(resp)
-        message = self.error_message(resp, _describe(errors) or None)
-        retry_after = self.retry_after(resp)
-        codes = {str(e.get("code")) for e in errors}
+    def error_words(self, resp: HttpResponse) -> str | None:
+        return _describe(_errors(resp)) or None
+
+    def outcome_for(self, resp: HttpResponse) -> Outcome | None:
+        codes = {str(e.get("code")) for e in _errors(resp)}
         if resp.status_code == 420 or codes & _ACCOUNT_CODES:
-            return ProviderError(
-                Outcome.PROVIDER, message, status=resp.status_code, retry_after=retry_after
-            )
-        return classify_status(resp.status_code, message, retry_after=retry_after)
+            return Outcome.PROVIDER
+        return None
 
     # --- health ------------------------------------------------------------------------
 
