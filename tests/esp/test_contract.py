@@ -22,7 +22,7 @@ from werkzeug import Request, Response
 
 from mailrelay.config import specs_from_urls
 from mailrelay.errors import ConfigError
-from mailrelay.message import Attachment, Message, build_message
+from mailrelay.message import Address, Attachment, Message, build_message
 from mailrelay.providers import registry
 from mailrelay.providers.base import Outcome, Provider
 from mailrelay.providers.http import HttpProvider
@@ -202,6 +202,34 @@ def test_too_many_tags_are_refused(fake: FakeESP, httpserver: HTTPServer) -> Non
     message = simple()
     message.tags = [f"t{i}" for i in range(provider.max_tags + 1)]
     assert send_error(provider, message).outcome is Outcome.REJECTED
+    assert fake.requests == []
+
+
+def test_declared_limits_are_refused_before_any_request(
+    fake: FakeESP, httpserver: HTTPServer
+) -> None:
+    provider = build(fake, httpserver)
+    breaking: dict[str, dict[str, Any]] = {}
+    if provider.max_recipients is not None:
+        many = [Address(f"u{i}@example.com") for i in range(provider.max_recipients + 1)]
+        breaking["max_recipients"] = {"to": many}
+    if provider.single_reply_to:
+        breaking["single_reply_to"] = {
+            "reply_to": [Address("r@example.com"), Address("s@example.com")]
+        }
+    if provider.needs_to:
+        breaking["needs_to"] = {"to": [], "bcc": [Address("b@example.com")]}
+    if provider.needs_body:
+        breaking["needs_body"] = {"text": None, "html": None}
+    if provider.needs_subject:
+        breaking["needs_subject"] = {"subject": ""}
+    if not breaking:
+        pytest.skip("no declared limit")
+    for limit, fields in breaking.items():
+        message = simple()
+        for attr, value in fields.items():
+            setattr(message, attr, value)
+        assert send_error(provider, message).outcome is Outcome.REJECTED, limit
     assert fake.requests == []
 
 
