@@ -67,6 +67,21 @@ class Capability(str, Enum):
         return self.value.replace("_", "-")
 
 
+MIME_PARTS: frozenset[Capability] = frozenset(
+    {
+        Capability.CC,
+        Capability.BCC,
+        Capability.REPLY_TO,
+        Capability.HEADERS,
+        Capability.ATTACHMENTS,
+        Capability.INLINE,
+    }
+)
+"""What a MIME message itself carries: every provider that sends one whole has these."""
+LABELS: frozenset[Capability] = frozenset({Capability.TAGS, Capability.METADATA})
+"""Tags and metadata, which an API carries beside the message (SMTP has no form for them)."""
+
+
 @record(frozen=True)
 class Receipt:
     """A provider accepted the message."""

@@ -16,6 +16,8 @@ import uuid
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mailrelay.providers.base import (
+    LABELS,
+    MIME_PARTS,
     Capability,
     Health,
     Outcome,
@@ -73,18 +75,8 @@ class BrevoProvider(ApiKeyProvider):
     url_schemes: ClassVar[tuple[str, ...]] = ("brevo",)
     default_base_url: ClassVar[str] = "https://api.brevo.com/v3"
     # no "inline": Brevo has no Content-ID images (anymail: unsupported feature)
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {
-            Capability.CC,
-            Capability.BCC,
-            Capability.REPLY_TO,
-            Capability.HEADERS,
-            Capability.ATTACHMENTS,
-            Capability.TAGS,
-            Capability.METADATA,
-            Capability.SANDBOX,
-            Capability.IDEMPOTENCY,
-        }
+    capabilities: ClassVar[frozenset[Capability]] = (
+        (MIME_PARTS - {Capability.INLINE}) | LABELS | {Capability.SANDBOX, Capability.IDEMPOTENCY}
     )
     single_reply_to: ClassVar[bool] = True  # `replyTo` is one object
     needs_body: ClassVar[bool] = True

@@ -20,7 +20,7 @@ import base64
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mailrelay.providers.base import Capability, Health, Outcome, ProviderError, Receipt
+from mailrelay.providers.base import MIME_PARTS, Capability, Health, Outcome, ProviderError, Receipt
 from mailrelay.providers.http import HttpProvider, HttpRequest, json_body
 
 if TYPE_CHECKING:
@@ -81,17 +81,7 @@ class MailersendProvider(HttpProvider):
     url_schemes: ClassVar[tuple[str, ...]] = ("mailersend",)
     default_base_url: ClassVar[str] = "https://api.mailersend.com/v1"
     # No metadata field at all [anymail]; no sandbox flag and no idempotency key found.
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {
-            Capability.CC,
-            Capability.BCC,
-            Capability.REPLY_TO,
-            Capability.HEADERS,
-            Capability.ATTACHMENTS,
-            Capability.INLINE,
-            Capability.TAGS,
-        }
-    )
+    capabilities: ClassVar[frozenset[Capability]] = MIME_PARTS | {Capability.TAGS}
     max_tags: ClassVar[int | None] = (
         5  # the commonly cited limit [U]; over it fails over rather than stopping
     )

@@ -11,7 +11,7 @@ import re
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
-from mailrelay.providers.base import Capability, Health, Outcome, Receipt
+from mailrelay.providers.base import LABELS, MIME_PARTS, Capability, Health, Outcome, Receipt
 from mailrelay.providers.http import HttpProvider, HttpRequest, error_text, json_body
 
 if TYPE_CHECKING:
@@ -44,19 +44,7 @@ class MailgunProvider(HttpProvider):
     type: ClassVar[str] = "mailgun"
     url_schemes: ClassVar[tuple[str, ...]] = ("mailgun",)
     default_base_url: ClassVar[str] = REGION_HOSTS["us"]
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {
-            Capability.CC,
-            Capability.BCC,
-            Capability.REPLY_TO,
-            Capability.HEADERS,
-            Capability.ATTACHMENTS,
-            Capability.INLINE,
-            Capability.TAGS,
-            Capability.METADATA,
-            Capability.SANDBOX,
-        }
-    )
+    capabilities: ClassVar[frozenset[Capability]] = MIME_PARTS | LABELS | {Capability.SANDBOX}
     max_tags: ClassVar[int | None] = MAX_TAGS
     max_recipients: ClassVar[int | None] = MAX_RECIPIENTS
     # `to` is required by the send form (openapi.yaml); another provider may take it

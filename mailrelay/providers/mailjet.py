@@ -12,7 +12,7 @@ import base64
 import json
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mailrelay.providers.base import Capability, Outcome, Receipt
+from mailrelay.providers.base import LABELS, MIME_PARTS, Capability, Outcome, Receipt
 from mailrelay.providers.http import HttpProvider, HttpRequest, json_body, status_outcome
 
 if TYPE_CHECKING:
@@ -109,19 +109,7 @@ class MailjetProvider(HttpProvider):
     type: ClassVar[str] = "mailjet"
     url_schemes: ClassVar[tuple[str, ...]] = ("mailjet",)
     default_base_url: ClassVar[str] = "https://api.mailjet.com"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {
-            Capability.CC,
-            Capability.BCC,
-            Capability.REPLY_TO,
-            Capability.HEADERS,
-            Capability.ATTACHMENTS,
-            Capability.INLINE,
-            Capability.TAGS,
-            Capability.METADATA,
-            Capability.SANDBOX,
-        }
-    )
+    capabilities: ClassVar[frozenset[Capability]] = MIME_PARTS | LABELS | {Capability.SANDBOX}
     max_tags: ClassVar[int | None] = 1  # tags map to CustomCampaign: one campaign per message
     # ReplyTo is a single object in v3.1; joining several would be a silent change
     single_reply_to: ClassVar[bool] = True

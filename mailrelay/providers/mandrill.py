@@ -11,7 +11,15 @@ from __future__ import annotations
 import base64
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mailrelay.providers.base import Capability, Health, Outcome, ProviderError, Receipt
+from mailrelay.providers.base import (
+    LABELS,
+    MIME_PARTS,
+    Capability,
+    Health,
+    Outcome,
+    ProviderError,
+    Receipt,
+)
 from mailrelay.providers.http import (
     ApiKeyProvider,
     HttpRequest,
@@ -52,18 +60,7 @@ class MandrillProvider(ApiKeyProvider):
     # anymail's default root; the OAS server says /api/1.4, the Swagger /api/1.3, and the
     # version segment is tolerated by the service.
     default_base_url: ClassVar[str] = "https://mandrillapp.com/api/1.0"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {
-            Capability.CC,
-            Capability.BCC,
-            Capability.REPLY_TO,
-            Capability.HEADERS,
-            Capability.ATTACHMENTS,
-            Capability.INLINE,
-            Capability.TAGS,
-            Capability.METADATA,
-        }
-    )
+    capabilities: ClassVar[frozenset[Capability]] = MIME_PARTS | LABELS
     health_check: ClassVar[str] = "POST /users/ping2"
 
     def build_send(self, message: Message) -> HttpRequest:

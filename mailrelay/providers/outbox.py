@@ -18,7 +18,16 @@ from email import policy as email_policy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mailrelay.providers.base import Capability, Health, Outcome, Provider, ProviderError, Receipt
+from mailrelay.providers.base import (
+    LABELS,
+    MIME_PARTS,
+    Capability,
+    Health,
+    Outcome,
+    Provider,
+    ProviderError,
+    Receipt,
+)
 
 if TYPE_CHECKING:
     from mailrelay.message import Message
@@ -107,18 +116,7 @@ def count_messages(path: Path) -> int:
 class OutboxProvider(Provider):
     type: ClassVar[str] = "outbox"
     url_schemes: ClassVar[tuple[str, ...]] = ("outbox",)
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {
-            Capability.CC,
-            Capability.BCC,
-            Capability.REPLY_TO,
-            Capability.HEADERS,
-            Capability.ATTACHMENTS,
-            Capability.INLINE,
-            Capability.TAGS,
-            Capability.METADATA,
-        }
-    )
+    capabilities: ClassVar[frozenset[Capability]] = MIME_PARTS | LABELS
     health_check: ClassVar[str] = "folder exists (or can be made) and is writable"
 
     def __init__(self, name: str, path: Path) -> None:

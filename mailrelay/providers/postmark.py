@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mailrelay.providers.base import Capability, Health, Outcome, Receipt
+from mailrelay.providers.base import LABELS, MIME_PARTS, Capability, Health, Outcome, Receipt
 from mailrelay.providers.http import HttpProvider, HttpRequest, json_body
 
 if TYPE_CHECKING:
@@ -55,18 +55,7 @@ class PostmarkProvider(HttpProvider):
     type: ClassVar[str] = "postmark"
     url_schemes: ClassVar[tuple[str, ...]] = ("postmark",)
     default_base_url: ClassVar[str] = "https://api.postmarkapp.com"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {
-            Capability.CC,
-            Capability.BCC,
-            Capability.REPLY_TO,
-            Capability.HEADERS,
-            Capability.ATTACHMENTS,
-            Capability.INLINE,
-            Capability.TAGS,
-            Capability.METADATA,
-        }
-    )
+    capabilities: ClassVar[frozenset[Capability]] = MIME_PARTS | LABELS
     max_tags: ClassVar[int | None] = 1  # `Tag` is one string
     max_recipients: ClassVar[int | None] = MAX_RECIPIENTS
     # "Provide either email TextBody or HtmlBody or both." (ErrorCode 300)

@@ -16,6 +16,8 @@ from email.utils import formataddr
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mailrelay.providers.base import (
+    LABELS,
+    MIME_PARTS,
     Capability,
     Health,
     Outcome,
@@ -67,19 +69,7 @@ class ResendProvider(ApiKeyProvider):
     type: ClassVar[str] = "resend"
     url_schemes: ClassVar[tuple[str, ...]] = ("resend",)
     default_base_url: ClassVar[str] = "https://api.resend.com"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {
-            Capability.CC,
-            Capability.BCC,
-            Capability.REPLY_TO,
-            Capability.HEADERS,
-            Capability.ATTACHMENTS,
-            Capability.INLINE,
-            Capability.TAGS,
-            Capability.METADATA,
-            Capability.IDEMPOTENCY,
-        }
-    )
+    capabilities: ClassVar[frozenset[Capability]] = MIME_PARTS | LABELS | {Capability.IDEMPOTENCY}
     # Resend answers "Missing `html` or `text` field" (resend-ruby PR #5 error log)
     needs_body: ClassVar[bool] = True
     health_check: ClassVar[str] = "GET /domains"

@@ -14,7 +14,15 @@ import time
 from email.utils import quote as rfc822_quote
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mailrelay.providers.base import Capability, Health, Outcome, ProviderError, Receipt
+from mailrelay.providers.base import (
+    LABELS,
+    MIME_PARTS,
+    Capability,
+    Health,
+    Outcome,
+    ProviderError,
+    Receipt,
+)
 from mailrelay.providers.http import ApiKeyProvider, HttpRequest, json_body
 
 if TYPE_CHECKING:
@@ -66,19 +74,7 @@ class SendgridProvider(ApiKeyProvider):
     type: ClassVar[str] = "sendgrid"
     url_schemes: ClassVar[tuple[str, ...]] = ("sendgrid",)
     default_base_url: ClassVar[str] = "https://api.sendgrid.com"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {
-            Capability.CC,
-            Capability.BCC,
-            Capability.REPLY_TO,
-            Capability.HEADERS,
-            Capability.ATTACHMENTS,
-            Capability.INLINE,
-            Capability.TAGS,
-            Capability.METADATA,
-            Capability.SANDBOX,
-        }
-    )
+    capabilities: ClassVar[frozenset[Capability]] = MIME_PARTS | LABELS | {Capability.SANDBOX}
     max_tags: ClassVar[int | None] = MAX_CATEGORIES
     max_recipients: ClassVar[int | None] = MAX_RECIPIENTS
     needs_to: ClassVar[bool] = True  # every personalization needs `to` (spec: required ["to"])

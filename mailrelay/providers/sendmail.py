@@ -19,7 +19,15 @@ import threading
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
-from mailrelay.providers.base import Capability, Health, Outcome, Provider, ProviderError, Receipt
+from mailrelay.providers.base import (
+    MIME_PARTS,
+    Capability,
+    Health,
+    Outcome,
+    Provider,
+    ProviderError,
+    Receipt,
+)
 
 if TYPE_CHECKING:
     from mailrelay.message import Message
@@ -107,16 +115,7 @@ def _first_line(f: IO[bytes]) -> str:
 class SendmailProvider(Provider):
     type: ClassVar[str] = "sendmail"
     url_schemes: ClassVar[tuple[str, ...]] = ("sendmail",)
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {
-            Capability.CC,
-            Capability.BCC,
-            Capability.REPLY_TO,
-            Capability.HEADERS,
-            Capability.ATTACHMENTS,
-            Capability.INLINE,
-        }
-    )
+    capabilities: ClassVar[frozenset[Capability]] = MIME_PARTS
     default_timeout: ClassVar[float] = 60.0
     health_check: ClassVar[str] = "command exists and is executable"
 

@@ -23,7 +23,15 @@ import re
 from email import policy as email_policy
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mailrelay.providers.base import Capability, Health, Outcome, ProviderError, Receipt
+from mailrelay.providers.base import (
+    LABELS,
+    MIME_PARTS,
+    Capability,
+    Health,
+    Outcome,
+    ProviderError,
+    Receipt,
+)
 from mailrelay.providers.http import HttpProvider, HttpRequest, error_text, json_body
 
 if TYPE_CHECKING:
@@ -149,18 +157,7 @@ class SesProvider(HttpProvider):
     type: ClassVar[str] = "ses"
     url_schemes: ClassVar[tuple[str, ...]] = ("ses",)
     default_base_url: ClassVar[str] = "https://email.us-east-1.amazonaws.com"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {
-            Capability.CC,
-            Capability.BCC,
-            Capability.REPLY_TO,
-            Capability.HEADERS,
-            Capability.ATTACHMENTS,
-            Capability.INLINE,
-            Capability.TAGS,
-            Capability.METADATA,
-        }
-    )
+    capabilities: ClassVar[frozenset[Capability]] = MIME_PARTS | LABELS
     max_recipients: ClassVar[int | None] = MAX_RECIPIENTS
     health_check: ClassVar[str] = "GET /v2/email/account"
 

@@ -23,7 +23,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mailrelay.providers.base import Capability, Health, Outcome, Provider, ProviderError, Receipt
+from mailrelay.providers.base import (
+    MIME_PARTS,
+    Capability,
+    Health,
+    Outcome,
+    Provider,
+    ProviderError,
+    Receipt,
+)
 from mailrelay.secrets import scrub
 
 if TYPE_CHECKING:
@@ -131,16 +139,7 @@ class SmtpProvider(Provider):
     type: ClassVar[str] = "smtp"
     url_schemes: ClassVar[tuple[str, ...]] = ("smtp", "smtps")
     # tags and metadata have no SMTP form: the base refuses them as `rejected`
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {
-            Capability.CC,
-            Capability.BCC,
-            Capability.REPLY_TO,
-            Capability.HEADERS,
-            Capability.ATTACHMENTS,
-            Capability.INLINE,
-        }
-    )
+    capabilities: ClassVar[frozenset[Capability]] = MIME_PARTS
     health_check: ClassVar[str] = "connect, EHLO, TLS, AUTH, NOOP, QUIT"
 
     def __init__(

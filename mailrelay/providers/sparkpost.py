@@ -11,7 +11,15 @@ from __future__ import annotations
 import base64
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mailrelay.providers.base import Capability, Health, Outcome, ProviderError, Receipt
+from mailrelay.providers.base import (
+    LABELS,
+    MIME_PARTS,
+    Capability,
+    Health,
+    Outcome,
+    ProviderError,
+    Receipt,
+)
 from mailrelay.providers.http import HttpProvider, HttpRequest, json_body
 
 if TYPE_CHECKING:
@@ -67,19 +75,7 @@ class SparkpostProvider(HttpProvider):
     type: ClassVar[str] = "sparkpost"
     url_schemes: ClassVar[tuple[str, ...]] = ("sparkpost",)
     default_base_url: ClassVar[str] = REGION_HOSTS["us"]
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {
-            Capability.CC,
-            Capability.BCC,
-            Capability.REPLY_TO,
-            Capability.HEADERS,
-            Capability.ATTACHMENTS,
-            Capability.INLINE,
-            Capability.TAGS,
-            Capability.METADATA,
-            Capability.SANDBOX,
-        }
-    )
+    capabilities: ClassVar[frozenset[Capability]] = MIME_PARTS | LABELS | {Capability.SANDBOX}
     max_tags: ClassVar[int | None] = (
         10  # recipient tags: at most 10 per recipient (recipient-lists.apib)
     )
