@@ -105,18 +105,17 @@ def masked(url: str) -> str:
 
 def split_prefix(url: str) -> tuple[str, str]:
     """(the URL for redis-py, the key prefix): `?prefix=NAME` is ours, not redis-py's."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
+    base, sep, query = url.partition("?")  # not urlunsplit: it drops unix:///'s empty host
     prefix = DEFAULT_PREFIX
     rest = []
-    for key, value in query:
+    for key, value in parse_qsl(query, keep_blank_values=True):
         if key == "prefix":
             prefix = value
         else:
             rest.append((key, value))
     if not prefix or any(c in prefix for c in "{}"):
         raise ConfigError(f"state URL {masked(url)}: prefix must be non-empty, without {{ or }}")
-    return urlunsplit(parts._replace(query=urlencode(rest))), prefix
+    return (f"{base}?{urlencode(rest)}" if rest else base), prefix
 
 
 class RedisStateStore:

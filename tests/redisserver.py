@@ -52,6 +52,8 @@ class RedisServer:
         self.tls = tls
         self.port = _free_port()
         self.dir = tempfile.mkdtemp(prefix="mailrelay-redis-")
+        self.log = str(Path(self.dir) / "server.log")
+        self.extra: list[str] = []  # more server options, e.g. --unixsocket PATH
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -63,6 +65,7 @@ class RedisServer:
     def start(self) -> None:
         argv = [self.binary, "--bind", HOST, "--save", "", "--appendonly", "no"]
         argv += ["--dir", self.dir, "--daemonize", "no", "--loglevel", "warning"]
+        argv += ["--logfile", self.log]
         if self.tls:
             cert, key, ca = self.tls
             argv += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", cert]
@@ -71,13 +74,14 @@ class RedisServer:
             argv += ["--port", str(self.port)]
         if self.password:
             argv += ["--requirepass", self.password]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        argv += self.extra
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                assert self.proc.stderr is not None
-                err = self.proc.stderr.read().decode(errors="replace").strip()
-                raise RuntimeError(f"{self.binary} exited: {err[-500:]}")
+                log = Path(self.log).read_text(errors="replace") if Path(self.log).exists() else ""
+                last = log.strip().splitlines()[-1:] or [f"exit status {self.proc.returncode}"]
+                raise RuntimeError(f"{Path(self.binary).name} exited: {last[0][-300:]}")
             try:
                 with socket.create_connection((HOST, self.port), timeout=0.2):
                     return
@@ -95,8 +99,6 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            if proc.stderr is not None:
-                proc.stderr.close()
 
     def close(self) -> None:
         self.stop()

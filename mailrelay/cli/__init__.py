@@ -247,8 +247,9 @@ class LazyGroup(click.Group):
 )
 @click.option(
     "--state",
-    metavar="PATH",
-    help="State file (default: $MAILRELAY_STATE, else the user data dir's mailrelay/state.toml).",
+    metavar="PATH|URL",
+    help="State file, or a redis://, rediss:// or unix:// URL to share it across hosts "
+    "(default: $MAILRELAY_STATE, else the user data dir's mailrelay/state.toml).",
 )
 @click.option(
     "--provider",
