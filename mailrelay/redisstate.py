@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from mailrelay.errors import ConfigError
 from mailrelay.secrets import REDACTED, remember, scrub
-from mailrelay.state import Changes, ProviderState, State, StateDelta, StateStore, TomlStateStore
+from mailrelay.state import Changes, ProviderState, State, StateStore, TomlStateStore
 
 DEFAULT_PREFIX = "mailrelay"
 TIMEOUT = 0.5  # connect and reply: the state must never hold mail up
@@ -105,7 +105,7 @@ def masked(url: str) -> str:
 
 def split_prefix(url: str) -> tuple[str, str]:
     """(the URL for redis-py, the key prefix): `?prefix=NAME` is ours, not redis-py's."""
-    base, sep, query = url.partition("?")  # not urlunsplit: it drops unix:///'s empty host
+    base, _, query = url.partition("?")  # not urlunsplit: it drops unix:///'s empty host
     prefix = DEFAULT_PREFIX
     rest = []
     for key, value in parse_qsl(query, keep_blank_values=True):
@@ -224,7 +224,7 @@ def _text(value: bytes | str) -> str:
 
 def _pairs(flat: list[Any]) -> dict[str, str]:
     items = [_text(v) for v in flat]
-    return dict(zip(items[::2], items[1::2]))
+    return dict(zip(items[::2], items[1::2], strict=False))
 
 
 def _int(value: str | None) -> int:

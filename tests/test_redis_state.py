@@ -22,9 +22,9 @@ import pytest
 from mailrelay.redisstate import RedisStateStore, masked
 from mailrelay.state import ProviderChange, StateDelta, TomlStateStore
 from tests.conftest import free_port
-from tests.test_e2e import mailrelay
 from tests.redisserver import RedisServer, flush, server_binary
 from tests.smtpserver import SmtpServer
+from tests.test_e2e import mailrelay
 
 BINARY = server_binary()
 pytestmark = pytest.mark.skipif(BINARY is None, reason="no redis-server or valkey-server")
@@ -118,8 +118,9 @@ def test_host_b_starts_where_host_a_found_a_working_provider(
 def _batch(host: Host, n: int) -> Path:
     path = host.home / f"batch-{os.urandom(3).hex()}.jsonl"
     lines = [
-        json.dumps({"from": "ops@example.com", "to": [f"u{i}@example.com"], "subject": "s",
-                    "text": "t"})  # fmt: skip
+        json.dumps(
+            {"from": "ops@example.com", "to": [f"u{i}@example.com"], "subject": "s", "text": "t"}
+        )
         for i in range(n)
     ]
     path.write_text("\n".join(lines) + "\n")
@@ -140,8 +141,14 @@ def test_concurrent_batches_from_two_hosts_lose_no_counter(
         host = hosts[i % 2]
         argv = [mailrelay_command(), "--config", str(host.config), "--state", redis_url]
         argv += ["send", "--batch", str(_batch(host, 25))]
-        procs.append(subprocess.Popen(argv, env={**os.environ, **host.env},
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                argv,
+                env={**os.environ, **host.env},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+        )
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
@@ -222,8 +229,14 @@ def test_a_long_running_process_goes_back_to_redis_after_a_pause(tmp_path: Path)
     now = [0.0]
     with RedisServer(BINARY) as own:
         local = TomlStateStore(tmp_path / "local.toml")
-        store = FallbackStore(lambda: RedisStateStore(own.url), "shared", local,
-                              warn=notes.append, retry_after=5.0, clock=lambda: now[0])  # fmt: skip
+        store = FallbackStore(
+            lambda: RedisStateStore(own.url),
+            "shared",
+            local,
+            warn=notes.append,
+            retry_after=5.0,
+            clock=lambda: now[0],
+        )
 
         def sent() -> None:
             change = ProviderChange("p", add={"sent": 1})
