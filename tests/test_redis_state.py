@@ -352,3 +352,29 @@ def test_providers_reset_ends_a_cooldown(
 def test_masked_hides_only_the_password() -> None:
     assert masked("redis://u:p%40ss@h:6379/0?prefix=x") == "redis://u:***@h:6379/0?prefix=x"
     assert masked("redis://h:6379/0") == "redis://h:6379/0"
+
+
+def test_the_config_and_the_environment_can_name_the_url(
+    redis_url: str, tmp_path: Path, relay: SmtpServer
+) -> None:
+    host = Host(tmp_path, "a", smtp_table("live", relay.port), state_file=redis_url)
+    send = ("send", "-s", "hi", "--text", "b", "x@example.com")
+    r = mailrelay("--config", str(host.config), *send, input=None, env=host.env)
+    assert r.returncode == 0 and warnings_of(r) == [], r.stderr
+    other = f"{redis_url}?prefix=env"
+    env = {**host.env, "MAILRELAY_STATE": other}  # the variable wins over the config
+    r = mailrelay("--config", str(host.config), *send, input=None, env=env)
+    assert r.returncode == 0, r.stderr
+    assert RedisStateStore(redis_url).load().providers["live"].sent == 1
+    assert RedisStateStore(other).load().providers["live"].sent == 1
+    assert not host.local_state.exists()
+
+
+def test_state_url_precedence() -> None:
+    from mailrelay.state import state_url
+
+    url = "redis://h:6379/0"
+    assert state_url(None, {}, url) == url
+    assert state_url("/tmp/s.toml", {}, url) is None  # an explicit path wins over the config
+    assert state_url(None, {"MAILRELAY_STATE": " rediss://h/1 "}, None) == "rediss://h/1"
+    assert state_url("unix:///run/r.sock", {"MAILRELAY_STATE": "/x"}, None) == "unix:///run/r.sock"
