@@ -529,12 +529,19 @@ class Bench:
         ratio = peak / size
         self.check("memory", "peak RSS / attachment size", ratio, "≤ 4", ratio <= 4)
 
-    def redis_send(self, http: Server, smtp: Server) -> None:
-        from tests.redisserver import RedisServer, server_binary
+    def redis_binary(self) -> str | None:
+        from tests.redisserver import server_binary
 
         binary = server_binary()
         if binary is None:
             self.missing.append("redis-server/valkey-server")
+        return binary
+
+    def redis_send(self, http: Server, smtp: Server) -> None:
+        from tests.redisserver import RedisServer
+
+        binary = self.redis_binary()
+        if binary is None:
             return
         cfg = self.config("redis-send", [self.smtp(smtp.port)])
         with RedisServer(binary) as server:
@@ -556,11 +563,10 @@ class Bench:
         """Two hosts x 8 senders at once, each a loop of single sends, on one Redis."""
         import redis
 
-        from tests.redisserver import RedisServer, server_binary
+        from tests.redisserver import RedisServer
 
-        binary = server_binary()
+        binary = self.redis_binary()
         if binary is None:
-            self.missing.append("redis-server/valkey-server")
             return
         per = 3 if self.quick else 10  # sends per sender
         senders = 16
