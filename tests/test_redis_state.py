@@ -105,6 +105,11 @@ def test_host_b_starts_where_host_a_found_a_working_provider(
 ) -> None:
     a, b = fleet
     assert tried(a.send(redis_url)) == ["dead", "live"]
+    plan = json.loads(b.send(redis_url, "--dry-run").stdout)  # B's plan, from the shared state
+    assert [(p["provider"], p["cooling_until"] is None) for p in plan["plan"]] == [
+        ("live", True),
+        ("dead", False),
+    ]
     assert tried(b.send(redis_url)) == ["live"]  # B never touches the relay A saw die
     seen = providers_json(b, redis_url)
     assert seen["live"]["sent"] == 2 and seen["live"]["sticky"]
