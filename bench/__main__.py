@@ -6,7 +6,8 @@
     python -m bench --json results.json
 
 The runner starts its own servers on 127.0.0.1 (a fast HTTP fake of Postmark's /email, an
-aiosmtpd sink, a port that accepts and never answers) and never contacts anything else.
+aiosmtpd sink, a port that accepts and never answers; a Redis-protocol server for the redis_
+scenarios, as the tests start it) and never contacts anything else.
 Each command runs in a fresh process, in rounds, every variant once per round, so a slow
 moment of the machine hits all of them alike. Peers that are not installed (swaks, msmtp,
 apprise) are reported as missing and left out.
