@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from mailrelay.errors import ConfigError
 from mailrelay.secrets import REDACTED, remember, scrub
@@ -94,13 +94,19 @@ class StateUnavailable(Exception):
 
 
 def masked(url: str) -> str:
-    """The URL without its password, for every message that names the store."""
+    """The URL without its password (in the authority or as ?password=), for every message
+    that names the store."""
     parts = urlsplit(url)
+    base, _, query = url.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(key == "password" for key, _ in pairs):
+        shown = [(k, REDACTED if k == "password" else v) for k, v in pairs]
+        url = f"{base}?{urlencode(shown, safe='*/')}"
     if parts.password is None:
         return url
     user = quote(parts.username or "", safe="")
     host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{host}"))
+    return url.replace(parts.netloc, f"{user}:{REDACTED}@{host}", 1)
 
 
 def split_prefix(url: str) -> tuple[str, str]:
@@ -128,8 +134,9 @@ class RedisStateStore:
 
         self.location = masked(url)
         parts = urlsplit(url)
-        if parts.password:
-            remember(parts.password)
+        for secret in [parts.password] + [v for k, v in parse_qsl(parts.query) if k == "password"]:
+            if secret:
+                remember(secret)
         target, prefix = split_prefix(url)
         self.prefix = f"{{{prefix}}}:"  # the hash tag: every key in one cluster slot
         self._keys = [self.prefix + "failover", self.prefix + "providers"]

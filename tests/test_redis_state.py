@@ -357,6 +357,10 @@ def test_providers_reset_ends_a_cooldown(
 def test_masked_hides_only_the_password() -> None:
     assert masked("redis://u:p%40ss@h:6379/0?prefix=x") == "redis://u:***@h:6379/0?prefix=x"
     assert masked("redis://h:6379/0") == "redis://h:6379/0"
+    assert (
+        masked("unix:///run/r.sock?db=1&password=s3cret") == "unix:///run/r.sock?db=1&password=***"
+    )
+    assert masked("unix://:pw@/run/r.sock") == "unix://:***@/run/r.sock"
 
 
 def test_the_config_and_the_environment_can_name_the_url(
