@@ -388,3 +388,22 @@ def test_state_url_precedence() -> None:
     assert state_url("/tmp/s.toml", {}, url) is None  # an explicit path wins over the config
     assert state_url(None, {"MAILRELAY_STATE": " rediss://h/1 "}, None) == "rediss://h/1"
     assert state_url("unix:///run/r.sock", {"MAILRELAY_STATE": "/x"}, None) == "unix:///run/r.sock"
+
+
+def test_a_batch_folds_its_updates_into_one_script_call(
+    server: RedisServer, redis_url: str, tmp_path: Path, relay: SmtpServer
+) -> None:
+    import redis
+
+    host = Host(tmp_path, "a", smtp_table("live", relay.port))
+    argv = ("send", "--batch")
+    r = host.run(redis_url, *argv, str(_batch(host, 2)))  # loads the scripts into the server
+    assert r.returncode == 0, r.stderr
+    client = redis.Redis(host="127.0.0.1", port=server.port)
+    client.config_resetstat()
+    r = host.run(redis_url, *argv, str(_batch(host, 25)))
+    assert r.returncode == 0, r.stderr
+    stats = client.info("commandstats")
+    client.close()
+    assert stats["cmdstat_evalsha"]["calls"] == 2  # one read, one update for 25 messages
+    assert RedisStateStore(redis_url).load().providers["live"].sent == 27
