@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from mailrelay.errors import ConfigError, did_you_mean
 from mailrelay.record import field, record
 from mailrelay.secrets import Secret
+from mailrelay.state import is_state_url
 
 if TYPE_CHECKING:
     from mailrelay.alerts import AlertSettings
@@ -43,6 +44,7 @@ DEFAULTS_KEYS = (
     "max_cooldown",
     "max_size",
     "state_file",
+    "state_password",
     "on_failure",
     "log_file",
     "spool_dir",
@@ -357,6 +359,8 @@ class Settings:
     max_cooldown: float = DEFAULT_MAX_COOLDOWN
     max_size: int | None = None
     state_file: Path | None = None
+    state_url: str | None = None  # state_file given as redis://, rediss:// or unix://
+    state_password: Secret | None = None  # for a state URL without a password in it
     on_failure: str = "fail"  # "queue": spool a message every provider refused for now
     log_file: Path | None = None  # JSON-lines audit log; off by default
     spool_dir: Path | None = None  # default: the user data dir's mailrelay/spool
@@ -401,9 +405,12 @@ def _read_defaults(
             setattr(settings, key, cfg.float(key, getattr(settings, key)))
         if cfg.has("max_size"):
             settings.max_size = cfg.int("max_size", 0, min=1)
+        settings.state_password = cfg.secret("state_password", required=False)
         for key in ("state_file", "log_file", "spool_dir"):
             value = cfg.str(key)
-            if value:
+            if value and key == "state_file" and is_state_url(value):
+                settings.state_url = value
+            elif value:
                 setattr(settings, key, Path(value).expanduser())
     except ConfigError as exc:
         _report(fail(exc.key or "?", exc.reason), problems)
