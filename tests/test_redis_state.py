@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -407,3 +408,38 @@ def test_a_batch_folds_its_updates_into_one_script_call(
     client.close()
     assert stats["cmdstat_evalsha"]["calls"] == 2  # one read, one update for 25 messages
     assert RedisStateStore(redis_url).load().providers["live"].sent == 27
+
+
+def test_a_transition_seen_by_two_hosts_is_alerted_once_and_metrics_read_redis(
+    redis_url: str, tmp_path: Path, relay: SmtpServer
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.test_alerts import RECORDER, kinds, read_events
+
+    script = tmp_path / "record_alert.py"
+    script.write_text(RECORDER)
+    events = tmp_path / "events.jsonl"  # both hosts' alert commands write here
+    alerts = f"\n[alerts]\ncommand = {json.dumps([sys.executable, str(script), str(events)])}\n"
+    providers = smtp_table("dead", free_port()) + smtp_table("live", relay.port) + alerts
+    # priority with a tiny cooldown: every send tries the dead relay first, on both hosts
+    a = Host(tmp_path, "a", providers, policy="priority", cooldown=0.001)
+    b = Host(tmp_path, "b", providers, policy="priority", cooldown=0.001)
+    for host in (a, b, a, b):
+        time.sleep(0.01)  # past the cooldown
+        assert tried(host.send(redis_url)) == ["dead", "live"]
+    # the dead relay went down once for the whole fleet: the first host's update made it
+    assert kinds(read_events(events)) == {("provider_down", "dead"): 1}
+
+    r = b.run(redis_url, "metrics")
+    assert r.returncode == 0, r.stderr
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(r.stdout)
+        for s in family.samples
+    }
+    attempts = "mailrelay_send_attempts_total"
+    assert samples[(attempts, (("outcome", "transient"), ("provider", "dead")))] == 4
+    assert samples[(attempts, (("outcome", "accepted"), ("provider", "live")))] == 4
+    assert samples[("mailrelay_messages_total", (("result", "sent"),))] == 4
+    assert samples[("mailrelay_provider_consecutive_failures", (("provider", "dead"),))] == 4
