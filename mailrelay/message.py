@@ -211,18 +211,15 @@ class Message:
     ) -> tuple[EmailMessage, list[tuple[EmailMessage, Attachment]]]:
         """The MIME tree and each attachment's part; without `bodies` those parts are empty."""
         msg = EmailMessage(policy=email_policy.SMTP)
-        msg["From"] = str(self.sender)
-        if self.to:
-            msg["To"] = ", ".join(str(a) for a in self.to)
-        if self.cc:
-            msg["Cc"] = ", ".join(str(a) for a in self.cc)
-        if self.reply_to:
-            msg["Reply-To"] = ", ".join(str(a) for a in self.reply_to)
-        msg["Subject"] = self.subject
+        _set_addresses(msg, "From", [self.sender])
+        _set_addresses(msg, "To", self.to)
+        _set_addresses(msg, "Cc", self.cc)
+        _set_addresses(msg, "Reply-To", self.reply_to)
+        _set_text(msg, "Subject", self.subject)
         msg["Date"] = format_datetime(self.date)
         msg["Message-ID"] = self.message_id
         for name, value in self.headers:
-            msg[name] = value
+            _set_text(msg, name, value)
         if self.text is not None:
             msg.set_content(self.text)
         if self.html is not None:
@@ -265,6 +262,8 @@ class Message:
             return MessageBytes([self.raw])
         # a random token names each attachment's place, so no body text can look like one
         token = f"mailrelay-attachment-{os.urandom(16).hex()}-"
+        # the headers mailrelay encodes itself (_set_text) are written as they are
+        policy = policy.clone(refold_source="none")
         msg, placed = self._build_mime(bodies=False)
         for i, (part, _) in enumerate(placed):
             part.set_payload(f"{token}{i}\n")  # one line, as a base64 body is lines
@@ -342,6 +341,79 @@ class Message:
         }
 
 
+# --- header values the email package must not fold itself ------------------------------
+#
+# Text that looks like an RFC 2047 encoded word ("=?utf-8?q?x?=") would be decoded by every
+# reader, and the email package's folder has failed on long unbreakable words mixed with
+# non-ASCII text: such values are written here as encoded words (RFC 2047 "B"), each at
+# most 75 characters, one per line (RFC 5322 §2.2.3 folding), so they arrive as typed.
+_LINE = 78  # RFC 5322 §2.1.1: SHOULD be no more than 78 characters
+_WORD_BYTES = 45  # UTF-8 bytes per encoded word: 60 base64 characters + 12 = 72
+_LONG_WORD = 40
+_MAX_NAME_WORD = 900  # characters of the one encoded word a display name becomes (RFC 5322: 998)
+
+
+def _longest_word(value: str) -> int:
+    return max((len(w) for w in value.split()), default=0)
+
+
+def _needs_encoding(value: str) -> bool:
+    if "=?" in value:
+        return True
+    longest = _longest_word(value)
+    return longest > 900 or (longest > _LONG_WORD and not value.isascii())
+
+
+def _encoded_words(value: str, first_room: int) -> str:
+    """`value` as encoded words joined by folds; the first fits in `first_room` characters."""
+    words: list[str] = []
+    room = max((first_room - 12) // 4 * 3, 3)
+    chunk = b""
+    for ch in value:
+        data = ch.encode("utf-8", "surrogateescape")
+        if chunk and len(chunk) + len(data) > room:
+            words.append(chunk.decode("utf-8", "surrogateescape"))
+            chunk, room = b"", _WORD_BYTES
+        chunk += data
+    words.append(chunk.decode("utf-8", "surrogateescape"))
+    return "\n ".join(
+        "=?utf-8?b?" + base64.b64encode(w.encode("utf-8", "surrogateescape")).decode() + "?="
+        for w in words
+    )
+
+
+def _set_text(msg: EmailMessage, name: str, value: str) -> None:
+    """An unstructured header (Subject, --header): encoded here when the email package would
+    change it, else as the email package writes it."""
+    if _needs_encoding(value):
+        msg.set_raw(name, _encoded_words(value, _LINE - len(name) - 2))
+    else:
+        msg[name] = value
+
+
+def _set_addresses(msg: EmailMessage, name: str, addresses: Sequence[Address]) -> None:
+    if not addresses:
+        return
+    special = any(_needs_encoding(a.name) for a in addresses)
+    if not special or not all(a.email.isascii() for a in addresses):
+        msg[name] = ", ".join(str(a) for a in addresses)
+        return
+    lines = []
+    for addr in addresses:
+        if _needs_encoding(addr.name):
+            # one encoded word: readers (the email package among them) put a space between
+            # adjacent encoded words in a display name, which RFC 2047 §6.2 says to drop
+            word = _encoded_words(addr.name, _MAX_NAME_WORD)
+            if "\n" in word:
+                raise MessageError(
+                    f"{name}: display name too long to encode ({len(addr.name)} characters)"
+                )
+            lines.append(f"{word}\n <{addr.email}>")
+        else:
+            lines.append(str(addr))
+    msg.set_raw(name, ",\n ".join(lines))
+
+
 def _last_part(msg: EmailMessage) -> EmailMessage:
     *_, part = msg.iter_parts()
     assert isinstance(part, EmailMessage)
@@ -358,9 +430,82 @@ def _find_html_part(msg: EmailMessage) -> EmailMessage | None:
 # --- validation -------------------------------------------------------------------------
 
 
+# What never goes into a header: C0 controls but TAB (CR and LF among them), DEL, the C1
+# controls (NEL U+0085 among them) and the Unicode line and paragraph separators, which some
+# readers and JSON APIs take as line breaks. VT, FF and FS/GS/RS are line ends to Python's
+# str.splitlines.
+_NOT_IN_HEADER = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def check_header_value(where: str, value: str) -> None:
-    if "\r" in value or "\n" in value:
+    """The one check for every string that lands in a header (flags, JSON, .eml, sendmail):
+    refuse what could end a line there, naming the field and never echoing the value."""
+    m = _NOT_IN_HEADER.search(value)
+    if m is None:
+        return
+    char = m.group()
+    if char in "\r\n":
         raise MessageError(f"{where}: line breaks (CR/LF) are not allowed in a header value")
+    raise MessageError(
+        f"{where}: control character U+{ord(char):04X} is not allowed in a header value"
+    )
+
+
+def check_fields(msg: Message, where: str = "") -> None:
+    """Every string of `msg` that lands in a header or an API's header-like field."""
+    at = f"{where}: " if where else ""
+    for label, addrs in (
+        ("from", [msg.sender]),
+        ("envelope sender", [msg.envelope_from] if msg.envelope_from else []),
+        ("to", msg.to),
+        ("cc", msg.cc),
+        ("bcc", msg.bcc),
+        ("reply-to", msg.reply_to),
+    ):
+        for addr in addrs:
+            check_header_value(f"{at}{label} address", addr.email)
+            check_header_value(f"{at}{label} display name", addr.name)
+    check_header_value(f"{at}subject", msg.subject)
+    check_header_value(f"{at}message id", msg.message_id)
+    for name, value in msg.headers:
+        if not _HEADER_NAME.match(name):
+            raise MessageError(f"{at}header {name!r}: not a valid header name")
+        check_header_value(f"{at}header {name}", value)
+    for tag in msg.tags:
+        check_header_value(f"{at}tag", tag)
+    for key, value in msg.metadata.items():
+        check_header_value(f"{at}metadata key", key)
+        check_header_value(f"{at}metadata {key}", value)
+    for i, att in enumerate(msg.attachments):
+        check_header_value(f"{at}attachment {i + 1} file name", att.filename)
+        check_header_value(f"{at}attachment {i + 1} content type", att.content_type)
+        check_header_value(f"{at}attachment {i + 1} content id", att.content_id or "")
+        if att.content_type.count("/") != 1 or not all(
+            _MIME_TOKEN.fullmatch(t) for t in att.content_type.split("/")
+        ):
+            raise MessageError(
+                f"{at}attachment {i + 1} content type: {att.content_type!r} is not type/subtype"
+            )
+
+
+_MIME_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 2045 token
+
+
+def check_renders(msg: Message) -> None:
+    """Lay out the message's MIME form once (attachment bodies left out), before any provider:
+    what cannot be written is the message's fault (65), not a provider failure."""
+    if msg.raw is not None:
+        return
+    ascii_only = all(a.email.isascii() for a in (msg.sender, *msg.recipients(), *msg.reply_to))
+    try:
+        msg.byte_stream(email_policy.SMTP if ascii_only else email_policy.SMTPUTF8)
+    except MessageError:
+        raise
+    except Exception as exc:  # the email package's own limits, e.g. its folder
+        reason = " ".join(str(exc).split())[:200]
+        raise MessageError(
+            f"the message cannot be written as MIME: {type(exc).__name__}: {reason}"
+        ) from None
 
 
 # The common case, checked without email_validator (whose import compiles dozens of regular
@@ -466,15 +611,7 @@ def validate_message(msg: Message, *, max_size: int = DEFAULT_MAX_SIZE) -> None:
     """Everything that can be checked without a provider. Raises MessageError."""
     if not msg.recipients():
         raise MessageError("no recipients: give at least one address (argument, --to, --cc, --bcc)")
-    check_header_value("subject", msg.subject)
-    for name, value in msg.headers:
-        if not _HEADER_NAME.match(name):
-            raise MessageError(f"header {name!r}: not a valid header name")
-        check_header_value(f"header {name}", value)
-    for tag in msg.tags:
-        check_header_value("tag", tag)
-    for key, value in msg.metadata.items():
-        check_header_value(f"metadata {key}", value)
+    check_fields(msg)
     if msg.text is None and msg.html is None and not msg.attachments and not msg.subject:
         raise MessageError(
             "empty message: give a subject, a body (--text, --html, standard input) or --attach"
@@ -484,6 +621,7 @@ def validate_message(msg: Message, *, max_size: int = DEFAULT_MAX_SIZE) -> None:
         raise MessageError(
             f"message too large: {size} bytes, limit {max_size} (max_size in the config)"
         )
+    check_renders(msg)
 
 
 def build_message(
@@ -833,6 +971,8 @@ def parse_eml(
     """
     if not data.strip():
         raise MessageError(f"{where}: empty input, expected an RFC 5322 message")
+    if full_name is not None:
+        check_header_value(f"{where}: -F (full name)", full_name)
     fields, body = _split_fields(data)
     kept = [(n, f) for n, f in fields if n.lower() not in _BLIND_HEADERS]
     parsed = message_from_bytes(
@@ -928,7 +1068,7 @@ def parse_eml(
     reply_to = [
         Address(addr, name) for name, addr in getaddresses(values("Reply-To")) if "@" in addr
     ]
-    return Message(
+    msg = Message(
         sender=sender,
         to=to,
         cc=cc,
@@ -944,3 +1084,5 @@ def parse_eml(
         raw=raw,
         envelope_from=env_from if env_from and env_from.email != sender.email else None,
     )
+    check_fields(msg, where)
+    return msg
