@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from mailrelay.errors import ConfigError
+from mailrelay.fsutil import read_regular_file
 from mailrelay.record import field, record
 from mailrelay.secrets import Secret
 
@@ -473,7 +474,7 @@ def load_settings(
     data: dict[str, Any] = {}
     source = str(path)
     try:
-        raw = path.read_bytes()
+        raw = read_regular_file(path)
     except FileNotFoundError:
         if explicit:
             raise ConfigError("config file not found", source=source) from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import mimetypes
 import os
 import re
@@ -19,7 +20,7 @@ from email import policy as email_policy
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, getaddresses, make_msgid, parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from mailrelay.errors import MessageError, input_file_error
 from mailrelay.record import field, record
@@ -580,19 +581,57 @@ def parse_header(where: str, raw: str) -> tuple[str, str]:
     return name, value
 
 
-def read_input_file(path: str | Path, label: str) -> bytes:
-    """A whole input file; unreadable → InputFileError "LABEL: no such file" (exit 66)."""
+_READ_CHUNK = 1024 * 1024
+
+
+def read_input_file(
+    path: str | Path, label: str, *, limit: int | None = None, regular: bool = False
+) -> bytes:
+    """A whole input file; unreadable → InputFileError "LABEL: no such file" (exit 66).
+
+    Read in chunks, never more than `limit` bytes (a MessageError past it: /dev/zero ends
+    there); with `regular`, anything but a regular file (a FIFO, a device) is refused before
+    a byte is read, as opening a FIFO would wait for a writer.
+    """
+    from mailrelay.fsutil import open_for_reading
+
     try:
-        with open(path, "rb") as fh:
-            return fh.read()
+        fd = open_for_reading(path, regular=regular)
     except OSError as exc:
+        if exc.errno == errno.EINVAL:  # not a regular file: the input's fault
+            raise MessageError(f"{label}: not a regular file") from None
         raise input_file_error(label, exc) from None
+    with os.fdopen(fd, "rb", buffering=0) as fh:
+        try:
+            return read_bounded(fh, label, limit)
+        except OSError as exc:
+            raise input_file_error(label, exc) from None
 
 
-def load_attachment(path: str, *, inline: bool = False) -> Attachment:
+def read_bounded(stream: BinaryIO, label: str, limit: int | None) -> bytes:
+    """All of `stream`, in chunks; a one-line MessageError once it passes `limit` bytes."""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        want = _READ_CHUNK if limit is None else min(_READ_CHUNK, limit + 1 - total)
+        chunk = stream.read(want)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if limit is not None and total > limit:
+            raise MessageError(
+                f"{label}: larger than the message size limit of {limit} bytes "
+                "(max_size in the config)"
+            )
+
+
+def load_attachment(
+    path: str, *, inline: bool = False, max_size: int = DEFAULT_MAX_SIZE
+) -> Attachment:
     """Read an attachment file, guessing its MIME type from the name."""
     p = Path(path)
-    data = read_input_file(p, f"attachment {path}")
+    data = read_input_file(p, f"attachment {path}", limit=max_size, regular=True)
     ctype, encoding = mimetypes.guess_type(p.name)
     if ctype is None or encoding is not None:
         ctype = "application/octet-stream"
@@ -661,7 +700,7 @@ def build_message(
         text=text,
         html=html,
         headers=[parse_header("--header", h) for h in headers],
-        attachments=[load_attachment(a) for a in attachments],
+        attachments=[load_attachment(a, max_size=max_size) for a in attachments],
         tags=list(tags),
         metadata=meta,
     )
@@ -841,6 +880,7 @@ def message_from_dict(
 # Trace fields that belong to a delivery, not to the message; never passed on to an API.
 _TRACE_HEADERS = frozenset({"received", "return-path", "delivered-to", "x-original-to"})
 _BLIND_HEADERS = frozenset({"bcc", "resent-bcc"})
+MAX_MIME_DEPTH = 100  # multipart levels in a message given whole
 _FIELD_START = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 
 
@@ -855,23 +895,24 @@ def _split_fields(data: bytes) -> tuple[list[tuple[str, bytes]], bytes]:
     lines = text.split(b"\n")
     if lines and lines[0].startswith(b"From "):
         lines = lines[1:]
-    fields: list[tuple[str, bytes]] = []
+    # each field's lines are gathered, then joined once: linear however many are folded
+    gathered: list[tuple[str, list[bytes]]] = []
     i = 0
     while i < len(lines):
         line = lines[i]
         if line == b"":
             i += 1
             break
-        if line[:1] in (b" ", b"\t") and fields:
-            name, value = fields[-1]
-            fields[-1] = (name, value + b"\n" + line)
+        if line[:1] in (b" ", b"\t") and gathered:
+            gathered[-1][1].append(line)
             i += 1
             continue
         m = _FIELD_START.match(line)
         if m is None:
             break  # the body starts without an empty line
-        fields.append((m.group(1).decode("ascii"), line))
+        gathered.append((m.group(1).decode("ascii"), [line]))
         i += 1
+    fields = [(name, b"\n".join(parts)) for name, parts in gathered]
     return fields, b"\n".join(lines[i:])
 
 
@@ -884,8 +925,26 @@ def _header_addresses(where: str, values: Sequence[str]) -> list[Address]:
             raise MessageError(
                 f"{where}: {addr!r} has no domain; give full addresses (e.g. MAILTO in a crontab)"
             )
-        out.append(Address(validate_email(where, addr), name))
+        out.append(Address(validate_email(where, addr), _decode_words(name)))
     return out
+
+
+def _field_text(field: bytes) -> str:
+    """A field's value (after "Name:"), unfolded, still RFC 2047-encoded."""
+    return _unfold(field.partition(b":")[2].decode("utf-8", "replace"))
+
+
+def _decode_words(text: str) -> str:
+    """RFC 2047 encoded words decoded; text that does not decode stays as it is."""
+    if "=?" not in text:
+        return text
+    from email.errors import HeaderParseError
+    from email.header import decode_header, make_header
+
+    try:
+        return str(make_header(decode_header(text)))
+    except (HeaderParseError, LookupError, UnicodeError, ValueError):
+        return text
 
 
 def _unfold(value: str) -> str:
@@ -908,8 +967,10 @@ def _body_parts(
             content = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
         return content.replace("\r\n", "\n")
 
-    def visit(part: EmailMessage) -> None:
+    def visit(part: EmailMessage, depth: int = 0) -> None:
         nonlocal text, html
+        if depth > MAX_MIME_DEPTH:
+            raise RecursionError
         ctype = part.get_content_type()
         if ctype == "message/rfc822":
             inner = part.get_payload(0)
@@ -919,7 +980,7 @@ def _body_parts(
         if part.is_multipart():
             for sub in part.iter_parts():
                 if isinstance(sub, EmailMessage):
-                    visit(sub)
+                    visit(sub, depth + 1)
             return
         disposition = part.get_content_disposition()
         filename = part.get_filename()
@@ -975,17 +1036,17 @@ def parse_eml(
         check_header_value(f"{where}: -F (full name)", full_name)
     fields, body = _split_fields(data)
     kept = [(n, f) for n, f in fields if n.lower() not in _BLIND_HEADERS]
-    parsed = message_from_bytes(
-        b"\n".join(f for _, f in fields) + b"\n\n", _class=EmailMessage, policy=email_policy.default
-    )
 
+    # Header values are read from the fields here, not by the email package, whose header
+    # parser takes quadratic time on a field folded over many lines.
     def values(name: str) -> list[str]:
-        return [_unfold(str(v)) for v in parsed.get_all(name) or []]
+        lname = name.lower()
+        return [_field_text(f) for n, f in fields if n.lower() == lname]
 
     env_from: Address | None = None
     if envelope_from and "@" in envelope_from:
         env_from = parse_address(f"{where}: -f", envelope_from)
-    from_pairs = [(n, a) for n, a in getaddresses(values("From")) if a]
+    from_pairs = [(_decode_words(n), a) for n, a in getaddresses(values("From")) if a]
     sender: Address | None = None
     if from_pairs and "@" in from_pairs[0][1]:
         sender = Address(validate_email(f"{where}: From", from_pairs[0][1]), from_pairs[0][0])
@@ -1047,9 +1108,14 @@ def parse_eml(
             f"{where}: message too large: {len(raw)} bytes, "
             f"limit {max_size} (max_size in the config)"
         )
-    full = message_from_bytes(raw, _class=EmailMessage, policy=email_policy.default)
-    assert isinstance(full, EmailMessage)
-    text, html, attachments = _body_parts(full)
+    try:
+        full = message_from_bytes(raw, _class=EmailMessage, policy=email_policy.default)
+        assert isinstance(full, EmailMessage)
+        text, html, attachments = _body_parts(full)
+    except RecursionError:  # the email package's parser recurses once per nested multipart
+        raise MessageError(
+            f"{where}: MIME parts nested too deeply (at most {MAX_MIME_DEPTH} levels)"
+        ) from None
     date = _now()
     date_values = values("Date")
     if date_values:
@@ -1057,16 +1123,18 @@ def parse_eml(
             date = parsedate_to_datetime(date_values[0])
         if date.tzinfo is None:
             date = date.replace(tzinfo=timezone.utc)
-    message_id = _unfold(str(full.get("Message-ID", ""))) or make_msgid(domain=sender.domain)
+    message_id = next(_field_text(f) for n, f in kept if n.lower() == "message-id")
     # For the API providers: a field given several times (cron's X-Cron-Env) becomes one,
     # its values joined by ", ", since most APIs take headers as a JSON object.
     merged: dict[str, tuple[str, list[str]]] = {}
-    for name, value in full.items():
+    for name, value in kept:
         if name.lower() not in STRUCTURAL_HEADERS and name.lower() not in _TRACE_HEADERS:
-            merged.setdefault(name.lower(), (name, []))[1].append(_unfold(str(value)))
+            merged.setdefault(name.lower(), (name, []))[1].append(_decode_words(_field_text(value)))
     headers = [(name, ", ".join(vals)) for name, vals in merged.values()]
     reply_to = [
-        Address(addr, name) for name, addr in getaddresses(values("Reply-To")) if "@" in addr
+        Address(addr, _decode_words(name))
+        for name, addr in getaddresses(values("Reply-To"))
+        if "@" in addr
     ]
     msg = Message(
         sender=sender,
@@ -1074,7 +1142,7 @@ def parse_eml(
         cc=cc,
         bcc=bcc,
         reply_to=reply_to,
-        subject=_unfold(str(full.get("Subject", ""))),
+        subject=_decode_words(next(iter(values("Subject")), "")),
         text=text,
         html=html,
         headers=headers,
