@@ -255,7 +255,9 @@ class Message:
             placed.append((_last_part(msg), att))
         return msg, placed
 
-    def byte_stream(self, policy: email_policy.Policy = email_policy.SMTP) -> MessageBytes:
+    def byte_stream(
+        self, policy: email_policy.EmailPolicy[EmailMessage] = email_policy.SMTP
+    ) -> MessageBytes:
         """The RFC 5322 bytes as `as_bytes` gives them, made chunk by chunk: the email package
         lays out the MIME skeleton, and each attachment's base64 is generated while sending
         (the email package would hold it whole several times over: 10x a large attachment)."""
