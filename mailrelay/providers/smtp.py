@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from mailrelay.providers.base import Health, Outcome, Provider, ProviderError, Receipt
 from mailrelay.providers.deadline import MAX_ANSWER, deadline_file
-from mailrelay.secrets import scrub
+from mailrelay.secrets import remember_auth, scrub
 
 if TYPE_CHECKING:
     from mailrelay.config import ProviderConfig, ProviderURL
@@ -269,7 +269,9 @@ class SmtpProvider(Provider):
     def password(self) -> str:
         assert self._password is not None
         try:
-            return self._password.reveal()
+            password = self._password.reveal()
+            remember_auth(self.username or "", password)  # AUTH PLAIN / LOGIN forms
+            return password
         except Exception as exc:  # a missing env var or a failing command: this provider only
             raise ProviderError(
                 Outcome.PROVIDER, f"{self.label}: cannot get the password: {exc}"
