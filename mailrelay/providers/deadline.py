@@ -12,6 +12,7 @@ import io
 import socket
 import time
 from collections.abc import Callable
+from typing import IO
 
 MAX_ANSWER = 64 * 1024  # bytes of a reply body or an SMTP reply that mailrelay reads
 
@@ -21,10 +22,19 @@ class DeadlineReader(io.RawIOBase):
     (a time.monotonic() value; a kept SMTP session moves it); past it, TimeoutError.
     Closing it leaves the socket open."""
 
-    def __init__(self, sock: socket.socket, deadline: Callable[[], float]) -> None:
+    def __init__(
+        self, sock: socket.socket, deadline: Callable[[], float], holds: IO[bytes] | None = None
+    ) -> None:
         super().__init__()
         self.sock = sock
         self.deadline = deadline
+        self.holds = holds  # a socket file it stands for, closed with it (its close ends
+        # the socket once its owner has closed it too, as http.client expects)
+
+    def close(self) -> None:
+        if self.holds is not None:
+            self.holds.close()
+        super().close()
 
     def readable(self) -> bool:
         return True
@@ -37,5 +47,7 @@ class DeadlineReader(io.RawIOBase):
         return self.sock.recv_into(buffer)
 
 
-def deadline_file(sock: socket.socket, deadline: Callable[[], float]) -> io.BufferedReader:
-    return io.BufferedReader(DeadlineReader(sock, deadline))
+def deadline_file(
+    sock: socket.socket, deadline: Callable[[], float], holds: IO[bytes] | None = None
+) -> io.BufferedReader:
+    return io.BufferedReader(DeadlineReader(sock, deadline, holds))

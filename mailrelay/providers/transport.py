@@ -300,8 +300,7 @@ class _BoundedResponse(HTTPResponse):
 
     def __init__(self, sock: socket.socket, *args: Any, deadline: float, **kwargs: Any) -> None:
         super().__init__(sock, *args, **kwargs)
-        self.fp.close()
-        self.fp = deadline_file(sock, lambda: deadline)
+        self.fp = deadline_file(sock, lambda: deadline, holds=self.fp)
 
 
 def _dropped(sock: socket.socket) -> bool:
