@@ -317,8 +317,10 @@ class Message:
         """An estimate of the raw content size in bytes (before transfer encoding)."""
         if self.raw is not None:
             return len(self.raw)
-        n = len(self.subject.encode()) + sum(len(v) for _, v in self.headers)
-        n += len((self.text or "").encode()) + len((self.html or "").encode())
+        # "surrogatepass": text that has no UTF-8 form is refused later (check_renders)
+        n = len(self.subject.encode(errors="surrogatepass")) + sum(len(v) for _, v in self.headers)
+        n += len((self.text or "").encode(errors="surrogatepass"))
+        n += len((self.html or "").encode(errors="surrogatepass"))
         return n + sum(len(a.data) for a in self.attachments)
 
     def summary(self) -> dict[str, object]:
