@@ -350,3 +350,319 @@ def test_a_fifo_state_file_never_holds_mail_up(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "not a regular file" in r.stderr
     assert len(outbox_messages(out)) == 1
+
+
+# --- 5. hostile servers: every attempt ends at its deadline, every answer is bounded ----
+
+
+class HostileServer:
+    """A TCP server on 127.0.0.1 that answers each connection with `talk(conn)`, in a thread;
+    every connection is given up after `limit` seconds whatever `talk` does."""
+
+    def __init__(self, talk: Callable[[socket.socket, float], None], limit: float = 20) -> None:
+        self.talk = talk
+        self.limit = limit
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.sent = 0  # bytes sent, over every connection
+        self.closed_by_client = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> HostileServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self.sock.close()
+        self._thread.join(timeout=self.limit + 5)
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                self.talk(conn, time.monotonic() + self.limit)
+            except OSError:  # the client gave up and closed: what the tests want
+                self.closed_by_client.set()
+
+    def send(self, conn: socket.socket, data: bytes) -> None:
+        conn.sendall(data)
+        self.sent += len(data)
+
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+
+def read_request(conn: socket.socket) -> None:
+    conn.settimeout(5)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        body += chunk
+
+
+def postmark_at(port: int, name: str, timeout: float = 2) -> str:
+    base = quote(f"http://127.0.0.1:{port}", safe="")
+    return f"postmark://pm-token-123456@?base_url={base}&timeout={timeout:g}&name={name}"
+
+
+def test_a_trickling_http_server_cannot_hold_the_attempt(smtp: SmtpServer, tmp_path: Path) -> None:
+    server: HostileServer
+
+    def trickle(conn: socket.socket, until: float) -> None:
+        read_request(conn)
+        reply = b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 10_000
+        for byte in reply:
+            if time.monotonic() > until or server.stopped():
+                return
+            server.send(conn, bytes([byte]))
+            time.sleep(0.4)
+
+    with HostileServer(trickle) as server:
+        r = mailrelay(
+            "--provider", postmark_at(server.port, "slow"), "--provider", smtp_url(smtp, "relay"),
+            "--state", str(tmp_path / "state.toml"), "send", "--timeout", "15", "--json",
+            "-r", "a@example.com", "-s", "x", "--text", "hi", "b@example.com",
+        )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    first, second = result["attempts"]
+    assert first["provider"] == "slow" and first["outcome"] == "ambiguous"
+    assert second["provider"] == "relay" and second["outcome"] == "accepted"
+    assert len(smtp.messages) == 1
+
+
+def test_an_endless_error_body_is_read_only_in_part(smtp: SmtpServer, tmp_path: Path) -> None:
+    server: HostileServer
+    cap = 512 * 1024 * 1024
+
+    def endless(conn: socket.socket, until: float) -> None:
+        read_request(conn)
+        server.send(conn, b"HTTP/1.1 500 Oops\r\nContent-Length: 100000000000\r\n\r\n")
+        block = b"x" * 65536
+        while time.monotonic() < until and server.sent < cap and not server.stopped():
+            server.send(conn, block)
+
+    with HostileServer(endless) as server:
+        r = mailrelay(
+            "--provider", postmark_at(server.port, "endless", timeout=10),
+            "--provider", smtp_url(smtp, "relay"), "--state", str(tmp_path / "state.toml"),
+            "send", "--timeout", "30", "--json", "-r", "a@example.com", "-s", "x",
+            "--text", "hi", "b@example.com",
+        )  # fmt: skip
+        assert server.closed_by_client.wait(10)
+    assert r.returncode == 0, r.stderr
+    first, second = json.loads(r.stdout)["attempts"]
+    assert first["outcome"] == "transient" and "HTTP 500" in first["detail"]
+    assert len(first["detail"]) < 1000
+    assert second["outcome"] == "accepted"
+    # what the kernel's buffers hold beyond the 64 KiB read, far below the server's cap
+    assert server.sent < 64 * 1024 * 1024
+
+
+def test_an_smtp_server_with_endless_greeting_lines_cannot_hold_the_attempt(
+    smtp: SmtpServer, tmp_path: Path
+) -> None:
+    server: HostileServer
+
+    def chatter(conn: socket.socket, until: float) -> None:
+        while time.monotonic() < until and not server.stopped():
+            server.send(conn, b"220-still greeting you\r\n")
+            time.sleep(0.1)
+
+    with HostileServer(chatter) as server:
+        r = mailrelay(
+            "--provider", f"smtp://127.0.0.1:{server.port}?security=none&timeout=2&name=chatty",
+            "--provider", smtp_url(smtp, "relay"), "--state", str(tmp_path / "state.toml"),
+            "send", "--timeout", "15", "--json", "-r", "a@example.com", "-s", "x",
+            "--text", "hi", "b@example.com",
+        )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    first, second = json.loads(r.stdout)["attempts"]
+    assert first["provider"] == "chatty" and first["outcome"] == "transient"
+    assert second["provider"] == "relay" and second["outcome"] == "accepted"
+
+
+def test_an_endless_smtp_reply_is_cut_at_64_kib(smtp: SmtpServer, tmp_path: Path) -> None:
+    server: HostileServer
+
+    def flood(conn: socket.socket, until: float) -> None:
+        line = b"220-" + b"y" * 1000 + b"\r\n"
+        while time.monotonic() < until and not server.stopped():
+            server.send(conn, line * 64)
+
+    with HostileServer(flood) as server:
+        r = mailrelay(
+            "--provider", f"smtp://127.0.0.1:{server.port}?security=none&timeout=10&name=flood",
+            "--provider", smtp_url(smtp, "relay"), "--state", str(tmp_path / "state.toml"),
+            "send", "--timeout", "30", "--json", "-r", "a@example.com", "-s", "x",
+            "--text", "hi", "b@example.com",
+        )  # fmt: skip
+        assert server.closed_by_client.wait(10)
+    assert r.returncode == 0, r.stderr
+    first, second = json.loads(r.stdout)["attempts"]
+    assert first["provider"] == "flood" and "longer than 65536" in first["detail"]
+    assert second["outcome"] == "accepted"
+    assert server.sent < 64 * 1024 * 1024
+
+
+# --- 6. secrets --------------------------------------------------------------------------
+
+
+def write_config(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text('[defaults]\nfrom = "a@example.com"\n\n' + body)
+    path.chmod(0o600)
+    return path
+
+
+def test_a_secret_with_a_crlf_end_is_used_without_it(
+    tmp_path: Path, httpserver: HTTPServer
+) -> None:
+    httpserver.expect_request(
+        "/email", headers={"X-Postmark-Server-Token": "pm-token-123456"}
+    ).respond_with_json(POSTMARK_OK)
+    config = write_config(
+        tmp_path,
+        f'[[providers]]\ntype = "postmark"\nbase_url = "{httpserver.url_for("/").rstrip("/")}"\n'
+        'server_token = { env = "PM_TOKEN" }\n',
+    )
+    r = mailrelay(
+        "--config", str(config), "send", "-s", "x", "--text", "hi", "b@example.com",
+        env={"PM_TOKEN": "pm-token-123456\r\n"},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert len(httpserver.log) == 1
+
+
+def test_a_secret_with_a_control_character_is_refused_unseen(
+    tmp_path: Path, httpserver: HTTPServer
+) -> None:
+    config = write_config(
+        tmp_path,
+        f'[[providers]]\ntype = "postmark"\nbase_url = "{httpserver.url_for("/").rstrip("/")}"\n'
+        'server_token = { env = "PM_TOKEN" }\n',
+    )
+    r = mailrelay(
+        "--config", str(config), "send", "-s", "x", "--text", "hi", "b@example.com",
+        env={"PM_TOKEN": "pm-tok\x1ben-123456"},
+    )  # fmt: skip
+    assert r.returncode == 78, r.stderr  # every provider's configuration failed
+    assert "control character" in r.stderr
+    assert "pm-tok" not in r.stderr and "en-123456" not in r.stderr
+    assert httpserver.log == []
+
+
+def test_an_echoed_basic_authorization_is_scrubbed_everywhere(
+    tmp_path: Path, httpserver: HTTPServer
+) -> None:
+    key = "key-0123456789abcdef"
+    basic = base64.b64encode(f"api:{key}".encode()).decode()
+
+    def echo(request: Request) -> Response:
+        return Response(
+            json.dumps({"message": f"bad auth: {request.headers.get('Authorization')}"}),
+            status=503,
+            content_type="application/json",
+        )
+
+    httpserver.expect_request("/v3/mg.example.com/messages").respond_with_handler(echo)
+    base = quote(httpserver.url_for("/").rstrip("/"), safe="")
+    log = tmp_path / "audit.jsonl"
+    r = mailrelay(
+        "--provider", f"mailgun://{key}@mg.example.com?base_url={base}", "--state",
+        str(tmp_path / "state.toml"), "--log-file", str(log), "send", "--queue", "--json",
+        "-r", "a@example.com", "-s", "x", "--text", "hi", "b@example.com",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr  # queued
+    assert len(httpserver.log) == 1
+    assert "bad auth: Basic ***" in r.stdout
+    spool = Path(os.environ["XDG_DATA_HOME"]) / "mailrelay" / "spool"
+    places = {"stdout": r.stdout, "stderr": r.stderr}
+    places["state"] = (tmp_path / "state.toml").read_text()
+    places["audit log"] = log.read_text()
+    for path in spool.rglob("*"):
+        if path.is_file():
+            places[str(path)] = path.read_text(errors="replace")
+    assert len(places) > 4  # the spool holds the message
+    for where, text in places.items():
+        assert basic not in text, where
+        assert key not in text, where
+
+
+# --- 7. files another user planted ---------------------------------------------------------
+
+
+def send_with(tmp_path: Path, *extra: str) -> Any:
+    out = tmp_path / "outbox"
+    return mailrelay(
+        "--provider", f"outbox://{out}", "--state", str(tmp_path / "state" / "state.toml"),
+        *extra, "send", "-r", "a@example.com", "-s", "x", "--text", "hi", "b@example.com",
+    )  # fmt: skip
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    path = tmp_path / "victim"
+    path.write_text("someone else's file\n")
+    path.chmod(0o644)
+    return path
+
+
+def test_a_planted_lock_file_link_is_not_followed(tmp_path: Path, victim: Path) -> None:
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "state.toml.lock").symlink_to(victim)
+    r = send_with(tmp_path)
+    assert r.returncode == 0, r.stderr  # the mail goes all the same
+    assert "symbolic link" in r.stderr
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o644
+    assert victim.read_text() == "someone else's file\n"
+
+
+def test_a_planted_audit_log_link_is_not_followed(tmp_path: Path, victim: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    log.symlink_to(victim)
+    r = send_with(tmp_path, "--log-file", str(log))
+    assert r.returncode == 0, r.stderr
+    assert "symbolic link" in r.stderr
+    assert victim.read_text() == "someone else's file\n"
+
+
+@pytest.mark.parametrize("which", ["lock", "audit"])
+def test_a_file_owned_by_another_user_is_refused(tmp_path: Path, which: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a file to another user")
+    (tmp_path / "state").mkdir()
+    path = tmp_path / "state" / "state.toml.lock" if which == "lock" else tmp_path / "audit.jsonl"
+    path.write_text("")
+    os.chown(path, 54321, 54321)
+    extra = ("--log-file", str(path)) if which == "audit" else ()
+    r = send_with(tmp_path, *extra)
+    assert r.returncode == 0, r.stderr
+    assert "owned by another user" in r.stderr
+    assert path.read_text() == ""
