@@ -369,6 +369,12 @@ def _needs_encoding(value: str) -> bool:
     return longest > 900 or (longest > _LONG_WORD and not value.isascii())
 
 
+def _name_needs_encoding(name: str) -> bool:
+    # the email package re-parses an encoded non-ASCII name and loses one holding specials
+    # (a display name "é Reply-To: x@example.com" came back as an address)
+    return not name.isascii() or _needs_encoding(name)
+
+
 def _encoded_words(value: str, first_room: int) -> str:
     """`value` as encoded words joined by folds; the first fits in `first_room` characters."""
     words: list[str] = []
@@ -399,13 +405,13 @@ def _set_text(msg: EmailMessage, name: str, value: str) -> None:
 def _set_addresses(msg: EmailMessage, name: str, addresses: Sequence[Address]) -> None:
     if not addresses:
         return
-    special = any(_needs_encoding(a.name) for a in addresses)
+    special = any(_name_needs_encoding(a.name) for a in addresses)
     if not special or not all(a.email.isascii() for a in addresses):
         msg[name] = ", ".join(str(a) for a in addresses)
         return
     lines = []
     for addr in addresses:
-        if _needs_encoding(addr.name):
+        if _name_needs_encoding(addr.name):
             # one encoded word: readers (the email package among them) put a space between
             # adjacent encoded words in a display name, which RFC 2047 §6.2 says to drop
             word = _encoded_words(addr.name, _MAX_NAME_WORD)
@@ -1039,6 +1045,9 @@ def parse_eml(
     if full_name is not None:
         check_header_value(f"{where}: -F (full name)", full_name)
     fields, body = _split_fields(data)
+    for name, field_bytes in fields:  # a bare CR or the like would end the line for a reader
+        value = field_bytes.partition(b":")[2].replace(b"\n", b"")
+        check_header_value(f"{where}: {name}", value.decode("utf-8", "replace"))
     kept = [(n, f) for n, f in fields if n.lower() not in _BLIND_HEADERS]
 
     # Header values are read from the fields here, not by the email package, whose header

@@ -87,8 +87,11 @@ def json_path(parts: Iterable[object]) -> str:
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
+            continue
+        text = str(part)
+        if not text.isprintable() or not text:  # a key with a line break stays on one line
+            text = repr(text)
+        out += f".{text}" if out else text
     return out
 
 
