@@ -431,6 +431,19 @@ def postmark_at(port: int, name: str, timeout: float = 2) -> str:
     return f"postmark://pm-token-123456@?base_url={base}&timeout={timeout:g}&name={name}"
 
 
+def failover_from(hostile_url: str, smtp: SmtpServer, tmp_path: Path, timeout: int) -> Any:
+    """`send --json` through `hostile_url` first, then the real relay; the two attempts."""
+    r = mailrelay(
+        "--provider", hostile_url, "--provider", smtp_url(smtp, "relay"),
+        "--state", str(tmp_path / "state.toml"), "send", "--timeout", str(timeout), "--json",
+        "-r", "a@example.com", "-s", "x", "--text", "hi", "b@example.com",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    first, second = json.loads(r.stdout)["attempts"]
+    assert second["provider"] == "relay" and second["outcome"] == "accepted"
+    return first
+
+
 def test_a_trickling_http_server_cannot_hold_the_attempt(smtp: SmtpServer, tmp_path: Path) -> None:
     server: HostileServer
 
@@ -444,16 +457,8 @@ def test_a_trickling_http_server_cannot_hold_the_attempt(smtp: SmtpServer, tmp_p
             time.sleep(0.4)
 
     with HostileServer(trickle) as server:
-        r = mailrelay(
-            "--provider", postmark_at(server.port, "slow"), "--provider", smtp_url(smtp, "relay"),
-            "--state", str(tmp_path / "state.toml"), "send", "--timeout", "15", "--json",
-            "-r", "a@example.com", "-s", "x", "--text", "hi", "b@example.com",
-        )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    result = json.loads(r.stdout)
-    first, second = result["attempts"]
+        first = failover_from(postmark_at(server.port, "slow"), smtp, tmp_path, 15)
     assert first["provider"] == "slow" and first["outcome"] == "ambiguous"
-    assert second["provider"] == "relay" and second["outcome"] == "accepted"
     assert len(smtp.messages) == 1
 
 
@@ -469,18 +474,10 @@ def test_an_endless_error_body_is_read_only_in_part(smtp: SmtpServer, tmp_path: 
             server.send(conn, block)
 
     with HostileServer(endless) as server:
-        r = mailrelay(
-            "--provider", postmark_at(server.port, "endless", timeout=10),
-            "--provider", smtp_url(smtp, "relay"), "--state", str(tmp_path / "state.toml"),
-            "send", "--timeout", "30", "--json", "-r", "a@example.com", "-s", "x",
-            "--text", "hi", "b@example.com",
-        )  # fmt: skip
+        first = failover_from(postmark_at(server.port, "endless", timeout=10), smtp, tmp_path, 30)
         assert server.closed_by_client.wait(10)
-    assert r.returncode == 0, r.stderr
-    first, second = json.loads(r.stdout)["attempts"]
     assert first["outcome"] == "transient" and "HTTP 500" in first["detail"]
     assert len(first["detail"]) < 1000
-    assert second["outcome"] == "accepted"
     # what the kernel's buffers hold beyond the 64 KiB read, far below the server's cap
     assert server.sent < 64 * 1024 * 1024
 
@@ -496,16 +493,9 @@ def test_an_smtp_server_with_endless_greeting_lines_cannot_hold_the_attempt(
             time.sleep(0.1)
 
     with HostileServer(chatter) as server:
-        r = mailrelay(
-            "--provider", f"smtp://127.0.0.1:{server.port}?security=none&timeout=2&name=chatty",
-            "--provider", smtp_url(smtp, "relay"), "--state", str(tmp_path / "state.toml"),
-            "send", "--timeout", "15", "--json", "-r", "a@example.com", "-s", "x",
-            "--text", "hi", "b@example.com",
-        )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    first, second = json.loads(r.stdout)["attempts"]
+        url = f"smtp://127.0.0.1:{server.port}?security=none&timeout=2&name=chatty"
+        first = failover_from(url, smtp, tmp_path, 15)
     assert first["provider"] == "chatty" and first["outcome"] == "transient"
-    assert second["provider"] == "relay" and second["outcome"] == "accepted"
 
 
 def test_an_endless_smtp_reply_is_cut_at_64_kib(smtp: SmtpServer, tmp_path: Path) -> None:
@@ -517,28 +507,28 @@ def test_an_endless_smtp_reply_is_cut_at_64_kib(smtp: SmtpServer, tmp_path: Path
             server.send(conn, line * 64)
 
     with HostileServer(flood) as server:
-        r = mailrelay(
-            "--provider", f"smtp://127.0.0.1:{server.port}?security=none&timeout=10&name=flood",
-            "--provider", smtp_url(smtp, "relay"), "--state", str(tmp_path / "state.toml"),
-            "send", "--timeout", "30", "--json", "-r", "a@example.com", "-s", "x",
-            "--text", "hi", "b@example.com",
-        )  # fmt: skip
+        url = f"smtp://127.0.0.1:{server.port}?security=none&timeout=10&name=flood"
+        first = failover_from(url, smtp, tmp_path, 30)
         assert server.closed_by_client.wait(10)
-    assert r.returncode == 0, r.stderr
-    first, second = json.loads(r.stdout)["attempts"]
     assert first["provider"] == "flood" and "longer than 65536" in first["detail"]
-    assert second["outcome"] == "accepted"
     assert server.sent < 64 * 1024 * 1024
 
 
 # --- 6. secrets --------------------------------------------------------------------------
 
 
-def write_config(tmp_path: Path, body: str) -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text('[defaults]\nfrom = "a@example.com"\n\n' + body)
-    path.chmod(0o600)
-    return path
+def send_with_postmark_token(tmp_path: Path, httpserver: HTTPServer, token: str) -> Any:
+    """`send` through a Postmark provider whose token comes from $PM_TOKEN."""
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[defaults]\nfrom = "a@example.com"\n\n[[providers]]\ntype = "postmark"\n'
+        f'base_url = "{httpserver.url_for("/").rstrip("/")}"\n'
+        'server_token = { env = "PM_TOKEN" }\n'
+    )
+    return mailrelay(
+        "--config", str(config), "send", "-s", "x", "--text", "hi", "b@example.com",
+        env={"PM_TOKEN": token},
+    )  # fmt: skip
 
 
 def test_a_secret_with_a_crlf_end_is_used_without_it(
@@ -547,15 +537,7 @@ def test_a_secret_with_a_crlf_end_is_used_without_it(
     httpserver.expect_request(
         "/email", headers={"X-Postmark-Server-Token": "pm-token-123456"}
     ).respond_with_json(POSTMARK_OK)
-    config = write_config(
-        tmp_path,
-        f'[[providers]]\ntype = "postmark"\nbase_url = "{httpserver.url_for("/").rstrip("/")}"\n'
-        'server_token = { env = "PM_TOKEN" }\n',
-    )
-    r = mailrelay(
-        "--config", str(config), "send", "-s", "x", "--text", "hi", "b@example.com",
-        env={"PM_TOKEN": "pm-token-123456\r\n"},
-    )  # fmt: skip
+    r = send_with_postmark_token(tmp_path, httpserver, "pm-token-123456\r\n")
     assert r.returncode == 0, r.stderr
     assert len(httpserver.log) == 1
 
@@ -563,15 +545,7 @@ def test_a_secret_with_a_crlf_end_is_used_without_it(
 def test_a_secret_with_a_control_character_is_refused_unseen(
     tmp_path: Path, httpserver: HTTPServer
 ) -> None:
-    config = write_config(
-        tmp_path,
-        f'[[providers]]\ntype = "postmark"\nbase_url = "{httpserver.url_for("/").rstrip("/")}"\n'
-        'server_token = { env = "PM_TOKEN" }\n',
-    )
-    r = mailrelay(
-        "--config", str(config), "send", "-s", "x", "--text", "hi", "b@example.com",
-        env={"PM_TOKEN": "pm-tok\x1ben-123456"},
-    )  # fmt: skip
+    r = send_with_postmark_token(tmp_path, httpserver, "pm-tok\x1ben-123456")
     assert r.returncode == 78, r.stderr  # every provider's configuration failed
     assert "control character" in r.stderr
     assert "pm-tok" not in r.stderr and "en-123456" not in r.stderr
