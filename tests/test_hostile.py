@@ -640,3 +640,23 @@ def test_a_file_owned_by_another_user_is_refused(tmp_path: Path, which: str) -> 
     assert r.returncode == 0, r.stderr
     assert "owned by another user" in r.stderr
     assert path.read_text() == ""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-t", "-f", "a@example.com\nX-Injected: x"],
+        ["-f", "a@example.com", "b@example.com\r\nX-Injected: x"],
+        ["-t", "-f", "a@example.com", "-F", "Cron\x85Daemon"],
+    ],
+)
+def test_sendmail_sender_and_recipients_cannot_inject(
+    smtp: SmtpServer, tmp_path: Path, argv: list[str]
+) -> None:
+    r = mailrelay(
+        "--provider", smtp_url(smtp, "relay"), "--state", str(tmp_path / "state.toml"),
+        "sendmail", *argv, input=PLAIN_MAIL.decode(),
+    )  # fmt: skip
+    assert r.returncode == 65, r.stderr
+    assert r.stderr.count("\n") == 1
+    assert smtp.connections == 0
