@@ -42,6 +42,7 @@ hostile = st.lists(
 FUZZ = settings(
     max_examples=120,
     deadline=None,
+    database=None,  # nothing written into the checkout
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 FORBIDDEN = {chr(c) for c in [*range(0x00, 0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0)]}
@@ -248,7 +249,7 @@ def test_json_messages(
 argv_text = hostile.filter(lambda s: "\x00" not in s)  # no argv holds a NUL
 
 
-@settings(max_examples=4, deadline=None)
+@settings(max_examples=4, deadline=None, database=None)
 @given(subject=argv_text, name=argv_text)
 def test_the_installed_command_under_fuzz(subject: str, name: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
