@@ -40,7 +40,7 @@ hostile = st.lists(
     max_size=4,
 ).map("".join)
 FUZZ = settings(
-    max_examples=120,
+    max_examples=80,
     deadline=None,
     database=None,  # nothing written into the checkout
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
