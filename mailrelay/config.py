@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from mailrelay.errors import ConfigError, did_you_mean
+from mailrelay.fsutil import read_regular_file
 from mailrelay.record import field, record
 from mailrelay.secrets import Secret
 from mailrelay.state import is_state_url
@@ -537,7 +538,7 @@ def load_settings(
     data: dict[str, Any] = {}
     source = str(path)
     try:
-        raw = path.read_bytes()
+        raw = read_regular_file(path)
     except FileNotFoundError:
         if explicit:
             raise ConfigError("config file not found", source=source) from None

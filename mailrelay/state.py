@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import tomli_w
 
 from mailrelay.errors import StateError
-from mailrelay.fsutil import fsync_directory, make_private_dirs
+from mailrelay.fsutil import fsync_directory, make_private_dirs, open_own_file, read_regular_file
 from mailrelay.record import field, record, record_fields
 
 if sys.version_info >= (3, 11):
@@ -306,7 +306,7 @@ class TomlStateStore:
 
     def _read(self) -> State:
         try:
-            data = self.path.read_bytes()
+            data = read_regular_file(self.path)
         except FileNotFoundError:
             return State()
         except OSError as exc:
@@ -407,11 +407,11 @@ class TomlStateStore:
         if create_dirs:
             self._make_dirs()
         try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = open_own_file(self.lock_path, os.O_RDWR)
         except OSError as exc:
-            raise self._error("cannot open its lock file", exc) from None
+            raise self._error(f"cannot open its lock file {self.lock_path.name}", exc) from None
         try:
-            with contextlib.suppress(OSError):  # the lock file may belong to someone else
+            with contextlib.suppress(OSError):
                 if os.fstat(fd).st_mode & 0o777 != 0o600:
                     os.fchmod(fd, 0o600)
             self._acquire(fd)
