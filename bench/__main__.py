@@ -6,7 +6,8 @@
     python -m bench --json results.json
 
 The runner starts its own servers on 127.0.0.1 (a fast HTTP fake of Postmark's /email, an
-aiosmtpd sink, a port that accepts and never answers) and never contacts anything else.
+aiosmtpd sink, a port that accepts and never answers; a Redis-protocol server for the redis_
+scenarios, as the tests start it) and never contacts anything else.
 Each command runs in a fresh process, in rounds, every variant once per round, so a slow
 moment of the machine hits all of them alike. Peers that are not installed (swaks, msmtp,
 apprise) are reported as missing and left out.
@@ -166,15 +167,10 @@ class Bench:
         return path
 
     def mr(self, config: Path, *args: str, state: str) -> list[str]:
+        """The command line; `state` names a state file in the work dir, or is a URL."""
         assert self.mailrelay is not None
-        return [
-            self.mailrelay,
-            "--config",
-            str(config),
-            "--state",
-            str(self.work / f"{state}.state.toml"),
-            *args,
-        ]
+        where = state if "://" in state else str(self.work / f"{state}.state.toml")
+        return [self.mailrelay, "--config", str(config), "--state", where, *args]
 
     def send_args(self) -> list[str]:
         return ["send", "-s", "bench", "--text", "hello from the benchmark", ADDR_TO]
@@ -534,6 +530,71 @@ class Bench:
         ratio = peak / size
         self.check("memory", "peak RSS / attachment size", ratio, "≤ 4", ratio <= 4)
 
+    def redis_binary(self) -> str | None:
+        from tests.redisserver import server_binary
+
+        binary = server_binary()
+        if binary is None:
+            self.missing.append("redis-server/valkey-server")
+        return binary
+
+    def redis_send(self, http: Server, smtp: Server) -> None:
+        from tests.redisserver import RedisServer
+
+        binary = self.redis_binary()
+        if binary is None:
+            return
+        cfg = self.config("redis-send", [self.smtp(smtp.port)])
+        with RedisServer(binary) as server:
+            file = Variant(
+                "send (smtp), file state", self.mr(cfg, *self.send_args(), state="rs"),
+                env=self.env,
+            )  # fmt: skip
+            shared = Variant(
+                "send (smtp), Redis state",
+                self.mr(cfg, *self.send_args(), state=server.url),
+                env=self.env,
+            )
+            measure([file, shared], self.runs)
+        self.record("redis_send", [file, shared], Path(binary).name)
+        ratio = shared.median / file.median
+        self.check("redis_send", "Redis state / file state", ratio, "≤ 1.1", ratio <= 1.1)
+
+    def redis_fleet(self, http: Server, smtp: Server) -> None:
+        """Two hosts x 8 senders at once, each a loop of single sends, on one Redis."""
+        import redis
+
+        from tests.redisserver import RedisServer
+
+        binary = self.redis_binary()
+        if binary is None:
+            return
+        per = 3 if self.quick else 10  # sends per sender
+        senders = 16
+        cfg = self.config("redis-fleet", [self.smtp(smtp.port)])
+        with RedisServer(binary) as server:
+            script = []
+            for i in range(senders):
+                host = self.work / f"fleet-host-{i % 2}"
+                env = f"HOME={host} XDG_DATA_HOME={host}/data XDG_CONFIG_HOME={host}/config"
+                one = shlex.join(self.mr(cfg, *self.send_args(), state=server.url))
+                script.append(f"(for n in $(seq {per}); do {env} {one} || exit 1; done) &")
+            script.append("for job in $(jobs -p); do wait $job || exit 1; done")
+            fleet = Variant(
+                f"2 hosts x 8 senders x {per} sends",
+                ["bash", "-ec", "\n".join(script)],
+                env=self.env,
+                per=senders * per,
+            )
+            runs = max(2, self.runs // 3)
+            measure([fleet], runs, warmup=False)
+            client = redis.Redis(host="127.0.0.1", port=server.port)
+            sent = int(client.hget("{mailrelay}:provider:smtp", "sent") or 0)
+            client.close()
+        self.record("redis_fleet", [fleet])
+        lost = runs * senders * per - sent
+        self.check("redis_fleet", "lost updates", lost, "0", lost == 0)
+
 
 SCENARIOS: dict[str, Callable[[Bench, Server, Server], None]] = {
     "startup": Bench.startup,
@@ -544,6 +605,8 @@ SCENARIOS: dict[str, Callable[[Bench, Server, Server], None]] = {
     "batch_http": Bench.batch_http,
     "batch_smtp": Bench.batch_smtp,
     "memory": Bench.memory,
+    "redis_send": Bench.redis_send,
+    "redis_fleet": Bench.redis_fleet,
 }
 
 

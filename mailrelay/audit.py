@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailrelay.errors import ExitCode, MailrelayError
-from mailrelay.fsutil import make_private_dirs
+from mailrelay.fsutil import make_private_dirs, open_own_file
 from mailrelay.providers.base import Outcome
 from mailrelay.secrets import scrub
 
@@ -106,12 +106,12 @@ class AuditLog:
                 raise AuditLogError(note) from None
 
     def _append(self, data: bytes) -> None:
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        flags = os.O_WRONLY | os.O_APPEND
         try:
-            fd = os.open(self.path, flags, 0o600)
+            fd = open_own_file(self.path, flags)
         except FileNotFoundError:
             make_private_dirs(self.path.parent)
-            fd = os.open(self.path, flags, 0o600)
+            fd = open_own_file(self.path, flags)
         try:
             # one write per record: O_APPEND makes each land whole at the end of the file
             written = os.write(fd, data)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-from mailrelay.state import State, StateStore
+from mailrelay.state import Changes, State, StateStore
 
 Change = Callable[[State], None]
 
@@ -124,12 +124,8 @@ class BufferedStore:
         if not batch:
             return
 
-        def fold(state: State) -> None:
-            for change in batch:
-                change(state)
-
-        try:
-            written = self.inner.update(fold)
+        try:  # as data, so that a store which cannot run closures (Redis) can apply it
+            written = self.inner.update(Changes(batch))
         except BaseException:
             with self._lock:  # nothing is lost: try these again at the next flush
                 self._pending[:0] = batch

@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from mailrelay.errors import ConfigError, did_you_mean
+from mailrelay.fsutil import read_regular_file
 from mailrelay.providers.options import ProviderConfig, ProviderSpec, ProviderURL
 from mailrelay.record import field, record
+from mailrelay.secrets import Secret
+from mailrelay.state import is_state_url
 
 if TYPE_CHECKING:
     from mailrelay.alerts import AlertSettings
@@ -56,6 +59,7 @@ DEFAULTS_KEYS = (
     "max_cooldown",
     "max_size",
     "state_file",
+    "state_password",
     "on_failure",
     "log_file",
     "spool_dir",
@@ -109,6 +113,8 @@ class Settings:
     max_cooldown: float = DEFAULT_MAX_COOLDOWN
     max_size: int | None = None
     state_file: Path | None = None
+    state_url: str | None = None  # state_file given as redis://, rediss:// or unix://
+    state_password: Secret | None = None  # for a state URL without a password in it
     on_failure: OnFailure = "fail"  # "queue": spool a message every provider refused for now
     log_file: Path | None = None  # JSON-lines audit log; off by default
     spool_dir: Path | None = None  # default: the user data dir's mailrelay/spool
@@ -155,9 +161,12 @@ def _read_defaults(
             setattr(settings, key, cfg.get_float(key, getattr(settings, key)))
         if cfg.has("max_size"):
             settings.max_size = cfg.get_int("max_size", 0, least=1)
+        settings.state_password = cfg.get_secret("state_password")
         for key in ("state_file", "log_file", "spool_dir"):
             value = cfg.get_str(key)
-            if value:
+            if value and key == "state_file" and is_state_url(value):
+                settings.state_url = value
+            elif value:
                 setattr(settings, key, Path(value).expanduser())
     except ConfigError as exc:
         _report(fail(exc.key or "?", exc.reason), problems)
@@ -284,7 +293,7 @@ def load_settings(
     data: dict[str, Any] = {}
     source = str(path)
     try:
-        raw = path.read_bytes()
+        raw = read_regular_file(path)
     except FileNotFoundError:
         if explicit:
             raise ConfigError("config file not found", source=source) from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -61,6 +61,22 @@ class Policy:
         if retry_after is not None:
             wait = max(wait, retry_after)
         return min(wait, self.max_cooldown)
+
+    def cooldown_steps(self, outcome: Outcome, retry_after: float | None) -> tuple[float, ...]:
+        """cooldown_for after the 1st, 2nd, ... consecutive failure, up to max_cooldown
+        (the last step holds for every later failure); empty for no cooldown. A store
+        that counts failures elsewhere (Redis) picks the step by its own count."""
+        steps: list[float] = []
+        for consecutive in range(1, 65):
+            wait = self.cooldown_for(outcome, consecutive, retry_after)
+            if wait is None:
+                return ()
+            steps.append(wait)
+            if wait >= self.max_cooldown:
+                break
+        while len(steps) > 1 and steps[-1] == steps[-2]:
+            steps.pop()  # the last step repeats anyway
+        return tuple(steps)
 
 
 @record
@@ -321,50 +337,37 @@ class Engine:
         counted = result.disposition
         if not tried and counted is None:
             return
-        now = self.now()
+        from mailrelay.state import ProviderChange, StateDelta
+
         index = {p.name: i for i, p in enumerate(self.providers)}
-        policy = self.policy
+        delta = StateDelta(self.now(), message=counted)
         transitions = None
         if self.alert is not None:  # nobody to tell: spare the import and the comparison
             from mailrelay.alerts import Transitions
 
-            transitions = Transitions(tried, counted, now)
-
-        def change(state: State) -> None:
-            if transitions is not None:
-                transitions.begin(state)  # afresh each run: a store may retry the change
-            if counted is not None:
-                state.count_message(counted)
-                if counted != "rejected":
-                    state.last_result = counted
-            for a in tried:
-                entry = state.provider(a.provider)
-                entry.count_outcome(a.outcome.value)
-                if a.outcome is Outcome.PERMANENT:
-                    continue  # the message was bad, not the provider
-                entry.last_outcome = a.outcome.value
-                if a.outcome is Outcome.ACCEPTED:
-                    entry.sent += 1
-                    entry.last_success = now
-                    entry.consecutive_failures = 0
-                    entry.cooldown_until = None
-                    state.last_provider = a.provider
-                    state.last_index = index.get(a.provider)
-                    continue
-                entry.failed += 1
-                entry.last_failure = now
-                entry.last_error = f"{a.outcome.value}: {a.detail}"
-                wait = None
-                if a.outcome is not Outcome.REJECTED:
-                    entry.consecutive_failures += 1
-                    wait = policy.cooldown_for(a.outcome, entry.consecutive_failures, a.retry_after)
-                if wait is not None:
-                    entry.cooldown_until = now + timedelta(seconds=wait)
-            if transitions is not None:
-                transitions.detect(state)
+            transitions = delta.observer = Transitions(tried, counted, delta.now)
+        for a in tried:
+            change = ProviderChange(a.provider, count=a.outcome.value)
+            delta.changes.append(change)
+            if a.outcome is Outcome.PERMANENT:
+                continue  # the message was bad, not the provider
+            change.texts["last_outcome"] = a.outcome.value
+            if a.outcome is Outcome.ACCEPTED:
+                change.add["sent"] = 1
+                change.stamp = ("last_success",)
+                change.clear = ("consecutive_failures", "cooldown_until")
+                delta.last_provider = a.provider
+                delta.last_index = index.get(a.provider)
+                continue
+            change.add["failed"] = 1
+            change.stamp = ("last_failure",)
+            change.texts["last_error"] = f"{a.outcome.value}: {a.detail}"
+            if a.outcome is not Outcome.REJECTED:
+                change.add["consecutive_failures"] = 1
+                change.cooldowns = self.policy.cooldown_steps(a.outcome, a.retry_after)
 
         try:
-            self.store.update(change)
+            self.store.update(delta)
             if transitions is not None:
                 result.events = list(transitions.events)
         except StateError as exc:

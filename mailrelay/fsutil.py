@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from pathlib import Path
 
 
@@ -41,3 +42,57 @@ def fsync_directory(directory: Path) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def open_for_reading(path: str | os.PathLike[str], *, regular: bool = True) -> int:
+    """A descriptor to read `path`; with `regular`, a FIFO, device or socket is refused
+    (OSError "not a regular file") before anything waits on it: opening a FIFO blocks until
+    a writer comes, reading /dev/zero never ends."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory")
+        if regular and not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a regular file (see `open_for_reading`)."""
+    with os.fdopen(open_for_reading(path), "rb") as fh:
+        return fh.read()
+
+
+def open_own_file(path: str | os.PathLike[str], flags: int) -> int:
+    """Open a file mailrelay keeps beside its state or logs (creating it 0600, O_EXCL, when
+    missing), never through a symbolic link, and only a regular file this user owns: a link
+    or file that another user planted in a shared folder is refused, not written through."""
+    base = flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        try:
+            fd = os.open(path, base)
+        except FileNotFoundError:
+            try:
+                fd = os.open(path, base | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # made meanwhile by another process
+                fd = os.open(path, base)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "is a symbolic link; not followed") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if info.st_uid != os.geteuid():
+            raise PermissionError(errno.EPERM, f"owned by another user (uid {info.st_uid})")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import mimetypes
 import os
 import re
@@ -19,7 +20,7 @@ from email import policy as email_policy
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, getaddresses, make_msgid, parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from mailrelay.errors import MessageError, input_file_error
 from mailrelay.record import field, record
@@ -211,18 +212,15 @@ class Message:
     ) -> tuple[EmailMessage, list[tuple[EmailMessage, Attachment]]]:
         """The MIME tree and each attachment's part; without `bodies` those parts are empty."""
         msg = EmailMessage(policy=email_policy.SMTP)
-        msg["From"] = str(self.sender)
-        if self.to:
-            msg["To"] = ", ".join(str(a) for a in self.to)
-        if self.cc:
-            msg["Cc"] = ", ".join(str(a) for a in self.cc)
-        if self.reply_to:
-            msg["Reply-To"] = ", ".join(str(a) for a in self.reply_to)
-        msg["Subject"] = self.subject
+        _set_addresses(msg, "From", [self.sender])
+        _set_addresses(msg, "To", self.to)
+        _set_addresses(msg, "Cc", self.cc)
+        _set_addresses(msg, "Reply-To", self.reply_to)
+        _set_text(msg, "Subject", self.subject)
         msg["Date"] = format_datetime(self.date)
         msg["Message-ID"] = self.message_id
         for name, value in self.headers:
-            msg[name] = value
+            _set_text(msg, name, value)
         if self.text is not None:
             msg.set_content(self.text)
         if self.html is not None:
@@ -257,7 +255,9 @@ class Message:
             placed.append((_last_part(msg), att))
         return msg, placed
 
-    def byte_stream(self, policy: email_policy.Policy = email_policy.SMTP) -> MessageBytes:
+    def byte_stream(
+        self, policy: email_policy.EmailPolicy[EmailMessage] = email_policy.SMTP
+    ) -> MessageBytes:
         """The RFC 5322 bytes as `as_bytes` gives them, made chunk by chunk: the email package
         lays out the MIME skeleton, and each attachment's base64 is generated while sending
         (the email package would hold it whole several times over: 10x a large attachment)."""
@@ -265,6 +265,8 @@ class Message:
             return MessageBytes([self.raw])
         # a random token names each attachment's place, so no body text can look like one
         token = f"mailrelay-attachment-{os.urandom(16).hex()}-"
+        # the headers mailrelay encodes itself (_set_text) are written as they are
+        policy = policy.clone(refold_source="none")
         msg, placed = self._build_mime(bodies=False)
         for i, (part, _) in enumerate(placed):
             part.set_payload(f"{token}{i}\n")  # one line, as a base64 body is lines
@@ -315,8 +317,10 @@ class Message:
         """An estimate of the raw content size in bytes (before transfer encoding)."""
         if self.raw is not None:
             return len(self.raw)
-        n = len(self.subject.encode()) + sum(len(v) for _, v in self.headers)
-        n += len((self.text or "").encode()) + len((self.html or "").encode())
+        # "surrogatepass": text that has no UTF-8 form is refused later (check_renders)
+        n = len(self.subject.encode(errors="surrogatepass")) + sum(len(v) for _, v in self.headers)
+        n += len((self.text or "").encode(errors="surrogatepass"))
+        n += len((self.html or "").encode(errors="surrogatepass"))
         return n + sum(len(a.data) for a in self.attachments)
 
     def summary(self) -> dict[str, object]:
@@ -342,6 +346,85 @@ class Message:
         }
 
 
+# --- header values the email package must not fold itself ------------------------------
+#
+# Text that looks like an RFC 2047 encoded word ("=?utf-8?q?x?=") would be decoded by every
+# reader, and the email package's folder has failed on long unbreakable words mixed with
+# non-ASCII text: such values are written here as encoded words (RFC 2047 "B"), each at
+# most 75 characters, one per line (RFC 5322 §2.2.3 folding), so they arrive as typed.
+_LINE = 78  # RFC 5322 §2.1.1: SHOULD be no more than 78 characters
+_WORD_BYTES = 45  # UTF-8 bytes per encoded word: 60 base64 characters + 12 = 72
+_LONG_WORD = 40
+_MAX_NAME_WORD = 900  # characters of the one encoded word a display name becomes (RFC 5322: 998)
+
+
+def _longest_word(value: str) -> int:
+    return max((len(w) for w in value.split()), default=0)
+
+
+def _needs_encoding(value: str) -> bool:
+    if "=?" in value:
+        return True
+    longest = _longest_word(value)
+    return longest > 900 or (longest > _LONG_WORD and not value.isascii())
+
+
+def _name_needs_encoding(name: str) -> bool:
+    # the email package re-parses an encoded non-ASCII name and loses one holding specials
+    # (a display name "é Reply-To: x@example.com" came back as an address)
+    return not name.isascii() or _needs_encoding(name)
+
+
+def _encoded_words(value: str, first_room: int) -> str:
+    """`value` as encoded words joined by folds; the first fits in `first_room` characters."""
+    words: list[str] = []
+    room = max((first_room - 12) // 4 * 3, 3)
+    chunk = b""
+    for ch in value:
+        data = ch.encode("utf-8", "surrogateescape")
+        if chunk and len(chunk) + len(data) > room:
+            words.append(chunk.decode("utf-8", "surrogateescape"))
+            chunk, room = b"", _WORD_BYTES
+        chunk += data
+    words.append(chunk.decode("utf-8", "surrogateescape"))
+    return "\n ".join(
+        "=?utf-8?b?" + base64.b64encode(w.encode("utf-8", "surrogateescape")).decode() + "?="
+        for w in words
+    )
+
+
+def _set_text(msg: EmailMessage, name: str, value: str) -> None:
+    """An unstructured header (Subject, --header): encoded here when the email package would
+    change it, else as the email package writes it."""
+    if _needs_encoding(value):
+        msg.set_raw(name, _encoded_words(value, _LINE - len(name) - 2))
+    else:
+        msg[name] = value
+
+
+def _set_addresses(msg: EmailMessage, name: str, addresses: Sequence[Address]) -> None:
+    if not addresses:
+        return
+    special = any(_name_needs_encoding(a.name) for a in addresses)
+    if not special or not all(a.email.isascii() for a in addresses):
+        msg[name] = ", ".join(str(a) for a in addresses)
+        return
+    lines = []
+    for addr in addresses:
+        if _name_needs_encoding(addr.name):
+            # one encoded word: readers (the email package among them) put a space between
+            # adjacent encoded words in a display name, which RFC 2047 §6.2 says to drop
+            word = _encoded_words(addr.name, _MAX_NAME_WORD)
+            if "\n" in word:
+                raise MessageError(
+                    f"{name}: display name too long to encode ({len(addr.name)} characters)"
+                )
+            lines.append(f"{word}\n <{addr.email}>")
+        else:
+            lines.append(str(addr))
+    msg.set_raw(name, ",\n ".join(lines))
+
+
 def _last_part(msg: EmailMessage) -> EmailMessage:
     *_, part = msg.iter_parts()
     assert isinstance(part, EmailMessage)
@@ -358,9 +441,82 @@ def _find_html_part(msg: EmailMessage) -> EmailMessage | None:
 # --- validation -------------------------------------------------------------------------
 
 
+# What never goes into a header: C0 controls but TAB (CR and LF among them), DEL, the C1
+# controls (NEL U+0085 among them) and the Unicode line and paragraph separators, which some
+# readers and JSON APIs take as line breaks. VT, FF and FS/GS/RS are line ends to Python's
+# str.splitlines.
+_NOT_IN_HEADER = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def check_header_value(where: str, value: str) -> None:
-    if "\r" in value or "\n" in value:
+    """The one check for every string that lands in a header (flags, JSON, .eml, sendmail):
+    refuse what could end a line there, naming the field and never echoing the value."""
+    m = _NOT_IN_HEADER.search(value)
+    if m is None:
+        return
+    char = m.group()
+    if char in "\r\n":
         raise MessageError(f"{where}: line breaks (CR/LF) are not allowed in a header value")
+    raise MessageError(
+        f"{where}: control character U+{ord(char):04X} is not allowed in a header value"
+    )
+
+
+def check_fields(msg: Message, where: str = "") -> None:
+    """Every string of `msg` that lands in a header or an API's header-like field."""
+    at = f"{where}: " if where else ""
+    for label, addrs in (
+        ("from", [msg.sender]),
+        ("envelope sender", [msg.envelope_from] if msg.envelope_from else []),
+        ("to", msg.to),
+        ("cc", msg.cc),
+        ("bcc", msg.bcc),
+        ("reply-to", msg.reply_to),
+    ):
+        for addr in addrs:
+            check_header_value(f"{at}{label} address", addr.email)
+            check_header_value(f"{at}{label} display name", addr.name)
+    check_header_value(f"{at}subject", msg.subject)
+    check_header_value(f"{at}message id", msg.message_id)
+    for name, value in msg.headers:
+        if not _HEADER_NAME.match(name):
+            raise MessageError(f"{at}header {name!r}: not a valid header name")
+        check_header_value(f"{at}header {name}", value)
+    for tag in msg.tags:
+        check_header_value(f"{at}tag", tag)
+    for key, value in msg.metadata.items():
+        check_header_value(f"{at}metadata key", key)
+        check_header_value(f"{at}metadata {key}", value)
+    for i, att in enumerate(msg.attachments):
+        check_header_value(f"{at}attachment {i + 1} file name", att.filename)
+        check_header_value(f"{at}attachment {i + 1} content type", att.content_type)
+        check_header_value(f"{at}attachment {i + 1} content id", att.content_id or "")
+        if att.content_type.count("/") != 1 or not all(
+            _MIME_TOKEN.fullmatch(t) for t in att.content_type.split("/")
+        ):
+            raise MessageError(
+                f"{at}attachment {i + 1} content type: {att.content_type!r} is not type/subtype"
+            )
+
+
+_MIME_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 2045 token
+
+
+def check_renders(msg: Message) -> None:
+    """Lay out the message's MIME form once (attachment bodies left out), before any provider:
+    what cannot be written is the message's fault (65), not a provider failure."""
+    if msg.raw is not None:
+        return
+    ascii_only = all(a.email.isascii() for a in (msg.sender, *msg.recipients(), *msg.reply_to))
+    try:
+        msg.byte_stream(email_policy.SMTP if ascii_only else email_policy.SMTPUTF8)
+    except MessageError:
+        raise
+    except Exception as exc:  # the email package's own limits, e.g. its folder
+        reason = " ".join(str(exc).split())[:200]
+        raise MessageError(
+            f"the message cannot be written as MIME: {type(exc).__name__}: {reason}"
+        ) from None
 
 
 # The common case, checked without email_validator (whose import compiles dozens of regular
@@ -435,19 +591,57 @@ def parse_header(where: str, raw: str) -> tuple[str, str]:
     return name, value
 
 
-def read_input_file(path: str | Path, label: str) -> bytes:
-    """A whole input file; unreadable → InputFileError "LABEL: no such file" (exit 66)."""
+_READ_CHUNK = 1024 * 1024
+
+
+def read_input_file(
+    path: str | Path, label: str, *, limit: int | None = None, regular: bool = False
+) -> bytes:
+    """A whole input file; unreadable → InputFileError "LABEL: no such file" (exit 66).
+
+    Read in chunks, never more than `limit` bytes (a MessageError past it: /dev/zero ends
+    there); with `regular`, anything but a regular file (a FIFO, a device) is refused before
+    a byte is read, as opening a FIFO would wait for a writer.
+    """
+    from mailrelay.fsutil import open_for_reading
+
     try:
-        with open(path, "rb") as fh:
-            return fh.read()
+        fd = open_for_reading(path, regular=regular)
     except OSError as exc:
+        if exc.errno == errno.EINVAL:  # not a regular file: the input's fault
+            raise MessageError(f"{label}: not a regular file") from None
         raise input_file_error(label, exc) from None
+    with os.fdopen(fd, "rb", buffering=0) as fh:
+        try:
+            return read_bounded(fh, label, limit)
+        except OSError as exc:
+            raise input_file_error(label, exc) from None
 
 
-def load_attachment(path: str, *, inline: bool = False) -> Attachment:
+def read_bounded(stream: BinaryIO, label: str, limit: int | None) -> bytes:
+    """All of `stream`, in chunks; a one-line MessageError once it passes `limit` bytes."""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        want = _READ_CHUNK if limit is None else min(_READ_CHUNK, limit + 1 - total)
+        chunk = stream.read(want)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if limit is not None and total > limit:
+            raise MessageError(
+                f"{label}: larger than the message size limit of {limit} bytes "
+                "(max_size in the config)"
+            )
+
+
+def load_attachment(
+    path: str, *, inline: bool = False, max_size: int = DEFAULT_MAX_SIZE
+) -> Attachment:
     """Read an attachment file, guessing its MIME type from the name."""
     p = Path(path)
-    data = read_input_file(p, f"attachment {path}")
+    data = read_input_file(p, f"attachment {path}", limit=max_size, regular=True)
     ctype, encoding = mimetypes.guess_type(p.name)
     if ctype is None or encoding is not None:
         ctype = "application/octet-stream"
@@ -466,15 +660,7 @@ def validate_message(msg: Message, *, max_size: int = DEFAULT_MAX_SIZE) -> None:
     """Everything that can be checked without a provider. Raises MessageError."""
     if not msg.recipients():
         raise MessageError("no recipients: give at least one address (argument, --to, --cc, --bcc)")
-    check_header_value("subject", msg.subject)
-    for name, value in msg.headers:
-        if not _HEADER_NAME.match(name):
-            raise MessageError(f"header {name!r}: not a valid header name")
-        check_header_value(f"header {name}", value)
-    for tag in msg.tags:
-        check_header_value("tag", tag)
-    for key, value in msg.metadata.items():
-        check_header_value(f"metadata {key}", value)
+    check_fields(msg)
     if msg.text is None and msg.html is None and not msg.attachments and not msg.subject:
         raise MessageError(
             "empty message: give a subject, a body (--text, --html, standard input) or --attach"
@@ -484,6 +670,7 @@ def validate_message(msg: Message, *, max_size: int = DEFAULT_MAX_SIZE) -> None:
         raise MessageError(
             f"message too large: {size} bytes, limit {max_size} (max_size in the config)"
         )
+    check_renders(msg)
 
 
 def build_message(
@@ -523,7 +710,7 @@ def build_message(
         text=text,
         html=html,
         headers=[parse_header("--header", h) for h in headers],
-        attachments=[load_attachment(a) for a in attachments],
+        attachments=[load_attachment(a, max_size=max_size) for a in attachments],
         tags=list(tags),
         metadata=meta,
     )
@@ -703,6 +890,7 @@ def message_from_dict(
 # Trace fields that belong to a delivery, not to the message; never passed on to an API.
 _TRACE_HEADERS = frozenset({"received", "return-path", "delivered-to", "x-original-to"})
 _BLIND_HEADERS = frozenset({"bcc", "resent-bcc"})
+MAX_MIME_DEPTH = 100  # multipart levels in a message given whole
 _FIELD_START = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 
 
@@ -717,23 +905,24 @@ def _split_fields(data: bytes) -> tuple[list[tuple[str, bytes]], bytes]:
     lines = text.split(b"\n")
     if lines and lines[0].startswith(b"From "):
         lines = lines[1:]
-    fields: list[tuple[str, bytes]] = []
+    # each field's lines are gathered, then joined once: linear however many are folded
+    gathered: list[tuple[str, list[bytes]]] = []
     i = 0
     while i < len(lines):
         line = lines[i]
         if line == b"":
             i += 1
             break
-        if line[:1] in (b" ", b"\t") and fields:
-            name, value = fields[-1]
-            fields[-1] = (name, value + b"\n" + line)
+        if line[:1] in (b" ", b"\t") and gathered:
+            gathered[-1][1].append(line)
             i += 1
             continue
         m = _FIELD_START.match(line)
         if m is None:
             break  # the body starts without an empty line
-        fields.append((m.group(1).decode("ascii"), line))
+        gathered.append((m.group(1).decode("ascii"), [line]))
         i += 1
+    fields = [(name, b"\n".join(parts)) for name, parts in gathered]
     return fields, b"\n".join(lines[i:])
 
 
@@ -746,8 +935,26 @@ def _header_addresses(where: str, values: Sequence[str]) -> list[Address]:
             raise MessageError(
                 f"{where}: {addr!r} has no domain; give full addresses (e.g. MAILTO in a crontab)"
             )
-        out.append(Address(validate_email(where, addr), name))
+        out.append(Address(validate_email(where, addr), _decode_words(name)))
     return out
+
+
+def _field_text(field: bytes) -> str:
+    """A field's value (after "Name:"), unfolded, still RFC 2047-encoded."""
+    return _unfold(field.partition(b":")[2].decode("utf-8", "replace"))
+
+
+def _decode_words(text: str) -> str:
+    """RFC 2047 encoded words decoded; text that does not decode stays as it is."""
+    if "=?" not in text:
+        return text
+    from email.errors import HeaderParseError
+    from email.header import decode_header, make_header
+
+    try:
+        return str(make_header(decode_header(text)))
+    except (HeaderParseError, LookupError, UnicodeError, ValueError):
+        return text
 
 
 def _unfold(value: str) -> str:
@@ -770,8 +977,10 @@ def _body_parts(
             content = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
         return content.replace("\r\n", "\n")
 
-    def visit(part: EmailMessage) -> None:
+    def visit(part: EmailMessage, depth: int = 0) -> None:
         nonlocal text, html
+        if depth > MAX_MIME_DEPTH:
+            raise RecursionError
         ctype = part.get_content_type()
         if ctype == "message/rfc822":
             inner = part.get_payload(0)
@@ -781,7 +990,7 @@ def _body_parts(
         if part.is_multipart():
             for sub in part.iter_parts():
                 if isinstance(sub, EmailMessage):
-                    visit(sub)
+                    visit(sub, depth + 1)
             return
         disposition = part.get_content_disposition()
         filename = part.get_filename()
@@ -833,19 +1042,24 @@ def parse_eml(
     """
     if not data.strip():
         raise MessageError(f"{where}: empty input, expected an RFC 5322 message")
+    if full_name is not None:
+        check_header_value(f"{where}: -F (full name)", full_name)
     fields, body = _split_fields(data)
+    for name, field_bytes in fields:  # a bare CR or the like would end the line for a reader
+        value = field_bytes.partition(b":")[2].replace(b"\n", b"")
+        check_header_value(f"{where}: {name}", value.decode("utf-8", "replace"))
     kept = [(n, f) for n, f in fields if n.lower() not in _BLIND_HEADERS]
-    parsed = message_from_bytes(
-        b"\n".join(f for _, f in fields) + b"\n\n", _class=EmailMessage, policy=email_policy.default
-    )
 
+    # Header values are read from the fields here, not by the email package, whose header
+    # parser takes quadratic time on a field folded over many lines.
     def values(name: str) -> list[str]:
-        return [_unfold(str(v)) for v in parsed.get_all(name) or []]
+        lname = name.lower()
+        return [_field_text(f) for n, f in fields if n.lower() == lname]
 
     env_from: Address | None = None
     if envelope_from and "@" in envelope_from:
         env_from = parse_address(f"{where}: -f", envelope_from)
-    from_pairs = [(n, a) for n, a in getaddresses(values("From")) if a]
+    from_pairs = [(_decode_words(n), a) for n, a in getaddresses(values("From")) if a]
     sender: Address | None = None
     if from_pairs and "@" in from_pairs[0][1]:
         sender = Address(validate_email(f"{where}: From", from_pairs[0][1]), from_pairs[0][0])
@@ -907,9 +1121,14 @@ def parse_eml(
             f"{where}: message too large: {len(raw)} bytes, "
             f"limit {max_size} (max_size in the config)"
         )
-    full = message_from_bytes(raw, _class=EmailMessage, policy=email_policy.default)
-    assert isinstance(full, EmailMessage)
-    text, html, attachments = _body_parts(full)
+    try:
+        full = message_from_bytes(raw, _class=EmailMessage, policy=email_policy.default)
+        assert isinstance(full, EmailMessage)
+        text, html, attachments = _body_parts(full)
+    except RecursionError:  # the email package's parser recurses once per nested multipart
+        raise MessageError(
+            f"{where}: MIME parts nested too deeply (at most {MAX_MIME_DEPTH} levels)"
+        ) from None
     date = _now()
     date_values = values("Date")
     if date_values:
@@ -917,24 +1136,26 @@ def parse_eml(
             date = parsedate_to_datetime(date_values[0])
         if date.tzinfo is None:
             date = date.replace(tzinfo=timezone.utc)
-    message_id = _unfold(str(full.get("Message-ID", ""))) or make_msgid(domain=sender.domain)
+    message_id = next(_field_text(f) for n, f in kept if n.lower() == "message-id")
     # For the API providers: a field given several times (cron's X-Cron-Env) becomes one,
     # its values joined by ", ", since most APIs take headers as a JSON object.
     merged: dict[str, tuple[str, list[str]]] = {}
-    for name, value in full.items():
+    for name, value in kept:
         if name.lower() not in STRUCTURAL_HEADERS and name.lower() not in _TRACE_HEADERS:
-            merged.setdefault(name.lower(), (name, []))[1].append(_unfold(str(value)))
+            merged.setdefault(name.lower(), (name, []))[1].append(_decode_words(_field_text(value)))
     headers = [(name, ", ".join(vals)) for name, vals in merged.values()]
     reply_to = [
-        Address(addr, name) for name, addr in getaddresses(values("Reply-To")) if "@" in addr
+        Address(addr, _decode_words(name))
+        for name, addr in getaddresses(values("Reply-To"))
+        if "@" in addr
     ]
-    return Message(
+    msg = Message(
         sender=sender,
         to=to,
         cc=cc,
         bcc=bcc,
         reply_to=reply_to,
-        subject=_unfold(str(full.get("Subject", ""))),
+        subject=_decode_words(next(iter(values("Subject")), "")),
         text=text,
         html=html,
         headers=headers,
@@ -944,3 +1165,5 @@ def parse_eml(
         raw=raw,
         envelope_from=env_from if env_from and env_from.email != sender.email else None,
     )
+    check_fields(msg, where)
+    return msg

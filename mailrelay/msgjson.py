@@ -87,8 +87,11 @@ def json_path(parts: Iterable[object]) -> str:
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
+            continue
+        text = str(part)
+        if not text.isprintable() or not text:  # a key with a line break stays on one line
+            text = repr(text)
+        out += f".{text}" if out else text
     return out
 
 
@@ -225,7 +228,7 @@ def message_from_json(
     attachments = fields.get("attachments")
     if isinstance(attachments, list):
         fields["attachments"] = [
-            _read_attachment(item, f"{where}: attachments[{i}]", base_dir)
+            _read_attachment(item, f"{where}: attachments[{i}]", base_dir, max_size)
             if "path" in item
             else item
             for i, item in enumerate(attachments)
@@ -240,10 +243,12 @@ def message_from_json(
         raise MessageError(f"{where}: {exc}") from None
 
 
-def _read_attachment(item: Mapping[str, Any], where: str, base_dir: str | None) -> dict[str, Any]:
+def _read_attachment(
+    item: Mapping[str, Any], where: str, base_dir: str | None, max_size: int
+) -> dict[str, Any]:
     path: str = item["path"]
     full = os.path.join(base_dir or os.getcwd(), os.path.expanduser(path))
-    data = read_input_file(full, f"{where}.path: {path}")
+    data = read_input_file(full, f"{where}.path: {path}", limit=max_size, regular=True)
     out = {k: v for k, v in item.items() if k != "path"}
     out.setdefault("filename", os.path.basename(path))
     out["content_base64"] = base64.b64encode(data).decode("ascii")

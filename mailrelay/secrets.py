@@ -22,6 +22,17 @@ def remember(value: str) -> None:
         _known.add(value)
 
 
+def remember_auth(user: str, password: str) -> None:
+    """Register the encoded forms in which a credential leaves: HTTP Basic's base64 of
+    "user:password" (RFC 7617, as Mailgun takes its key), SASL PLAIN's base64 of
+    "\\0user\\0password" (RFC 4616) and SASL LOGIN's base64 of the password alone, so that a
+    server echoing them back cannot put them into an error, the state or a log."""
+    import base64
+
+    for form in (f"{user}:{password}", f"\0{user}\0{password}", password):
+        remember(base64.b64encode(form.encode("utf-8")).decode("ascii"))
+
+
 def scrub(text: str) -> str:
     """Replace every known secret value in text (and its percent-encoded form) by ***."""
     if not _known or not text:
@@ -56,7 +67,7 @@ class Secret:
             self.kind, self.arg = "literal", spec
             if not spec:
                 raise ConfigError("empty secret", **self._where)
-            self._value = spec
+            self._value = self._checked(spec)
             remember(spec)
         elif isinstance(spec, dict):
             keys = set(spec)
@@ -116,9 +127,23 @@ class Secret:
 
     def reveal(self) -> str:
         if self._value is None:
-            self._value = self._resolve()
-            remember(self._value)
+            value = self._resolve()
+            remember(value)
+            self._value = self._checked(value)
         return self._value
+
+    def _checked(self, value: str) -> str:
+        """The value without the line end a file, an env file or a command leaves after it
+        (CRLF too); any other control character is refused without showing the value."""
+        value = value.rstrip("\r\n")
+        what = "the secret" if self.kind == "literal" else f"the secret from {self.describe()}"
+        if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value):
+            raise self._fail(
+                f"{what} holds a control character (a line break or the like); not used"
+            )
+        if not value:
+            raise self._fail(f"{what} is empty")
+        return value
 
     def _fail(self, message: str) -> ConfigError:
         return ConfigError(message, **self._where)

@@ -15,15 +15,15 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
-from datetime import date, datetime, timezone
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
 import tomli_w
 
 from mailrelay.errors import StateError
-from mailrelay.fsutil import fsync_directory, make_private_dirs
+from mailrelay.fsutil import fsync_directory, make_private_dirs, open_own_file, read_regular_file
 from mailrelay.record import field, record, record_fields
 
 if sys.version_info >= (3, 11):
@@ -72,6 +72,115 @@ class State:
         return entry
 
 
+# -- changes as data ----------------------------------------------------------------------
+#
+# A change to the state is a closure over a State for the file store, but a store on another
+# machine (Redis) cannot run a closure: so the engine says what changes as a StateDelta, which
+# every store can apply (the file store by calling it on its locked State, the Redis store in
+# one server-side script), and the engine stays the one place that decides what changes.
+
+_ZEROED = ("sent", "failed", "consecutive_failures")
+
+
+@record
+class ProviderChange:
+    """What one attempt (or an operator's reset) changes in one provider's entry, applied in
+    this order: counters added, an outcome counted, fields cleared, fields stamped with the
+    time, texts set, then the cooldown."""
+
+    provider: str
+    add: dict[str, int] = field(default_factory=dict)  # e.g. {"sent": 1}
+    count: str | None = None  # an outcome class to count in `outcomes`
+    clear: tuple[str, ...] = ()  # counters to 0, times and texts to None
+    stamp: tuple[str, ...] = ()  # times set to now, e.g. ("last_success",)
+    texts: dict[str, str] = field(default_factory=dict)  # e.g. {"last_error": "..."}
+    # seconds of cooldown after the Nth consecutive failure (the last one for any later N);
+    # a list rather than a formula so that Policy.cooldown_for stays the only formula
+    cooldowns: tuple[float, ...] = ()
+
+    def apply(self, state: State, now: datetime) -> None:
+        entry = state.provider(self.provider)
+        for key, n in self.add.items():
+            setattr(entry, key, getattr(entry, key) + n)
+        if self.count is not None:
+            entry.count_outcome(self.count)
+        for key in self.clear:
+            setattr(entry, key, 0 if key in _ZEROED else None)
+        for key in self.stamp:
+            setattr(entry, key, now)
+        for key, text in self.texts.items():
+            setattr(entry, key, text)
+        if self.cooldowns:
+            step = min(max(entry.consecutive_failures, 1), len(self.cooldowns))
+            entry.cooldown_until = now + timedelta(seconds=self.cooldowns[step - 1])
+
+
+@record
+class StateDelta:
+    """The changes of one send (or one operator command), at one moment. Callable, so any
+    store that takes a closure takes a delta too."""
+
+    now: datetime  # the file store's clock; the Redis store uses the server's instead
+    changes: list[ProviderChange] = field(default_factory=list)
+    last_provider: str | None = None  # set (with last_index) when a provider accepted
+    last_index: int | None = None
+    message: str | None = None  # the message's result to count ("sent", "queued", ...)
+    # sees the state before and after the change, inside the update (alerts.Transitions)
+    observer: Observer | None = None
+
+    def __call__(self, state: State) -> None:
+        if self.observer is not None:
+            self.observer.begin(state)  # afresh each run: a store may retry the change
+        if self.message is not None:
+            state.count_message(self.message)
+            if self.message != "rejected":
+                state.last_result = self.message
+        for change in self.changes:
+            change.apply(state, self.now)
+        if self.last_provider is not None:
+            state.last_provider = self.last_provider
+            state.last_index = self.last_index
+        if self.observer is not None:
+            self.observer.detect(state)
+
+
+class Observer(Protocol):
+    """Told the state before a delta is applied and after, inside the same update."""
+
+    def begin(self, before: State) -> None: ...
+
+    def detect(self, after: State) -> object: ...
+
+
+class Changes:
+    """Several changes applied in order as one update (a batch's or a queue flush's fold)."""
+
+    def __init__(self, changes: Sequence[Callable[[State], None]]) -> None:
+        self.changes = list(changes)
+
+    def __call__(self, state: State) -> None:
+        for change in self.changes:
+            change(state)
+
+    def deltas(self) -> list[StateDelta] | None:
+        """Every change as a StateDelta, in order; None if one of them is a plain closure."""
+        out: list[StateDelta] = []
+        for change in self.changes:
+            if isinstance(change, StateDelta):
+                out.append(change)
+            elif isinstance(change, Changes) and (inner := change.deltas()) is not None:
+                out.extend(inner)
+            else:
+                return None
+        return out
+
+
+def reset_delta(names: Sequence[str], now: datetime) -> StateDelta:
+    """An operator's "it is fixed": no cooldown and no consecutive failures for these."""
+    clear = ("consecutive_failures", "cooldown_until")
+    return StateDelta(now, [ProviderChange(name, clear=clear) for name in names])
+
+
 class StateStore(Protocol):
     """Where the state lives. The TOML file is the default; another store can plug in."""
 
@@ -90,6 +199,23 @@ class StateStore(Protocol):
         A store may run `change` again on a fresher state (an optimistic retry); the run
         whose result was stored is the one that counts."""
         ...
+
+
+STATE_URL_SCHEMES = ("redis", "rediss", "unix")  # the forms redis-py's from_url reads
+
+
+def is_state_url(text: str) -> bool:
+    """Whether a state setting names the Redis store rather than a file."""
+    scheme, sep, _ = text.strip().partition("://")
+    return bool(sep) and scheme.lower() in STATE_URL_SCHEMES
+
+
+def state_url(explicit: str | None, env: Mapping[str, str], configured: str | None) -> str | None:
+    """The Redis URL when the state setting that wins (as in state_path) is one, else None."""
+    for value in (explicit, env.get(STATE_ENV, "").strip() or None):
+        if value:
+            return value.strip() if is_state_url(value) else None
+    return configured
 
 
 def default_state_path() -> Path:
@@ -180,7 +306,7 @@ class TomlStateStore:
 
     def _read(self) -> State:
         try:
-            data = self.path.read_bytes()
+            data = read_regular_file(self.path)
         except FileNotFoundError:
             return State()
         except OSError as exc:
@@ -281,11 +407,11 @@ class TomlStateStore:
         if create_dirs:
             self._make_dirs()
         try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = open_own_file(self.lock_path, os.O_RDWR)
         except OSError as exc:
-            raise self._error("cannot open its lock file", exc) from None
+            raise self._error(f"cannot open its lock file {self.lock_path.name}", exc) from None
         try:
-            with contextlib.suppress(OSError):  # the lock file may belong to someone else
+            with contextlib.suppress(OSError):
                 if os.fstat(fd).st_mode & 0o777 != 0o600:
                     os.fchmod(fd, 0o600)
             self._acquire(fd)

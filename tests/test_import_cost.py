@@ -14,7 +14,8 @@ from pytest_httpserver import HTTPServer
 from tests.esp.fake_postmark import FakePostmark
 from tests.esp.fakebase import server_base_url
 
-HEAVY = ("requests", "rich", "html2text", "email_validator", "requests_aws4auth", "jsonschema")
+HEAVY = ("requests", "rich", "html2text", "email_validator", "requests_aws4auth", "jsonschema",
+         "redis", "mailrelay.redisstate")  # fmt: skip
 REPORT = "print(sorted(m for m in {names!r} if m in sys.modules))"
 
 

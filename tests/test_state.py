@@ -543,3 +543,49 @@ def test_state_path_precedence(tmp_path: Path, isolated_user_dirs: Path) -> None
     assert state_path(None, {}, None) == default_state_path()
     assert state_path("~/s.toml", {}, None) == isolated_user_dirs / "s.toml"
     assert state_path(None, {"MAILRELAY_STATE": "~/e.toml"}, None) == isolated_user_dirs / "e.toml"
+
+
+# -- changes as data (StateDelta): what the engine hands every store ---------------------
+
+
+def test_a_delta_applies_in_order_and_a_reset_keeps_the_history(store: TomlStateStore) -> None:
+    from mailrelay.state import Changes, ProviderChange, StateDelta, reset_delta
+
+    at = datetime(2026, 11, 22, 9, 0, tzinfo=timezone.utc)
+    fail = ProviderChange(
+        "p",
+        add={"failed": 1, "consecutive_failures": 1},
+        count="transient",
+        stamp=("last_failure",),
+        texts={"last_error": "transient: 503"},
+        cooldowns=(60.0, 120.0),
+    )
+    store.update(Changes([StateDelta(at, [fail]), StateDelta(at, [fail])]))
+    entry = store.load().providers["p"]
+    assert entry.consecutive_failures == 2 and entry.outcomes == {"transient": 2}
+    assert entry.cooldown_until == at + timedelta(seconds=120)  # the 2nd step
+    store.update(Changes([StateDelta(at, [fail])]))
+    assert store.load().providers["p"].cooldown_until == at + timedelta(seconds=120)  # the last
+    store.update(reset_delta(["p"], at))
+    entry = store.load().providers["p"]
+    assert (entry.consecutive_failures, entry.cooldown_until) == (0, None)
+    assert (entry.failed, entry.last_error) == (3, "transient: 503")
+
+
+def test_changes_are_data_only_when_every_one_is_a_delta() -> None:
+    from mailrelay.state import Changes, StateDelta
+
+    delta = StateDelta(datetime(2026, 11, 22, tzinfo=timezone.utc))
+    assert Changes([delta, Changes([delta])]).deltas() == [delta, delta]
+    assert Changes([delta, lambda state: None]).deltas() is None
+
+
+def test_cooldown_steps_follow_cooldown_for_up_to_the_cap() -> None:
+    from mailrelay.engine import Policy
+    from mailrelay.providers.base import Outcome
+
+    policy = Policy(cooldown=60, max_cooldown=300)
+    assert policy.cooldown_steps(Outcome.TRANSIENT, None) == (60, 120, 240, 300)
+    assert policy.cooldown_steps(Outcome.TRANSIENT, 200) == (200, 200, 240, 300)
+    assert policy.cooldown_steps(Outcome.REJECTED, None) == ()
+    assert Policy(cooldown=0).cooldown_steps(Outcome.TRANSIENT, None) == (0,)

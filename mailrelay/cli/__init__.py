@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from mailrelay.providers.base import Provider
     from mailrelay.providers.options import ProviderSpec
     from mailrelay.spool import Spool
-    from mailrelay.state import StateStore, TomlStateStore
+    from mailrelay.state import StateStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -118,11 +118,23 @@ class App:
             )
         return [by_name[name] for name in dict.fromkeys(self.via)]
 
-    def store(self) -> TomlStateStore:
-        from mailrelay.state import TomlStateStore, state_path
+    def store(self) -> StateStore:
+        from mailrelay.state import TomlStateStore, default_state_path, state_path, state_url
 
-        path = state_path(self.state_override, os.environ, self.settings.state_file)
-        return TomlStateStore(path, warn=self.out.warn)
+        settings = self.settings
+        url = state_url(self.state_override, os.environ, settings.state_url)
+        if url is None:
+            path = state_path(self.state_override, os.environ, settings.state_file)
+            return TomlStateStore(path, warn=self.out.warn)
+        from mailrelay.redisstate import FallbackStore, RedisStateStore, masked
+
+        def connect() -> RedisStateStore:
+            secret = settings.state_password
+            return RedisStateStore(url, password=secret.reveal() if secret else None)
+
+        # while Redis cannot be reached: the file this user would have without a URL
+        local = TomlStateStore(settings.state_file or default_state_path(), warn=self.out.warn)
+        return FallbackStore(connect, masked(url), local, warn=self.out.warn)
 
     def hold_connections(self) -> None:
         """Many messages follow: providers keep connections between them (close() ends them)."""
@@ -353,10 +365,10 @@ def global_options(*, merge: bool = True) -> Callable[[F], F]:
         ),
         click.option(
             "--state",
-            metavar="PATH",
+            metavar="PATH|URL",
             type=path,
-            help="State file (default: $MAILRELAY_STATE, else the user data dir's "
-            "mailrelay/state.toml).",
+            help="State file, or a redis://, rediss:// or unix:// URL to share it across "
+            "hosts (default: $MAILRELAY_STATE, else the user data dir's mailrelay/state.toml).",
             **extra,
         ),
         click.option(

@@ -39,7 +39,7 @@ def _state_fields(entry: ProviderState | None) -> dict[str, Any]:
     }
 
 
-@click.command(context_settings={"max_content_width": 100})
+@click.group(invoke_without_command=True, context_settings={"max_content_width": 100})
 @global_options()
 @json_option
 @pass_app
@@ -47,12 +47,16 @@ def providers(app: App, json_mode: bool) -> None:
     """List the configured providers in order, with the state's counters.
 
     The provider marked "sticky" took the last message; "next" is where the next send starts.
+    `mailrelay providers reset NAME...` ends a provider's cooldown.
 
     \b
     Examples:
       mailrelay providers
       mailrelay --provider smtp://127.0.0.1:2525?security=none providers --json
+      mailrelay providers reset postmark
     """
+    if click.get_current_context().invoked_subcommand is not None:
+        return
     out = app.output(json_mode=json_mode)
     engine = app.engine()
     state = engine.store.load()
@@ -112,6 +116,36 @@ def providers(app: App, json_mode: bool) -> None:
         table_rows,
         long=["last error"],
     )
+
+
+@providers.command("reset", context_settings={"max_content_width": 100})
+@click.argument(
+    "names", nargs=-1, required=True, metavar="NAME...", shell_complete=complete_provider_names
+)
+@global_options()
+@pass_app
+def reset(app: App, names: tuple[str, ...]) -> None:
+    """Clear the cooldown and consecutive failures of the named providers ("it is fixed, use
+    it again"), in whichever store the state is: the file or Redis.
+
+    \b
+    Examples:
+      mailrelay providers reset postmark
+      mailrelay --state redis://state.example.internal:6379/0 providers reset relay1 relay2
+    """
+    from mailrelay.engine import utcnow
+    from mailrelay.errors import UsageError
+    from mailrelay.state import reset_delta
+
+    out = app.output(json_mode=False)
+    store = app.store()
+    known = [p.name for p in app.providers()]
+    unknown = [n for n in names if n not in known and n not in store.load().providers]
+    if unknown:
+        raise UsageError(f"unknown provider {unknown[0]!r}; configured: {', '.join(known)}")
+    store.update(reset_delta(list(dict.fromkeys(names)), utcnow()))
+    for name in dict.fromkeys(names):
+        out.data(f"{name}: cooldown cleared, consecutive failures 0 (state {store.location})")
 
 
 @click.command(context_settings={"max_content_width": 100})

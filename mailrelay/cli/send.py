@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 FILE = click.Path()  # completes file names in the shell; reading says what is wrong
 
 STDIN_WAIT = 5.0  # seconds to wait for the first byte on a pipe that stays open
+_EML_SLACK = 1024 * 1024  # an .eml beyond max_size that a Bcc or a CRLF change may account for
 
 
 def _decode(data: bytes, where: str, out: Output) -> str:
@@ -66,12 +67,12 @@ def _read_all(stream: TextIO) -> bytes:
     return bytes(buffer.read()) if buffer is not None else stream.read().encode()
 
 
-def read_text_file(path: str, what: str, out: Output) -> str:
+def read_text_file(path: str, what: str, out: Output, limit: int) -> str:
     if path == "-":
         return read_stdin(out, explicit=True) or ""
     from mailrelay.message import read_input_file
 
-    return _decode(read_input_file(path, f"{what} {path}"), f"{what} {path}", out)
+    return _decode(read_input_file(path, f"{what} {path}", limit=limit), f"{what} {path}", out)
 
 
 @click.command(context_settings={"max_content_width": 100})
@@ -276,15 +277,18 @@ def send(
     click.get_current_context().exit(int(code))
 
 
-def read_input_bytes(path: str, what: str) -> bytes:
-    """The bytes of FILE, or of standard input for '-'; a one-line error when unreadable."""
+def read_input_bytes(path: str, what: str, limit: int) -> bytes:
+    """The bytes of FILE, or of standard input for '-', at most `limit`; a one-line error
+    when unreadable or larger."""
+    from mailrelay.message import read_bounded, read_input_file
+
     if path == "-":
         stream = sys.stdin
         buffer = getattr(stream, "buffer", None)
-        return bytes(buffer.read()) if buffer is not None else stream.read().encode()
-    from mailrelay.message import read_input_file
-
-    return read_input_file(path, f"{what} {path}")
+        if buffer is None:
+            return stream.read().encode()
+        return read_bounded(buffer, f"{what} (standard input)", limit)
+    return read_input_file(path, f"{what} {path}", limit=limit)
 
 
 def read_whole_message(
@@ -301,7 +305,7 @@ def read_whole_message(
     if eml is not None:
         where = "standard input" if eml == "-" else eml
         return parse_eml(
-            read_input_bytes(eml, "--eml"),
+            read_input_bytes(eml, "--eml", max_size + _EML_SLACK),
             where=where,
             recipients=recipients,
             extract=True,
@@ -313,7 +317,8 @@ def read_whole_message(
     from mailrelay.msgjson import load_message
 
     return load_message(
-        read_input_bytes(message_file, "--message"),
+        # JSON carries attachments in base64: 4/3 of their size, and some room
+        read_input_bytes(message_file, "--message", max_size * 2),
         where="standard input" if message_file == "-" else message_file,
         base_dir=None if message_file == "-" else os.path.dirname(os.path.abspath(message_file)),
         default_sender=sender or settings.sender,
@@ -350,10 +355,11 @@ def message_from_options(
         raise UsageError("give --html or --html-file, not both")
     if text_file == "-" and html_file == "-":
         raise UsageError("standard input can be the text or the HTML body, not both")
+    limit = app.settings.max_size or DEFAULT_MAX_SIZE
     if text_file is not None:
-        text = read_text_file(text_file, "--text-file", out)
+        text = read_text_file(text_file, "--text-file", out, limit)
     if html_file is not None:
-        html = read_text_file(html_file, "--html-file", out)
+        html = read_text_file(html_file, "--html-file", out, limit)
     if text is None and html is None and not no_stdin:
         text = read_stdin(out, explicit=False)
     settings = app.settings

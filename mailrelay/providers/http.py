@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from abc import abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar, final
 from urllib.parse import urlsplit
@@ -26,6 +27,7 @@ from mailrelay.providers.base import (
     Receipt,
     parse_retry_after,
 )
+from mailrelay.providers.deadline import MAX_ANSWER
 from mailrelay.providers.transport import (
     ConnectFailure,
     Pool,
@@ -34,6 +36,7 @@ from mailrelay.providers.transport import (
     proxy_in_environment,
 )
 from mailrelay.record import field, record
+from mailrelay.secrets import remember_auth
 
 if TYPE_CHECKING:
     import requests
@@ -317,6 +320,8 @@ class HttpProvider(Provider):
         plain_auth = auth is None or (
             isinstance(auth, tuple) and len(auth) == 2 and all(isinstance(a, str) for a in auth)
         )
+        if isinstance(auth, tuple) and plain_auth:
+            remember_auth(*auth)  # a server that echoes the Authorization header
         if not plain_auth or proxy_in_environment():
             return self._perform_with_requests(req, timeout)
         try:
@@ -376,7 +381,9 @@ class HttpProvider(Provider):
                 params=req.params,
                 timeout=(connect_timeout, timeout),
                 allow_redirects=False,
+                stream=True,  # the body is read below: bounded in size and time
             )
+            content = _bounded_content(r, time.monotonic() + timeout)
         except requests.exceptions.ConnectTimeout:
             raise ProviderError(
                 Outcome.TRANSIENT, f"{self.host}: no connection within {connect_timeout:g} s"
@@ -395,7 +402,7 @@ class HttpProvider(Provider):
             raise self._lost(_short(exc)) from None
         except requests.exceptions.RequestException as exc:
             raise ProviderError(Outcome.PROVIDER, f"{self.host}: {_short(exc)}") from None
-        return Response(r.status_code, r.reason or "", r.headers, r.content)
+        return Response(r.status_code, r.reason or "", r.headers, content)
 
     def _deliver(self, message: Message, *, timeout: float) -> Receipt:
         resp = self.perform(self.build_send(message), timeout)
@@ -429,6 +436,25 @@ class ApiKeyProvider(HttpProvider):
     @classmethod
     def config_from_url(cls, url: ProviderURL) -> dict[str, Any]:
         return cls.credential_from_url(url, "api_key")
+
+
+def _bounded_content(r: requests.Response, deadline: float) -> bytes:
+    """At most MAX_ANSWER bytes of a streamed body, read by `deadline` (else ReadTimeout)."""
+    import requests
+
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        for chunk in r.iter_content(8192):
+            if time.monotonic() > deadline:
+                raise requests.exceptions.ReadTimeout("the reply took longer than the deadline")
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > MAX_ANSWER:
+                break
+    finally:
+        r.close()
+    return b"".join(chunks)[:MAX_ANSWER]
 
 
 def _short(exc: BaseException) -> str:

@@ -18,7 +18,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -32,7 +32,8 @@ from mailrelay.providers.base import (
     ProviderError,
     Receipt,
 )
-from mailrelay.secrets import scrub
+from mailrelay.providers.deadline import MAX_ANSWER, deadline_file
+from mailrelay.secrets import remember_auth, scrub
 
 if TYPE_CHECKING:
     from mailrelay.message import Message
@@ -274,7 +275,9 @@ class SmtpProvider(Provider):
     def password(self) -> str:
         assert self._password is not None
         try:
-            return self._password.reveal()
+            password = self._password.reveal()
+            remember_auth(self.username or "", password)  # AUTH PLAIN / LOGIN forms
+            return password
         except Exception as exc:  # a missing env var or a failing command: this provider only
             raise ProviderError(
                 Outcome.PROVIDER, f"{self.label}: cannot get the password: {exc}"
@@ -339,6 +342,53 @@ class SmtpProvider(Provider):
                 return Health(True, session.summary())
         except ProviderError as exc:
             return Health(False, exc.message, exc.outcome)
+
+
+class _BoundedReplies:
+    """smtplib's reply reading under the session's deadline: each reply ends by it, and is
+    at most MAX_ANSWER bytes, however many continuation lines ("220-...") a server sends."""
+
+    session: _Session
+    sock: socket.socket | None
+    file: Any
+    _host: str
+    close: Callable[[], None]  # smtplib.SMTP's
+
+    def getreply(self) -> tuple[int, bytes]:
+        if self.sock is None:
+            raise smtplib.SMTPServerDisconnected("not connected")
+        if self.file is None:
+            self.file = deadline_file(self.sock, lambda: self.session.deadline)
+        lines: list[bytes] = []
+        total = 0
+        while True:
+            try:
+                line = self.file.readline(MAX_ANSWER + 1 - total)
+            except OSError as exc:
+                self.close()
+                raise smtplib.SMTPServerDisconnected(f"connection lost: {exc}") from exc
+            if not line:
+                self.close()
+                raise smtplib.SMTPServerDisconnected("connection closed")
+            total += len(line)
+            if total > MAX_ANSWER:
+                self.close()
+                raise smtplib.SMTPResponseException(
+                    -1, f"reply longer than {MAX_ANSWER} bytes".encode()
+                )
+            lines.append(line[4:].strip(b" \t\r\n"))
+            if not line[:3].isdigit():
+                return -1, b"\n".join(lines)
+            if line[3:4] != b"-":
+                return int(line[:3]), b"\n".join(lines)
+
+
+class _BoundedSMTP(_BoundedReplies, smtplib.SMTP):
+    pass
+
+
+class _BoundedSMTPSSL(_BoundedReplies, smtplib.SMTP_SSL):
+    pass
 
 
 class _Stale(Exception):
@@ -472,15 +522,19 @@ class _Session:
         p = self.p
         self.stage = CONNECT
         ctx = p.tls_context() if p.security != "none" else None
+        client: _BoundedSMTP | _BoundedSMTPSSL
         if ctx is not None and p.security == "tls":
-            self.smtp = smtplib.SMTP_SSL(
-                p.host, p.port, local_hostname=p.helo, timeout=self.remaining(), context=ctx
-            )
-            self.notes.append(f"TLS {self._tls_version()}".rstrip())
+            client = _BoundedSMTPSSL(local_hostname=p.helo, timeout=self.remaining(), context=ctx)
         else:
-            self.smtp = smtplib.SMTP(
-                p.host, p.port, local_hostname=p.helo, timeout=self.remaining()
-            )
+            client = _BoundedSMTP(local_hostname=p.helo, timeout=self.remaining())
+        client.session = self
+        client._host = p.host  # as SMTP(host) sets it: the TLS server name
+        self.smtp = client
+        code, msg = client.connect(p.host, p.port)
+        if code != 220:
+            raise self.reply_error(code, msg)
+        if ctx is not None and p.security == "tls":
+            self.notes.append(f"TLS {self._tls_version()}".rstrip())
         if self.smtp.sock is not None:
             # DATA goes out in several writes; without this, Nagle's algorithm holds the last
             # one until the server's delayed ACK (about 40 ms on every message)

@@ -19,11 +19,15 @@ import select
 import socket
 import ssl
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping
-from http.client import HTTPConnection, HTTPException, HTTPMessage, HTTPSConnection
+from functools import partial
+from http.client import HTTPConnection, HTTPException, HTTPMessage, HTTPResponse, HTTPSConnection
 from typing import Any
 from urllib.parse import urlencode, urlsplit
+
+from mailrelay.providers.deadline import MAX_ANSWER, deadline_file
 
 PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy")
 _MAX_IDLE_PER_HOST = 64
@@ -196,6 +200,10 @@ class Pool:
         connect_timeout: float,
         read_timeout: float,
     ) -> Response:
+        """One request; `read_timeout` bounds the whole attempt (connect, TLS, request and
+        reply), `connect_timeout` the connection alone. At most MAX_ANSWER bytes of the
+        body are read: an error text or a message id never needs more."""
+        deadline = time.monotonic() + read_timeout
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https") or not parts.hostname:
@@ -234,23 +242,28 @@ class Pool:
             send_headers["Content-Length"] = str(len(body or b""))
 
         key = (scheme, parts.hostname, port)
-        conn = self._take(key) or self._connect(scheme, parts.hostname, port, connect_timeout)
+        conn = self._take(key) or self._connect(
+            scheme, parts.hostname, port, min(connect_timeout, read_timeout)
+        )
         try:
-            if conn.sock is not None:
-                conn.sock.settimeout(read_timeout)
+            if conn.sock is not None:  # sendall's timeout bounds the whole upload
+                conn.sock.settimeout(max(deadline - time.monotonic(), 0.001))
             conn.putrequest(method, target, skip_host=False, skip_accept_encoding=True)
             for name, value in send_headers.items():
                 conn.putheader(name, value)
             conn.endheaders(body)  # headers and body leave in one write where they fit
+            conn.response_class = partial(_BoundedResponse, deadline=deadline)  # type: ignore[assignment]
             resp = conn.getresponse()
-            content = resp.read()
+            content = resp.read(MAX_ANSWER + 1)
+            whole = len(content) <= MAX_ANSWER and resp.isclosed()
+            content = content[:MAX_ANSWER]
         except TimeoutError:
             conn.close()
             raise SendFailure("no answer in time", timeout=True) from None
         except (OSError, HTTPException) as exc:
             conn.close()
             raise SendFailure(_reason(exc)) from None
-        if resp.will_close:
+        if resp.will_close or not whole:  # the rest of a long body is left unread
             conn.close()
         else:
             self._give_back(key, conn)
@@ -280,6 +293,14 @@ class Pool:
         if conn.sock is not None:
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
+
+
+class _BoundedResponse(HTTPResponse):
+    """An HTTP response read under the attempt's deadline (see DeadlineReader)."""
+
+    def __init__(self, sock: socket.socket, *args: Any, deadline: float, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp = deadline_file(sock, lambda: deadline, holds=self.fp)
 
 
 def _dropped(sock: socket.socket) -> bool:

@@ -1,0 +1,334 @@
+"""The state in Redis (or Valkey), shared by every host and process that names the same URL.
+
+Every read is one script call and every update one atomic script (redis-py's
+`register_script`, EVALSHA): the engine's changes arrive as data (`StateDelta`), the script
+applies them with the server's clock (`TIME`), and a cooldown is a key with a PX expiry, so
+hosts with skewed clocks agree on who is resting. All keys share one hash tag, `{prefix}`,
+so a Redis Cluster keeps them in one slot (https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/#hash-tags).
+
+The store never holds mail up: `FallbackStore` uses the local TOML file, with one warning,
+while Redis is unreachable or refuses the login, and tries Redis again after a short pause.
+redis-py is imported here only, and this module only when the state is a URL.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+from mailrelay.errors import ConfigError
+from mailrelay.secrets import REDACTED, remember, scrub
+from mailrelay.state import Changes, ProviderState, State, StateStore, TomlStateStore
+
+DEFAULT_PREFIX = "mailrelay"
+TIMEOUT = 0.5  # connect and reply: the state must never hold mail up
+RETRY_AFTER = 5.0  # seconds before a long-running process tries an unreachable Redis again
+
+_INTS = ("sent", "failed", "consecutive_failures")
+_TIMES = ("last_success", "last_failure")
+_TEXTS = ("last_error", "last_outcome")
+_OUTCOME = "outcome:"  # hash fields counting attempts per outcome class
+_MESSAGE = "message:"  # failover hash fields counting messages by final result
+
+# KEYS[1] failover hash, KEYS[2] set of provider names; ARGV[1] the key prefix "{p}:".
+# Returns {failover fields, name, provider fields, cooldown PTTL, name, ...}. Keys other than
+# KEYS carry the same hash tag, so they are in the same cluster slot.
+_READ = """
+local out = {redis.call('HGETALL', KEYS[1])}
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  out[#out + 1] = name
+  out[#out + 1] = redis.call('HGETALL', ARGV[1] .. 'provider:' .. name)
+  out[#out + 1] = redis.call('PTTL', ARGV[1] .. 'cooldown:' .. name)
+end
+return out
+"""
+
+# KEYS[1], KEYS[2] as above, then for each provider changed its hash and its cooldown key;
+# ARGV[1] the prefix, ARGV[2] the deltas as JSON (see _encode). Atomic: no update is lost.
+_UPDATE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local counters = {sent = true, failed = true, consecutive_failures = true}
+local steps_in = cjson.decode(ARGV[2])
+-- what alerts compare with: the last result and each changed provider's failure run, before
+local before = {redis.call('HGET', KEYS[1], 'last_result') or ''}
+for _, step in ipairs(steps_in) do
+  for _, c in ipairs(step.changes) do
+    before[#before + 1] = c.name
+    before[#before + 1] = redis.call('HGET', KEYS[c.k], 'consecutive_failures') or '0'
+  end
+end
+for _, step in ipairs(steps_in) do
+  if step.msg then
+    redis.call('HINCRBY', KEYS[1], 'message:' .. step.msg, 1)
+    if step.msg ~= 'rejected' then redis.call('HSET', KEYS[1], 'last_result', step.msg) end
+  end
+  for _, c in ipairs(step.changes) do
+    local h, cool = KEYS[c.k], KEYS[c.k + 1]
+    redis.call('SADD', KEYS[2], c.name)
+    for key, n in pairs(c.add) do redis.call('HINCRBY', h, key, n) end
+    if c.count then redis.call('HINCRBY', h, 'outcome:' .. c.count, 1) end
+    for _, key in ipairs(c.clear) do
+      if key == 'cooldown_until' then redis.call('DEL', cool)
+      elseif counters[key] then redis.call('HSET', h, key, 0)
+      else redis.call('HDEL', h, key) end
+    end
+    for _, key in ipairs(c.stamp) do redis.call('HSET', h, key, now) end
+    for key, text in pairs(c.texts) do redis.call('HSET', h, key, text) end
+    local steps = c.cooldowns
+    if #steps > 0 then
+      local n = tonumber(redis.call('HGET', h, 'consecutive_failures') or '0')
+      n = math.max(1, math.min(n, #steps))
+      local ms = math.floor(steps[n] * 1000)
+      if ms > 0 then redis.call('SET', cool, now + ms, 'PX', ms) else redis.call('DEL', cool) end
+    end
+  end
+  if step.last then
+    redis.call('HSET', KEYS[1], 'last_provider', step.last)
+    if step.index then redis.call('HSET', KEYS[1], 'last_index', step.index)
+    else redis.call('HDEL', KEYS[1], 'last_index') end
+  end
+end
+""" + _READ.replace("return out", "out[#out + 1] = before\nreturn out")
+
+
+class StateUnavailable(Exception):
+    """Redis cannot be used now (unreachable, login refused, ...); `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def masked(url: str) -> str:
+    """The URL without its password (in the authority or as ?password=), for every message
+    that names the store."""
+    parts = urlsplit(url)
+    base, _, query = url.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(key == "password" for key, _ in pairs):
+        shown = [(k, REDACTED if k == "password" else v) for k, v in pairs]
+        url = f"{base}?{urlencode(shown, safe='*/')}"
+    if parts.password is None:
+        return url
+    user = quote(parts.username or "", safe="")
+    host = parts.netloc.rpartition("@")[2]
+    return url.replace(parts.netloc, f"{user}:{REDACTED}@{host}", 1)
+
+
+def split_prefix(url: str) -> tuple[str, str]:
+    """(the URL for redis-py, the key prefix): `?prefix=NAME` is ours, not redis-py's."""
+    base, _, query = url.partition("?")  # not urlunsplit: it drops unix:///'s empty host
+    prefix = DEFAULT_PREFIX
+    rest = []
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == "prefix":
+            prefix = value
+        else:
+            rest.append((key, value))
+    if not prefix or any(c in prefix for c in "{}"):
+        raise ConfigError(f"state URL {masked(url)}: prefix must be non-empty, without {{ or }}")
+    return (f"{base}?{urlencode(rest)}" if rest else base), prefix
+
+
+class RedisStateStore:
+    """The state in Redis: one script call per read, one atomic script per update."""
+
+    def __init__(self, url: str, *, password: str | None = None, timeout: float = TIMEOUT) -> None:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        self.location = masked(url)
+        parts = urlsplit(url)
+        for secret in [parts.password] + [v for k, v in parse_qsl(parts.query) if k == "password"]:
+            if secret:
+                remember(secret)
+        target, prefix = split_prefix(url)
+        self.prefix = f"{{{prefix}}}:"  # the hash tag: every key in one cluster slot
+        self._keys = [self.prefix + "failover", self.prefix + "providers"]
+        options: dict[str, Any] = {
+            "socket_connect_timeout": timeout,
+            "socket_timeout": timeout,
+            "retry": Retry(NoBackoff(), 0),  # a second try would only hold the mail longer
+        }
+        if password is not None and parts.password is None:
+            options["password"] = password
+        try:
+            self.client = redis.Redis.from_url(target, **options)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"state URL {self.location}: {scrub(str(exc))}") from None
+        self._read = self.client.register_script(_READ)
+        self._update = self.client.register_script(_UPDATE)
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+
+    def __repr__(self) -> str:
+        return f"RedisStateStore({self.location!r})"
+
+    def load(self) -> State:
+        return self._decode(self._call(self._read, self._keys, [self.prefix]))
+
+    def update(self, change: Callable[[State], None]) -> State:
+        deltas = Changes([change]).deltas()
+        if deltas is None:
+            raise TypeError("the Redis state store applies StateDelta changes only")
+        keys = list(self._keys)
+        steps = []
+        for delta in deltas:
+            changes = []
+            for c in delta.changes:
+                name = c.provider
+                key = self.prefix + "provider:" + name
+                if key not in keys:
+                    keys += [key, self.prefix + "cooldown:" + name]
+                item: dict[str, Any] = {"k": keys.index(key) + 1, "name": name, "add": c.add}
+                item.update(clear=list(c.clear), stamp=list(c.stamp), texts=c.texts)
+                item["cooldowns"] = list(c.cooldowns)
+                if c.count is not None:
+                    item["count"] = c.count
+                changes.append(item)
+            step: dict[str, Any] = {"changes": changes}
+            if delta.message is not None:
+                step["msg"] = delta.message
+            if delta.last_provider is not None:  # JSON null would be true in Lua: omit it
+                step["last"] = delta.last_provider
+                if delta.last_index is not None:
+                    step["index"] = delta.last_index
+            steps.append(step)
+        # cjson turns an empty JSON object and an empty array alike into an empty table
+        argv = [self.prefix, json.dumps(steps, separators=(",", ":"))]
+        reply = self._call(self._update, keys, argv)
+        after = self._decode(reply[:-1])
+        observed = [d.observer for d in deltas if d.observer is not None]
+        if len(deltas) == 1 and observed:  # one send: the script saw its before and after
+            observed[0].begin(_before(reply[-1]))
+            observed[0].detect(after)
+        return after
+
+    def _call(self, script: Any, keys: list[str], argv: list[str]) -> Any:
+        try:
+            return script(keys=keys, args=argv)
+        except self._errors as exc:
+            raise StateUnavailable(scrub(str(exc) or type(exc).__name__)) from None
+
+    def _decode(self, reply: list[Any]) -> State:
+        local_now = datetime.now(timezone.utc)
+        state = State()
+        failover = _pairs(reply[0])
+        state.last_provider = failover.get("last_provider")
+        state.last_result = failover.get("last_result")
+        for key, value in failover.items():
+            if key.startswith(_MESSAGE):
+                state.messages[key[len(_MESSAGE) :]] = _int(value)
+        if failover.get("last_index", "").isdigit():
+            state.last_index = int(failover["last_index"])
+        for i in range(1, len(reply) - 2, 3):
+            name = _text(reply[i])
+            fields = _pairs(reply[i + 1])
+            entry = ProviderState()
+            for key in _INTS:
+                setattr(entry, key, _int(fields.get(key)))
+            for key in _TIMES:
+                ms = fields.get(key)
+                if ms is not None and ms.isdigit():
+                    setattr(entry, key, datetime.fromtimestamp(int(ms) / 1000, timezone.utc))
+            for key in _TEXTS:
+                setattr(entry, key, fields.get(key))
+            for key, value in fields.items():
+                if key.startswith(_OUTCOME):
+                    entry.outcomes[key[len(_OUTCOME) :]] = _int(value)
+            pttl = int(reply[i + 2])
+            if pttl > 0:  # the key's time to live, on this host's clock
+                entry.cooldown_until = local_now + timedelta(milliseconds=pttl)
+            state.providers[name] = entry
+        return state
+
+
+def _before(flat: list[Any]) -> State:
+    """The state as the update script found it, as far as alerts compare it."""
+    items = [_text(v) for v in flat]
+    state = State(last_result=items[0] or None)
+    for name, failures in zip(items[1::2], items[2::2], strict=False):
+        state.provider(name).consecutive_failures = _int(failures)
+    return state
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    items = [_text(v) for v in flat]
+    return dict(zip(items[::2], items[1::2], strict=False))
+
+
+def _int(value: str | None) -> int:
+    try:
+        return max(int(value or 0), 0)
+    except ValueError:
+        return 0
+
+
+class FallbackStore:
+    """Redis while it answers; the local TOML file (one warning) while it does not."""
+
+    def __init__(
+        self,
+        connect: Callable[[], StateStore],
+        location: str,
+        fallback: TomlStateStore,
+        *,
+        warn: Callable[[str], None],
+        retry_after: float = RETRY_AFTER,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._connect = connect  # builds the Redis store (redis-py is imported then)
+        self._primary: StateStore | None = None
+        self.location = location
+        self.fallback = fallback
+        self.warn = warn
+        self.retry_after = retry_after
+        self.clock = clock
+        self._down_until: float | None = None
+        self._warned = False  # one warning per outage
+
+    def __repr__(self) -> str:
+        return f"FallbackStore({self.location!r}, {self.fallback!r})"
+
+    @property
+    def using_fallback(self) -> bool:
+        return self._down_until is not None and self.clock() < self._down_until
+
+    def load(self) -> State:
+        return self._use(lambda store: store.load(), self.fallback.load)
+
+    def update(self, change: Callable[[State], None]) -> State:
+        return self._use(lambda store: store.update(change), lambda: self.fallback.update(change))
+
+    def _use(self, call: Callable[[StateStore], State], otherwise: Callable[[], State]) -> State:
+        if not self.using_fallback:
+            try:
+                if self._primary is None:
+                    self._primary = self._connect()
+                state = call(self._primary)
+            except (StateUnavailable, ConfigError) as exc:
+                # ConfigError: e.g. the state_password secret cannot be read now
+                reason = exc.reason if isinstance(exc, StateUnavailable) else str(exc)
+                self._down_until = self.clock() + self.retry_after
+                if not self._warned:
+                    self._warned = True
+                    self.warn(
+                        scrub(
+                            f"state {self.location} unavailable ({reason}); "
+                            f"using the local state file {self.fallback.location}"
+                        )
+                    )
+            else:
+                self._down_until = None
+                self._warned = False
+                return state
+        return otherwise()
