@@ -103,6 +103,12 @@ class SendResult:
         return self.winner is not None
 
     @property
+    def retryable(self) -> bool:
+        """Not delivered, and not because a provider refused the message itself: the same
+        message may succeed later (so it may be queued)."""
+        return not self.delivered and self.exit_code != ExitCode.DATAERR
+
+    @property
     def exit_code(self) -> ExitCode:
         if self.delivered:
             return ExitCode.OK

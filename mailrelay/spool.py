@@ -591,7 +591,7 @@ class Spool:
                 winner = result.winner
                 detail = f"via {winner.provider}" if winner else ""
                 return FlushItem(ident, "sent", detail, result=result)
-            if int(result.exit_code) == 65:  # the provider refused the message itself
+            if not result.retryable:  # the provider refused the message itself
                 why = "refused permanently"
                 if entry.last_error:
                     why += f": {entry.last_error}"

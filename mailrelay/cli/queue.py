@@ -21,42 +21,6 @@ if TYPE_CHECKING:
     from mailrelay.spool import FlushItem, QueuedMessage
 
 
-def enqueue_failed(app: App, message: Message, result: SendResult) -> int:
-    """Every provider failed for now: keep the message in the spool and say so (exit 0).
-
-    When the spool cannot be written, the failure is shown and SpoolError (exit 73) raised:
-    the message is then not reported as queued."""
-    from mailrelay.spool import SpoolError
-
-    settings = app.settings
-    out = app.out
-    try:
-        entry = app.spool().add(
-            message,
-            result.attempts,
-            retry=settings.queue_retry,
-            max_retry=settings.queue_max_retry,
-        )
-    except SpoolError:
-        from mailrelay.cli.send import show_result
-
-        show_result(out, result)
-        raise
-    failed = ", ".join(f"{a.provider} ({a.outcome.value})" for a in result.attempts)
-    if out.json_mode:
-        doc = result.to_dict()
-        doc.update(exit_code=0, queued=True, queue_id=entry.id, spool_file=str(entry.path))
-        out.emit_json(doc)
-    elif out.verbose:
-        for a in result.attempts:
-            out.note(f"{a.provider} ({a.type}) failed: {a.outcome.value}: {a.detail}")
-    out.note(
-        f"every provider failed for now ({failed}); queued as {entry.id}; "
-        "'mailrelay queue flush' will retry it"
-    )
-    return 0
-
-
 def _relative(when: datetime, now: datetime) -> str:
     from mailrelay.spool import age_text
 

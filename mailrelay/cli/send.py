@@ -12,10 +12,10 @@ import click
 
 from mailrelay.cli import App, json_option, pass_app
 from mailrelay.config import POLICIES
-from mailrelay.errors import ExitCode, UsageError
+from mailrelay.errors import UsageError
 
 if TYPE_CHECKING:
-    from mailrelay.engine import Engine, SendResult
+    from mailrelay.engine import Engine
     from mailrelay.message import Message
     from mailrelay.output import Output
     from mailrelay.state import State
@@ -356,15 +356,18 @@ def message_from_options(
 
 
 def deliver(app: App, engine: Engine, message: Message, *, queue: bool) -> int:
-    """Send through the engine and report; with `queue`, a message that every provider
-    refused for now (not a bad message) goes to the spool and the exit code is 0."""
-    result = engine.send(message)
-    if not result.delivered and queue and result.exit_code != ExitCode.DATAERR:
-        from mailrelay.cli.queue import enqueue_failed
+    """Send through the engine and report (mailrelay.delivery decides what becomes of it);
+    with `queue`, a message every provider refused for now goes to the spool, exit 0."""
+    from mailrelay.cli.render import show_delivery
+    from mailrelay.delivery import deliver as deliver_message
 
-        return enqueue_failed(app, message, result)
-    show_result(app.out, result)
-    return int(result.exit_code)
+    outcome = deliver_message(engine, message, queue=app.queueing() if queue else None)
+    show_delivery(app.out, outcome)
+    if outcome.spool_error is not None:
+        from mailrelay.spool import SpoolError
+
+        raise SpoolError(outcome.spool_error)  # not reported as queued: exit 73
+    return outcome.exit_code
 
 
 def show_plan(app: App, engine: Engine, state: State, message: Message) -> None:
@@ -415,27 +418,3 @@ def show_plan(app: App, engine: Engine, state: State, message: Message) -> None:
         out.data(f"  (envelope) Bcc: {bcc}")
     for line in raw.splitlines():
         out.data("  " + line)
-
-
-def show_result(out: Output, result: SendResult) -> None:
-    if out.json_mode:
-        out.emit_json(result.to_dict())
-        return
-    winner = result.winner
-    if winner is not None:
-        if out.quiet or not (out.verbose or out.interactive):
-            return  # success is silent under cron: cron mails any output
-        for a in result.attempts[:-1]:
-            out.note(f"{a.provider} ({a.type}) failed: {a.outcome}: {a.detail}")
-        ident = winner.message_id or result.message_id
-        out.note(f"sent via {winner.provider} ({winner.type}), id {ident}")
-        return
-    for a in result.attempts:
-        out.error(f"{a.provider} ({a.type}): {a.outcome}: {a.detail}")
-    code = result.exit_code
-    if code == 65:
-        out.error("not sent: the provider refused the message itself; not tried elsewhere")
-    elif code == 75:
-        out.error("not sent: every provider failed, at least one temporarily; try again later")
-    else:
-        out.error("not sent: every provider failed")
