@@ -33,11 +33,12 @@ from mailrelay.errors import ExitCode, MailrelayError
 from mailrelay.record import record
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from mailrelay.engine import Engine, SendResult
     from mailrelay.message import Message
-    from mailrelay.spool import Spool
+    from mailrelay.spool import FlushItem, HeldMessage, Spool
 
 Status = Literal["sent", "queued", "held", "failed"]
 
@@ -129,3 +130,116 @@ def _unspooled(result: SendResult, error: str) -> Delivery:
         reason=failure_reason(result),
         spool_error=error,
     )
+
+
+# --- held messages (sendmail mode): kept as they came until the configuration allows ---------
+
+
+def hold(spool: Spool, raw: bytes, *, reason: str, options: dict[str, Any]) -> Delivery:
+    """Keep `raw` (a whole RFC 5322 message) in held/ with `reason`, exit 78.
+
+    A Message-ID is added when the message has none, so the held copy and any copy sent
+    meanwhile are known to be one message (see `forget_held`). When even held/ cannot be
+    written, the result is failed with exit 73 and `spool_error` says why."""
+    from mailrelay.spool import SpoolError
+
+    raw, message_id = _with_message_id(raw, options)
+    try:
+        entry = spool.hold(raw, reason=reason, options=options, message_id=message_id)
+    except SpoolError as exc:
+        return Delivery("failed", int(ExitCode.CANTCREAT), reason=reason, spool_error=str(exc))
+    return Delivery("held", int(ExitCode.CONFIG), queue_id=entry.id, reason=reason, path=entry.path)
+
+
+def _with_message_id(raw: bytes, options: dict[str, Any]) -> tuple[bytes, str]:
+    from email.parser import BytesHeaderParser
+    from email.policy import default
+    from email.utils import make_msgid
+
+    found = BytesHeaderParser(policy=default).parsebytes(raw).get("Message-ID")
+    if found is not None and str(found).strip():
+        return raw, " ".join(str(found).split())
+    sender = str(options.get("sender") or "")
+    domain = sender.rpartition("@")[2] if "@" in sender else "localhost"
+    message_id = make_msgid(domain=domain.strip("<> ") or "localhost")
+    newline = b"\r\n" if b"\r\n" in raw.split(b"\n", 1)[0] + b"\n" else b"\n"
+    return b"Message-ID: " + message_id.encode() + newline + raw, message_id
+
+
+def forget_held(spool: Spool, message_id: str) -> int:
+    """Remove held copies of a message that was just sent (resent by hand, say); how many.
+
+    Costs a directory listing, and a read only when held/ holds anything."""
+    from mailrelay.spool import SpoolError
+
+    removed = 0
+    try:
+        for path in spool.held_files():
+            with spool.take_held(path) as entry:
+                if entry is not None and entry.message_id == message_id:
+                    spool.release(entry)
+                    removed += 1
+    except (SpoolError, ValueError, OSError):
+        pass  # the mail is out; a stale held copy is shown by 'queue list'
+    return removed
+
+
+def flush_held(
+    spool: Spool,
+    load: Callable[[HeldMessage], Message],
+    send: Callable[[Message], SendResult],
+    *,
+    queue: Queueing,
+) -> list[FlushItem]:
+    """Try every held message: `load` turns one into a Message with today's configuration
+    (raising ConfigError, or NoSenderError, while it still does not allow sending: the
+    message stays held with the new reason; any other MessageError moves it to corrupt/).
+    Sent: removed. Failed for now: queued in its place. Refused: queued, then failed/."""
+    from mailrelay.errors import ConfigError, MessageError, NoSenderError
+    from mailrelay.spool import FlushItem
+
+    items: list[FlushItem] = []
+    for path in spool.held_files():
+        ident = path.stem
+        try:
+            with spool.take_held(path) as entry:
+                if entry is None:
+                    if path.exists():
+                        items.append(FlushItem(ident, "locked", "being sent by another flush"))
+                    continue
+                try:
+                    message = load(entry)
+                except (ConfigError, NoSenderError) as exc:
+                    spool.rehold(entry, str(exc))
+                    items.append(FlushItem(ident, "held", str(exc), path=path))
+                    continue
+                except MessageError as exc:
+                    aside = spool.move_corrupt(path)
+                    items.append(FlushItem(ident, "corrupt", f"unreadable ({exc})", path=aside))
+                    continue
+                outcome = settle(message, send(message), queue=queue)
+                items.append(_held_item(spool, entry, message, outcome))
+        except ValueError as exc:  # unreadable: take_held moved it to corrupt/
+            items.append(FlushItem(ident, "corrupt", str(exc)))
+    return items
+
+
+def _held_item(spool: Spool, entry: HeldMessage, message: Message, outcome: Delivery) -> FlushItem:
+    from mailrelay.spool import FlushItem, SpoolError
+
+    if outcome.spool_error is not None:  # not queued: it stays held, nothing is lost
+        raise SpoolError(outcome.spool_error)
+    if outcome.status == "sent":
+        spool.release(entry)
+        winner = outcome.result.winner if outcome.result else None
+        return FlushItem(entry.id, "sent", f"via {winner.provider}" if winner else "")
+    if outcome.status == "queued":
+        spool.release(entry)
+        return FlushItem(entry.id, "queued", outcome.reason, result=outcome.result)
+    # refused permanently: keep it for a person, in failed/ as a queue entry would be
+    assert outcome.result is not None
+    failed = outcome.result
+    entry_q = spool.add(message, failed.attempts, retry=0.0, max_retry=0.0)
+    moved = spool.fail(entry_q, f"refused permanently: {outcome.reason}")
+    spool.release(entry)
+    return FlushItem(entry.id, "failed", outcome.reason, result=failed, path=moved)

@@ -21,7 +21,7 @@ from email.utils import format_datetime, formataddr, getaddresses, make_msgid, p
 from pathlib import Path
 from typing import Any
 
-from mailrelay.errors import MessageError, input_file_error
+from mailrelay.errors import MessageError, NoSenderError, input_file_error
 from mailrelay.record import field, record
 
 DEFAULT_MAX_SIZE = 50 * 1024 * 1024  # bytes of raw content; above every provider's limit
@@ -854,7 +854,7 @@ def parse_eml(
             parse_address(f"{where}: sender", default_sender) if default_sender else None
         )
         if fallback is None:
-            raise MessageError(
+            raise NoSenderError(
                 f"{where}: no usable From (give -f ADDRESS, or 'from' in [defaults] of the config)"
             )
         # the parsed header drops comments; cron's name is one: "root (Cron Daemon)"

@@ -8,7 +8,7 @@ from email import message_from_bytes
 from pathlib import Path
 
 from tests.smtpserver import SmtpServer
-from tests.test_e2e import mailrelay
+from tests.test_e2e import mailrelay, mailrelay_command, write_config
 from tests.test_queue import SECRET, config, spool_files
 
 CRON_MAIL = (
@@ -84,28 +84,102 @@ def test_batch_queues_what_fails_for_now_and_flush_sends_each_once(
     assert spool_files(tmp_path) == []
 
 
-def test_sendmail_mode_keeps_the_message_when_the_config_is_broken(tmp_path: Path) -> None:
+def _sendmail_command() -> str:
+    return str(Path(mailrelay_command()).with_name("mailrelay-sendmail"))
+
+
+def _default_config(home: Path) -> Path:
+    return home / ".config" / "mailrelay" / "config.toml"
+
+
+def test_crons_exact_call_with_no_config_is_held_then_flushed_once(
+    tmp_path: Path, isolated_user_dirs: Path
+) -> None:
+    import subprocess
+
+    argv = [_sendmail_command(), *CRON_ARGV[1:]]
+    r = subprocess.run(argv, input=CRON_MAIL, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 78, r.stderr  # held: the configuration does not allow sending
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no usable From" in lines[0] and "held as " in lines[0], r.stderr
+    listed = mailrelay("queue", "list", "--json", input=None)
+    assert listed.returncode == 0, listed.stderr
+    doc = json.loads(listed.stdout)
+    assert doc["held"] == 1 and doc["messages"][0]["held"] is True
+    assert "no usable From" in doc["messages"][0]["reason"]
+    assert doc["messages"][0]["subject"] == "Cron <root@web1> /usr/local/bin/backup"
+    human = mailrelay("queue", "list", input=None)
+    assert "held: " in human.stdout + human.stderr
+    with SmtpServer() as server:
+        cfg = _default_config(isolated_user_dirs)
+        cfg.parent.mkdir(parents=True)
+        write_config(
+            cfg,
+            [
+                {
+                    "type": "smtp",
+                    "host": "127.0.0.1",
+                    "port": server.port,
+                    "security": "none",
+                    "name": "relay",
+                }
+            ],
+        )
+        r = mailrelay("queue", "flush", input=None)
+        assert r.returncode == 0, r.stderr
+        r = mailrelay("queue", "flush", "--now", input=None)  # nothing left to send twice
+        assert r.returncode == 0, r.stderr
+        assert len(server.messages) == 1
+        got = server.messages[0]
+        assert sorted(got.rcpt_tos) == ["audit@example.com", "ops@example.com"]
+        assert message_from_bytes(got.data)["From"] == "CronDaemon <cron@example.com>"
+        assert b"backup failed" in got.data
+    listed = mailrelay("queue", "list", "--json", input=None)
+    assert json.loads(listed.stdout)["count"] == 0
+
+
+def test_sendmail_mode_holds_the_message_when_the_config_is_broken(tmp_path: Path) -> None:
     import os
-    import re
-    import shlex
     import stat
 
     broken = tmp_path / "broken.toml"
     broken.write_text('[defaults]\nfrom = "cron@example.com"\npolcy = "sticky"\n')
     r = mailrelay("--config", str(broken), *CRON_ARGV, input=CRON_MAIL)
     assert r.returncode == 78
-    found = re.search(r"the message was kept in (\S+); send it again with: (.+) < ", r.stderr)
-    assert found, r.stderr
-    held = Path(found.group(1))
-    assert held.read_bytes() == CRON_MAIL.encode()
-    assert stat.S_IMODE(os.stat(held).st_mode) == 0o600
+    assert len(r.stderr.strip().splitlines()) == 1 and "held as" in r.stderr, r.stderr
+    still = mailrelay("--config", str(broken), "queue", "flush", input=None)
+    assert still.returncode == 78  # the config still cannot be read
     with SmtpServer() as server:
         cfg = config(tmp_path, server.port, password=False)
-        again = shlex.split(found.group(2))
-        assert again[:2] == ["mailrelay", "sendmail"]
-        r = mailrelay("--config", str(cfg), *again[1:], input=held.read_text())
+        listed = json.loads(mailrelay("--config", str(cfg), "queue", "list", "--json").stdout)
+        assert listed["held"] == 1
+        held = Path(listed["messages"][0]["id"])
+        held_files = [p for p in (tmp_path / "home").rglob("held/*.json") if p.stem == held.name]
+        assert len(held_files) == 1
+        assert stat.S_IMODE(os.stat(held_files[0]).st_mode) == 0o600
+        r = mailrelay("--config", str(cfg), "queue", "flush", input=None)
         assert r.returncode == 0, r.stderr
         assert sorted(server.messages[0].rcpt_tos) == ["audit@example.com", "ops@example.com"]
+        assert not held_files[0].exists()
+
+
+def test_a_held_message_sent_again_by_hand_does_not_stay_held(
+    tmp_path: Path, isolated_user_dirs: Path
+) -> None:
+    import base64
+
+    r = mailrelay(*CRON_ARGV, input=CRON_MAIL)  # no config: held
+    assert r.returncode == 78, r.stderr
+    [held] = list(isolated_user_dirs.rglob("held/*.json"))
+    raw = base64.b64decode(json.loads(held.read_text())["raw"])
+    with SmtpServer() as server:
+        cfg = config(tmp_path, server.port, password=False)
+        r = mailrelay("--config", str(cfg), *CRON_ARGV, input=raw.decode())
+        assert r.returncode == 0, r.stderr
+        assert not held.exists()  # the copy sent by hand is the held one: not kept to resend
+        r = mailrelay("--config", str(cfg), "queue", "flush", "--now", input=None)
+        assert r.returncode == 0, r.stderr
+        assert len(server.messages) == 1
 
 
 def test_a_flush_sends_the_whole_queue_over_one_smtp_connection(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from mailrelay.engine import Engine, SendResult
     from mailrelay.message import Message
     from mailrelay.output import Output
-    from mailrelay.spool import FlushItem, QueuedMessage
+    from mailrelay.spool import FlushItem, HeldMessage, QueuedMessage
 
 
 def _relative(when: datetime, now: datetime) -> str:
@@ -56,18 +57,20 @@ def list_command(app: App, failed: bool, json_mode: bool) -> None:
     out = app.output(json_mode=json_mode)
     spool = app.spool()
     entries = spool.entries(failed=failed)
+    held = [] if failed else spool.held()
     now = spool.now()
     if out.json_mode:
         out.emit_json(
             {
                 "spool": str(spool.path),
                 "failed": failed,
-                "count": len(entries),
-                "messages": [e.info(now) for e in entries],
+                "count": len(entries) + len(held),
+                "held": len(held),
+                "messages": [h.info(now) for h in held] + [e.info(now) for e in entries],
             }
         )
         return
-    if not entries:
+    if not entries and not held:
         where = spool.failed_dir if failed else spool.path
         out.note(f"no messages in {where}")
         return
@@ -90,6 +93,17 @@ def list_command(app: App, failed: bool, json_mode: bool) -> None:
         columns = ["ID", "AGE", "TRIES", "NEXT TRY", "TO", "SUBJECT", "LAST ERROR"]
         rows = [
             [
+                h.id,
+                age_text((now - h.created).total_seconds()),
+                "0",
+                "held",  # until the configuration allows sending (the reason says why)
+                ", ".join(h.recipients),
+                h.subject,
+                f"held: {h.reason}",
+            ]
+            for h in held
+        ] + [
+            [
                 e.id,
                 age_text((now - e.created).total_seconds()),
                 str(e.tries),
@@ -100,7 +114,9 @@ def list_command(app: App, failed: bool, json_mode: bool) -> None:
             ]
             for e in entries
         ]
-    title = f"{len(entries)} message(s) in {spool.failed_dir if failed else spool.path}"
+    title = f"{len(entries) + len(held)} message(s) in {spool.failed_dir if failed else spool.path}"
+    if held:
+        title += f", {len(held)} held until the configuration allows sending"
     out.table(title, columns, rows)
 
 
@@ -215,7 +231,7 @@ def flush_command(app: App, now: bool, quiet: bool, json_mode: bool) -> None:
         app.quiet = True
     out = app.output(json_mode=json_mode)
     spool = app.spool()
-    if not spool.files():  # cron runs this every few minutes: nothing to do is silent
+    if not spool.files() and not spool.held_files():  # cron runs this often: nothing is silent
         if out.json_mode:
             from mailrelay.spool import FlushReport
 
@@ -242,6 +258,13 @@ def flush_command(app: App, now: bool, quiet: bool, json_mode: bool) -> None:
         if item is not None and not out.json_mode:
             _report_item(app, out, item)
 
+    held_items: list[FlushItem] = []
+    if spool.held_files():
+        from mailrelay.delivery import flush_held
+
+        held_items = flush_held(spool, partial(_load_held, app), send, queue=app.queueing())
+        for item in held_items:
+            progress(item)
     try:
         report = spool.flush(
             send,
@@ -256,18 +279,20 @@ def flush_command(app: App, now: bool, quiet: bool, json_mode: bool) -> None:
     finally:
         if bar is not None:
             bar.stop()
+    report.items[:0] = held_items
     if out.json_mode:
         out.emit_json({"spool": str(spool.path), **report.to_dict()})
     else:
         counts = [
             (report.count("sent"), "sent"),
             (report.count("queued"), "still queued"),
+            (report.count("held"), "still held"),
             (report.count("failed"), "moved to failed/"),
             (report.count("corrupt"), "unreadable, moved to corrupt/"),
             (report.count("not_due"), "not due yet"),
             (report.count("locked"), "being sent by another flush"),
         ]
-        acted = any(report.count(k) for k in ("sent", "queued", "failed", "corrupt"))
+        acted = any(report.count(k) for k in ("sent", "queued", "held", "failed", "corrupt"))
         if acted or app.verbose or out.interactive:
             text = ", ".join(f"{n} {what}" for n, what in counts if n) or "nothing queued"
             due = [i.next_try for i in report.items if i.next_try is not None]
@@ -275,6 +300,23 @@ def flush_command(app: App, now: bool, quiet: bool, json_mode: bool) -> None:
                 text += f"; next due {fmt_time(min(due))}"
             out.note(f"queue flush: {text}")
     click.get_current_context().exit(report.exit_code)
+
+
+def _load_held(app: App, entry: HeldMessage) -> Message:
+    """A held message as today's configuration reads it (ConfigError while it cannot)."""
+    from mailrelay.cli.sendmail import parse_sendmail_message
+    from mailrelay.message import DEFAULT_MAX_SIZE
+
+    settings = app.settings
+    message = parse_sendmail_message(
+        entry.raw,
+        entry.options,
+        default_sender=settings.sender,
+        max_size=settings.max_size or DEFAULT_MAX_SIZE,
+        where=f"held message {entry.id}",
+    )
+    app.providers()  # none configured yet: it stays held
+    return message
 
 
 def _report_item(app: App, out: Output, item: FlushItem) -> None:
@@ -285,6 +327,8 @@ def _report_item(app: App, out: Output, item: FlushItem) -> None:
             out.note(f"{item.id}: sent {item.detail}".rstrip())
     elif item.outcome == "queued":
         out.note(f"{item.id}: still queued ({item.detail}); next try {fmt_time(item.next_try)}")
+    elif item.outcome == "held":
+        out.error(f"{item.id}: still held: {item.detail}")
     elif item.outcome == "failed":
         out.error(
             f"{item.id}: moved to failed/ ({item.detail}); see 'mailrelay queue show {item.id}'"

@@ -15,6 +15,7 @@ from mailrelay.config import POLICIES
 from mailrelay.errors import UsageError
 
 if TYPE_CHECKING:
+    from mailrelay.delivery import Delivery
     from mailrelay.engine import Engine
     from mailrelay.message import Message
     from mailrelay.output import Output
@@ -250,8 +251,8 @@ def send(
     if dry_run:
         show_plan(app, engine, engine.store.load(), message)
         return
-    code = deliver(app, engine, message, queue=queue_on_failure)
-    click.get_current_context().exit(int(code))
+    outcome = deliver(app, engine, message, queue=queue_on_failure)
+    click.get_current_context().exit(outcome.exit_code)
 
 
 def read_input_bytes(path: str, what: str) -> bytes:
@@ -355,7 +356,7 @@ def message_from_options(
     )
 
 
-def deliver(app: App, engine: Engine, message: Message, *, queue: bool) -> int:
+def deliver(app: App, engine: Engine, message: Message, *, queue: bool) -> Delivery:
     """Send through the engine and report (mailrelay.delivery decides what becomes of it);
     with `queue`, a message every provider refused for now goes to the spool, exit 0."""
     from mailrelay.cli.render import show_delivery
@@ -367,7 +368,7 @@ def deliver(app: App, engine: Engine, message: Message, *, queue: bool) -> int:
         from mailrelay.spool import SpoolError
 
         raise SpoolError(outcome.spool_error)  # not reported as queued: exit 73
-    return outcome.exit_code
+    return outcome
 
 
 def show_plan(app: App, engine: Engine, state: State, message: Message) -> None:
