@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mailrelay.state import State, StateStore
 
 Clock = Callable[[], float]
+_COOLDOWN_CEILING = 3650 * 86400.0  # whatever the policy says: datetime arithmetic stays in range
 Now = Callable[[], datetime]
 
 
@@ -52,10 +53,11 @@ class Policy:
             base = self.provider_cooldown
         else:
             return None
-        wait = base * float(2 ** max(consecutive - 1, 0))
+        # 2**60 s is past any cap: saturate instead of overflowing float (at 2**1024)
+        wait = base * float(2 ** min(max(consecutive - 1, 0), 60))
         if retry_after is not None:
             wait = max(wait, retry_after)
-        return min(wait, self.max_cooldown)
+        return min(wait, self.max_cooldown, _COOLDOWN_CEILING)
 
 
 @record
@@ -167,6 +169,7 @@ class Engine:
         self.now = now
         self.warn = warn or (lambda _msg: None)
         self.raise_bugs = raise_bugs  # --debug: let an adapter's bug surface as a traceback
+        self._clamped: set[str] = set()  # providers whose state cooldown was clamped
 
     # --- order ---------------------------------------------------------------------------
 
@@ -183,7 +186,19 @@ class Engine:
     def cooling_until(self, state: State, provider: Provider) -> datetime | None:
         entry = state.providers.get(provider.name)
         until = entry.cooldown_until if entry else None
-        return until if until is not None and until > self.now() else None
+        now = self.now()
+        if until is None or until <= now:
+            return None
+        latest = now + timedelta(seconds=min(self.policy.max_cooldown, _COOLDOWN_CEILING))
+        if until > latest:  # a state value no policy could have written: clamp it
+            if provider.name not in self._clamped:
+                self._clamped.add(provider.name)
+                self.warn(
+                    f"state: {provider.name}: cooldown_until {until.isoformat()} is past "
+                    f"max_cooldown; treated as {latest.isoformat()}"
+                )
+            return latest
+        return until
 
     def plan(self, state: State) -> list[Provider]:
         """The order this send would walk: ready providers cyclically from the start point,
@@ -319,11 +334,14 @@ class Engine:
 
         try:
             self.store.update(change)
-        except StateError as exc:
+        except Exception as exc:
             # the mail is already out (or not): never turn a state problem into a lost message
-            note = f"{exc}; provider state not updated"
-            result.warnings.append(note)
-            self.warn(note)
+            if self.raise_bugs and not isinstance(exc, StateError):
+                raise
+            known = isinstance(exc, MailrelayError)
+            note = f"{exc if known else f'{type(exc).__name__}: {exc}'}; provider state not updated"
+            result.warnings.append(scrub(note))
+            self.warn(scrub(note))
 
 
 # --- probing (mailrelay status) ----------------------------------------------------------

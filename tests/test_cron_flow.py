@@ -195,3 +195,36 @@ def test_a_flush_sends_the_whole_queue_over_one_smtp_connection(
         assert r.returncode == 0, r.stderr
         assert len(server.messages) == 6
         assert server.connections == 1
+
+
+def test_a_long_batch_against_a_dead_relay_queues_all_and_a_flush_sends_each_once(
+    tmp_path: Path, dead_port: int
+) -> None:
+    count = 1100  # past 1024 consecutive failures of one provider
+    batch = tmp_path / "long.jsonl"
+    batch.write_text(
+        "".join(
+            json.dumps({"from": "a@example.com", "to": "ops@example.com", "subject": f"n{i}"})
+            + "\n"
+            for i in range(count)
+        )
+    )
+    cfg = config(tmp_path, dead_port)
+    r = mailrelay(
+        "--config", str(cfg), "send", "--batch", str(batch), "--queue", input=None, timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "internal error" not in r.stderr
+    assert len(spool_files(tmp_path)) == count
+    r = mailrelay("--config", str(cfg), *CRON_ARGV, input=CRON_MAIL)  # cron, after the storm
+    assert r.returncode == 0, r.stderr
+    with SmtpServer() as server:
+        cfg = config(tmp_path, server.port, password=False)
+        r = mailrelay("--config", str(cfg), "queue", "flush", "--now", input=None, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        subjects = [message_from_bytes(m.data)["Subject"] for m in server.messages]
+        assert len(subjects) == count + 1
+        assert sorted(s for s in subjects if s.startswith("n")) == sorted(
+            f"n{i}" for i in range(count)
+        )
+    assert spool_files(tmp_path) == []
