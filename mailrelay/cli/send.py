@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import select
-import stat
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -21,7 +19,7 @@ if TYPE_CHECKING:
     from mailrelay.output import Output
     from mailrelay.state import State
 
-STDIN_WAIT = 5.0  # seconds to wait for the first byte on a pipe that stays open
+TERMINAL_HINT = "reading the message body from the terminal; end it with Ctrl-D on a new line"
 
 
 def _decode(data: bytes, where: str, out: Output) -> str:
@@ -33,10 +31,11 @@ def _decode(data: bytes, where: str, out: Output) -> str:
 
 
 def read_stdin(out: Output, *, explicit: bool) -> str | None:
-    """The body from standard input, or None when there is none to read.
+    """The body from standard input, read to the end of input however long it takes (the
+    job before the pipe may run for an hour), as mail(1) does; None when there is none.
 
-    Without `explicit` (`-`), stdin is read only when it is a file or a pipe, never a
-    terminal; a pipe that stays open with nothing coming is given up after STDIN_WAIT.
+    On a terminal (without `explicit`, '-') a one-line hint goes to stderr first and the
+    body is read until Ctrl-D, as mailx does.
     """
     stream = sys.stdin
     if stream is None:
@@ -46,16 +45,7 @@ def read_stdin(out: Output, *, explicit: bool) -> str | None:
     except (OSError, ValueError):  # not a real file (e.g. an in-memory stream in tests)
         return _decode(_read_all(stream), "standard input", out)
     if os.isatty(fd) and not explicit:
-        return None
-    mode = os.fstat(fd).st_mode
-    if (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)) and not explicit:
-        ready, _, _ = select.select([fd], [], [], STDIN_WAIT)
-        if not ready:
-            out.warn(
-                f"nothing arrived on standard input within {STDIN_WAIT:g} s; sending without "
-                "a body (use --no-stdin or --text to say so)"
-            )
-            return ""
+        out.note(TERMINAL_HINT)
     return _decode(_read_all(stream), "standard input", out)
 
 
@@ -91,6 +81,13 @@ def read_text_file(path: str, what: str, out: Output) -> str:
     "--metadata", multiple=True, metavar="KEY=VALUE", help="Provider metadata (repeatable)."
 )
 @click.option("--no-stdin", is_flag=True, help="Never read the body from standard input.")
+@click.option(
+    "-E",
+    "--skip-empty",
+    is_flag=True,
+    help="Send nothing (exit 0) when the body is empty, as mailx -E (cron jobs that mail "
+    "only when they print something).",
+)
 @click.option(
     "--eml",
     metavar="FILE",
@@ -150,6 +147,7 @@ def send(
     tag: tuple[str, ...],
     metadata: tuple[str, ...],
     no_stdin: bool,
+    skip_empty: bool,
     eml: str | None,
     message_file: str | None,
     batch: str | None,
@@ -162,8 +160,9 @@ def send(
 ) -> None:
     """Send one message through the first provider that accepts it.
 
-    The body comes from --text/--html (or their -file forms), else from standard input when
-    it is a pipe or a file. With only HTML, a plain-text alternative is made from it.
+    The body comes from --text/--html (or their -file forms), else from standard input,
+    read to its end however long that takes (on a terminal: until Ctrl-D). With only HTML,
+    a plain-text alternative is made from it. -E sends nothing when the body is empty.
 
     A whole message can come instead as RFC 5322 (--eml), as JSON (--message), or as JSON
     lines, one message each (--batch).
@@ -247,7 +246,12 @@ def send(
             metadata=metadata,
             no_stdin=no_stdin,
         )
-    engine = app.engine(policy=policy, timeout=timeout)
+    body = (message.text or "").strip() or (message.html or "").strip() or message.attachments
+    if skip_empty and not body:
+        if app.verbose:
+            app.out.note("the body is empty: nothing sent (-E/--skip-empty)")
+        return
+    engine = app.engine(policy=policy, timeout=timeout)  # --timeout runs from here on
     if dry_run:
         show_plan(app, engine, engine.store.load(), message)
         return
