@@ -15,7 +15,13 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mailrelay.errors import ConfigError, ExitCode, MailrelayError, StateError
-from mailrelay.providers.base import Health, Outcome, Provider, ProviderError
+from mailrelay.providers.base import (
+    CapabilityError,
+    Health,
+    Outcome,
+    Provider,
+    ProviderError,
+)
 from mailrelay.record import field, record
 from mailrelay.secrets import scrub
 
@@ -74,6 +80,7 @@ class Attempt:
     retry_after: float | None = None
     config_error: bool = False
     tried: bool = True
+    capability: bool = False  # refused for what the provider cannot carry: not its failure
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -268,6 +275,7 @@ class Engine:
                 self.clock() - started,
                 status=exc.status,
                 retry_after=exc.retry_after,
+                capability=isinstance(exc, CapabilityError),
             )
         except ConfigError as exc:  # e.g. a secret's env var is unset: fail over, show it
             return Attempt(
@@ -310,8 +318,8 @@ class Engine:
 
         def change(state: State) -> None:
             for a in tried:
-                if a.outcome is Outcome.PERMANENT:
-                    continue  # the message was bad, not the provider
+                if a.outcome is Outcome.PERMANENT or a.capability:
+                    continue  # the message was bad, or needs what this provider lacks
                 entry = state.provider(a.provider)
                 entry.last_outcome = a.outcome.value
                 if a.outcome is Outcome.ACCEPTED:

@@ -316,3 +316,37 @@ def test_esp_503_fails_over_to_another_esp(tmp_path: Path, state: Path) -> None:
         assert len(sendgrid.sent) == 1 and postmark.sent == []
         for secret in (*postmark.secrets, *sendgrid.secrets):
             assert secret not in r.stdout + r.stderr
+
+
+def test_tags_and_metadata_travel_as_headers_over_smtp(tmp_path: Path, state: Path) -> None:
+    from email import message_from_bytes
+
+    with SmtpServer() as server:
+        r = mailrelay(
+            "--state",
+            str(state),
+            "--provider",
+            smtp_url(server, "relay"),
+            "send",
+            "-r",
+            "o@example.com",
+            "-s",
+            "nightly",
+            "--tag",
+            "nightly",
+            "--tag",
+            "backup",
+            "--metadata",
+            "host=web1",
+            "--metadata",
+            "note=café",
+            "a@example.com",
+        )
+        assert r.returncode == 0, r.stderr
+        [got] = server.messages
+    parsed = message_from_bytes(got.data, policy=__import__("email.policy").policy.default)
+    assert parsed.get_all("X-Mailrelay-Tag") == ["nightly", "backup"]
+    assert parsed.get_all("X-Mailrelay-Metadata") == ["host=web1", "note=café"]
+    assert parsed["Subject"] == "nightly"
+    entry = TomlStateStore(state).load().providers["relay"]
+    assert entry.sent == 1 and entry.failed == 0

@@ -367,3 +367,15 @@ def test_nothing_after_acceptance_turns_the_exit_into_a_failure(tmp_path, clock,
     result = engine.send(message)
     assert result.delivered and result.exit_code == ExitCode.OK
     assert any("date value out of range" in w for w in result.warnings)
+
+
+def test_a_capability_mismatch_moves_on_without_counting_against_the_provider(
+    store, clock, message
+) -> None:
+    from mailrelay.providers.base import CapabilityError
+
+    lacking = Scripted("api", [CapabilityError("api cannot carry metadata")])
+    engine = make([lacking, Scripted("smtp", [OK])], store, clock)
+    result = engine.send(message)
+    assert result.delivered and result.attempts[0].outcome is RJ
+    assert "api" not in store.load().providers  # no failed count, no last_error, no cooldown
