@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from abc import abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from mailrelay import __version__
@@ -178,6 +178,10 @@ class HttpProvider(Provider):
 
     default_base_url: ClassVar[str]
     """The documented API root, e.g. "https://api.postmarkapp.com"."""
+    success_body: ClassVar[Literal["", "json", "json-if-any"]] = ""
+    """What a 2xx body must be for the adapter to read it: "json" (always a JSON object),
+    "json-if-any" (empty, or a JSON object). A 2xx the adapter cannot read (a captive
+    proxy's HTML page, say) is `ambiguous`: the message may or may not have been sent."""
 
     def __init__(
         self,
@@ -376,8 +380,24 @@ class HttpProvider(Provider):
         self.check_capabilities(message)
         resp = self.perform(self.build_send(message), timeout)
         if 200 <= resp.status_code < 300:
+            self._check_success_body(resp)
             return self.parse_success(resp, message)
         raise self.classify_error(resp)
+
+    def _check_success_body(self, resp: Response) -> None:
+        if not self.success_body:
+            return
+        if not resp.content.strip() and self.success_body == "json-if-any":
+            return
+        if isinstance(json_body(resp), dict):
+            return
+        kind = resp.headers.get("Content-Type", "").split(";")[0].strip() or "no content type"
+        raise ProviderError(
+            Outcome.AMBIGUOUS,
+            f"{self.host}: HTTP {resp.status_code} with a body that is not {self.type}'s JSON "
+            f"({kind}, {len(resp.content)} bytes; a proxy's page?); it may have been sent",
+            status=resp.status_code,
+        )
 
     def check(self, *, timeout: float) -> Health:
         try:
