@@ -372,6 +372,9 @@ class HttpProvider(Provider):
                     Outcome.TRANSIENT, f"{self.host}: cannot connect: {_short(exc)}"
                 ) from None
             raise self._lost(_short(exc)) from None
+        except requests.exceptions.ChunkedEncodingError as exc:
+            # reset or cut while the answer was coming: the request was out (transport rule)
+            raise self._lost(_short(exc)) from None
         except requests.exceptions.RequestException as exc:
             raise ProviderError(Outcome.PROVIDER, f"{self.host}: {_short(exc)}") from None
         return Response(r.status_code, r.reason or "", r.headers, r.content)
