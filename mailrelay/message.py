@@ -383,6 +383,22 @@ def _plain_address(email: str) -> str | None:
     return f"{m.group(1)}@{domain}"
 
 
+# Names that only a local or internal mail system delivers to, which msmtp and mailx take:
+# a dotless host (root@localhost, root@web1) and these special-use or private suffixes
+# (RFC 6761 .localhost, RFC 6762 .local, ICANN's .internal; .lan by common use).
+_LOCAL_SUFFIXES = ("local", "lan", "internal", "localhost")
+_LOCAL_DOMAIN = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}")
+
+
+def is_local_address(email: str) -> bool:
+    """A dotless, special-use (.local .lan .internal .localhost) or IP-literal domain: a
+    local or internal mailbox that the public HTTP APIs cannot deliver to."""
+    domain = email.rpartition("@")[2].lower()
+    if domain.startswith("["):
+        return True
+    return "." not in domain or domain.rpartition(".")[2] in _LOCAL_SUFFIXES
+
+
 def validate_email(where: str, email: str) -> str:
     """Check one address's syntax (no DNS) and return its normalised form."""
     plain = _plain_address(email)
@@ -390,12 +406,19 @@ def validate_email(where: str, email: str) -> str:
         return plain
     import email_validator  # costs start-up time; only unusual addresses pay it
 
+    local, _, domain = email.rpartition("@")
+    checked, own_domain = email, None
+    if local and is_local_address(email) and _LOCAL_DOMAIN.fullmatch(domain):
+        # email_validator refuses these names; check the local part alone
+        checked, own_domain = f"{local}@example.com", domain.lower()
     try:
         result = email_validator.validate_email(
-            email, check_deliverability=False, allow_smtputf8=True
+            checked, check_deliverability=False, allow_smtputf8=True, allow_domain_literal=True
         )
     except email_validator.EmailNotValidError as exc:
         raise MessageError(f"{where}: {email!r} is not a valid address: {exc}") from None
+    if own_domain is not None:
+        return f"{result.local_part}@{own_domain}"
     return str(result.normalized)
 
 

@@ -228,3 +228,35 @@ def test_a_long_batch_against_a_dead_relay_queues_all_and_a_flush_sends_each_onc
             f"n{i}" for i in range(count)
         )
     assert spool_files(tmp_path) == []
+
+
+def test_root_at_localhost_through_sendmail_t_skips_the_api_and_goes_by_smtp(
+    tmp_path: Path, dead_port: int
+) -> None:
+    from mailrelay.state import TomlStateStore
+
+    local_mail = CRON_MAIL.replace("ops@example.com", "root@localhost").replace(
+        "audit@example.com", "ops@[127.0.0.1]"
+    )
+    state = tmp_path / "state.toml"
+    with SmtpServer() as server:
+        api = {
+            "type": "postmark",
+            "name": "api",
+            "server_token": "t",
+            "base_url": f"http://127.0.0.1:{dead_port}",
+        }
+        smtp = {"type": "smtp", "host": "127.0.0.1", "port": server.port, "security": "none"}
+        cfg = write_config(tmp_path / "c.toml", [api, smtp])
+        r = mailrelay(
+            "--config", str(cfg), "--state", str(state), "-v", *CRON_ARGV, input=local_mail
+        )
+        assert r.returncode == 0, r.stderr
+        assert "cannot deliver to or from the local address" in r.stderr
+        [got] = server.messages
+        assert sorted(got.rcpt_tos) == ["ops@[127.0.0.1]", "root@localhost"]
+    api_state = TomlStateStore(state).load().providers.get("api")
+    assert api_state is None or (api_state.failed == 0 and api_state.last_error is None)
+    for address in ("root@localhost", "ops@host.local", "ops@[127.0.0.1]"):
+        r = mailrelay("--config", str(cfg), "send", "--dry-run", "-s", "x", "--text", "y", address)
+        assert r.returncode == 0, r.stderr

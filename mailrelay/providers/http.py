@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from mailrelay import __version__
 from mailrelay.errors import ConfigError
 from mailrelay.providers.base import (
+    CapabilityError,
     Health,
     Outcome,
     Provider,
@@ -381,11 +382,23 @@ class HttpProvider(Provider):
 
     def send(self, message: Message, *, timeout: float) -> Receipt:
         self.check_capabilities(message)
+        self._refuse_local_addresses(message)
         resp = self.perform(self.build_send(message), timeout)
         if 200 <= resp.status_code < 300:
             self._check_success_body(resp)
             return self.parse_success(resp, message)
         raise self.classify_error(resp)
+
+    def _refuse_local_addresses(self, message: Message) -> None:
+        """An API on the internet cannot reach root@localhost or ops@[127.0.0.1]: rejected
+        (not a failure of this provider), so SMTP or sendmail still gets the message."""
+        from mailrelay.message import is_local_address
+
+        for addr in (message.sender, *message.recipients()):
+            if is_local_address(addr.email):
+                raise CapabilityError(
+                    f"{self.type} cannot deliver to or from the local address {addr.email}"
+                )
 
     def _check_success_body(self, resp: Response) -> None:
         if not self.success_body:

@@ -26,16 +26,22 @@ def portal_page() -> Response:
     return Response(PORTAL, status=200, content_type="text/html")
 
 
+def behind_a_portal(
+    fake: FakeESP, httpserver: HTTPServer, relay: SmtpServer, path: Path, **defaults: str
+) -> Path:
+    """A config: the fake (whose next answer is the portal page), then an SMTP relay."""
+    fake.install(httpserver)
+    fake.fail_next(portal_page())
+    smtp = {"type": "smtp", "host": "127.0.0.1", "port": relay.port, "security": "none"}
+    return write_config(path, [fake.config(server_base_url(httpserver)), smtp], **defaults)
+
+
 @pytest.mark.parametrize("fake_class", FAKES, ids=lambda c: c.__name__)
 def test_a_200_with_an_html_body_is_ambiguous_and_fails_over(
     tmp_path: Path, httpserver: HTTPServer, fake_class: type[FakeESP]
 ) -> None:
-    fake = fake_class()
-    fake.install(httpserver)
-    fake.fail_next(portal_page())
     with SmtpServer() as relay:
-        smtp = {"type": "smtp", "host": "127.0.0.1", "port": relay.port, "security": "none"}
-        cfg = write_config(tmp_path / "c.toml", [fake.config(server_base_url(httpserver)), smtp])
+        cfg = behind_a_portal(fake_class(), httpserver, relay, tmp_path / "c.toml")
         r = mailrelay("--config", str(cfg), "send", "--json", "-s", "s", "a@example.com")
         assert r.returncode == 0, r.stderr
         doc = json.loads(r.stdout)
@@ -48,15 +54,9 @@ def test_a_200_with_an_html_body_is_ambiguous_and_fails_over(
 def test_on_ambiguous_stop_reports_it_and_sends_no_copy(
     tmp_path: Path, httpserver: HTTPServer
 ) -> None:
-    fake = FakePostmark()
-    fake.install(httpserver)
-    fake.fail_next(portal_page())
     with SmtpServer() as relay:
-        smtp = {"type": "smtp", "host": "127.0.0.1", "port": relay.port, "security": "none"}
-        cfg = write_config(
-            tmp_path / "c.toml",
-            [fake.config(server_base_url(httpserver)), smtp],
-            on_ambiguous="stop",
+        cfg = behind_a_portal(
+            FakePostmark(), httpserver, relay, tmp_path / "c.toml", on_ambiguous="stop"
         )
         r = mailrelay("--config", str(cfg), "send", "-s", "s", "a@example.com")
         assert r.returncode == 75
