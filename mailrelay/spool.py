@@ -115,6 +115,7 @@ class QueuedMessage:
     failed_reason: str | None = None
     failed_at: datetime | None = None
     path: Path | None = None
+    sent_at: datetime | None = None  # accepted, but the file could not be removed then
 
     @property
     def subject(self) -> str:
@@ -153,6 +154,8 @@ class QueuedMessage:
         if self.failed_reason is not None:
             doc["failed_reason"] = self.failed_reason
             doc["failed_at"] = _iso(self.failed_at or utcnow())
+        if self.sent_at is not None:
+            doc["sent_at"] = _iso(self.sent_at)
         return doc
 
     def info(self, now: datetime) -> dict[str, Any]:
@@ -217,6 +220,7 @@ class QueuedMessage:
             failed_reason=reason,
             failed_at=_parse_time(doc, "failed_at") if "failed_at" in doc else None,
             path=path,
+            sent_at=_parse_time(doc, "sent_at") if "sent_at" in doc else None,
         )
 
 
@@ -745,28 +749,29 @@ class Spool:
                 return FlushItem(ident, "failed", why, path=moved)
             if entry.next_try > now and not ignore_backoff:
                 return FlushItem(ident, "not_due", "", next_try=entry.next_try, path=path)
+            if entry.sent_at is not None:  # a provider accepted it: never send it again
+                return self._forget_sent(entry, path)
             try:
                 message = entry.message(max_size=max_size)
             except MailrelayError as exc:  # a field that no longer validates
                 aside = self._move(path, self.corrupt_dir)
                 return FlushItem(ident, "corrupt", f"unreadable message ({exc})", path=aside)
-            result = send(message)
-            tried_at = self.now()
-            entry.tries += 1
-            entry.history.append(
-                {"time": _iso(tried_at), "attempts": [a.to_dict() for a in result.attempts]}
-            )
-            if result.delivered:
-                try:
-                    os.unlink(path)  # only now that a provider accepted it
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    raise self._error(f"sent {ident} but cannot remove {path}", exc) from None
-                self._sync_dir(path.parent)
-                winner = result.winner
-                detail = f"via {winner.provider}" if winner else ""
-                return FlushItem(ident, "sent", detail, result=result)
+            try:  # opened before sending, so a delivery can be recorded whatever follows
+                marker = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError as exc:
+                why = f"not sent: cannot open {path} to record a delivery ({exc.strerror})"
+                return FlushItem(ident, "queued", why, next_try=entry.next_try, path=path)
+            try:
+                result = send(message)
+                tried_at = self.now()
+                entry.tries += 1
+                entry.history.append(
+                    {"time": _iso(tried_at), "attempts": [a.to_dict() for a in result.attempts]}
+                )
+                if result.delivered:
+                    return self._sent(entry, path, marker, result)
+            finally:
+                os.close(marker)
             if not result.retryable:  # the provider refused the message itself
                 why = "refused permanently"
                 if entry.last_error:
@@ -783,6 +788,48 @@ class Spool:
                 next_try=entry.next_try,
                 path=path,
             )
+
+    def _sent(self, entry: QueuedMessage, path: Path, marker: int, result: SendResult) -> FlushItem:
+        """A provider accepted it: remove the file; when that fails, record the delivery in
+        the file itself (through `marker`, opened before the send), so that no later flush
+        sends it again. Only a SIGKILL between the answer and this leaves it to be resent."""
+        winner = result.winner
+        detail = f"via {winner.provider}" if winner else ""
+        try:
+            os.unlink(path)
+            self._sync_dir(path.parent)
+            return FlushItem(entry.id, "sent", detail, result=result)
+        except FileNotFoundError:
+            return FlushItem(entry.id, "sent", detail, result=result)
+        except (OSError, SpoolError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        entry.sent_at = self.now()
+        data = json.dumps(entry.to_document(), indent=1, ensure_ascii=False).encode() + b"\n"
+        try:
+            os.ftruncate(marker, 0)
+            os.pwrite(marker, data, 0)
+            os.fsync(marker)
+        except OSError as exc:
+            raise self._error(f"sent {entry.id} but cannot remove or mark {path}", exc) from None
+        self.warn(
+            f"sent {entry.id} but cannot remove {path} ({reason}); marked as sent, it will not "
+            "be sent again"
+        )
+        return FlushItem(entry.id, "sent", f"{detail}; marked as sent".lstrip("; "), result=result)
+
+    def _forget_sent(self, entry: QueuedMessage, path: Path) -> FlushItem | None:
+        """A file an earlier flush marked as sent: remove it now, or leave it (unsent)."""
+        try:
+            os.unlink(path)
+            self._sync_dir(path.parent)
+        except FileNotFoundError:
+            return None
+        except (OSError, SpoolError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            when = _iso(entry.sent_at) if entry.sent_at else "?"
+            why = f"sent at {when}; its spool file cannot be removed ({reason})"
+            return FlushItem(entry.id, "not_due", why, path=path)
+        return None
 
     def _fail(self, entry: QueuedMessage, path: Path, reason: str) -> Path:
         """Move to failed/ with the reason recorded; the file is kept for a person."""

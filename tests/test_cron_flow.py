@@ -260,3 +260,52 @@ def test_root_at_localhost_through_sendmail_t_skips_the_api_and_goes_by_smtp(
     for address in ("root@localhost", "ops@host.local", "ops@[127.0.0.1]"):
         r = mailrelay("--config", str(cfg), "send", "--dry-run", "-s", "x", "--text", "y", address)
         assert r.returncode == 0, r.stderr
+
+
+def _freeze(folder: Path) -> bool:
+    """Make `folder` refuse new and removed entries (root: chattr +i; else chmod 0500)."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        folder.chmod(0o500)
+        return True
+    return subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+
+
+def _thaw(folder: Path) -> None:
+    import os
+    import subprocess
+
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+    folder.chmod(0o700)
+
+
+def test_a_spool_that_cannot_be_written_after_acceptance_never_sends_twice(
+    tmp_path: Path, dead_port: int
+) -> None:
+    import pytest
+
+    cfg = config(tmp_path, dead_port)
+    r = mailrelay("--config", str(cfg), "send", "--queue", "-s", "once", "ops@example.com")
+    assert r.returncode == 0, r.stderr
+    spool = tmp_path / "spool"
+    with SmtpServer() as server:
+        cfg = config(tmp_path, server.port, password=False)
+        if not _freeze(spool):
+            pytest.skip("no way to make a folder unwritable here (chattr)")
+        try:
+            r = mailrelay("--config", str(cfg), "queue", "flush", "--now", input=None)
+            assert r.returncode == 0, r.stderr  # sent: the exit says so
+            assert "marked as sent" in r.stderr, r.stderr
+            for _ in range(2):  # later flushes while the folder is still unwritable
+                r = mailrelay("--config", str(cfg), "queue", "flush", "--now", input=None)
+                assert r.returncode == 0, r.stderr
+            assert len(spool_files(tmp_path)) == 1  # could not be removed yet
+        finally:
+            _thaw(spool)
+        r = mailrelay("--config", str(cfg), "queue", "flush", "--now", input=None)
+        assert r.returncode == 0, r.stderr
+        assert len(server.messages) == 1  # once, never again
+    assert spool_files(tmp_path) == []
