@@ -393,7 +393,10 @@ _LOCAL_DOMAIN = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}")
 def is_local_address(email: str) -> bool:
     """A dotless, special-use (.local .lan .internal .localhost) or IP-literal domain: a
     local or internal mailbox that the public HTTP APIs cannot deliver to."""
-    domain = email.rpartition("@")[2].lower()
+    local, at, domain = email.rpartition("@")
+    domain = domain.lower()
+    if not at or not local or not domain:
+        return False  # not an address at all: the provider's own check says so
     if domain.startswith("["):
         return True
     return "." not in domain or domain.rpartition(".")[2] in _LOCAL_SUFFIXES
