@@ -85,6 +85,8 @@ def parse_toml(data: bytes, source: str) -> dict[str, Any]:
         raise ConfigError(f"not valid TOML: {exc}", source=source) from None
     except UnicodeDecodeError:
         raise ConfigError("not valid UTF-8", source=source) from None
+    except RecursionError:
+        raise ConfigError("not valid TOML: nested too deeply", source=source) from None
 
 
 _TRUE = ("true", "yes", "on", "1")
@@ -167,7 +169,12 @@ class ProviderConfig:
         return value
 
     def float(
-        self, key: builtins.str, default: builtins.float | None, *, positive: builtins.bool = True
+        self,
+        key: builtins.str,
+        default: builtins.float | None,
+        *,
+        positive: builtins.bool = True,
+        max: builtins.float | None = None,
     ) -> builtins.float | None:
         value = self._get(key)
         if value is None:
@@ -181,6 +188,8 @@ class ProviderConfig:
             raise self.error(key, "must be a number")
         if positive and not value > 0:
             raise self.error(key, f"must be greater than 0, got {value}")
+        if max is not None and not value <= max:  # also refuses inf and nan
+            raise self.error(key, f"must be at most {max:g} seconds, got {value}")
         return float(value)
 
     def bool(self, key: builtins.str, default: builtins.bool = False) -> builtins.bool:
@@ -347,6 +356,20 @@ class ProviderSpec:
         return problems
 
 
+_DAY = 86400.0
+# The longest each duration in [defaults] may be: beyond these a value is a typo (or would
+# overflow date arithmetic), refused when the config is read.
+DURATION_LIMITS: dict[str, float] = {
+    "timeout": _DAY,
+    "cooldown": 30 * _DAY,
+    "provider_cooldown": 30 * _DAY,
+    "max_cooldown": 30 * _DAY,
+    "queue_retry": 30 * _DAY,
+    "queue_max_retry": 30 * _DAY,
+    "queue_max_age": 3650 * _DAY,
+}
+
+
 @record
 class Settings:
     source: str | None = None  # the config file read, None when there was none
@@ -394,16 +417,8 @@ def _read_defaults(
         settings.policy = cfg.choice("policy", POLICIES, settings.policy)
         settings.on_ambiguous = cfg.choice("on_ambiguous", ON_AMBIGUOUS, settings.on_ambiguous)
         settings.on_failure = cfg.choice("on_failure", ON_FAILURE, settings.on_failure)
-        for key in (
-            "timeout",
-            "cooldown",
-            "provider_cooldown",
-            "max_cooldown",
-            "queue_retry",
-            "queue_max_retry",
-            "queue_max_age",
-        ):
-            setattr(settings, key, cfg.float(key, getattr(settings, key)))
+        for key, most in DURATION_LIMITS.items():
+            setattr(settings, key, cfg.float(key, getattr(settings, key), max=most))
         if cfg.has("max_size"):
             settings.max_size = cfg.int("max_size", 0, min=1)
         settings.state_password = cfg.secret("state_password", required=False)

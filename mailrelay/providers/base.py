@@ -90,6 +90,45 @@ class ProviderError(Exception):
         return f"{self.outcome}: {self.message}"
 
 
+class CapabilityError(ProviderError):
+    """This provider cannot carry something the message uses: `rejected`, the engine moves
+    on, and it is no failure of the provider (no count, no last_error, no cooldown)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(Outcome.REJECTED, message)
+
+
+TAG_HEADER = "X-Mailrelay-Tag"
+METADATA_HEADER = "X-Mailrelay-Metadata"
+
+
+def tag_header_lines(message: Message) -> bytes:
+    """Tags and metadata as header lines, for the providers that carry mail whole (SMTP,
+    sendmail, outbox): one `X-Mailrelay-Tag: TAG` per tag and one
+    `X-Mailrelay-Metadata: KEY=VALUE` per metadata item, folded and RFC 2047-encoded as the
+    message's own headers are (CRLF ends); b"" when the message has neither."""
+    fields = [(TAG_HEADER, tag) for tag in message.tags]
+    fields += [(METADATA_HEADER, f"{k}={v}") for k, v in message.metadata.items()]
+    return header_lines(fields)
+
+
+def header_lines(fields: list[tuple[str, str]]) -> bytes:
+    """Header fields folded and RFC 2047-encoded as the message's own are (CRLF ends)."""
+    if not fields:
+        return b""
+    from email import policy as email_policy
+
+    policy = email_policy.SMTP
+    out = []
+    for name, value in fields:
+        if "\r" in value or "\n" in value:
+            raise ProviderError(
+                Outcome.PERMANENT, f"{name}: line breaks (CR/LF) are not allowed in a header"
+            )
+        out.append(policy.header_factory(name, value).fold(policy=policy).encode("ascii"))
+    return b"".join(out)
+
+
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds to wait from a Retry-After value (delta-seconds or HTTP-date), or None."""
     if not value:
@@ -180,13 +219,11 @@ class Provider(ABC):
         """
         missing = [f for f in features_used(message) if f not in self.capabilities]
         if missing:
-            raise ProviderError(
-                Outcome.REJECTED,
+            raise CapabilityError(
                 f"{self.type} cannot carry {', '.join(m.replace('_', '-') for m in missing)}",
             )
         if self.max_tags is not None and len(message.tags) > self.max_tags:
-            raise ProviderError(
-                Outcome.REJECTED,
+            raise CapabilityError(
                 f"{self.type} takes at most {self.max_tags} tag(s), the message has "
                 f"{len(message.tags)}",
             )

@@ -12,12 +12,13 @@ import json
 import threading
 import time
 from abc import abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from mailrelay import __version__
 from mailrelay.errors import ConfigError
 from mailrelay.providers.base import (
+    CapabilityError,
     Health,
     Outcome,
     Provider,
@@ -181,6 +182,10 @@ class HttpProvider(Provider):
 
     default_base_url: ClassVar[str]
     """The documented API root, e.g. "https://api.postmarkapp.com"."""
+    success_body: ClassVar[Literal["", "json", "json-if-any"]] = ""
+    """What a 2xx body must be for the adapter to read it: "json" (always a JSON object),
+    "json-if-any" (empty, or a JSON object). A 2xx the adapter cannot read (a captive
+    proxy's HTML page, say) is `ambiguous`: the message may or may not have been sent."""
 
     def __init__(
         self,
@@ -375,16 +380,47 @@ class HttpProvider(Provider):
                     Outcome.TRANSIENT, f"{self.host}: cannot connect: {_short(exc)}"
                 ) from None
             raise self._lost(_short(exc)) from None
+        except requests.exceptions.ChunkedEncodingError as exc:
+            # reset or cut while the answer was coming: the request was out (transport rule)
+            raise self._lost(_short(exc)) from None
         except requests.exceptions.RequestException as exc:
             raise ProviderError(Outcome.PROVIDER, f"{self.host}: {_short(exc)}") from None
         return Response(r.status_code, r.reason or "", r.headers, content)
 
     def send(self, message: Message, *, timeout: float) -> Receipt:
         self.check_capabilities(message)
+        self._refuse_local_addresses(message)
         resp = self.perform(self.build_send(message), timeout)
         if 200 <= resp.status_code < 300:
+            self._check_success_body(resp)
             return self.parse_success(resp, message)
         raise self.classify_error(resp)
+
+    def _refuse_local_addresses(self, message: Message) -> None:
+        """An API on the internet cannot reach root@localhost or ops@[127.0.0.1]: rejected
+        (not a failure of this provider), so SMTP or sendmail still gets the message."""
+        from mailrelay.message import is_local_address
+
+        for addr in (message.sender, *message.recipients()):
+            if is_local_address(addr.email):
+                raise CapabilityError(
+                    f"{self.type} cannot deliver to or from the local address {addr.email}"
+                )
+
+    def _check_success_body(self, resp: Response) -> None:
+        if not self.success_body:
+            return
+        if not resp.content.strip() and self.success_body == "json-if-any":
+            return
+        if isinstance(json_body(resp), dict):
+            return
+        kind = resp.headers.get("Content-Type", "").split(";")[0].strip() or "no content type"
+        raise ProviderError(
+            Outcome.AMBIGUOUS,
+            f"{self.host}: HTTP {resp.status_code} with a body that is not {self.type}'s JSON "
+            f"({kind}, {len(resp.content)} bytes; a proxy's page?); it may have been sent",
+            status=resp.status_code,
+        )
 
     def check(self, *, timeout: float) -> Health:
         try:

@@ -19,7 +19,14 @@ import threading
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
-from mailrelay.providers.base import Health, Outcome, Provider, ProviderError, Receipt
+from mailrelay.providers.base import (
+    Health,
+    Outcome,
+    Provider,
+    ProviderError,
+    Receipt,
+    tag_header_lines,
+)
 
 if TYPE_CHECKING:
     from mailrelay.config import ProviderConfig, ProviderURL
@@ -107,8 +114,9 @@ def _first_line(f: IO[bytes]) -> str:
 class SendmailProvider(Provider):
     type: ClassVar[str] = "sendmail"
     url_schemes: ClassVar[tuple[str, ...]] = ("sendmail",)
+    # tags and metadata travel as X-Mailrelay-Tag / X-Mailrelay-Metadata header fields
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"cc", "bcc", "reply_to", "headers", "attachments", "inline"}
+        {"cc", "bcc", "reply_to", "headers", "attachments", "inline", "tags", "metadata"}
     )
     default_timeout: ClassVar[float] = 60.0
     health_check: ClassVar[str] = "command exists and is executable"
@@ -166,7 +174,8 @@ class SendmailProvider(Provider):
         # local submission takes UNIX line ends (sendmail's non-SMTP mailers use E=\n; PHP
         # issue php/php-src#19188: some sendmail clients need LF); CRLF is for the wire
         # per chunk: chunks are whole lines, so no CRLF is split between two
-        data = (chunk.replace(b"\r\n", b"\n") for chunk in message.byte_stream())
+        chunks = itertools.chain((tag_header_lines(message),), message.byte_stream())
+        data = (chunk.replace(b"\r\n", b"\n") for chunk in chunks)
         env = {**os.environ, CHILD_ENV: "1"}
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             try:
