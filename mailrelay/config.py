@@ -98,6 +98,22 @@ def parse_toml(data: bytes, source: str) -> dict[str, Any]:
         raise ConfigError(f"not valid TOML: {exc}", source=source) from None
     except UnicodeDecodeError:
         raise ConfigError("not valid UTF-8", source=source) from None
+    except RecursionError:
+        raise ConfigError("not valid TOML: nested too deeply", source=source) from None
+
+
+_DAY = 86400.0
+# The longest each duration in [defaults] may be: beyond these a value is a typo (or would
+# overflow date arithmetic), refused when the config is read.
+DURATION_LIMITS: dict[str, float] = {
+    "timeout": _DAY,
+    "cooldown": 30 * _DAY,
+    "provider_cooldown": 30 * _DAY,
+    "max_cooldown": 30 * _DAY,
+    "queue_retry": 30 * _DAY,
+    "queue_max_retry": 30 * _DAY,
+    "queue_max_age": 3650 * _DAY,
+}
 
 
 @record
@@ -149,16 +165,8 @@ def _read_defaults(
         settings.policy = cfg.get_choice("policy", POLICIES, settings.policy)
         settings.on_ambiguous = cfg.get_choice("on_ambiguous", ON_AMBIGUOUS, settings.on_ambiguous)
         settings.on_failure = cfg.get_choice("on_failure", ON_FAILURE, settings.on_failure)
-        for key in (
-            "timeout",
-            "cooldown",
-            "provider_cooldown",
-            "max_cooldown",
-            "queue_retry",
-            "queue_max_retry",
-            "queue_max_age",
-        ):
-            setattr(settings, key, cfg.get_float(key, getattr(settings, key)))
+        for key, most in DURATION_LIMITS.items():
+            setattr(settings, key, cfg.get_float(key, getattr(settings, key), most=most))
         if cfg.has("max_size"):
             settings.max_size = cfg.get_int("max_size", 0, least=1)
         settings.state_password = cfg.get_secret("state_password")

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mailrelay.errors import ConfigError, ExitCode, MailrelayError, StateError
-from mailrelay.providers.base import Health, Outcome, Provider, ProviderError
+from mailrelay.providers.base import (
+    CapabilityError,
+    Health,
+    Outcome,
+    Provider,
+    ProviderError,
+)
 from mailrelay.record import field, record
 from mailrelay.secrets import scrub
 
@@ -25,6 +31,7 @@ if TYPE_CHECKING:
     from mailrelay.state import State, StateStore
 
 Clock = Callable[[], float]
+_COOLDOWN_CEILING = 3650 * 86400.0  # whatever the policy says: datetime arithmetic stays in range
 Now = Callable[[], datetime]
 # what became of a message no provider took, decided before the state is written: "queued"
 # (kept in the spool), "failed", or None (not counted: a queue flush's retry stays queued)
@@ -57,10 +64,11 @@ class Policy:
             base = self.provider_cooldown
         else:
             return None
-        wait = base * float(2 ** max(consecutive - 1, 0))
+        # 2**60 s is past any cap: saturate instead of overflowing float (at 2**1024)
+        wait = base * float(2 ** min(max(consecutive - 1, 0), 60))
         if retry_after is not None:
             wait = max(wait, retry_after)
-        return min(wait, self.max_cooldown)
+        return min(wait, self.max_cooldown, _COOLDOWN_CEILING)
 
     def cooldown_steps(self, outcome: Outcome, retry_after: float | None) -> tuple[float, ...]:
         """cooldown_for after the 1st, 2nd, ... consecutive failure, up to max_cooldown
@@ -93,6 +101,7 @@ class Attempt:
     retry_after: float | None = None
     config_error: bool = False
     tried: bool = True
+    capability: bool = False  # refused for what the provider cannot carry: not its failure
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -125,6 +134,12 @@ class SendResult:
     @property
     def delivered(self) -> bool:
         return self.winner is not None
+
+    @property
+    def retryable(self) -> bool:
+        """Not delivered, and not because a provider refused the message itself: the same
+        message may succeed later (so it may be queued)."""
+        return not self.delivered and self.exit_code != ExitCode.DATAERR
 
     @property
     def exit_code(self) -> ExitCode:
@@ -187,6 +202,7 @@ class Engine:
         self.now = now
         self.warn = warn or (lambda _msg: None)
         self.raise_bugs = raise_bugs  # --debug: let an adapter's bug surface as a traceback
+        self._clamped: set[str] = set()  # providers whose state cooldown was clamped
 
     # --- order ---------------------------------------------------------------------------
 
@@ -203,7 +219,19 @@ class Engine:
     def cooling_until(self, state: State, provider: Provider) -> datetime | None:
         entry = state.providers.get(provider.name)
         until = entry.cooldown_until if entry else None
-        return until if until is not None and until > self.now() else None
+        now = self.now()
+        if until is None or until <= now:
+            return None
+        latest = now + timedelta(seconds=min(self.policy.max_cooldown, _COOLDOWN_CEILING))
+        if until > latest:  # a state value no policy could have written: clamp it
+            if provider.name not in self._clamped:
+                self._clamped.add(provider.name)
+                self.warn(
+                    f"state: {provider.name}: cooldown_until {until.isoformat()} is past "
+                    f"max_cooldown; treated as {latest.isoformat()}"
+                )
+            return latest
+        return until
 
     def plan(self, state: State) -> list[Provider]:
         """The order this send would walk: ready providers cyclically from the start point,
@@ -300,6 +328,7 @@ class Engine:
                 self.clock() - started,
                 status=exc.status,
                 retry_after=exc.retry_after,
+                capability=isinstance(exc, CapabilityError),
             )
         except ConfigError as exc:  # e.g. a secret's env var is unset: fail over, show it
             return Attempt(
@@ -347,6 +376,8 @@ class Engine:
 
             transitions = delta.observer = Transitions(tried, counted, delta.now)
         for a in tried:
+            if a.capability:
+                continue  # needs what this provider lacks: not the provider's failure
             change = ProviderChange(a.provider, count=a.outcome.value)
             delta.changes.append(change)
             if a.outcome is Outcome.PERMANENT:
@@ -370,11 +401,14 @@ class Engine:
             self.store.update(delta)
             if transitions is not None:
                 result.events = list(transitions.events)
-        except StateError as exc:
+        except Exception as exc:
             # the mail is already out (or not): never turn a state problem into a lost message
-            note = f"{exc}; provider state not updated"
-            result.warnings.append(note)
-            self.warn(note)
+            if self.raise_bugs and not isinstance(exc, StateError):
+                raise
+            known = isinstance(exc, MailrelayError)
+            note = f"{exc if known else f'{type(exc).__name__}: {exc}'}; provider state not updated"
+            result.warnings.append(scrub(note))
+            self.warn(scrub(note))
 
 
 # --- probing (mailrelay status) ----------------------------------------------------------

@@ -64,6 +64,10 @@ class MessageError(MailrelayError):
     exit_code = ExitCode.DATAERR
 
 
+class NoSenderError(MessageError):
+    """No usable From: neither the message, -f, nor the configuration gives one."""
+
+
 class InputFileError(MailrelayError):
     exit_code = ExitCode.NOINPUT
 

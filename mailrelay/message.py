@@ -22,7 +22,7 @@ from email.utils import format_datetime, formataddr, getaddresses, make_msgid, p
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mailrelay.errors import MessageError, input_file_error
+from mailrelay.errors import MessageError, NoSenderError, input_file_error
 from mailrelay.record import field, record
 
 DEFAULT_MAX_SIZE = 50 * 1024 * 1024  # bytes of raw content; above every provider's limit
@@ -539,6 +539,25 @@ def _plain_address(email: str) -> str | None:
     return f"{m.group(1)}@{domain}"
 
 
+# Names that only a local or internal mail system delivers to, which msmtp and mailx take:
+# a dotless host (root@localhost, root@web1) and these special-use or private suffixes
+# (RFC 6761 .localhost, RFC 6762 .local, ICANN's .internal; .lan by common use).
+_LOCAL_SUFFIXES = ("local", "lan", "internal", "localhost")
+_LOCAL_DOMAIN = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}")
+
+
+def is_local_address(email: str) -> bool:
+    """A dotless, special-use (.local .lan .internal .localhost) or IP-literal domain: a
+    local or internal mailbox that the public HTTP APIs cannot deliver to."""
+    local, at, domain = email.rpartition("@")
+    domain = domain.lower()
+    if not at or not local or not domain:
+        return False  # not an address at all: the provider's own check says so
+    if domain.startswith("["):
+        return True
+    return "." not in domain or domain.rpartition(".")[2] in _LOCAL_SUFFIXES
+
+
 def validate_email(where: str, email: str) -> str:
     """Check one address's syntax (no DNS) and return its normalised form."""
     plain = _plain_address(email)
@@ -546,12 +565,19 @@ def validate_email(where: str, email: str) -> str:
         return plain
     import email_validator  # costs start-up time; only unusual addresses pay it
 
+    local, _, domain = email.rpartition("@")
+    checked, own_domain = email, None
+    if local and is_local_address(email) and _LOCAL_DOMAIN.fullmatch(domain):
+        # email_validator refuses these names; check the local part alone
+        checked, own_domain = f"{local}@example.com", domain.lower()
     try:
         result = email_validator.validate_email(
-            email, check_deliverability=False, allow_smtputf8=True
+            checked, check_deliverability=False, allow_smtputf8=True, allow_domain_literal=True
         )
     except email_validator.EmailNotValidError as exc:
         raise MessageError(f"{where}: {email!r} is not a valid address: {exc}") from None
+    if own_domain is not None:
+        return f"{result.local_part}@{own_domain}"
     return str(result.normalized)
 
 
@@ -1068,7 +1094,7 @@ def parse_eml(
             parse_address(f"{where}: sender", default_sender) if default_sender else None
         )
         if fallback is None:
-            raise MessageError(
+            raise NoSenderError(
                 f"{where}: no usable From (give -f ADDRESS, or 'from' in [defaults] of the config)"
             )
         # the parsed header drops comments; cron's name is one: "root (Cron Daemon)"

@@ -6,7 +6,9 @@ said was queued survives a crash. A flush takes an exclusive, non-blocking `floc
 message file and checks that the path still names the file it locked, so two flushes at once
 never send one message twice; a file is removed only after a provider accepted the message.
 Messages past the maximum age, or refused permanently, move to `failed/`; a file that cannot
-be read moves to `corrupt/`. Nothing is ever deleted but by delivery or `queue drop`.
+be read moves to `corrupt/`. A message the configuration did not allow sending yet (sendmail
+mode with no config, no usable From, no providers) waits in `held/` as it came, with the
+reason, until a flush can send it. Nothing is ever deleted but by delivery or `queue drop`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ SCHEMA = 1
 SUFFIX = ".json"
 FAILED = "failed"
 CORRUPT = "corrupt"
+HELD = "held"
 _TMP_PREFIX = ".tmp-"
 _STALE_TMP = 3600.0  # a temp file this old was left by a writer that died
 
@@ -120,6 +123,7 @@ class QueuedMessage:
     failed_reason: str | None = None
     failed_at: datetime | None = None
     path: Path | None = None
+    sent_at: datetime | None = None  # accepted, but the file could not be removed then
 
     @property
     def subject(self) -> str:
@@ -158,6 +162,8 @@ class QueuedMessage:
         if self.failed_reason is not None:
             doc["failed_reason"] = self.failed_reason
             doc["failed_at"] = _iso(self.failed_at or utcnow())
+        if self.sent_at is not None:
+            doc["sent_at"] = _iso(self.sent_at)
         return doc
 
     def info(self, now: datetime) -> dict[str, Any]:
@@ -222,7 +228,94 @@ class QueuedMessage:
             failed_reason=reason,
             failed_at=_parse_time(doc, "failed_at") if "failed_at" in doc else None,
             path=path,
+            sent_at=_parse_time(doc, "sent_at") if "sent_at" in doc else None,
         )
+
+
+@record
+class HeldMessage:
+    """A message kept as it came (sendmail mode) because the configuration did not allow
+    sending it yet; `options` are sendmail's (recipients, extract, sender, full_name)."""
+
+    id: str
+    created: datetime
+    reason: str
+    raw: bytes
+    options: dict[str, Any]
+    message_id: str | None = None
+    path: Path | None = None
+
+    def _header(self, name: str) -> str:
+        from email.parser import BytesHeaderParser
+        from email.policy import default
+
+        value = BytesHeaderParser(policy=default).parsebytes(self.raw).get(name)
+        return " ".join(str(value).split()) if value is not None else ""
+
+    @property
+    def subject(self) -> str:
+        return self._header("Subject")
+
+    @property
+    def recipients(self) -> list[str]:
+        given = [str(r) for r in self.options.get("recipients", [])]
+        if self.options.get("extract"):
+            given += [v for v in (self._header("To"), self._header("Cc")) if v]
+        return given
+
+    def to_document(self) -> dict[str, Any]:
+        import base64
+
+        return {
+            "schema": SCHEMA,
+            "id": self.id,
+            "created": _iso(self.created),
+            "held": True,
+            "reason": self.reason,
+            "message_id": self.message_id,
+            "sendmail": self.options,
+            "raw": base64.b64encode(self.raw).decode("ascii"),
+        }
+
+    def info(self, now: datetime) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "created": _iso(self.created),
+            "age_seconds": max(0, int((now - self.created).total_seconds())),
+            "held": True,
+            "reason": self.reason,
+            "from": str(self.options.get("sender") or self._header("From")),
+            "recipients": self.recipients,
+            "subject": self.subject,
+        }
+
+    @classmethod
+    def from_document(cls, doc: object, path: Path | None = None) -> HeldMessage:
+        """Validate a parsed held file; raises ValueError naming the bad field."""
+        import base64
+        import binascii
+
+        if not isinstance(doc, dict) or doc.get("held") is not True:
+            raise ValueError("expected a held message (a JSON object with held: true)")
+        if doc.get("schema") != SCHEMA:
+            raise ValueError(f"schema {doc.get('schema')!r} is not supported (expected {SCHEMA})")
+        ident, reason, raw = doc.get("id"), doc.get("reason"), doc.get("raw")
+        options, message_id = doc.get("sendmail"), doc.get("message_id")
+        if not isinstance(ident, str) or not ident:
+            raise ValueError("id: expected a string")
+        if not isinstance(reason, str):
+            raise ValueError("reason: expected a string")
+        if not isinstance(options, dict):
+            raise ValueError("sendmail: expected an object")
+        if message_id is not None and not isinstance(message_id, str):
+            raise ValueError("message_id: expected a string")
+        if not isinstance(raw, str):
+            raise ValueError("raw: expected base64 text")
+        try:
+            data = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("raw: not base64") from None
+        return cls(ident, _parse_time(doc, "created"), reason, data, options, message_id, path)
 
 
 @record
@@ -230,7 +323,7 @@ class FlushItem:
     """What a flush did with one spool file."""
 
     id: str
-    outcome: str  # sent | queued | failed | not_due | locked | corrupt
+    outcome: str  # sent | queued | held | failed | not_due | locked | corrupt
     detail: str = ""
     result: SendResult | None = None
     next_try: datetime | None = None
@@ -257,15 +350,18 @@ class FlushReport:
     @property
     def exit_code(self) -> int:
         """69 when a message needs a person (failed/ or corrupt/), else 75 when some stay
-        queued after a try, else 0 (everything tried was sent, or nothing was due)."""
+        queued after a try, else 78 when some stay held (the configuration does not allow
+        sending them), else 0 (everything tried was sent, or nothing was due)."""
         if self.count("failed") or self.count("corrupt"):
             return int(ExitCode.UNAVAILABLE)
         if self.count("queued"):
             return int(ExitCode.TEMPFAIL)
+        if self.count("held"):  # the configuration still does not allow sending them
+            return int(ExitCode.CONFIG)
         return int(ExitCode.OK)
 
     def to_dict(self) -> dict[str, Any]:
-        outcomes = ("sent", "queued", "failed", "corrupt", "not_due", "locked")
+        outcomes = ("sent", "queued", "held", "failed", "corrupt", "not_due", "locked")
         return {
             **{outcome: self.count(outcome) for outcome in outcomes},
             "exit_code": self.exit_code,
@@ -289,6 +385,7 @@ class Spool:
         self.path = Path(path)
         self.failed_dir = self.path / FAILED
         self.corrupt_dir = self.path / CORRUPT
+        self.held_dir = self.path / HELD
         self.warn = warn or (lambda _msg: None)
         self.now = now
 
@@ -319,18 +416,104 @@ class Spool:
             message_doc=message_to_dict(message),
             history=[{"time": _iso(now), "attempts": [a.to_dict() for a in attempts]}],
         )
-        self._make_dir(self.path)
+        entry.path = self._write_new(self.path, entry)
+        return entry
+
+    def _write_new(self, directory: Path, entry: QueuedMessage | HeldMessage) -> Path:
+        """Write a new entry under a queue id nobody holds yet; its path."""
+        self._make_dir(directory)
         for _ in range(8):  # a clash is a one in 2**59 event: a fresh id settles it
-            target = self.path / f"{entry.id}{SUFFIX}"
+            target = directory / f"{entry.id}{SUFFIX}"
             try:
                 self._write(target, entry.to_document(), exclusive=True)
-                break
+                return target
             except _IdTaken:
                 entry.id = new_queue_id()
-        else:
-            raise SpoolError(f"spool {self.path}: no free queue id after 8 tries")
-        entry.path = target
+        raise SpoolError(f"spool {self.path}: no free queue id after 8 tries")
+
+    def hold(
+        self, raw: bytes, *, reason: str, options: dict[str, Any], message_id: str | None
+    ) -> HeldMessage:
+        """Keep a message as it came in held/, with the reason; raises SpoolError."""
+        now = self.now()
+        entry = HeldMessage(new_queue_id(), now, reason, raw, options, message_id)
+        entry.path = self._write_new(self.held_dir, entry)
         return entry
+
+    def held_dirs(self) -> list[Path]:
+        """held/ here, and the default spool's, where sendmail mode keeps a message when
+        it could not read the configuration (and so this spool's place)."""
+        dirs = [self.held_dir]
+        fallback = default_spool_dir() / HELD
+        if fallback != self.held_dir:
+            dirs.append(fallback)
+        return dirs
+
+    def held_files(self) -> list[Path]:
+        files: list[Path] = []
+        for directory in self.held_dirs():
+            files += self._listdir(directory)
+        return sorted(files, key=lambda p: p.name)
+
+    def held(self) -> list[HeldMessage]:
+        """Every readable held message, oldest first."""
+        out: list[HeldMessage] = []
+        for path in self.held_files():
+            try:
+                out.append(self.read_held(path))
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+                self.warn(f"held file {path} is unreadable ({reason}); skipped")
+        return sorted(out, key=lambda entry: entry.created)  # ids are random: sort by time
+
+    def read_held(self, path: Path) -> HeldMessage:
+        with open(path, "rb") as f:
+            return HeldMessage.from_document(_load_json(f.read()), path)
+
+    @contextlib.contextmanager
+    def take_held(self, path: Path) -> Iterator[HeldMessage | None]:
+        """The held message at `path` under its lock; None when another process has it or
+        it is gone. An unreadable file moves to corrupt/ and raises ValueError."""
+        with self._locked(path) as fd:
+            if fd is None:
+                yield None
+                return
+            try:
+                entry = HeldMessage.from_document(
+                    _load_json(os.read(fd, os.fstat(fd).st_size + 1)), path
+                )
+            except (OSError, ValueError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+                aside = self._move(path, self.corrupt_dir)
+                raise ValueError(f"unreadable ({reason}); moved to {aside}") from None
+            yield entry
+
+    def release(self, entry: HeldMessage) -> None:
+        """Remove a held message (sent, or queued in its place); call under take_held."""
+        assert entry.path is not None
+        try:
+            os.unlink(entry.path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._error(f"cannot remove {entry.path}", exc) from None
+        self._sync_dir(entry.path.parent)
+
+    def rehold(self, entry: HeldMessage, reason: str) -> None:
+        """Keep a held message with a new reason (under take_held)."""
+        assert entry.path is not None
+        entry.reason = reason
+        self._write(entry.path, entry.to_document())
+
+    def move_corrupt(self, path: Path) -> Path:
+        return self._move(path, self.corrupt_dir)
+
+    def fail(self, entry: QueuedMessage, reason: str) -> Path:
+        """Move a queued message to failed/ with the reason (a permanent refusal)."""
+        assert entry.path is not None
+        return self._fail(entry, entry.path, reason)
 
     def _write(self, target: Path, doc: dict[str, Any], *, exclusive: bool = False) -> None:
         """Atomically: temp file in the same folder, fsync, rename, fsync the folder."""
@@ -386,7 +569,9 @@ class Spool:
 
     def files(self, *, failed: bool = False) -> list[Path]:
         """The message files, by name (see oldest_first for the order they were queued)."""
-        directory = self.failed_dir if failed else self.path
+        return self._listdir(self.failed_dir if failed else self.path)
+
+    def _listdir(self, directory: Path) -> list[Path]:
         try:
             names = os.listdir(directory)
         except FileNotFoundError:
@@ -404,13 +589,7 @@ class Spool:
 
     @staticmethod
     def _parse(data: bytes, path: Path) -> QueuedMessage:
-        try:
-            doc = json.loads(data.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise ValueError("not UTF-8") from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"not valid JSON: {exc}") from None
-        return QueuedMessage.from_document(doc, path)
+        return QueuedMessage.from_document(_load_json(data), path)
 
     def oldest_first(self, paths: list[Path]) -> list[Path]:
         """Paths in the order their messages were queued (ids are random); unreadable last."""
@@ -454,7 +633,7 @@ class Spool:
             ident = ident[: -len(SUFFIX)]
         if not ident or "/" in ident or ident.startswith("."):
             raise UnknownQueueId(f"queue: no message {ident!r}")
-        candidates = self.files() + self.files(failed=True)
+        candidates = self.files() + self.files(failed=True) + self.held_files()
         exact = [p for p in candidates if p.name == f"{ident}{SUFFIX}"]
         if exact:
             return exact[0]
@@ -599,29 +778,30 @@ class Spool:
                 return FlushItem(ident, "failed", why, path=moved)
             if entry.next_try > now and not ignore_backoff:
                 return FlushItem(ident, "not_due", "", next_try=entry.next_try, path=path)
+            if entry.sent_at is not None:  # a provider accepted it: never send it again
+                return self._forget_sent(entry, path)
             try:
                 message = entry.message(max_size=max_size)
             except MailrelayError as exc:  # a field that no longer validates
                 aside = self._move(path, self.corrupt_dir)
                 return FlushItem(ident, "corrupt", f"unreadable message ({exc})", path=aside)
-            result = send(message)
-            tried_at = self.now()
-            entry.tries += 1
-            entry.history.append(
-                {"time": _iso(tried_at), "attempts": [a.to_dict() for a in result.attempts]}
-            )
-            if result.delivered:
-                try:
-                    os.unlink(path)  # only now that a provider accepted it
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    raise self._error(f"sent {ident} but cannot remove {path}", exc) from None
-                self._sync_dir(path.parent)
-                winner = result.winner
-                detail = f"via {winner.provider}" if winner else ""
-                return FlushItem(ident, "sent", detail, result=result)
-            if int(result.exit_code) == 65:  # the provider refused the message itself
+            try:  # opened before sending, so a delivery can be recorded whatever follows
+                marker = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError as exc:
+                why = f"not sent: cannot open {path} to record a delivery ({exc.strerror})"
+                return FlushItem(ident, "queued", why, next_try=entry.next_try, path=path)
+            try:
+                result = send(message)
+                tried_at = self.now()
+                entry.tries += 1
+                entry.history.append(
+                    {"time": _iso(tried_at), "attempts": [a.to_dict() for a in result.attempts]}
+                )
+                if result.delivered:
+                    return self._sent(entry, path, marker, result)
+            finally:
+                os.close(marker)
+            if not result.retryable:  # the provider refused the message itself
                 why = "refused permanently"
                 if entry.last_error:
                     why += f": {entry.last_error}"
@@ -637,6 +817,48 @@ class Spool:
                 next_try=entry.next_try,
                 path=path,
             )
+
+    def _sent(self, entry: QueuedMessage, path: Path, marker: int, result: SendResult) -> FlushItem:
+        """A provider accepted it: remove the file; when that fails, record the delivery in
+        the file itself (through `marker`, opened before the send), so that no later flush
+        sends it again. Only a SIGKILL between the answer and this leaves it to be resent."""
+        winner = result.winner
+        detail = f"via {winner.provider}" if winner else ""
+        try:
+            os.unlink(path)
+            self._sync_dir(path.parent)
+            return FlushItem(entry.id, "sent", detail, result=result)
+        except FileNotFoundError:
+            return FlushItem(entry.id, "sent", detail, result=result)
+        except (OSError, SpoolError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        entry.sent_at = self.now()
+        data = json.dumps(entry.to_document(), indent=1, ensure_ascii=False).encode() + b"\n"
+        try:
+            os.ftruncate(marker, 0)
+            os.pwrite(marker, data, 0)
+            os.fsync(marker)
+        except OSError as exc:
+            raise self._error(f"sent {entry.id} but cannot remove or mark {path}", exc) from None
+        self.warn(
+            f"sent {entry.id} but cannot remove {path} ({reason}); marked as sent, it will not "
+            "be sent again"
+        )
+        return FlushItem(entry.id, "sent", f"{detail}; marked as sent".lstrip("; "), result=result)
+
+    def _forget_sent(self, entry: QueuedMessage, path: Path) -> FlushItem | None:
+        """A file an earlier flush marked as sent: remove it now, or leave it (unsent)."""
+        try:
+            os.unlink(path)
+            self._sync_dir(path.parent)
+        except FileNotFoundError:
+            return None
+        except (OSError, SpoolError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            when = _iso(entry.sent_at) if entry.sent_at else "?"
+            why = f"sent at {when}; its spool file cannot be removed ({reason})"
+            return FlushItem(entry.id, "not_due", why, path=path)
+        return None
 
     def _fail(self, entry: QueuedMessage, path: Path, reason: str) -> Path:
         """Move to failed/ with the reason recorded; the file is kept for a person."""
@@ -682,6 +904,19 @@ class Spool:
                     with contextlib.suppress(OSError):
                         if entry.stat().st_mtime < cutoff:
                             os.unlink(entry.path)
+
+
+def _load_json(data: bytes) -> Any:
+    """A spool file's JSON; ValueError (one line) when it is not UTF-8, not JSON, or nested
+    too deeply for the parser (RecursionError)."""
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _age_text(seconds: float) -> str:

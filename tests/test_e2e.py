@@ -230,9 +230,14 @@ def test_corrupt_state_warns_and_mail_still_goes_out(tmp_path: Path, state: Path
     assert list(state.parent.glob("state.toml.corrupt-*"))
 
 
-def test_open_stdin_with_nothing_coming_does_not_hang(tmp_path: Path, state: Path) -> None:
+def test_a_slow_job_piped_into_send_is_read_to_its_end(tmp_path: Path, state: Path) -> None:
     outbox = tmp_path / "outbox"
-    proc = subprocess.Popen(
+    job = subprocess.Popen(
+        ["sh", "-c", "sleep 7; echo 'first line after 7 s'; echo 'backup done'"],
+        stdout=subprocess.PIPE,
+    )
+    assert job.stdout is not None
+    send = subprocess.run(
         [
             mailrelay_command(),
             "--state",
@@ -243,25 +248,32 @@ def test_open_stdin_with_nothing_coming_does_not_hang(tmp_path: Path, state: Pat
             "-r",
             "o@example.com",
             "-s",
-            "no body",
+            "backup web1",
             "a@example.com",
         ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdin=job.stdout,
+        capture_output=True,
         text=True,
+        timeout=120,
     )
-    assert proc.stdin is not None and proc.stderr is not None
-    try:
-        proc.wait(timeout=30)  # stdin stays open and nothing is ever written to it
-    finally:
-        proc.kill()
-        proc.stdin.close()
-    err = proc.stderr.read()
-    proc.stderr.close()
-    proc.stdout.close()  # type: ignore[union-attr]
-    assert proc.returncode == 0, err
-    assert "nothing arrived on standard input" in err
+    job.stdout.close()
+    assert job.wait(timeout=60) == 0  # no SIGPIPE: the whole output was read
+    assert send.returncode == 0, send.stderr
+    assert send.stderr == ""
+    [eml] = list(outbox.glob("*.eml"))
+    body = eml.read_bytes()
+    assert b"first line after 7 s" in body and b"backup done" in body
+
+
+@pytest.mark.parametrize("body", ["", "\n"])
+def test_skip_empty_sends_nothing_for_an_empty_body(tmp_path: Path, state: Path, body: str) -> None:
+    outbox = tmp_path / "outbox"
+    args = ["--state", str(state), "--provider", f"outbox://{outbox}", "send", "-E"]
+    r = mailrelay(*args, "-r", "o@example.com", "-s", "x", "a@example.com", input=body)
+    assert r.returncode == 0, r.stderr
+    assert not outbox.exists() or not list(outbox.glob("*.eml"))
+    r = mailrelay(*args, "-r", "o@example.com", "-s", "x", "a@example.com", input="output\n")
+    assert r.returncode == 0, r.stderr
     assert len(list(outbox.glob("*.eml"))) == 1
 
 
@@ -304,3 +316,37 @@ def test_esp_503_fails_over_to_another_esp(tmp_path: Path, state: Path) -> None:
         assert len(sendgrid.sent) == 1 and postmark.sent == []
         for secret in (*postmark.secrets, *sendgrid.secrets):
             assert secret not in r.stdout + r.stderr
+
+
+def test_tags_and_metadata_travel_as_headers_over_smtp(tmp_path: Path, state: Path) -> None:
+    from email import message_from_bytes
+
+    with SmtpServer() as server:
+        r = mailrelay(
+            "--state",
+            str(state),
+            "--provider",
+            smtp_url(server, "relay"),
+            "send",
+            "-r",
+            "o@example.com",
+            "-s",
+            "nightly",
+            "--tag",
+            "nightly",
+            "--tag",
+            "backup",
+            "--metadata",
+            "host=web1",
+            "--metadata",
+            "note=café",
+            "a@example.com",
+        )
+        assert r.returncode == 0, r.stderr
+        [got] = server.messages
+    parsed = message_from_bytes(got.data, policy=__import__("email.policy").policy.default)
+    assert parsed.get_all("X-Mailrelay-Tag") == ["nightly", "backup"]
+    assert parsed.get_all("X-Mailrelay-Metadata") == ["host=web1", "note=café"]
+    assert parsed["Subject"] == "nightly"
+    entry = TomlStateStore(state).load().providers["relay"]
+    assert entry.sent == 1 and entry.failed == 0

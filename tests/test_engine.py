@@ -325,3 +325,71 @@ def test_counters_add_up_in_the_state(store, clock, message) -> None:
     assert state.last_provider == "p1"
     assert state.providers["p1"].outcomes == {"transient": 2, "accepted": 1}
     assert state.providers["p2"].outcomes == {"accepted": 2}
+
+
+def test_cooldown_saturates_at_max_cooldown_whatever_the_failure_count() -> None:
+    policy = Policy(cooldown=60, provider_cooldown=600, max_cooldown=3600)
+    for failures in (1, 10, 1023, 1024, 1100, 10**6):
+        wait = policy.cooldown_for(TR, failures, None)
+        assert wait is not None and 0 < wait <= 3600
+    assert policy.cooldown_for(TR, 10**6, None) == 3600
+    assert Policy(max_cooldown=1e300).cooldown_for(PV, 5000, None) == 3650 * 86400.0
+
+
+def test_a_provider_failing_past_1024_times_still_fails_over(store, clock, message) -> None:
+    def change(state: Any) -> None:
+        state.provider("p1").consecutive_failures = 1500
+
+    store.update(change)
+    engine = make([Scripted("p1", [TR]), Scripted("p2", [OK])], store, clock)
+    result = engine.send(message)
+    assert result.delivered and result.exit_code == ExitCode.OK
+    assert store.load().providers["p1"].consecutive_failures == 1501
+
+
+def test_a_cooldown_in_the_state_beyond_max_cooldown_is_clamped_with_a_warning(
+    store, clock, message
+) -> None:
+    def change(state: Any) -> None:
+        state.provider("p1").cooldown_until = datetime(9999, 1, 1, tzinfo=timezone.utc)
+
+    store.update(change)
+    warnings: list[str] = []
+    engine = Engine(
+        [Scripted("p1", [OK])],
+        store,
+        Policy(max_cooldown=3600),
+        clock=clock.monotonic,
+        now=clock.now,
+        warn=warnings.append,
+    )
+    assert engine.cooling_until(store.load(), engine.providers[0]) == clock.now() + timedelta(
+        seconds=3600
+    )
+    assert len(warnings) == 1 and "max_cooldown" in warnings[0]
+
+
+class BrokenStore(TomlStateStore):
+    """A state store whose writes fail with an arbitrary error after the provider answered."""
+
+    def update(self, change: Any) -> Any:
+        raise OverflowError("date value out of range")
+
+
+def test_nothing_after_acceptance_turns_the_exit_into_a_failure(tmp_path, clock, message) -> None:
+    engine = make([Scripted("p1", [OK])], BrokenStore(tmp_path / "s.toml"), clock)
+    result = engine.send(message)
+    assert result.delivered and result.exit_code == ExitCode.OK
+    assert any("date value out of range" in w for w in result.warnings)
+
+
+def test_a_capability_mismatch_moves_on_without_counting_against_the_provider(
+    store, clock, message
+) -> None:
+    from mailrelay.providers.base import CapabilityError
+
+    lacking = Scripted("api", [CapabilityError("api cannot carry metadata")])
+    engine = make([lacking, Scripted("smtp", [OK])], store, clock)
+    result = engine.send(message)
+    assert result.delivered and result.attempts[0].outcome is RJ
+    assert "api" not in store.load().providers  # no failed count, no last_error, no cooldown

@@ -222,10 +222,14 @@ def test_timeout_before_the_message_was_read_is_transient(tmp_path: Path) -> Non
     assert err.outcome is Outcome.TRANSIENT
 
 
-def test_tags_are_refused_not_dropped(tmp_path: Path) -> None:
-    err = failure(provider([str(fake_sendmail(tmp_path))]), make_message(tags=["cron"]))
-    assert err.outcome is Outcome.REJECTED
-    assert not (tmp_path / "record.json").exists()
+def test_tags_and_metadata_travel_as_headers(tmp_path: Path) -> None:
+    p = provider([str(fake_sendmail(tmp_path))])
+    p.send(make_message(tags=["cron"], metadata={"host": "web1"}), timeout=10)
+    stdin = recorded(tmp_path)["stdin"]
+    parsed = email.message_from_string(stdin, policy=policy.default)
+    assert parsed["X-Mailrelay-Tag"] == "cron"
+    assert parsed["X-Mailrelay-Metadata"] == "host=web1"
+    assert "\r" not in stdin
 
 
 # --- the loop guard ---------------------------------------------------------------------

@@ -152,11 +152,13 @@ def test_message_larger_than_size_is_rejected_before_mail() -> None:
     assert "at most 2000" in err.message
 
 
-def test_tags_have_no_smtp_form() -> None:
+def test_tags_and_metadata_travel_as_header_fields() -> None:
     with SmtpServer() as server:
-        err = fails(plain(server), message(tags=["cron"]))
-        assert server.connections == 0
-    assert err.outcome is Outcome.REJECTED
+        send(plain(server), message(tags=["cron"], metadata={"job": "backup"}))
+        [got] = server.messages
+    parsed = email.message_from_bytes(got.data, policy=email.policy.default)
+    assert parsed["X-Mailrelay-Tag"] == "cron"
+    assert parsed["X-Mailrelay-Metadata"] == "job=backup"
 
 
 def test_helo_fallback_for_a_server_without_esmtp() -> None:

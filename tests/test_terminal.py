@@ -77,3 +77,34 @@ def test_a_flush_on_a_terminal_shows_progress(tmp_path: Path, dead_port: int) ->
     assert code == 0, output
     assert "flushing the queue" in output and "100%" in output  # the bar, finished
     assert "queue flush: 3 sent" in output
+
+
+def test_send_on_a_terminal_reads_the_body_until_ctrl_d(tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox"
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [
+            mailrelay_command(),
+            "--provider",
+            f"outbox://{outbox}",
+            "send",
+            "-r",
+            "o@example.com",
+            "-s",
+            "typed",
+            "a@example.com",
+        ],
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    os.close(slave)
+    try:
+        os.write(master, b"typed on the terminal\n\x04")
+        _, err = proc.communicate(timeout=60)
+    finally:
+        os.close(master)
+    assert proc.returncode == 0, err
+    assert err.decode().count("\n") == 1 and "Ctrl-D" in err.decode()
+    [eml] = list(outbox.glob("*.eml"))
+    assert b"typed on the terminal" in eml.read_bytes()

@@ -19,6 +19,7 @@ from mailrelay.errors import ExitCode, MailrelayError, did_you_mean
 if TYPE_CHECKING:
     from mailrelay.alerts import Dispatcher
     from mailrelay.config import Settings
+    from mailrelay.delivery import Queueing
     from mailrelay.engine import AlertSink, Engine, Listener
     from mailrelay.output import Output
     from mailrelay.providers.base import Provider
@@ -146,6 +147,13 @@ class App:
         from mailrelay.spool import Spool, default_spool_dir
 
         return Spool(self.settings.spool_dir or default_spool_dir(), warn=self.out.warn)
+
+    def queueing(self) -> Queueing:
+        """Queuing on: the spool and the retry settings (mailrelay.delivery writes it)."""
+        from mailrelay.delivery import Queueing
+
+        s = self.settings
+        return Queueing(self.spool(), retry=s.queue_retry, max_retry=s.queue_max_retry)
 
     def listeners(self) -> list[Listener]:
         """Who hears of every attempt: the audit log, when --log-file or log_file is set."""

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from mailrelay.cli import App
+    from mailrelay.delivery import Queueing
     from mailrelay.engine import Engine, SendResult
     from mailrelay.message import Message
 
@@ -118,7 +119,7 @@ class _Batch:
         base_dir: str | None,
         default_sender: str | None,
         max_size: int,
-        queue: bool,
+        queue: Queueing | None,
     ) -> None:
         self.app = app
         self.engine = engine
@@ -149,31 +150,15 @@ class _Batch:
             return LineResult(lineno, error=str(exc), error_code=int(exc.exit_code))
         except RecursionError:
             return LineResult(lineno, error=f"{self.name}:{lineno}: JSON nested too deeply")
-        line = LineResult(lineno)
+        from mailrelay.delivery import deliver
 
-        def keep(result: SendResult) -> str:
-            if not self.queue:
-                return "failed"
-            self.enqueue(line, message, result)
-            return "queued" if line.queue_id is not None else "failed"
-
-        line.result = self.engine.send(message, keep=keep)
-        return line
-
-    def enqueue(self, line: LineResult, message: Message, result: SendResult) -> None:
-        settings = self.app.settings
-        try:
-            entry = self.app.spool().add(
-                message,
-                result.attempts,
-                retry=settings.queue_retry,
-                max_retry=settings.queue_max_retry,
-            )
-            line.queue_id = entry.id
-        except MailrelayError as exc:
-            line.queue_error = str(exc)
-        except OSError as exc:
-            line.queue_error = f"cannot write to the spool: {exc.strerror or exc}"
+        outcome = deliver(self.engine, message, queue=self.queue)
+        return LineResult(
+            lineno,
+            result=outcome.result,
+            queue_id=outcome.queue_id,
+            queue_error=outcome.spool_error,
+        )
 
 
 class _Report:
@@ -325,7 +310,7 @@ def run_batch(
             base_dir=None if path == "-" else os.path.dirname(os.path.abspath(path)),
             default_sender=default_sender,
             max_size=settings.max_size or DEFAULT_MAX_SIZE,
-            queue=queue,
+            queue=app.queueing() if queue else None,
         )
         total = _count_lines(path) if app.out.interactive and not app.out.json_mode else None
         report = _Report(app, name, total)

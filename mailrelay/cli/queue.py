@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -18,43 +19,7 @@ if TYPE_CHECKING:
     from mailrelay.engine import Engine, SendResult
     from mailrelay.message import Message
     from mailrelay.output import Output
-    from mailrelay.spool import FlushItem, QueuedMessage
-
-
-def enqueue_failed(app: App, message: Message, result: SendResult) -> int:
-    """Every provider failed for now: keep the message in the spool and say so (exit 0).
-
-    When the spool cannot be written, the failure is shown and SpoolError (exit 73) raised:
-    the message is then not reported as queued."""
-    from mailrelay.spool import SpoolError
-
-    settings = app.settings
-    out = app.out
-    try:
-        entry = app.spool().add(
-            message,
-            result.attempts,
-            retry=settings.queue_retry,
-            max_retry=settings.queue_max_retry,
-        )
-    except SpoolError:
-        from mailrelay.cli.send import show_result
-
-        show_result(out, result)
-        raise
-    failed = ", ".join(f"{a.provider} ({a.outcome.value})" for a in result.attempts)
-    if out.json_mode:
-        doc = result.to_dict()
-        doc.update(exit_code=0, queued=True, queue_id=entry.id, spool_file=str(entry.path))
-        out.emit_json(doc)
-    elif out.verbose:
-        for a in result.attempts:
-            out.note(f"{a.provider} ({a.type}) failed: {a.outcome.value}: {a.detail}")
-    out.note(
-        f"every provider failed for now ({failed}); queued as {entry.id}; "
-        "'mailrelay queue flush' will retry it"
-    )
-    return 0
+    from mailrelay.spool import FlushItem, HeldMessage, QueuedMessage
 
 
 def _relative(when: datetime, now: datetime) -> str:
@@ -94,18 +59,20 @@ def list_command(app: App, failed: bool, json_mode: bool) -> None:
     out = app.output(json_mode=json_mode)
     spool = app.spool()
     entries = spool.entries(failed=failed)
+    held = [] if failed else spool.held()
     now = spool.now()
     if out.json_mode:
         out.emit_json(
             {
                 "spool": str(spool.path),
                 "failed": failed,
-                "count": len(entries),
-                "messages": [e.info(now) for e in entries],
+                "count": len(entries) + len(held),
+                "held": len(held),
+                "messages": [h.info(now) for h in held] + [e.info(now) for e in entries],
             }
         )
         return
-    if not entries:
+    if not entries and not held:
         where = spool.failed_dir if failed else spool.path
         out.note(f"no messages in {where}")
         return
@@ -130,6 +97,18 @@ def list_command(app: App, failed: bool, json_mode: bool) -> None:
         columns = ["id", "queued", "age", "tries", "next try", "to", "subject", "last error"]
         rows = [
             [
+                h.id,
+                fmt_time(h.created),
+                age_text((now - h.created).total_seconds()),
+                "0",
+                "held",  # until the configuration allows sending (the reason says why)
+                ", ".join(h.recipients),
+                h.subject,
+                f"held: {h.reason}",
+            ]
+            for h in held
+        ] + [
+            [
                 e.id,
                 fmt_time(e.created),
                 age_text((now - e.created).total_seconds()),
@@ -141,7 +120,9 @@ def list_command(app: App, failed: bool, json_mode: bool) -> None:
             ]
             for e in entries
         ]
-    title = f"{len(entries)} message(s) in {spool.failed_dir if failed else spool.path}"
+    title = f"{len(entries) + len(held)} message(s) in {spool.failed_dir if failed else spool.path}"
+    if held:
+        title += f", {len(held)} held until the configuration allows sending"
     out.table(title, columns, rows, long=["why", "last error"])
 
 
@@ -254,7 +235,7 @@ def flush_command(app: App, now: bool, json_mode: bool) -> None:
     """
     out = app.output(json_mode=json_mode)
     spool = app.spool()
-    if not spool.files():  # cron runs this every few minutes: nothing to do is silent
+    if not spool.files() and not spool.held_files():  # cron runs this often: nothing is silent
         if out.json_mode:
             from mailrelay.spool import FlushReport
 
@@ -282,6 +263,13 @@ def flush_command(app: App, now: bool, json_mode: bool) -> None:
         if item is not None and not out.json_mode:
             _report_item(app, out, item)
 
+    held_items: list[FlushItem] = []
+    if spool.held_files():
+        from mailrelay.delivery import flush_held
+
+        held_items = flush_held(spool, partial(_load_held, app), send, queue=app.queueing())
+        for item in held_items:
+            progress(item)
     try:
         report = spool.flush(
             send,
@@ -296,6 +284,7 @@ def flush_command(app: App, now: bool, json_mode: bool) -> None:
     finally:
         if bar is not None:
             bar.stop()
+    report.items[:0] = held_items
     moved = [(i.id, i.detail) for i in report.items if i.outcome == "failed"]
     alerter = app.alerter() if moved else None
     if alerter is not None:
@@ -308,12 +297,13 @@ def flush_command(app: App, now: bool, json_mode: bool) -> None:
         counts = [
             (report.count("sent"), "sent"),
             (report.count("queued"), "still queued"),
+            (report.count("held"), "still held"),
             (report.count("failed"), "moved to failed/"),
             (report.count("corrupt"), "unreadable, moved to corrupt/"),
             (report.count("not_due"), "not due yet"),
             (report.count("locked"), "being sent by another flush"),
         ]
-        acted = any(report.count(k) for k in ("sent", "queued", "failed", "corrupt"))
+        acted = any(report.count(k) for k in ("sent", "queued", "held", "failed", "corrupt"))
         if acted or app.verbose or out.interactive:
             text = ", ".join(f"{n} {what}" for n, what in counts if n) or "nothing queued"
             due = [i.next_try for i in report.items if i.next_try is not None]
@@ -335,6 +325,23 @@ def _still_queued(result: SendResult) -> None:
     return None
 
 
+def _load_held(app: App, entry: HeldMessage) -> Message:
+    """A held message as today's configuration reads it (ConfigError while it cannot)."""
+    from mailrelay.cli.sendmail import parse_sendmail_message
+    from mailrelay.message import DEFAULT_MAX_SIZE
+
+    settings = app.settings
+    message = parse_sendmail_message(
+        entry.raw,
+        entry.options,
+        default_sender=settings.sender,
+        max_size=settings.max_size or DEFAULT_MAX_SIZE,
+        where=f"held message {entry.id}",
+    )
+    app.providers()  # none configured yet: it stays held
+    return message
+
+
 def _report_item(app: App, out: Output, item: FlushItem) -> None:
     from mailrelay.output import fmt_time
 
@@ -343,6 +350,8 @@ def _report_item(app: App, out: Output, item: FlushItem) -> None:
             out.note(f"{item.id}: sent {item.detail}".rstrip())
     elif item.outcome == "queued":
         out.note(f"{item.id}: still queued ({item.detail}); next try {fmt_time(item.next_try)}")
+    elif item.outcome == "held":
+        out.error(f"{item.id}: still held: {item.detail}")
     elif item.outcome == "failed":
         out.error(
             f"{item.id}: moved to failed/ ({item.detail}); see 'mailrelay queue show {item.id}'"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import select
-import stat
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -16,15 +14,16 @@ from mailrelay.config import POLICIES
 from mailrelay.errors import UsageError
 
 if TYPE_CHECKING:
-    from mailrelay.engine import Engine, SendResult
+    from mailrelay.delivery import Delivery
+    from mailrelay.engine import Engine
     from mailrelay.message import Message
     from mailrelay.output import Output
     from mailrelay.state import State
 
 FILE = click.Path()  # completes file names in the shell; reading says what is wrong
 
-STDIN_WAIT = 5.0  # seconds to wait for the first byte on a pipe that stays open
 _EML_SLACK = 1024 * 1024  # an .eml beyond max_size that a Bcc or a CRLF change may account for
+TERMINAL_HINT = "reading the message body from the terminal; end it with Ctrl-D on a new line"
 
 
 def _decode(data: bytes, where: str, out: Output) -> str:
@@ -36,10 +35,11 @@ def _decode(data: bytes, where: str, out: Output) -> str:
 
 
 def read_stdin(out: Output, *, explicit: bool) -> str | None:
-    """The body from standard input, or None when there is none to read.
+    """The body from standard input, read to the end of input however long it takes (the
+    job before the pipe may run for an hour), as mail(1) does; None when there is none.
 
-    Without `explicit` (`-`), stdin is read only when it is a file or a pipe, never a
-    terminal; a pipe that stays open with nothing coming is given up after STDIN_WAIT.
+    On a terminal (without `explicit`, '-') a one-line hint goes to stderr first and the
+    body is read until Ctrl-D, as mailx does.
     """
     stream = sys.stdin
     if stream is None:
@@ -49,16 +49,7 @@ def read_stdin(out: Output, *, explicit: bool) -> str | None:
     except (OSError, ValueError):  # not a real file (e.g. an in-memory stream in tests)
         return _decode(_read_all(stream), "standard input", out)
     if os.isatty(fd) and not explicit:
-        return None
-    mode = os.fstat(fd).st_mode
-    if (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)) and not explicit:
-        ready, _, _ = select.select([fd], [], [], STDIN_WAIT)
-        if not ready:
-            out.warn(
-                f"nothing arrived on standard input within {STDIN_WAIT:g} s; sending without "
-                "a body (use --no-stdin or --text to say so)"
-            )
-            return ""
+        out.note(TERMINAL_HINT)
     return _decode(_read_all(stream), "standard input", out)
 
 
@@ -98,6 +89,13 @@ def read_text_file(path: str, what: str, out: Output, limit: int) -> str:
     "--metadata", multiple=True, metavar="KEY=VALUE", help="Provider metadata (repeatable)."
 )
 @click.option("--no-stdin", is_flag=True, help="Never read the body from standard input.")
+@click.option(
+    "-E",
+    "--skip-empty",
+    is_flag=True,
+    help="Send nothing (exit 0) when the body is empty, as mailx -E (cron jobs that mail "
+    "only when they print something).",
+)
 @click.option(
     "--eml",
     metavar="FILE",
@@ -169,6 +167,7 @@ def send(
     tag: tuple[str, ...],
     metadata: tuple[str, ...],
     no_stdin: bool,
+    skip_empty: bool,
     eml: str | None,
     message_file: str | None,
     batch: str | None,
@@ -182,8 +181,9 @@ def send(
 ) -> None:
     """Send one message through the first provider that accepts it.
 
-    The body comes from --text/--html (or their -file forms), else from standard input when
-    it is a pipe or a file. With only HTML, a plain-text alternative is made from it.
+    The body comes from --text/--html (or their -file forms), else from standard input,
+    read to its end however long that takes (on a terminal: until Ctrl-D). With only HTML,
+    a plain-text alternative is made from it. -E sends nothing when the body is empty.
 
     A whole message can come instead as RFC 5322 (--eml), as JSON (--message), or as JSON
     lines, one message each (--batch).
@@ -269,12 +269,17 @@ def send(
             metadata=metadata,
             no_stdin=no_stdin,
         )
-    engine = app.engine(policy=policy, timeout=timeout)
+    body = (message.text or "").strip() or (message.html or "").strip() or message.attachments
+    if skip_empty and not body:
+        if app.verbose:
+            app.out.note("the body is empty: nothing sent (-E/--skip-empty)")
+        return
+    engine = app.engine(policy=policy, timeout=timeout)  # --timeout runs from here on
     if dry_run:
         show_plan(app, engine, engine.store.load(), message)
         return
-    code = deliver(app, engine, message, queue=queue_on_failure)
-    click.get_current_context().exit(int(code))
+    outcome = deliver(app, engine, message, queue=queue_on_failure)
+    click.get_current_context().exit(outcome.exit_code)
 
 
 def read_input_bytes(path: str, what: str, limit: int) -> bytes:
@@ -383,24 +388,19 @@ def message_from_options(
     )
 
 
-def deliver(app: App, engine: Engine, message: Message, *, queue: bool) -> int:
-    """Send through the engine and report; with `queue`, a message that every provider
-    refused for now (not a bad message) goes to the spool and the exit code is 0."""
-    queued: list[int] = []
+def deliver(app: App, engine: Engine, message: Message, *, queue: bool) -> Delivery:
+    """Send through the engine and report (mailrelay.delivery decides what becomes of it);
+    with `queue`, a message every provider refused for now goes to the spool, exit 0."""
+    from mailrelay.cli.render import show_delivery
+    from mailrelay.delivery import deliver as deliver_message
 
-    def keep(result: SendResult) -> str | None:
-        if not queue:
-            return "failed"
-        from mailrelay.cli.queue import enqueue_failed
+    outcome = deliver_message(engine, message, queue=app.queueing() if queue else None)
+    show_delivery(app.out, outcome)
+    if outcome.spool_error is not None:
+        from mailrelay.spool import SpoolError
 
-        queued.append(enqueue_failed(app, message, result))
-        return "queued"
-
-    result = engine.send(message, keep=keep)
-    if queued:
-        return queued[0]
-    show_result(app.out, result)
-    return int(result.exit_code)
+        raise SpoolError(outcome.spool_error)  # not reported as queued: exit 73
+    return outcome
 
 
 def show_plan(app: App, engine: Engine, state: State, message: Message) -> None:
@@ -467,30 +467,3 @@ def _subject_as_typed(lines: list[str], subject: str) -> list[str]:
             line = f"Subject: {subject}"
         shown.append(line)
     return shown
-
-
-def show_result(out: Output, result: SendResult) -> None:
-    if out.json_mode:
-        out.emit_json(result.to_dict())
-        return
-    winner = result.winner
-    if winner is not None:
-        if out.quiet or not (out.verbose or out.interactive):
-            return  # success is silent under cron: cron mails any output
-        for a in result.attempts[:-1]:
-            if a.config_error:  # e.g. its secret's variable is unset: say so, once a line
-                out.note(f"{a.provider} ({a.type}) skipped: {a.detail}")
-            else:
-                out.note(f"{a.provider} ({a.type}) failed: {a.outcome}: {a.detail}")
-        ident = winner.message_id or result.message_id
-        out.note(f"sent via {winner.provider} ({winner.type}), id {ident}")
-        return
-    for a in result.attempts:
-        out.error(f"{a.provider} ({a.type}): {a.outcome}: {a.detail}")
-    code = result.exit_code
-    if code == 65:
-        out.error("not sent: the provider refused the message itself; not tried elsewhere")
-    elif code == 75:
-        out.error("not sent: every provider failed, at least one temporarily; try again later")
-    else:
-        out.error("not sent: every provider failed")

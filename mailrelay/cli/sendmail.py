@@ -11,16 +11,19 @@ with attached values (`-FCronDaemon`, `-oi`, `-B8BITMIME`) that click cannot exp
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mailrelay.cli import App
 from mailrelay.errors import MessageError, UsageError
 from mailrelay.record import field, record
+
+if TYPE_CHECKING:
+    from mailrelay.message import Message
 
 # Letters that take a value, attached (-fADDR) or as the next word (-f ADDR).
 _WITH_VALUE = frozenset("abBCdeFfhLNOopRrVX")
@@ -42,7 +45,9 @@ Usage: mailrelay sendmail [options] [address ...]
        mailrelay-sendmail [options] [address ...]
 
 Read a complete RFC 5322 message from standard input and send it through the first
-configured provider that accepts it; queue it when every provider fails for now.
+configured provider that accepts it; queue it when every provider fails for now (exit 0).
+While the configuration does not allow sending (no config, no usable From, no providers,
+a broken config) the message is held (exit 78) and 'mailrelay queue flush' sends it later.
 Success prints nothing. Settings come from $MAILRELAY_CONFIG, $MAILRELAY_PROVIDERS and
 $MAILRELAY_STATE (or mailrelay's global options before 'sendmail').
 
@@ -77,6 +82,15 @@ class SendmailArgs:
     verbose: int = 0  # -v
     mode: str = "send"  # send, list (-bp), flush (-q), help (--help)
     warnings: list[str] = field(default_factory=list)
+
+    def options(self) -> dict[str, Any]:
+        """What a held message keeps of the command line, to be sent the same way later."""
+        return {
+            "recipients": list(self.recipients),
+            "extract": self.extract,
+            "sender": self.sender,
+            "full_name": self.full_name,
+        }
 
 
 def parse_sendmail_args(argv: Sequence[str]) -> SendmailArgs:
@@ -207,8 +221,10 @@ def sendmail(ctx: click.Context) -> None:
     """Act as sendmail: send the RFC 5322 message on standard input (for cron and scripts).
 
     Takes sendmail's flags (-t, -f/-r, -F, -i/-oi; ignores -o*, -B* and the like) and
-    queues the message when every provider fails for now. Also installed as the
-    mailrelay-sendmail command, for cron or a /usr/sbin/sendmail link. See --help.
+    queues the message when every provider fails for now; holds it (exit 78) while the
+    configuration does not allow sending (no config, no usable From, no providers).
+    Also installed as the mailrelay-sendmail command, for cron or a /usr/sbin/sendmail
+    link. See --help.
 
     \b
     Examples:
@@ -230,8 +246,9 @@ def sendmail(ctx: click.Context) -> None:
         _run_queue_command(ctx, "list" if args.mode == "list" else "flush")
         return
     from mailrelay.cli.send import deliver
-    from mailrelay.errors import ConfigError
-    from mailrelay.message import DEFAULT_MAX_SIZE, parse_eml
+    from mailrelay.delivery import forget_held
+    from mailrelay.errors import ConfigError, NoSenderError
+    from mailrelay.message import DEFAULT_MAX_SIZE
 
     try:
         max_size = app.settings.max_size or DEFAULT_MAX_SIZE
@@ -240,64 +257,65 @@ def sendmail(ctx: click.Context) -> None:
     data = read_message_bytes(max_size + _READ_SLACK)
     if not args.ignore_dots:
         data = cut_at_lone_dot(data)
+    options = args.options()
     try:
-        settings = app.settings
-        message = parse_eml(
-            data,
-            where="standard input",
-            recipients=args.recipients,
-            extract=args.extract,
-            envelope_from=args.sender,
-            full_name=args.full_name,
-            default_sender=settings.sender,
-            max_size=max_size,
+        message = parse_sendmail_message(
+            data, options, default_sender=app.settings.sender, max_size=max_size
         )
         engine = app.engine()
-    except ConfigError:
-        # An MTA never drops what it was handed: a broken configuration keeps the message
-        # as it came, for sending again once the configuration is fixed.
-        held = hold_unsent(data, args)
-        if held is not None:
-            app.out.warn(
-                f"the message was kept in {held}; send it again with: "
-                f"mailrelay sendmail {' '.join(held_argv(args))} < {held}"
-            )
-        raise
-    code = deliver(app, engine, message, queue=True)  # an MTA queues: always
-    ctx.exit(code)
+    except (ConfigError, NoSenderError) as exc:
+        # An MTA never drops what it was handed: until the configuration allows sending,
+        # the message is kept as it came, and 'queue flush' sends it once it does.
+        ctx.exit(hold_message(app, data, options, str(exc)))
+    outcome = deliver(app, engine, message, queue=True)  # an MTA queues: always
+    if outcome.status == "sent":
+        forget_held(app.spool(), message.message_id)  # a held copy resent by hand
+    ctx.exit(outcome.exit_code)
 
 
-def held_argv(args: SendmailArgs) -> list[str]:
-    """The flags that send a held message the way it was first asked for."""
-    import shlex
+def parse_sendmail_message(
+    data: bytes,
+    options: dict[str, Any],
+    *,
+    default_sender: str | None,
+    max_size: int,
+    where: str = "standard input",
+) -> Message:
+    """The message sendmail was handed, with its flags (`SendmailArgs.options()`)."""
+    from mailrelay.message import parse_eml
 
-    argv = ["-i"]
-    if args.extract:
-        argv.append("-t")
-    if args.sender:
-        argv += ["-f", args.sender]
-    if args.full_name:
-        argv += ["-F", args.full_name]
-    return [shlex.quote(a) for a in [*argv, "--", *args.recipients]]
+    return parse_eml(
+        data,
+        where=where,
+        recipients=list(options.get("recipients", [])),
+        extract=bool(options.get("extract")),
+        envelope_from=options.get("sender"),
+        full_name=options.get("full_name"),
+        default_sender=default_sender,
+        max_size=max_size,
+    )
 
 
-def hold_unsent(data: bytes, args: SendmailArgs) -> str | None:
-    """Write the message into the spool's held/ folder (0600); its path, or None if even
-    that failed (then the error alone is reported)."""
-    from mailrelay.spool import default_spool_dir, new_queue_id
+def hold_message(app: App, data: bytes, options: dict[str, Any], reason: str) -> int:
+    """Keep the message in held/ (the configured spool, else the default one) and say so in
+    one line; the exit code (78 held, 73 when even that failed)."""
+    from mailrelay.delivery import hold
+    from mailrelay.errors import ConfigError
+    from mailrelay.spool import Spool, default_spool_dir
 
-    folder = default_spool_dir() / "held"
     try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = folder / f"{new_queue_id()}.eml"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except OSError:
-        return None
-    return str(path)
+        spool = app.spool()
+    except ConfigError:
+        spool = Spool(default_spool_dir(), warn=app.out.warn)
+    outcome = hold(spool, data, reason=reason, options=options)
+    if outcome.spool_error is not None:
+        app.out.error(f"{reason}; the message could not be kept either: {outcome.spool_error}")
+    else:
+        app.out.error(
+            f"{reason}; the message is held as {outcome.queue_id} in {outcome.path}; "
+            "'mailrelay queue flush' sends it once the configuration allows"
+        )
+    return outcome.exit_code
 
 
 def _run_queue_command(ctx: click.Context, name: str) -> None:

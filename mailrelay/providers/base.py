@@ -79,7 +79,8 @@ MIME_PARTS: frozenset[Capability] = frozenset(
 )
 """What a MIME message itself carries: every provider that sends one whole has these."""
 LABELS: frozenset[Capability] = frozenset({Capability.TAGS, Capability.METADATA})
-"""Tags and metadata, which an API carries beside the message (SMTP has no form for them)."""
+"""Tags and metadata: APIs carry them beside the message; SMTP, sendmail and the outbox as
+X-Mailrelay-Tag / X-Mailrelay-Metadata header fields (`tag_header_lines`)."""
 
 
 @record(frozen=True)
@@ -119,6 +120,45 @@ class ProviderError(Exception):
 
     def __str__(self) -> str:
         return f"{self.outcome}: {self.message}"
+
+
+class CapabilityError(ProviderError):
+    """This provider cannot carry something the message uses: `rejected`, the engine moves
+    on, and it is no failure of the provider (no count, no last_error, no cooldown)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(Outcome.REJECTED, message)
+
+
+TAG_HEADER = "X-Mailrelay-Tag"
+METADATA_HEADER = "X-Mailrelay-Metadata"
+
+
+def tag_header_lines(message: Message) -> bytes:
+    """Tags and metadata as header lines, for the providers that carry mail whole (SMTP,
+    sendmail, outbox): one `X-Mailrelay-Tag: TAG` per tag and one
+    `X-Mailrelay-Metadata: KEY=VALUE` per metadata item, folded and RFC 2047-encoded as the
+    message's own headers are (CRLF ends); b"" when the message has neither."""
+    fields = [(TAG_HEADER, tag) for tag in message.tags]
+    fields += [(METADATA_HEADER, f"{k}={v}") for k, v in message.metadata.items()]
+    return header_lines(fields)
+
+
+def header_lines(fields: list[tuple[str, str]]) -> bytes:
+    """Header fields folded and RFC 2047-encoded as the message's own are (CRLF ends)."""
+    if not fields:
+        return b""
+    from email import policy as email_policy
+
+    policy = email_policy.SMTP
+    out = []
+    for name, value in fields:
+        if "\r" in value or "\n" in value:
+            raise ProviderError(
+                Outcome.PERMANENT, f"{name}: line breaks (CR/LF) are not allowed in a header"
+            )
+        out.append(policy.header_factory(name, value).fold(policy=policy).encode("ascii"))
+    return b"".join(out)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -190,6 +230,9 @@ class Provider(ABC):
     """The API needs a text or HTML body (`has_body`)."""
     needs_subject: ClassVar[bool] = False
     """The API refuses an empty subject."""
+    reaches_local_addresses: ClassVar[bool] = True
+    """It can deliver to and from local or internal addresses (root@localhost, a dotless or
+    .internal domain, an IP literal: `message.is_local_address`); the HTTP APIs cannot."""
     default_timeout: ClassVar[float] = 30.0
     health_check: ClassVar[str] = ""
     """What `check()` does, for the docs, e.g. "GET /server"."""
@@ -239,8 +282,9 @@ class Provider(ABC):
         them where the protocol allows it; `close()` releases them."""
 
     def check_capabilities(self, message: Message) -> None:
-        """Refuse, as `rejected`, a message this provider cannot carry as it is: it uses a
-        capability not declared, or breaks a declared limit.
+        """Refuse with a CapabilityError (`rejected`, and no failure of this provider) a
+        message it cannot carry as it is: it uses a capability not declared, or breaks a
+        declared limit.
 
         Dropping data silently is worse than failing over to a provider that can carry it.
         """
@@ -269,6 +313,13 @@ class Provider(ABC):
             raise self._cannot("needs a text or HTML body")
         if self.needs_subject and not message.subject:
             raise self._cannot("needs a subject")
+        if not self.reaches_local_addresses:
+            from mailrelay.message import is_local_address
 
-    def _cannot(self, what: str) -> ProviderError:
-        return ProviderError(Outcome.REJECTED, f"{self.type} {what}")
+            for addr in (message.sender, *message.recipients()):
+                if is_local_address(addr.email):
+                    # refused, not a failure of this provider: SMTP or sendmail may take it
+                    raise self._cannot(f"cannot deliver to or from the local address {addr.email}")
+
+    def _cannot(self, what: str) -> CapabilityError:
+        return CapabilityError(f"{self.type} {what}")

@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from abc import abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar, final
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, final
 from urllib.parse import urlsplit
 
 from mailrelay import __version__
@@ -189,6 +189,12 @@ class HttpProvider(Provider):
 
     default_base_url: ClassVar[str]
     """The documented API root, e.g. "https://api.postmarkapp.com"."""
+    # an API on the internet cannot reach root@localhost or ops@[127.0.0.1]
+    reaches_local_addresses: ClassVar[bool] = False
+    success_body: ClassVar[Literal["", "json", "json-if-any"]] = ""
+    """What a 2xx body must be for the adapter to read it: "json" (always a JSON object),
+    "json-if-any" (empty, or a JSON object). A 2xx the adapter cannot read (a captive
+    proxy's HTML page, say) is `ambiguous`: the message may or may not have been sent."""
 
     def __init__(
         self,
@@ -400,6 +406,9 @@ class HttpProvider(Provider):
                     Outcome.TRANSIENT, f"{self.host}: cannot connect: {_short(exc)}"
                 ) from None
             raise self._lost(_short(exc)) from None
+        except requests.exceptions.ChunkedEncodingError as exc:
+            # reset or cut while the answer was coming: the request was out (transport rule)
+            raise self._lost(_short(exc)) from None
         except requests.exceptions.RequestException as exc:
             raise ProviderError(Outcome.PROVIDER, f"{self.host}: {_short(exc)}") from None
         return Response(r.status_code, r.reason or "", r.headers, content)
@@ -407,8 +416,24 @@ class HttpProvider(Provider):
     def _deliver(self, message: Message, *, timeout: float) -> Receipt:
         resp = self.perform(self.build_send(message), timeout)
         if 200 <= resp.status_code < 300:
+            self._check_success_body(resp)
             return self.parse_success(resp, message)
         raise self.classify_error(resp)
+
+    def _check_success_body(self, resp: Response) -> None:
+        if not self.success_body:
+            return
+        if not resp.content.strip() and self.success_body == "json-if-any":
+            return
+        if isinstance(json_body(resp), dict):
+            return
+        kind = resp.headers.get("Content-Type", "").split(";")[0].strip() or "no content type"
+        raise ProviderError(
+            Outcome.AMBIGUOUS,
+            f"{self.host}: HTTP {resp.status_code} with a body that is not {self.type}'s JSON "
+            f"({kind}, {len(resp.content)} bytes; a proxy's page?); it may have been sent",
+            status=resp.status_code,
+        )
 
     def check(self, *, timeout: float) -> Health:
         try:

@@ -8,7 +8,7 @@ API keys).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import quote
 
 from mailrelay.providers.base import LABELS, MIME_PARTS, Capability, Health, Outcome, Receipt
@@ -42,6 +42,7 @@ _RATE_PROBLEM = re.compile(r"limit exceeded|try again", re.IGNORECASE)
 
 class MailgunProvider(HttpProvider):
     type: ClassVar[str] = "mailgun"
+    success_body: ClassVar[Literal["", "json", "json-if-any"]] = "json"
     url_schemes: ClassVar[tuple[str, ...]] = ("mailgun",)
     default_base_url: ClassVar[str] = REGION_HOSTS["us"]
     capabilities: ClassVar[frozenset[Capability]] = MIME_PARTS | LABELS | {Capability.SANDBOX}

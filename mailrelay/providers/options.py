@@ -95,7 +95,9 @@ class ProviderConfig:
             raise self.error(key, f"must be {bound}, got {value}")
         return value
 
-    def get_float(self, key: str, default: float, *, positive: bool = True) -> float:
+    def get_float(
+        self, key: str, default: float, *, positive: bool = True, most: float | None = None
+    ) -> float:
         value = self._get(key)
         if value is None:
             return default
@@ -108,6 +110,8 @@ class ProviderConfig:
             raise self.error(key, "must be a number")
         if positive and not value > 0:
             raise self.error(key, f"must be greater than 0, got {value}")
+        if most is not None and not value <= most:  # also refuses inf and nan
+            raise self.error(key, f"must be at most {most:g} seconds, got {value}")
         return float(value)
 
     def get_bool(self, key: str, default: bool = False) -> bool:

@@ -14,7 +14,6 @@ import os
 import secrets
 import stat
 from datetime import datetime, timezone
-from email import policy as email_policy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -27,6 +26,8 @@ from mailrelay.providers.base import (
     Provider,
     ProviderError,
     Receipt,
+    header_lines,
+    tag_header_lines,
 )
 
 if TYPE_CHECKING:
@@ -66,19 +67,6 @@ def _reason(exc: OSError) -> str:
     name = errno.errorcode.get(exc.errno or 0)
     text = exc.strerror or type(exc).__name__
     return f"{text} ({name})" if name else text
-
-
-def _header_lines(headers: list[tuple[str, str]]) -> bytes:
-    """Headers folded and RFC 2047-encoded as the message's own headers are (CRLF ends)."""
-    policy = email_policy.SMTP
-    out = []
-    for name, value in headers:
-        if "\r" in value or "\n" in value:
-            raise ProviderError(
-                Outcome.PERMANENT, f"{name}: line breaks (CR/LF) are not allowed in a header"
-            )
-        out.append(policy.header_factory(name, value).fold(policy=policy).encode("ascii"))
-    return b"".join(out)
 
 
 def _make_folder(path: Path) -> None:
@@ -157,10 +145,8 @@ class OutboxProvider(Provider):
         envelope = [
             ("Return-Path", f"<{message.return_path.email}>"),
             ("X-Envelope-To", ", ".join(a.email for a in message.recipients())),
-            *(("X-Mailrelay-Tag", tag) for tag in message.tags),
-            *(("X-Mailrelay-Metadata", f"{k}={v}") for k, v in message.metadata.items()),
         ]
-        head = _header_lines(envelope)
+        head = header_lines(envelope) + tag_header_lines(message)
         stream = message.byte_stream()  # attachments encoded while writing, never held whole
         try:
             _make_folder(self.path)

@@ -10,7 +10,7 @@ flag (only the POSTMARK_API_TEST token and sandbox servers), so `sandbox` is not
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from mailrelay.providers.base import LABELS, MIME_PARTS, Capability, Health, Outcome, Receipt
 from mailrelay.providers.http import HttpProvider, HttpRequest, json_body
@@ -53,6 +53,7 @@ def _error_code(resp: HttpResponse) -> int | None:
 
 class PostmarkProvider(HttpProvider):
     type: ClassVar[str] = "postmark"
+    success_body: ClassVar[Literal["", "json", "json-if-any"]] = "json"
     url_schemes: ClassVar[tuple[str, ...]] = ("postmark",)
     default_base_url: ClassVar[str] = "https://api.postmarkapp.com"
     capabilities: ClassVar[frozenset[Capability]] = MIME_PARTS | LABELS

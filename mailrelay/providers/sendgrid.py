@@ -12,7 +12,7 @@ import base64
 import math
 import time
 from email.utils import quote as rfc822_quote
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from mailrelay.providers.base import (
     LABELS,
@@ -72,6 +72,7 @@ def _error_fields(resp: HttpResponse) -> set[str]:
 
 class SendgridProvider(ApiKeyProvider):
     type: ClassVar[str] = "sendgrid"
+    success_body: ClassVar[Literal["", "json", "json-if-any"]] = "json-if-any"
     url_schemes: ClassVar[tuple[str, ...]] = ("sendgrid",)
     default_base_url: ClassVar[str] = "https://api.sendgrid.com"
     capabilities: ClassVar[frozenset[Capability]] = MIME_PARTS | LABELS | {Capability.SANDBOX}

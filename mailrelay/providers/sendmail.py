@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from mailrelay.providers.base import (
+    LABELS,
     MIME_PARTS,
     Capability,
     Health,
@@ -27,6 +28,7 @@ from mailrelay.providers.base import (
     Provider,
     ProviderError,
     Receipt,
+    tag_header_lines,
 )
 
 if TYPE_CHECKING:
@@ -115,7 +117,8 @@ def _first_line(f: IO[bytes]) -> str:
 class SendmailProvider(Provider):
     type: ClassVar[str] = "sendmail"
     url_schemes: ClassVar[tuple[str, ...]] = ("sendmail",)
-    capabilities: ClassVar[frozenset[Capability]] = MIME_PARTS
+    # tags and metadata travel as X-Mailrelay-Tag / X-Mailrelay-Metadata header fields
+    capabilities: ClassVar[frozenset[Capability]] = MIME_PARTS | LABELS
     default_timeout: ClassVar[float] = 60.0
     health_check: ClassVar[str] = "command exists and is executable"
 
@@ -171,7 +174,8 @@ class SendmailProvider(Provider):
         # local submission takes UNIX line ends (sendmail's non-SMTP mailers use E=\n; PHP
         # issue php/php-src#19188: some sendmail clients need LF); CRLF is for the wire
         # per chunk: chunks are whole lines, so no CRLF is split between two
-        data = (chunk.replace(b"\r\n", b"\n") for chunk in message.byte_stream())
+        chunks = itertools.chain((tag_header_lines(message),), message.byte_stream())
+        data = (chunk.replace(b"\r\n", b"\n") for chunk in chunks)
         env = {**os.environ, CHILD_ENV: "1"}
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             try:

@@ -153,6 +153,13 @@ def _envelope(addr: Address, role: str) -> str:
     return f"{local}@{ascii_domain}"
 
 
+def _display(addr: Address) -> str:
+    from email.utils import formataddr
+
+    bare = _envelope(addr, "sender")
+    return formataddr((addr.name, bare), charset="utf-8") if addr.name else bare
+
+
 class SesProvider(HttpProvider):
     type: ClassVar[str] = "ses"
     url_schemes: ClassVar[tuple[str, ...]] = ("ses",)
@@ -267,9 +274,9 @@ class SesProvider(HttpProvider):
                     seen.add(addr.email.lower())
                     destination.setdefault(key, []).append(_envelope(addr, "recipient"))
         body: dict[str, Any] = {
-            # for Raw content the From header is what recipients see; this is the identity
-            # SES checks (and uses for the envelope)
-            "FromEmailAddress": _envelope(message.sender, "sender"),
+            # the identity SES checks; SES shows it as the From, so it keeps the display
+            # name ("Name <addr>", RFC 2047 when not ASCII: SES v2 SendEmail reference)
+            "FromEmailAddress": _display(message.sender),
             "Destination": destination,
             "Content": {"Raw": {"Data": data}},
         }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import email.policy
+import itertools
 import re
 import smtplib
 import socket
@@ -24,6 +25,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mailrelay.providers.base import (
+    LABELS,
     MIME_PARTS,
     Capability,
     Health,
@@ -31,6 +33,7 @@ from mailrelay.providers.base import (
     Provider,
     ProviderError,
     Receipt,
+    tag_header_lines,
 )
 from mailrelay.providers.deadline import MAX_ANSWER, deadline_file
 from mailrelay.secrets import remember_auth, scrub
@@ -139,8 +142,8 @@ class SmtpProvider(Provider):
 
     type: ClassVar[str] = "smtp"
     url_schemes: ClassVar[tuple[str, ...]] = ("smtp", "smtps")
-    # tags and metadata have no SMTP form: the base refuses them as `rejected`
-    capabilities: ClassVar[frozenset[Capability]] = MIME_PARTS
+    # tags and metadata travel as X-Mailrelay-Tag / X-Mailrelay-Metadata header fields
+    capabilities: ClassVar[frozenset[Capability]] = MIME_PARTS | LABELS
     health_check: ClassVar[str] = "connect, EHLO, TLS, AUTH, NOOP, QUIT"
 
     def __init__(
@@ -631,6 +634,10 @@ class _Session:
             stream = message.byte_stream(policy)
             chunks = _dot_stuffed(stream)
             length, eight_bit = stream.size, stream.eight_bit
+        tags = tag_header_lines(message)  # header lines never start with "."
+        if tags:
+            chunks = itertools.chain((tags,), chunks)
+            length += len(tags)
         size = self._size_limit()
         if size is not None and length > size:
             raise self.error(

@@ -80,7 +80,7 @@ def test_full_message_travels_as_raw_mime(fake: FakeSes, httpserver: HTTPServer)
         "ConfigurationSetName",
     }
     assert set(payload["Content"]) == {"Raw"}
-    assert payload["FromEmailAddress"] == "ops@example.com"
+    assert payload["FromEmailAddress"] == '"Ops, Team" <ops@example.com>'  # the name stays
     assert payload["Destination"] == {
         "ToAddresses": ["alice@example.org", "bob@example.org"],
         "CcAddresses": ["carol@example.org"],
@@ -110,6 +110,16 @@ def test_full_message_travels_as_raw_mime(fake: FakeSes, httpserver: HTTPServer)
     assert got["inline"] == [("logo@x", "image/png", PNG)]
     assert got["tags"] == ["welcome", "drip step 2"]  # X-Tag headers: any characters
     assert got["metadata"] == {"user_id": "42", "plan-tier": "pro_plus"}
+
+
+def test_from_keeps_its_display_name_encoded_when_not_ascii(
+    fake: FakeSes, httpserver: HTTPServer
+) -> None:
+    provider = provider_for(fake, httpserver)
+    provider.send(simple(sender=Address("sender@example.com", "Sender")), timeout=5)
+    assert fake.sent[-1]["FromEmailAddress"] == "Sender <sender@example.com>"
+    provider.send(simple(sender=Address("sender@example.com", "Zoë Ops")), timeout=5)
+    assert fake.sent[-1]["FromEmailAddress"] == "=?utf-8?q?Zo=C3=AB_Ops?= <sender@example.com>"
 
 
 def test_recipient_listed_once_and_idn_domain_punycoded(
@@ -429,3 +439,40 @@ def test_fake_validates_the_body_against_the_sesv2_model(
     assert resp.headers["x-amzn-ErrorType"].startswith("BadRequestException")
     assert "unknown member 'Colour'" in resp.json()["message"]
     assert "Content.Raw.Data" in resp.json()["message"]
+
+
+@pytest.mark.parametrize("answer", [b"", b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"])
+def test_a_connection_reset_after_the_request_is_ambiguous_as_elsewhere(answer: bytes) -> None:
+    import socket
+    import struct
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def reset_after_reading() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)  # the request arrived: it may have been taken
+            conn.sendall(answer)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    worker = threading.Thread(target=reset_after_reading, daemon=True)
+    worker.start()
+    try:
+        provider = build(
+            {
+                "access_key_id": AKID,
+                "secret_access_key": SECRET,
+                "region": "eu-west-1",
+                "base_url": f"http://127.0.0.1:{port}",
+            }
+        )
+        err = send_error(provider, simple())
+    finally:
+        worker.join(timeout=10)
+        listener.close()
+    assert err.outcome is Outcome.AMBIGUOUS, err
+    assert "600" not in err.message

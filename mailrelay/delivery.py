@@ -1,0 +1,256 @@
+"""What becomes of a message: the one rule every front end uses.
+
+`send`, `send --batch`, sendmail mode, `queue flush` and the HTTP service all end a send
+here, so they can never disagree on what happens to a message. The rule:
+
+- a provider accepted it: **sent** (exit 0);
+- every provider failed for now (the failure may be retried) and queuing is on: it is
+  written to the spool, **queued** (exit 0); when the spool cannot be written it is
+  **failed** with exit 73 and `spool_error` says why;
+- the configuration does not allow sending yet (no config, no usable From, no providers, a
+  broken config) and the caller keeps such messages (sendmail mode): **held** in the spool's
+  `held/` folder with the reason, for `queue flush` once the configuration allows;
+- anything else: **failed**, with the engine's exit code (65, 69, 75, 78).
+
+Nothing here knows of click or of a terminal. A service calls, for example::
+
+    from mailrelay.delivery import Queueing, deliver
+
+    outcome = deliver(engine, message, queue=Queueing(spool, retry=300, max_retry=3600))
+    if outcome.status == "queued":
+        answer(202, {"queue_id": outcome.queue_id})
+    elif outcome.status == "sent":
+        answer(200, outcome.result.to_dict())
+
+`settle` does the same for a result the caller already has (`engine.send` done elsewhere).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from mailrelay.errors import ExitCode, MailrelayError
+from mailrelay.record import record
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from mailrelay.engine import Engine, SendResult
+    from mailrelay.message import Message
+    from mailrelay.spool import FlushItem, HeldMessage, Spool
+
+Status = Literal["sent", "queued", "held", "failed"]
+
+
+@record
+class Queueing:
+    """Queuing is on: where failed-for-now messages go and when they are tried again."""
+
+    spool: Spool
+    retry: float
+    max_retry: float
+
+
+@record
+class Delivery:
+    """The end of one send: a status, the engine's result, where the message was kept."""
+
+    status: Status
+    exit_code: int
+    result: SendResult | None = None
+    queue_id: str | None = None
+    reason: str = ""
+    path: Path | None = None  # the spool file of a queued or held message
+    spool_error: str | None = None  # queuing was wanted, the spool could not be written
+
+    @property
+    def kept(self) -> bool:
+        """The message is safe without having been sent (queued or held)."""
+        return self.status in ("queued", "held")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result's JSON document with the delivery's own fields (exit code, queue id)."""
+        doc: dict[str, Any] = self.result.to_dict() if self.result is not None else {}
+        doc["status"] = self.status
+        doc["exit_code"] = self.exit_code
+        if self.queue_id is not None:
+            doc.update(queued=self.status == "queued", queue_id=self.queue_id)
+            doc["spool_file"] = str(self.path) if self.path else None
+        if self.status == "held":
+            doc["held"] = True
+        if self.reason:
+            doc["reason"] = self.reason
+        if self.spool_error is not None:
+            doc["queue_error"] = self.spool_error
+        return doc
+
+
+def settle(message: Message, result: SendResult, *, queue: Queueing | None) -> Delivery:
+    """Turn an engine result into sent / queued / failed, writing the spool when queuing."""
+    if result.delivered:
+        return Delivery("sent", int(ExitCode.OK), result)
+    if queue is None or not result.retryable:
+        return Delivery("failed", int(result.exit_code), result, reason=failure_reason(result))
+    try:
+        entry = queue.spool.add(
+            message, result.attempts, retry=queue.retry, max_retry=queue.max_retry
+        )
+    except MailrelayError as exc:
+        return _unspooled(result, str(exc))
+    except OSError as exc:
+        return _unspooled(result, f"cannot write to the spool: {exc.strerror or exc}")
+    return Delivery(
+        "queued",
+        int(ExitCode.OK),
+        result,
+        queue_id=entry.id,
+        reason=failure_reason(result),
+        path=entry.path,
+    )
+
+
+def deliver(engine: Engine, message: Message, *, queue: Queueing | None) -> Delivery:
+    """Send `message` through `engine` and settle the result (see the module docstring).
+
+    The spool is written inside the send, before the engine records it, so the state counts
+    the message once with what became of it (queued, or failed when the spool refused it)."""
+    kept: list[Delivery] = []
+
+    def keep(result: SendResult) -> str:
+        outcome = settle(message, result, queue=queue)
+        kept.append(outcome)
+        return "queued" if outcome.status == "queued" else "failed"
+
+    result = engine.send(message, keep=keep)
+    return kept[0] if kept else settle(message, result, queue=None)
+
+
+def failure_reason(result: SendResult) -> str:
+    """One line: each provider tried and its outcome ("" when one accepted)."""
+    if result.delivered:
+        return ""
+    return ", ".join(f"{a.provider} ({a.outcome.value})" for a in result.attempts)
+
+
+def _unspooled(result: SendResult, error: str) -> Delivery:
+    return Delivery(
+        "failed",
+        int(ExitCode.CANTCREAT),
+        result,
+        reason=failure_reason(result),
+        spool_error=error,
+    )
+
+
+# --- held messages (sendmail mode): kept as they came until the configuration allows ---------
+
+
+def hold(spool: Spool, raw: bytes, *, reason: str, options: dict[str, Any]) -> Delivery:
+    """Keep `raw` (a whole RFC 5322 message) in held/ with `reason`, exit 78.
+
+    A Message-ID is added when the message has none, so the held copy and any copy sent
+    meanwhile are known to be one message (see `forget_held`). When even held/ cannot be
+    written, the result is failed with exit 73 and `spool_error` says why."""
+    from mailrelay.spool import SpoolError
+
+    raw, message_id = _with_message_id(raw, options)
+    try:
+        entry = spool.hold(raw, reason=reason, options=options, message_id=message_id)
+    except SpoolError as exc:
+        return Delivery("failed", int(ExitCode.CANTCREAT), reason=reason, spool_error=str(exc))
+    return Delivery("held", int(ExitCode.CONFIG), queue_id=entry.id, reason=reason, path=entry.path)
+
+
+def _with_message_id(raw: bytes, options: dict[str, Any]) -> tuple[bytes, str]:
+    from email.parser import BytesHeaderParser
+    from email.policy import default
+    from email.utils import make_msgid
+
+    found = BytesHeaderParser(policy=default).parsebytes(raw).get("Message-ID")
+    if found is not None and str(found).strip():
+        return raw, " ".join(str(found).split())
+    sender = str(options.get("sender") or "")
+    domain = sender.rpartition("@")[2] if "@" in sender else "localhost"
+    message_id = make_msgid(domain=domain.strip("<> ") or "localhost")
+    newline = b"\r\n" if b"\r\n" in raw.split(b"\n", 1)[0] + b"\n" else b"\n"
+    return b"Message-ID: " + message_id.encode() + newline + raw, message_id
+
+
+def forget_held(spool: Spool, message_id: str) -> int:
+    """Remove held copies of a message that was just sent (resent by hand, say); how many.
+
+    Costs a directory listing, and a read only when held/ holds anything."""
+    from mailrelay.spool import SpoolError
+
+    removed = 0
+    try:
+        for path in spool.held_files():
+            with spool.take_held(path) as entry:
+                if entry is not None and entry.message_id == message_id:
+                    spool.release(entry)
+                    removed += 1
+    except (SpoolError, ValueError, OSError):
+        pass  # the mail is out; a stale held copy is shown by 'queue list'
+    return removed
+
+
+def flush_held(
+    spool: Spool,
+    load: Callable[[HeldMessage], Message],
+    send: Callable[[Message], SendResult],
+    *,
+    queue: Queueing,
+) -> list[FlushItem]:
+    """Try every held message: `load` turns one into a Message with today's configuration
+    (raising ConfigError, or NoSenderError, while it still does not allow sending: the
+    message stays held with the new reason; any other MessageError moves it to corrupt/).
+    Sent: removed. Failed for now: queued in its place. Refused: queued, then failed/."""
+    from mailrelay.errors import ConfigError, MessageError, NoSenderError
+    from mailrelay.spool import FlushItem
+
+    items: list[FlushItem] = []
+    for path in spool.held_files():
+        ident = path.stem
+        try:
+            with spool.take_held(path) as entry:
+                if entry is None:
+                    if path.exists():
+                        items.append(FlushItem(ident, "locked", "being sent by another flush"))
+                    continue
+                try:
+                    message = load(entry)
+                except (ConfigError, NoSenderError) as exc:
+                    spool.rehold(entry, str(exc))
+                    items.append(FlushItem(ident, "held", str(exc), path=path))
+                    continue
+                except MessageError as exc:
+                    aside = spool.move_corrupt(path)
+                    items.append(FlushItem(ident, "corrupt", f"unreadable ({exc})", path=aside))
+                    continue
+                outcome = settle(message, send(message), queue=queue)
+                items.append(_held_item(spool, entry, message, outcome))
+        except ValueError as exc:  # unreadable: take_held moved it to corrupt/
+            items.append(FlushItem(ident, "corrupt", str(exc)))
+    return items
+
+
+def _held_item(spool: Spool, entry: HeldMessage, message: Message, outcome: Delivery) -> FlushItem:
+    from mailrelay.spool import FlushItem, SpoolError
+
+    if outcome.spool_error is not None:  # not queued: it stays held, nothing is lost
+        raise SpoolError(outcome.spool_error)
+    if outcome.status == "sent":
+        spool.release(entry)
+        winner = outcome.result.winner if outcome.result else None
+        return FlushItem(entry.id, "sent", f"via {winner.provider}" if winner else "")
+    if outcome.status == "queued":
+        spool.release(entry)
+        return FlushItem(entry.id, "queued", outcome.reason, result=outcome.result)
+    # refused permanently: keep it for a person, in failed/ as a queue entry would be
+    assert outcome.result is not None
+    failed = outcome.result
+    entry_q = spool.add(message, failed.attempts, retry=0.0, max_retry=0.0)
+    moved = spool.fail(entry_q, f"refused permanently: {outcome.reason}")
+    spool.release(entry)
+    return FlushItem(entry.id, "failed", outcome.reason, result=failed, path=moved)
