@@ -8,6 +8,7 @@ records per-provider counters and cooldowns in the state store.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
@@ -41,6 +42,10 @@ class Policy:
     cooldown: float = 60.0  # first cooldown after a transient failure; doubles per failure
     provider_cooldown: float = 600.0  # first cooldown after an account/config failure
     max_cooldown: float = 6 * 3600.0
+    # The service's rule (`mailrelay serve`): a provider in cooldown is passed over, except
+    # for one request per provider per cooldown period (a half-open probe), so a service
+    # under load never hammers resting providers. The CLI (False) tries every provider.
+    skip_cooling: bool = False
 
     def cooldown_for(
         self, outcome: Outcome, consecutive: int, retry_after: float | None
@@ -161,6 +166,9 @@ class Engine:
         self.now = now
         self.warn = warn or (lambda _msg: None)
         self.raise_bugs = raise_bugs  # --debug: let an adapter's bug surface as a traceback
+        # skip_cooling: provider name -> the cooldown end whose one probe has been let through
+        self._probed: dict[str, datetime] = {}
+        self._probe_lock = threading.Lock()
 
     # --- order ---------------------------------------------------------------------------
 
@@ -191,6 +199,24 @@ class Engine:
         cooling.sort(key=lambda p: self.cooling_until(state, p) or self.now())
         return ready + cooling
 
+    def claim_probe(self, state: State, provider: Provider) -> bool:
+        """With skip_cooling: may this send try `provider`? Yes when it is not cooling, or
+        when no other send of this engine has probed it in its current cooldown period."""
+        until = self.cooling_until(state, provider)
+        if until is None:
+            return True
+        with self._probe_lock:
+            if self._probed.get(provider.name) == until:
+                return False
+            self._probed[provider.name] = until
+            return True
+
+    def first_recovery(self, state: State) -> float | None:
+        """Seconds until the first provider's cooldown ends; None when none is cooling."""
+        now = self.now()
+        ends = [u for p in self.providers if (u := self.cooling_until(state, p)) is not None]
+        return (min(ends) - now).total_seconds() if ends else None
+
     # --- sending -------------------------------------------------------------------------
 
     def send(self, message: Message) -> SendResult:
@@ -198,6 +224,20 @@ class Engine:
         state = self.store.load()
         deadline = self.clock() + self.policy.timeout
         for provider in self.plan(state):
+            if self.policy.skip_cooling and not self.claim_probe(state, provider):
+                until = self.cooling_until(state, provider)
+                wait = (until - self.now()).total_seconds() if until is not None else 0.0
+                result.attempts.append(
+                    Attempt(
+                        provider.name,
+                        provider.type,
+                        Outcome.TRANSIENT,
+                        f"not tried: resting for {max(wait, 0):.0f} s more (cooldown)",
+                        retry_after=max(wait, 0.0),
+                        tried=False,
+                    )
+                )
+                continue
             remaining = deadline - self.clock()
             if remaining <= 0:
                 result.attempts.append(

@@ -40,6 +40,7 @@ class App:
         quiet: bool,
         debug: bool,
         log_file: str | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.log_file = log_file
         self.config_path = config
@@ -48,7 +49,7 @@ class App:
         self.verbose = verbose
         self.quiet = quiet
         self.debug = debug
-        self._settings: Settings | None = None
+        self._settings: Settings | None = settings
         self._providers: list[Provider] | None = None
         self.out = self.output(json_mode=False)
 
@@ -113,6 +114,7 @@ class App:
         policy: str | None = None,
         timeout: float | None = None,
         store: StateStore | None = None,
+        skip_cooling: bool = False,
     ) -> Engine:
         from mailrelay.engine import Engine, Policy
 
@@ -127,6 +129,7 @@ class App:
                 cooldown=s.cooldown,
                 provider_cooldown=s.provider_cooldown,
                 max_cooldown=s.max_cooldown,
+                skip_cooling=skip_cooling,
             ),
             warn=self.out.warn,
             raise_bugs=self.debug,
@@ -183,6 +186,11 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
         "mailrelay.cli.schema",
         "schema",
         "Print the JSON Schema (draft 2020-12) of a message given as JSON.",
+    ),
+    "serve": (
+        "mailrelay.cli.serve",
+        "serve",
+        "Run the HTTP service: the send API, a status page and metrics (gunicorn).",
     ),
     "completion": (
         "mailrelay.cli.completion",

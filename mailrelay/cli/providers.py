@@ -36,20 +36,8 @@ def _state_fields(entry: ProviderState | None) -> dict[str, Any]:
     }
 
 
-@click.command(context_settings={"max_content_width": 100})
-@json_option
-@pass_app
-def providers(app: App, json_mode: bool) -> None:
-    """List the configured providers in order, with the state's counters.
-
-    The provider marked "sticky" took the last message; "next" is where the next send starts.
-
-    \b
-    Examples:
-      mailrelay providers
-      mailrelay --provider smtp://127.0.0.1:2525?security=none providers --json
-    """
-    out = app.output(json_mode=json_mode)
+def providers_document(app: App) -> dict[str, Any]:
+    """The `providers --json` document (also `GET /v1/providers` of `serve`)."""
     engine = app.engine()
     state = engine.store.load()
     plan = engine.plan(state)
@@ -68,16 +56,51 @@ def providers(app: App, json_mode: bool) -> None:
                 "cooling": engine.cooling_until(state, p) is not None,
             }
         )
+    return {
+        "policy": engine.policy.order,
+        "config_file": app.settings.source,
+        "state_file": engine.store.location,
+        "last_provider": state.last_provider,
+        "providers": rows,
+    }
+
+
+def status_document(app: App, timeout: float) -> dict[str, Any]:
+    """The `status --json` document (also `GET /v1/status`): every provider probed at once."""
+    from mailrelay.engine import probe
+
+    engine = app.engine()
+    state = engine.store.load()
+    probes = probe(engine.providers, timeout)
+    healthy = sum(1 for p in probes if p.health.ok)
+    if healthy == len(probes):
+        code = StatusExit.HEALTHY
+    elif healthy:
+        code = StatusExit.DEGRADED
+    else:
+        code = StatusExit.NONE_HEALTHY
+    rows = [{**p.to_dict(), **_state_fields(state.providers.get(p.provider))} for p in probes]
+    return {"healthy": healthy, "total": len(probes), "exit_code": int(code), "providers": rows}
+
+
+@click.command(context_settings={"max_content_width": 100})
+@json_option
+@pass_app
+def providers(app: App, json_mode: bool) -> None:
+    """List the configured providers in order, with the state's counters.
+
+    The provider marked "sticky" took the last message; "next" is where the next send starts.
+
+    \b
+    Examples:
+      mailrelay providers
+      mailrelay --provider smtp://127.0.0.1:2525?security=none providers --json
+    """
+    out = app.output(json_mode=json_mode)
+    doc = providers_document(app)
+    rows = doc["providers"]
     if out.json_mode:
-        out.emit_json(
-            {
-                "policy": engine.policy.order,
-                "config_file": app.settings.source,
-                "state_file": engine.store.location,
-                "last_provider": state.last_provider,
-                "providers": rows,
-            }
-        )
+        out.emit_json(doc)
         return
     from mailrelay.output import fmt_time
 
@@ -99,7 +122,7 @@ def providers(app: App, json_mode: bool) -> None:
             ]
         )
     out.table(
-        f"providers (policy {engine.policy.order}, state {engine.store.location})",
+        f"providers (policy {doc['policy']}, state {doc['state_file']})",
         ["#", "name", "type", "mark", "sent", "failed", "cooldown until", "settings", "last error"],
         table_rows,
     )
@@ -128,34 +151,17 @@ def status(app: App, timeout: float, json_mode: bool) -> None:
       mailrelay status
       mailrelay status --json --timeout 5
     """
-    from mailrelay.engine import probe
-
     out = app.output(json_mode=json_mode)
-    engine = app.engine()
-    state = engine.store.load()
-    probes = probe(engine.providers, timeout)
-    healthy = sum(1 for p in probes if p.health.ok)
-    if healthy == len(probes):
-        code = StatusExit.HEALTHY
-    elif healthy:
-        code = StatusExit.DEGRADED
-    else:
-        code = StatusExit.NONE_HEALTHY
-    rows = [{**p.to_dict(), **_state_fields(state.providers.get(p.provider))} for p in probes]
+    doc = status_document(app, timeout)
+    rows = doc["providers"]
+    healthy, code = doc["healthy"], doc["exit_code"]
     if out.json_mode:
-        out.emit_json(
-            {
-                "healthy": healthy,
-                "total": len(probes),
-                "exit_code": int(code),
-                "providers": rows,
-            }
-        )
+        out.emit_json(doc)
     else:
         from mailrelay.output import fmt_time
 
         out.table(
-            f"status: {healthy} of {len(probes)} healthy",
+            f"status: {healthy} of {doc['total']} healthy",
             [
                 "name",
                 "type",
