@@ -145,6 +145,29 @@ def _tell_attempt(listener: Listener, *, message: Message, attempt: Attempt) -> 
     listener.attempt(message, attempt)
 
 
+class ProbeGate(Protocol):
+    """Who lets the one probe of a cooldown period through (Policy.skip_cooling)."""
+
+    def claim(self, provider: str, until: datetime) -> bool:
+        """True for the first caller for this provider and cooldown end, False after."""
+        ...
+
+
+class LocalProbeGate:
+    """Claims kept in this process (threads of one worker)."""
+
+    def __init__(self) -> None:
+        self._claimed: dict[str, datetime] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, provider: str, until: datetime) -> bool:
+        with self._lock:
+            if self._claimed.get(provider) == until:
+                return False
+            self._claimed[provider] = until
+            return True
+
+
 class Engine:
     def __init__(
         self,
@@ -157,6 +180,7 @@ class Engine:
         warn: Callable[[str], None] | None = None,
         raise_bugs: bool = False,
         listeners: Sequence[Listener] = (),
+        probe_gate: ProbeGate | None = None,
     ) -> None:
         self.providers = list(providers)
         self.listeners = list(listeners)
@@ -166,9 +190,7 @@ class Engine:
         self.now = now
         self.warn = warn or (lambda _msg: None)
         self.raise_bugs = raise_bugs  # --debug: let an adapter's bug surface as a traceback
-        # skip_cooling: provider name -> the cooldown end whose one probe has been let through
-        self._probed: dict[str, datetime] = {}
-        self._probe_lock = threading.Lock()
+        self.probe_gate = probe_gate or LocalProbeGate()  # skip_cooling's bookkeeping
 
     # --- order ---------------------------------------------------------------------------
 
@@ -203,13 +225,7 @@ class Engine:
         """With skip_cooling: may this send try `provider`? Yes when it is not cooling, or
         when no other send of this engine has probed it in its current cooldown period."""
         until = self.cooling_until(state, provider)
-        if until is None:
-            return True
-        with self._probe_lock:
-            if self._probed.get(provider.name) == until:
-                return False
-            self._probed[provider.name] = until
-            return True
+        return until is None or self.probe_gate.claim(provider.name, until)
 
     def first_recovery(self, state: State) -> float | None:
         """Seconds until the first provider's cooldown ends; None when none is cooling."""
@@ -352,12 +368,18 @@ class Engine:
                     entry.cooldown_until = now + timedelta(seconds=wait)
 
         try:
-            self.store.update(change)
+            state = self.store.update(change)
         except StateError as exc:
             # the mail is already out (or not): never turn a state problem into a lost message
             note = f"{exc}; provider state not updated"
             result.warnings.append(note)
             self.warn(note)
+            return
+        if self.policy.skip_cooling:  # a failed try is its cooldown period's one request
+            for a in tried:
+                entry = state.providers.get(a.provider)
+                if entry is not None and entry.cooldown_until is not None:
+                    self.probe_gate.claim(a.provider, entry.cooldown_until)
 
 
 # --- probing (mailrelay status) ----------------------------------------------------------

@@ -18,7 +18,7 @@ from mailrelay.errors import ExitCode, MailrelayError
 
 if TYPE_CHECKING:
     from mailrelay.config import Settings
-    from mailrelay.engine import Engine, Listener
+    from mailrelay.engine import Engine, Listener, ProbeGate
     from mailrelay.output import Output
     from mailrelay.providers.base import Provider
     from mailrelay.spool import Spool
@@ -115,6 +115,7 @@ class App:
         timeout: float | None = None,
         store: StateStore | None = None,
         skip_cooling: bool = False,
+        probe_gate: ProbeGate | None = None,
     ) -> Engine:
         from mailrelay.engine import Engine, Policy
 
@@ -134,6 +135,7 @@ class App:
             warn=self.out.warn,
             raise_bugs=self.debug,
             listeners=self.listeners(),
+            probe_gate=probe_gate,
         )
 
     def close(self) -> None:

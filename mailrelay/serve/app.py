@@ -24,13 +24,20 @@ from mailrelay.output import jsonable
 from mailrelay.secrets import scrub
 from mailrelay.serve import pages
 from mailrelay.serve.answer import Answer, problem
-from mailrelay.serve.idempotency import MAX_KEY_LENGTH, FileKeyStore, KeyStore, fingerprint
+from mailrelay.serve.idempotency import (
+    MAX_KEY_LENGTH,
+    FileKeyStore,
+    FileProbeGate,
+    KeyStore,
+    fingerprint,
+)
 from mailrelay.serve.metrics import RequestCounter, render_metrics
 from mailrelay.serve.openapi import openapi_document
 
 if TYPE_CHECKING:
     from mailrelay.cli import App
     from mailrelay.config import Settings
+    from mailrelay.engine import ProbeGate
     from mailrelay.message import Message
 
 # Routes anyone may read: liveness and readiness for orchestrators, the API's description.
@@ -52,9 +59,9 @@ class Service:
     """What every request of one worker shares: the App (settings, providers), one engine
     (its probe bookkeeping must be shared), the token list, the key store, the counters."""
 
-    def __init__(self, app: App, tokens: list[str], keys: KeyStore) -> None:
+    def __init__(self, app: App, tokens: list[str], keys: KeyStore, probes: ProbeGate) -> None:
         self.app = app
-        self.engine = app.engine(skip_cooling=True)
+        self.engine = app.engine(skip_cooling=True, probe_gate=probes)
         self.tokens = [t.encode("utf-8") for t in tokens]
         self.keys = keys
         self.counter = RequestCounter()
@@ -108,8 +115,9 @@ def create_app(
     app.providers()  # a config problem shows now, not at the first request
     if tokens is None:
         tokens = [secret.reveal() for secret in settings.serve.tokens]
-    keys = FileKeyStore(state_path(state, os.environ, settings.state_file).parent / "idempotency")
-    service = Service(app, tokens, keys)
+    here = state_path(state, os.environ, settings.state_file).parent
+    probes = FileProbeGate(here / "probes", keep=settings.max_cooldown + 60)
+    service = Service(app, tokens, FileKeyStore(here / "idempotency"), probes)
     flask = Flask("mailrelay.serve")
     flask.config["MAX_CONTENT_LENGTH"] = settings.serve.max_request_bytes
     flask.extensions["mailrelay"] = service

@@ -19,6 +19,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -153,3 +154,33 @@ class FileKeyStore:
             with contextlib.suppress(FileNotFoundError):
                 target.unlink()
             return 1
+
+
+class FileProbeGate:
+    """Policy.skip_cooling's probe claims shared by every worker of a host: one O_EXCL file
+    per provider and cooldown end; files older than `keep` seconds are removed."""
+
+    def __init__(self, path: Path, *, keep: float) -> None:
+        self.path = Path(path)
+        self.keep = keep
+
+    def claim(self, provider: str, until: datetime) -> bool:
+        make_private_dirs(self.path)
+        name = hashlib.sha256(f"{provider}\0{until.isoformat()}".encode()).hexdigest()
+        try:
+            os.close(
+                os.open(
+                    self.path / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
+                )
+            )
+        except FileExistsError:
+            return False
+        self._sweep()
+        return True
+
+    def _sweep(self) -> None:
+        limit = time.time() - self.keep
+        for entry in os.scandir(self.path):
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_mtime < limit:
+                    os.unlink(entry.path)

@@ -121,8 +121,13 @@ class ServeApplication(BaseApplication):  # type: ignore[misc]
         return app
 
     def run(self) -> None:
+        from gunicorn.errors import HaltServer
+
         try:
             GracefulArbiter(self).run()
+        except HaltServer as exc:  # a worker could not start: its error is in the log above
+            sys.stderr.write(f"mailrelay: error: {exc.reason}\n")
+            sys.exit(70)
         except RuntimeError as exc:
             sys.stderr.write(f"mailrelay: error: {exc}\n")
             sys.exit(1)
