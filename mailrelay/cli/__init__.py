@@ -18,10 +18,11 @@ from mailrelay.errors import ExitCode, MailrelayError
 
 if TYPE_CHECKING:
     from mailrelay.config import Settings
-    from mailrelay.engine import Engine, Listener, ProbeGate
+    from mailrelay.engine import Attempt, Engine, Listener, ProbeGate
+    from mailrelay.message import Message
     from mailrelay.output import Output
     from mailrelay.providers.base import Provider
-    from mailrelay.spool import Spool
+    from mailrelay.spool import QueuedMessage, Spool
     from mailrelay.state import StateStore, TomlStateStore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -98,6 +99,13 @@ class App:
         from mailrelay.spool import Spool, default_spool_dir
 
         return Spool(self.settings.spool_dir or default_spool_dir(), warn=self.out.warn)
+
+    def enqueue(self, message: Message, attempts: list[Attempt]) -> QueuedMessage:
+        """Keep a message every provider failed for now in the spool (SpoolError if not)."""
+        settings = self.settings
+        return self.spool().add(
+            message, attempts, retry=settings.queue_retry, max_retry=settings.queue_max_retry
+        )
 
     def listeners(self) -> list[Listener]:
         """Who hears of every attempt: the audit log, when --log-file or log_file is set."""

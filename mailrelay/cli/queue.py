@@ -28,15 +28,9 @@ def enqueue_failed(app: App, message: Message, result: SendResult) -> int:
     the message is then not reported as queued."""
     from mailrelay.spool import SpoolError
 
-    settings = app.settings
     out = app.out
     try:
-        entry = app.spool().add(
-            message,
-            result.attempts,
-            retry=settings.queue_retry,
-            max_retry=settings.queue_max_retry,
-        )
+        entry = app.enqueue(message, result.attempts)
     except SpoolError:
         from mailrelay.cli.send import show_result
 

@@ -84,14 +84,8 @@ def answer_for(
     if queue:
         from mailrelay.spool import SpoolError
 
-        settings = app.settings
         try:
-            entry = app.spool().add(
-                message,
-                result.attempts,
-                retry=settings.queue_retry,
-                max_retry=settings.queue_max_retry,
-            )
+            entry = app.enqueue(message, result.attempts)
         except SpoolError as exc:
             result.warnings.append(str(exc))
             doc = result.to_dict()
