@@ -535,3 +535,23 @@ def test_config_serve_table_errors_name_the_key(tmp_path: Path) -> None:
         timeout=60,
     )
     assert r.returncode == 78 and "serve.workers" in r.stderr
+
+
+def test_the_flusher_sends_what_the_spool_holds(tmp_path: Path) -> None:
+    from mailrelay.cli import App
+    from mailrelay.config import load_settings
+    from mailrelay.message import build_message
+    from mailrelay.serve.server import Flusher
+
+    settings = load_settings(
+        config(tmp_path, [outbox(tmp_path)], spool_dir=str(tmp_path / "spool"), queue_retry=1)
+    )
+    app = App(config=None, state=str(tmp_path / "state.toml"), providers=(), verbose=0,
+              quiet=True, debug=False, settings=settings)  # fmt: skip
+    message = build_message(sender="cron@example.com", to=["ops@example.com"], subject="q")
+    entry = app.enqueue(message, [])
+    entry.next_try = entry.created  # due now
+    (tmp_path / "spool" / entry.path.name).write_text(json.dumps(entry.to_document()))
+    Flusher(app, 3600).flush_once()
+    assert len(outbox_messages(tmp_path)) == 1
+    assert list((tmp_path / "spool").glob("*.json")) == []

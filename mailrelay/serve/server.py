@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
@@ -42,9 +43,12 @@ class Flusher:
     """Sends what is due in the spool every `interval` seconds, while some provider is not
     cooling down (`queue flush` from cron does the same)."""
 
-    def __init__(self, app: App, interval: float) -> None:
+    def __init__(
+        self, app: App, interval: float, chores: Sequence[Callable[[], object]] = ()
+    ) -> None:
         self.app = app
         self.interval = interval
+        self.chores = list(chores)  # more housekeeping at the same pace (expired keys)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="mailrelay-flusher", daemon=True)
 
@@ -57,12 +61,13 @@ class Flusher:
 
     def _run(self) -> None:
         while not self.stopping.wait(self.interval):
-            try:
-                self.flush_once()
-            except Exception as exc:  # a bad spool file or state must not end the flusher
-                from mailrelay.secrets import scrub
+            for chore in (self.flush_once, *self.chores):
+                try:
+                    chore()
+                except Exception as exc:  # a bad spool file or state must not end the thread
+                    from mailrelay.secrets import scrub
 
-                sys.stderr.write(scrub(f"mailrelay: queue flush failed: {exc}\n"))
+                    sys.stderr.write(scrub(f"mailrelay: housekeeping failed: {exc}\n"))
 
     def flush_once(self) -> None:
         from mailrelay.message import DEFAULT_MAX_SIZE
@@ -108,7 +113,9 @@ class ServeApplication(BaseApplication):  # type: ignore[misc]
 
     def _start_flusher(self, worker: Any) -> None:
         service = worker.wsgi.extensions["mailrelay"]
-        flusher = self.flushers[worker.pid] = Flusher(service.app, self.flush_interval)
+        chores = [service.keys.sweep] if hasattr(service.keys, "sweep") else []
+        flusher = Flusher(service.app, self.flush_interval, chores)
+        self.flushers[worker.pid] = flusher
         flusher.start()
 
     def _stop_flusher(self, _arbiter: Any, worker: Any) -> None:
