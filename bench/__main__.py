@@ -481,6 +481,86 @@ class Bench:
             ratio = ours.rate / variants[1].rate
             self.check("batch_smtp", "batch / msmtp loop (throughput)", ratio, "≥ 10", ratio >= 10)
 
+    def serve(self, http: Server, smtp: Server) -> None:
+        """mailrelay serve against the floor service, side by side, interleaved rounds;
+        then the all-cooling fast path (503 without a provider) against the send path."""
+        from bench.load import LoadResult, post_load
+
+        token = "bench-serve-token"
+        workers, threads = "2", "8"
+        per_thread = 25 if self.quick else 100
+        doc = {"to": [ADDR_TO], "subject": "bench", "text": "hello from the benchmark"}
+        sent = self.config("serve", [self.postmark(http.port)])
+        cool = self.config(
+            "serve-cool",
+            [{"name": "dead", "type": "smtp", "host": "127.0.0.1", "port": dead_port(),
+              "security": "none", "timeout": 2}],
+            cooldown=3600,
+        )  # fmt: skip
+        for cfg in (sent, cool):
+            with cfg.open("a") as f:
+                f.write(f'[serve]\ntokens = ["{token}"]\nflush_interval = 3600\n')
+        gunicorn = tool("gunicorn")
+        if gunicorn is None:
+            self.missing.append("gunicorn (pip install '.[serve]')")
+            return
+        ports = {name: free_tcp_port() for name in ("floor", "serve", "cooling")}
+        floor_env = {**self.env, "BENCH_URL": f"http://127.0.0.1:{http.port}/email",
+                     "BENCH_TOKEN": token}  # fmt: skip
+        procs = {
+            "floor": subprocess.Popen(
+                [gunicorn, "-k", "gthread", "-w", workers, "--threads", threads, "-b",
+                 f"127.0.0.1:{ports['floor']}", "--log-level", "warning",
+                 "bench.floor.serve_app:app"],
+                env=floor_env, cwd=HERE.parent, stderr=subprocess.DEVNULL,
+            ),
+            "serve": subprocess.Popen(
+                [*self.mr(sent, "serve", state="serve"), "--bind",
+                 f"127.0.0.1:{ports['serve']}", "--workers", workers, "--threads", threads],
+                env=self.env, stderr=subprocess.DEVNULL,
+            ),
+            "cooling": subprocess.Popen(
+                [*self.mr(cool, "serve", state="serve-cool"), "--bind",
+                 f"127.0.0.1:{ports['cooling']}", "--workers", workers, "--threads", threads],
+                env=self.env, stderr=subprocess.DEVNULL,
+            ),
+        }  # fmt: skip
+        try:
+            for name, port in ports.items():
+                wait_for_port(port, procs[name])
+            labels = {
+                "floor": "floor: Flask + gunicorn gthread + requests",
+                "serve": "mailrelay serve (postmark API)",
+                "cooling": "mailrelay serve, every provider cooling (503)",
+            }
+            results: dict[str, list[LoadResult]] = {name: [] for name in ports}
+            for port in ports.values():  # warm-up, not counted; cools the dead one
+                post_load(port, "/v1/messages", doc, token, threads=4, per_thread=5)
+            for _ in range(max(1, self.runs // 2)):
+                for name, port in ports.items():
+                    results[name].append(
+                        post_load(port, "/v1/messages", doc, token, threads=16,
+                                  per_thread=per_thread)
+                    )  # fmt: skip
+        finally:
+            for proc in procs.values():
+                proc.terminate()
+            for proc in procs.values():
+                proc.wait(timeout=60)
+        rate = {n: statistics.median(r.rate for r in rs) for n, rs in results.items()}
+        p99 = {n: statistics.median(r.p99_ms for r in rs) for n, rs in results.items()}
+        for name in ports:
+            codes = sorted({c for r in results[name] for c in r.codes})
+            self.rows.append(
+                Row("serve", labels[name], statistics.median(r.p50_ms for r in results[name]),
+                    f"p99 {p99[name]:.1f} ms",
+                    f"{rate[name]:,.0f} req/s; codes {','.join(map(str, codes))}")
+            )  # fmt: skip
+        ratio = rate["serve"] / rate["floor"]
+        self.check("serve", "serve / floor (requests/s)", ratio, "≥ 0.9", ratio >= 0.9)
+        fast = rate["cooling"] / rate["serve"]
+        self.check("serve", "all-cooling 503 / send (requests/s)", fast, "≥ 2", fast >= 2)
+
     def memory(self, http: Server, smtp: Server) -> None:
         size = 25 * 1024 * 1024
         blob = self.work / "attachment.bin"
@@ -607,7 +687,30 @@ SCENARIOS: dict[str, Callable[[Bench, Server, Server], None]] = {
     "memory": Bench.memory,
     "redis_send": Bench.redis_send,
     "redis_fleet": Bench.redis_fleet,
+    "serve": Bench.serve,
 }
+
+
+def free_tcp_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], limit: float = 30.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"bench: a service on port {port} exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"bench: nothing listens on port {port} after {limit:g} s")
 
 
 def report(bench: Bench) -> str:

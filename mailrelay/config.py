@@ -67,6 +67,10 @@ DEFAULTS_KEYS = (
     "queue_max_retry",
     "queue_max_age",
 )
+SERVE_KEYS = ("bind", "workers", "threads", "tokens", "max_request_bytes", "flush_interval")
+DEFAULT_BIND = "127.0.0.1:8025"
+DEFAULT_MAX_REQUEST_BYTES = 30 * 1000 * 1000  # a 25 MB attachment, base64-encoded, fits
+DEFAULT_FLUSH_INTERVAL = 60.0  # seconds between two flushes of the spool inside `serve`
 
 
 def default_config_path() -> Path:
@@ -117,6 +121,18 @@ DURATION_LIMITS: dict[str, float] = {
 
 
 @record
+class ServeSettings:
+    """The [serve] table: how `mailrelay serve` listens and whom it lets in."""
+
+    bind: str = DEFAULT_BIND
+    workers: int = 2
+    threads: int = 8
+    tokens: list[Secret] = field(default_factory=list)
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    flush_interval: float = DEFAULT_FLUSH_INTERVAL
+
+
+@record
 class Settings:
     source: str | None = None  # the config file read, None when there was none
     searched: str | None = None  # the config file looked for (named in "no config" errors)
@@ -139,6 +155,7 @@ class Settings:
     queue_max_age: float = DEFAULT_QUEUE_MAX_AGE
     providers: list[ProviderSpec] = field(default_factory=list)
     alerts: AlertSettings | None = None  # the [alerts] table; None when there is none
+    serve: ServeSettings = field(default_factory=ServeSettings)
     warnings: list[str] = field(default_factory=list)
 
     def build_providers(self) -> list[Provider]:
@@ -185,6 +202,39 @@ def _report(problem: ConfigError, problems: list[ConfigError] | None) -> None:
     if problems is None:
         raise problem
     problems.append(problem)
+
+
+def _read_serve(table: object, source: str) -> ServeSettings:
+    if not isinstance(table, dict):
+        raise ConfigError("[serve] must be a table", source=source)
+    unknown = sorted(set(table) - set(SERVE_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"unknown key; known: {', '.join(SERVE_KEYS)}", source=source, key=f"serve.{unknown[0]}"
+        )
+    cfg = ProviderConfig("[serve]", "serve", table, source)
+    serve = ServeSettings()
+    try:
+        serve.bind = cfg.get_str("bind", serve.bind) or serve.bind
+        serve.workers = cfg.get_int("workers", serve.workers, least=1, most=64)
+        serve.threads = cfg.get_int("threads", serve.threads, least=1, most=256)
+        serve.max_request_bytes = cfg.get_int(
+            "max_request_bytes", serve.max_request_bytes, least=1024
+        )
+        serve.flush_interval = cfg.get_float("flush_interval", serve.flush_interval)
+    except ConfigError as exc:
+        raise ConfigError(exc.reason, source=source, key=f"serve.{exc.key or '?'}") from None
+    tokens = table.get("tokens", [])
+    if not isinstance(tokens, list):
+        raise ConfigError(
+            "must be a list of secrets (strings or { env | command | file = ... })",
+            source=source,
+            key="serve.tokens",
+        )
+    serve.tokens = [
+        Secret(spec, source=source, key=f"serve.tokens[{i}]") for i, spec in enumerate(tokens)
+    ]
+    return serve
 
 
 def _unique_name(base: str, taken: set[str]) -> str:
@@ -313,11 +363,12 @@ def load_settings(
     if raw is not None:
         settings.source = source
         data = parse_toml(raw, source)
-        for key in sorted(set(data) - {"defaults", "providers", "alerts"}):
-            hint = did_you_mean(key, ("defaults", "providers", "alerts"))
+        for key in sorted(set(data) - {"defaults", "providers", "alerts", "serve"}):
+            hint = did_you_mean(key, ("defaults", "providers", "alerts", "serve"))
             _report(
                 ConfigError(
-                    f"unknown top-level key{hint}; known: [defaults], [[providers]], [alerts]",
+                    f"unknown top-level key{hint}; "
+                    "known: [defaults], [[providers]], [alerts], [serve]",
                     source=source,
                     key=key,
                 ),
@@ -330,10 +381,14 @@ def load_settings(
             from mailrelay.alerts import read_alerts
 
             settings.alerts = read_alerts(data["alerts"], source)
+        if "serve" in data:
+            settings.serve = _read_serve(data["serve"], source)
         mode = stat.S_IMODE(path.stat().st_mode)
         alert_urls = data["alerts"].get("urls") if settings.alerts is not None else None
+        literal_tokens = any(t.is_literal for t in settings.serve.tokens)
         if mode & 0o077 and (
-            _holds_literal_secret(data.get("providers", []))
+            literal_tokens
+            or _holds_literal_secret(data.get("providers", []))
             or isinstance(alert_urls, str)
             or (isinstance(alert_urls, list) and any(isinstance(u, str) for u in alert_urls))
         ):

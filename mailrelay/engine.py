@@ -8,6 +8,7 @@ records per-provider counters and cooldowns in the state store.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
@@ -53,6 +54,10 @@ class Policy:
     cooldown: float = 60.0  # first cooldown after a transient failure; doubles per failure
     provider_cooldown: float = 600.0  # first cooldown after an account/config failure
     max_cooldown: float = 6 * 3600.0
+    # The service's rule (`mailrelay serve`): a provider in cooldown is passed over, except
+    # for one request per provider per cooldown period (a half-open probe), so a service
+    # under load never hammers resting providers. The CLI (False) tries every provider.
+    skip_cooling: bool = False
 
     def cooldown_for(
         self, outcome: Outcome, consecutive: int, retry_after: float | None
@@ -179,6 +184,29 @@ def _tell_attempt(listener: Listener, *, message: Message, attempt: Attempt) -> 
     listener.attempt(message, attempt)
 
 
+class ProbeGate(Protocol):
+    """Who lets the one probe of a cooldown period through (Policy.skip_cooling)."""
+
+    def claim(self, provider: str, until: datetime) -> bool:
+        """True for the first caller for this provider and cooldown end, False after."""
+        ...
+
+
+class LocalProbeGate:
+    """Claims kept in this process (threads of one worker)."""
+
+    def __init__(self) -> None:
+        self._claimed: dict[str, datetime] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, provider: str, until: datetime) -> bool:
+        with self._lock:
+            if self._claimed.get(provider) == until:
+                return False
+            self._claimed[provider] = until
+            return True
+
+
 class Engine:
     def __init__(
         self,
@@ -192,6 +220,7 @@ class Engine:
         raise_bugs: bool = False,
         listeners: Sequence[Listener] = (),
         alert: AlertSink | None = None,
+        probe_gate: ProbeGate | None = None,
     ) -> None:
         self.providers = list(providers)
         self.alert = alert  # told of the transitions each state update made
@@ -203,6 +232,7 @@ class Engine:
         self.warn = warn or (lambda _msg: None)
         self.raise_bugs = raise_bugs  # --debug: let an adapter's bug surface as a traceback
         self._clamped: set[str] = set()  # providers whose state cooldown was clamped
+        self.probe_gate = probe_gate or LocalProbeGate()  # skip_cooling's bookkeeping
 
     # --- order ---------------------------------------------------------------------------
 
@@ -245,6 +275,18 @@ class Engine:
         cooling.sort(key=lambda p: self.cooling_until(state, p) or self.now())
         return ready + cooling
 
+    def claim_probe(self, state: State, provider: Provider) -> bool:
+        """With skip_cooling: may this send try `provider`? Yes when it is not cooling, or
+        when no other send of this engine has probed it in its current cooldown period."""
+        until = self.cooling_until(state, provider)
+        return until is None or self.probe_gate.claim(provider.name, until)
+
+    def first_recovery(self, state: State) -> float | None:
+        """Seconds until the first provider's cooldown ends; None when none is cooling."""
+        now = self.now()
+        ends = [u for p in self.providers if (u := self.cooling_until(state, p)) is not None]
+        return (min(ends) - now).total_seconds() if ends else None
+
     # --- sending -------------------------------------------------------------------------
 
     def send(self, message: Message, *, keep: Keep | None = None) -> SendResult:
@@ -255,6 +297,20 @@ class Engine:
         state = self.store.load()
         deadline = self.clock() + self.policy.timeout
         for provider in self.plan(state):
+            if self.policy.skip_cooling and not self.claim_probe(state, provider):
+                until = self.cooling_until(state, provider)
+                wait = (until - self.now()).total_seconds() if until is not None else 0.0
+                result.attempts.append(
+                    Attempt(
+                        provider.name,
+                        provider.type,
+                        Outcome.TRANSIENT,
+                        f"not tried: resting for {max(wait, 0):.0f} s more (cooldown)",
+                        retry_after=max(wait, 0.0),
+                        tried=False,
+                    )
+                )
+                continue
             remaining = deadline - self.clock()
             if remaining <= 0:
                 result.attempts.append(
@@ -398,7 +454,7 @@ class Engine:
                 change.cooldowns = self.policy.cooldown_steps(a.outcome, a.retry_after)
 
         try:
-            self.store.update(delta)
+            state = self.store.update(delta)
             if transitions is not None:
                 result.events = list(transitions.events)
         except Exception as exc:
@@ -409,6 +465,12 @@ class Engine:
             note = f"{exc if known else f'{type(exc).__name__}: {exc}'}; provider state not updated"
             result.warnings.append(scrub(note))
             self.warn(scrub(note))
+            return
+        if self.policy.skip_cooling:  # a failed try is its cooldown period's one request
+            for a in tried:
+                entry = state.providers.get(a.provider)
+                if entry is not None and entry.cooldown_until is not None:
+                    self.probe_gate.claim(a.provider, entry.cooldown_until)
 
 
 # --- probing (mailrelay status) ----------------------------------------------------------

@@ -170,6 +170,9 @@ class Message:
     # fields above are parsed from them for the providers that take JSON.
     raw: bytes | None = None
     envelope_from: Address | None = None  # sendmail -f: MAIL FROM when it differs from From
+    # A client's Idempotency-Key (`serve`): the providers' own idempotency keys derive from it,
+    # so the client's retries of one request are one message to them too
+    idempotency: str | None = None
 
     def __post_init__(self) -> None:
         if not self.message_id:
@@ -295,6 +298,8 @@ class Message:
         """A key that is the same for every retry of this message (Message-ID and content)."""
         import hashlib  # only the providers that send an idempotency key pay for it
 
+        if self.idempotency is not None:
+            return hashlib.sha256(b"client key\0" + self.idempotency.encode()).hexdigest()
         h = hashlib.sha256()
         for part in (
             self.message_id,

@@ -179,7 +179,17 @@ def _json_type(value: object) -> str:
     return "an object" if isinstance(value, Mapping) else type(value).__name__
 
 
-def schema_error(doc: object, *, where: str) -> MessageError | None:
+class SchemaError(MessageError):
+    """The message does not follow the schema: `path` (a JSON path, "" for the whole
+    document) and `reason` say where and what, as the one-line message does."""
+
+    def __init__(self, where: str, path: str, reason: str) -> None:
+        super().__init__(f"{where}: {path}: {reason}" if path else f"{where}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def schema_error(doc: object, *, where: str) -> SchemaError | None:
     """The best schema error in `doc` as a one-line MessageError, or None when it is valid."""
     from jsonschema.exceptions import best_match
 
@@ -196,7 +206,7 @@ def schema_error(doc: object, *, where: str) -> MessageError | None:
     if error is None:
         return None
     path, what = _describe(error)
-    return MessageError(f"{where}: {path}: {what}" if path else f"{where}: {what}")
+    return SchemaError(where, path, what)
 
 
 def message_from_json(
@@ -206,8 +216,10 @@ def message_from_json(
     base_dir: str | None,
     default_sender: str | None,
     max_size: int = DEFAULT_MAX_SIZE,
+    allow_paths: bool = True,
 ) -> Message:
-    """A decoded JSON object → a validated Message; attachment paths are read here."""
+    """A decoded JSON object → a validated Message; attachment paths are read here (unless
+    not `allow_paths`: a message from the network must not read the server's files)."""
     error = schema_error(doc, where=where)
     if error is not None:
         raise error
@@ -227,6 +239,14 @@ def message_from_json(
                 parse_addresses(f"{where}: {name}[{i}]", [one])
     attachments = fields.get("attachments")
     if isinstance(attachments, list):
+        if not allow_paths:
+            for i, item in enumerate(attachments):
+                if "path" in item:
+                    raise SchemaError(
+                        where,
+                        f"attachments[{i}].path",
+                        "not accepted here: give the file as content_base64",
+                    )
         fields["attachments"] = [
             _read_attachment(item, f"{where}: attachments[{i}]", base_dir, max_size)
             if "path" in item
@@ -278,9 +298,15 @@ def load_message(
     base_dir: str | None,
     default_sender: str | None,
     max_size: int = DEFAULT_MAX_SIZE,
+    allow_paths: bool = True,
 ) -> Message:
     """The bytes of a JSON document → a validated Message."""
     doc = decode_json(data, where, encoding="utf-8-sig")  # an editor's byte-order mark is fine
     return message_from_json(
-        doc, where=where, base_dir=base_dir, default_sender=default_sender, max_size=max_size
+        doc,
+        where=where,
+        base_dir=base_dir,
+        default_sender=default_sender,
+        max_size=max_size,
+        allow_paths=allow_paths,
     )

@@ -55,7 +55,7 @@ def fmt_time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat().replace("+00:00", "Z")
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
@@ -91,7 +91,7 @@ class Output:
     def emit_json(self, document: dict[str, Any]) -> None:
         import json  # only --json pays for it
 
-        self.data(json.dumps(document, indent=2, default=_jsonable, ensure_ascii=False))
+        self.data(json.dumps(document, indent=2, default=jsonable, ensure_ascii=False))
 
     def note(self, text: str) -> None:
         """A diagnostic for people; suppressed by --quiet."""

@@ -120,6 +120,7 @@ class SmtpServer:
         fail={"data": "hang"}).
     cert_hosts: the names the server certificate is issued for.
     smtputf8: offer SMTPUTF8. size_limit: the SIZE offered (and enforced); None for none.
+    data_delay: seconds to wait before answering the message data (a slow relay).
     """
 
     def __init__(
@@ -132,6 +133,7 @@ class SmtpServer:
         cert_hosts: Sequence[str] = ("127.0.0.1", "localhost", "::1"),
         smtputf8: bool = True,
         size_limit: int | None = 33554432,
+        data_delay: float = 0.0,
     ) -> None:
         if tls not in ("none", "starttls", "implicit"):
             raise ValueError(f"tls must be none, starttls or implicit, not {tls!r}")
@@ -146,6 +148,7 @@ class SmtpServer:
         self.cert_hosts = tuple(cert_hosts)
         self.smtputf8 = smtputf8
         self.size_limit = size_limit
+        self.data_delay = data_delay  # seconds before the reply to the data (a slow relay)
         self.host = HOST
         self.port = 0
         self.ca_file = ""  # the CA's PEM, for the client's ca_file (when tls is not "none")
@@ -336,6 +339,8 @@ class _Handler:
         reply = self.owner._failure("data")
         if reply:
             return await _act(server, reply)
+        if self.owner.data_delay:
+            await asyncio.sleep(self.owner.data_delay)
         return self.owner._record(envelope)
 
     async def handle_NOOP(

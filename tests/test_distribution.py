@@ -175,7 +175,7 @@ def bash_complete(*words: str) -> list[str]:
 
 
 def test_bash_completes_a_command() -> None:
-    assert bash_complete("se") == ["send", "sendmail"]
+    assert bash_complete("se") == ["send", "sendmail", "serve"]
 
 
 def test_bash_completes_an_option_of_send() -> None:

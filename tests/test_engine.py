@@ -393,3 +393,41 @@ def test_a_capability_mismatch_moves_on_without_counting_against_the_provider(
     result = engine.send(message)
     assert result.delivered and result.attempts[0].outcome is RJ
     assert "api" not in store.load().providers  # no failed count, no last_error, no cooldown
+
+
+def test_skip_cooling_passes_over_resting_providers_the_cli_does_not(
+    store: TomlStateStore, clock: Clock, message: Any
+) -> None:
+    a, b = Scripted("a", [TR, OK], clock=clock), Scripted("b", [TR, OK], clock=clock)
+
+    def engine(skip: bool) -> Engine:
+        return Engine([a, b], store, Policy(cooldown=60, skip_cooling=skip),
+                      clock=clock.monotonic, now=clock.now)  # fmt: skip
+
+    service = engine(True)
+    first = service.send(message)  # both fail: both rest 60 s
+    assert first.exit_code == ExitCode.TEMPFAIL and (a.calls, b.calls) == (1, 1)
+    clock.advance(10)
+    fast = service.send(message)  # the failed send was the period's one request
+    assert (a.calls, b.calls) == (1, 1)
+    assert [x.tried for x in fast.attempts] == [False, False]
+    assert fast.exit_code == ExitCode.TEMPFAIL
+    assert all(x.retry_after == pytest.approx(50) for x in fast.attempts)
+    assert service.first_recovery(store.load()) == pytest.approx(50)
+    cli = engine(False).send(message)  # the command line tries the resting ones
+    assert cli.delivered and a.calls == 2
+
+
+def test_skip_cooling_lets_one_probe_through_per_cooldown_period(
+    store: TomlStateStore, clock: Clock, message: Any
+) -> None:
+    a = Scripted("a", [TR, TR, OK], clock=clock)
+    other = Engine([a], store, Policy(cooldown=60), clock=clock.monotonic, now=clock.now)
+    other.send(message)  # another process put `a` to rest: this engine never probed it
+    service = Engine([a], store, Policy(cooldown=60, skip_cooling=True),
+                     clock=clock.monotonic, now=clock.now)  # fmt: skip
+    probe = service.send(message)
+    assert probe.attempts[0].tried and a.calls == 2  # the half-open probe (it fails again)
+    assert not service.send(message).attempts[0].tried  # no second probe this period
+    clock.advance(121)  # the doubled cooldown is over: tried as usual
+    assert service.send(message).delivered and a.calls == 3

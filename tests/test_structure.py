@@ -4,6 +4,7 @@ cycle between its modules, counting imports made inside functions."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -55,12 +56,27 @@ def _imports(name: str, path: Path) -> set[str]:
 # Modules still over the ceiling, to be split by job (issue 13 item 4). Strict: a module
 # that gets split, or shrinks under the ceiling, must leave this list.
 TOO_BIG = frozenset(
-    {"mailrelay.message", "mailrelay.spool", "mailrelay.state", "mailrelay.providers.smtp"}
+    {
+        "mailrelay.cli",
+        "mailrelay.engine",
+        "mailrelay.message",
+        "mailrelay.spool",
+        "mailrelay.state",
+        "mailrelay.providers.smtp",
+    }
 )
 
-# Cycles still to be removed: alerts <-> engine (alerts reads engine's Attempt and utcnow,
-# engine calls alerts' Transitions). Strict too: each must still exist while listed here.
-PENDING_CYCLES = frozenset({frozenset({"mailrelay.alerts", "mailrelay.engine"})})
+# Cycles still to be removed. alerts <-> engine: alerts reads engine's Attempt and utcnow,
+# engine calls alerts' Transitions. serve.app <-> serve.metrics / serve.pages: the pages
+# and metrics name app's Service in their type hints. Strict too: each must still exist
+# while it is listed here.
+PENDING_CYCLES = frozenset(
+    {
+        frozenset({"mailrelay.alerts", "mailrelay.engine"}),
+        frozenset({"mailrelay.serve.app", "mailrelay.serve.metrics"}),
+        frozenset({"mailrelay.serve.app", "mailrelay.serve.pages"}),
+    }
+)
 
 
 @pytest.mark.parametrize(
@@ -78,6 +94,7 @@ def test_no_module_over_the_ceiling(name: str) -> None:
     assert lines <= CEILING, f"{name} has {lines} lines (ceiling {CEILING}): split it by job"
 
 
+@functools.cache
 def _cycles() -> list[list[str]]:
     """One cycle for each back edge of a depth-first walk of the import graph."""
     graph = {name: _imports(name, path) for name, path in MODULES.items()}

@@ -20,11 +20,12 @@ if TYPE_CHECKING:
     from mailrelay.alerts import Dispatcher
     from mailrelay.config import Settings
     from mailrelay.delivery import Queueing
-    from mailrelay.engine import AlertSink, Engine, Listener
+    from mailrelay.engine import AlertSink, Attempt, Engine, Listener, ProbeGate
+    from mailrelay.message import Message
     from mailrelay.output import Output
     from mailrelay.providers.base import Provider
     from mailrelay.providers.options import ProviderSpec
-    from mailrelay.spool import Spool
+    from mailrelay.spool import QueuedMessage, Spool
     from mailrelay.state import StateStore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,6 +44,7 @@ class App:
         quiet: bool,
         debug: bool,
         log_file: str | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.log_file = log_file
         self.config_path = config
@@ -51,7 +53,7 @@ class App:
         self.verbose = verbose
         self.quiet = quiet
         self.debug = debug
-        self._settings: Settings | None = None
+        self._settings: Settings | None = settings
         self._providers: list[Provider] | None = None
         self.via: list[str] = []  # send --via / status NAME: only these providers, this order
         self.out = self.output(json_mode=False)
@@ -155,6 +157,13 @@ class App:
         s = self.settings
         return Queueing(self.spool(), retry=s.queue_retry, max_retry=s.queue_max_retry)
 
+    def enqueue(self, message: Message, attempts: list[Attempt]) -> QueuedMessage:
+        """Keep a message every provider failed for now in the spool (SpoolError if not)."""
+        settings = self.settings
+        return self.spool().add(
+            message, attempts, retry=settings.queue_retry, max_retry=settings.queue_max_retry
+        )
+
     def listeners(self) -> list[Listener]:
         """Who hears of every attempt: the audit log, when --log-file or log_file is set."""
         path = self.log_file or self.settings.log_file
@@ -180,6 +189,8 @@ class App:
         timeout: float | None = None,
         store: StateStore | None = None,
         alert: AlertSink | None = None,
+        skip_cooling: bool = False,
+        probe_gate: ProbeGate | None = None,
     ) -> Engine:
         """The failover engine; `alert` replaces the [alerts] dispatcher (serve passes an
         alerts.BackgroundDispatcher, so no request waits for an alert)."""
@@ -196,11 +207,13 @@ class App:
                 cooldown=s.cooldown,
                 provider_cooldown=s.provider_cooldown,
                 max_cooldown=s.max_cooldown,
+                skip_cooling=skip_cooling,
             ),
             warn=self.out.warn,
             raise_bugs=self.debug,
             listeners=self.listeners(),
             alert=alert if alert is not None else self.alerter(),
+            probe_gate=probe_gate,
         )
 
     def close(self) -> None:
@@ -275,6 +288,11 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
         "mailrelay.cli.schema",
         "schema",
         "Print the JSON Schema (draft 2020-12) of a message given as JSON.",
+    ),
+    "serve": (
+        "mailrelay.cli.serve",
+        "serve",
+        "Run the HTTP service: the send API, a status page and metrics (gunicorn).",
     ),
     "completion": (
         "mailrelay.cli.completion",

@@ -39,6 +39,62 @@ def _state_fields(entry: ProviderState | None) -> dict[str, Any]:
     }
 
 
+def providers_document(app: App) -> dict[str, Any]:
+    """The `providers --json` document (also `GET /v1/providers` of `serve`)."""
+    engine = app.engine()
+    state = engine.store.load()
+    plan = engine.plan(state)
+    first = plan[0].name if plan else None
+    rows: list[dict[str, Any]] = []
+    for i, p in enumerate(engine.providers, 1):
+        rows.append(
+            {
+                "position": i,
+                "name": p.name,
+                "type": p.type,
+                "sticky": p.name == state.last_provider,
+                "next": p.name == first,
+                "settings": p.describe(),
+                **_state_fields(state.providers.get(p.name)),
+                "cooling": engine.cooling_until(state, p) is not None,
+                "config_problem": next(filter(None, (s.missing() for s in p.secrets)), None),
+            }
+        )
+    return {
+        "policy": engine.policy.order,
+        "config_file": app.settings.source,
+        "state_file": engine.store.location,
+        "last_provider": state.last_provider,
+        "providers": rows,
+    }
+
+
+def status_document(app: App, timeout: float) -> dict[str, Any]:
+    """The `status --json` document (also `GET /v1/status`): the providers (those of --via /
+    `status NAME`, else all) probed at once."""
+    from mailrelay.engine import probe
+
+    engine = app.engine()
+    state = engine.store.load()
+    probes = probe(engine.providers, timeout)
+    healthy = sum(1 for p in probes if p.health.ok)
+    if healthy == len(probes):
+        code = StatusExit.HEALTHY
+    elif healthy:
+        code = StatusExit.DEGRADED
+    else:
+        code = StatusExit.NONE_HEALTHY
+    rows = [
+        {
+            **p.to_dict(),
+            **_state_fields(state.providers.get(p.provider)),
+            "cooling": engine.cooling_until(state, provider) is not None,
+        }
+        for p, provider in zip(probes, engine.providers, strict=True)
+    ]
+    return {"healthy": healthy, "total": len(probes), "exit_code": int(code), "providers": rows}
+
+
 @click.group(invoke_without_command=True, context_settings={"max_content_width": 100})
 @global_options()
 @json_option
@@ -58,39 +114,14 @@ def providers(app: App, json_mode: bool) -> None:
     if click.get_current_context().invoked_subcommand is not None:
         return
     out = app.output(json_mode=json_mode)
-    engine = app.engine()
-    state = engine.store.load()
-    plan = engine.plan(state)
-    first = plan[0].name if plan else None
-    rows: list[dict[str, Any]] = []
-    for i, p in enumerate(engine.providers, 1):
-        missing = next(filter(None, (secret.missing() for secret in p.secrets)), None)
-        if missing and not out.json_mode:
-            out.warn(f"{p.name} ({p.type}) is skipped at send time: {missing}")
-        rows.append(
-            {
-                "position": i,
-                "name": p.name,
-                "type": p.type,
-                "sticky": p.name == state.last_provider,
-                "next": p.name == first,
-                "settings": p.describe(),
-                **_state_fields(state.providers.get(p.name)),
-                "cooling": engine.cooling_until(state, p) is not None,
-                "config_problem": missing,
-            }
-        )
+    doc = providers_document(app)
+    rows = doc["providers"]
     if out.json_mode:
-        out.emit_json(
-            {
-                "policy": engine.policy.order,
-                "config_file": app.settings.source,
-                "state_file": engine.store.location,
-                "last_provider": state.last_provider,
-                "providers": rows,
-            }
-        )
+        out.emit_json(doc)
         return
+    for r in rows:
+        if r["config_problem"]:
+            out.warn(f"{r['name']} ({r['type']}) is skipped at send time: {r['config_problem']}")
     from mailrelay.output import Styled, fmt_time
 
     table_rows = []
@@ -111,7 +142,7 @@ def providers(app: App, json_mode: bool) -> None:
             ]
         )
     out.table(
-        f"providers (policy {engine.policy.order}, state {engine.store.location})",
+        f"providers (policy {doc['policy']}, state {doc['state_file']})",
         ["#", "name", "type", "mark", "sent", "failed", "cooldown until", "settings", "last error"],
         table_rows,
         long=["last error"],
@@ -167,42 +198,18 @@ def status(app: App, names: tuple[str, ...], timeout: float, json_mode: bool) ->
       mailrelay status --json --timeout 5
       mailrelay status backup
     """
-    from mailrelay.engine import probe
-
     out = app.output(json_mode=json_mode)
     app.via = list(names)
-    engine = app.engine()
-    state = engine.store.load()
-    probes = probe(engine.providers, timeout)
-    healthy = sum(1 for p in probes if p.health.ok)
-    if healthy == len(probes):
-        code = StatusExit.HEALTHY
-    elif healthy:
-        code = StatusExit.DEGRADED
-    else:
-        code = StatusExit.NONE_HEALTHY
-    rows = [
-        {
-            **p.to_dict(),
-            **_state_fields(state.providers.get(p.provider)),
-            "cooling": engine.cooling_until(state, provider) is not None,
-        }
-        for p, provider in zip(probes, engine.providers, strict=True)
-    ]
+    doc = status_document(app, timeout)
+    rows = doc["providers"]
+    healthy, code = doc["healthy"], doc["exit_code"]
     if out.json_mode:
-        out.emit_json(
-            {
-                "healthy": healthy,
-                "total": len(probes),
-                "exit_code": int(code),
-                "providers": rows,
-            }
-        )
+        out.emit_json(doc)
     else:
         from mailrelay.output import fmt_time, health_cell
 
         out.table(
-            f"status: {healthy} of {len(probes)} healthy",
+            f"status: {healthy} of {doc['total']} healthy",
             [
                 "name",
                 "type",

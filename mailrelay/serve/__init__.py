@@ -1,0 +1,7 @@
+"""`mailrelay serve`: the HTTP service on the engine, state and spool the CLI uses.
+
+app.py is the Flask application (`create_app`), answer.py the one rule from an engine
+result to an HTTP answer, idempotency.py the Idempotency-Key store, openapi.py the API's
+description, pages.py the status and documentation pages, server.py the gunicorn glue.
+Flask and gunicorn are imported by this package only (the `serve` extra).
+"""

@@ -1,0 +1,339 @@
+"""The Flask application of `mailrelay serve` (see `create_app`).
+
+Every route is a thin front end over the library the CLI uses: msgjson parses a JSON
+message exactly as `send --message` does, message.parse_eml reads a raw one as `sendmail -t`,
+the engine is built as the CLI builds it (with the service's skip_cooling rule), and
+answer.deliver turns its result into the HTTP answer.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import sys
+import time
+from base64 import b64decode
+from binascii import Error as Base64Error
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from mailrelay.errors import MailrelayError, MessageError
+from mailrelay.output import jsonable
+from mailrelay.secrets import scrub
+from mailrelay.serve import pages
+from mailrelay.serve.answer import Answer, problem
+from mailrelay.serve.idempotency import (
+    MAX_KEY_LENGTH,
+    FileKeyStore,
+    FileProbeGate,
+    KeyStore,
+    fingerprint,
+)
+from mailrelay.serve.metrics import RequestCounter, render_metrics
+from mailrelay.serve.openapi import openapi_document
+
+if TYPE_CHECKING:
+    from mailrelay.cli import App
+    from mailrelay.config import Settings
+    from mailrelay.engine import ProbeGate
+    from mailrelay.message import Message
+
+# Routes anyone may read: liveness and readiness for orchestrators, the API's description.
+PUBLIC = frozenset({"/healthz", "/readyz", "/openapi.json", "/api"})
+PAGES = frozenset({"/"})  # a browser's login: HTTP Basic, the token as password
+JSON_TYPES = frozenset({"application/json"})
+RAW_TYPES = frozenset({"message/rfc822"})
+STATUS_PROBE_TIMEOUT = 10.0
+
+
+def json_response(answer: Answer) -> Response:
+    body = json.dumps(answer.body, default=jsonable, ensure_ascii=False)
+    return Response(
+        scrub(body), status=answer.status, headers=answer.headers, content_type=answer.content_type
+    )
+
+
+class Service:
+    """What every request of one worker shares: the App (settings, providers), one engine
+    (its probe bookkeeping must be shared), the token list, the key store, the counters."""
+
+    def __init__(self, app: App, tokens: list[str], keys: KeyStore, probes: ProbeGate) -> None:
+        self.app = app
+        self.engine = app.engine(skip_cooling=True, probe_gate=probes)
+        self.tokens = [t.encode("utf-8") for t in tokens]
+        self.keys = keys
+        self.counter = RequestCounter()
+
+    def authorized(self, header: str | None) -> bool:
+        if not self.tokens:
+            return True  # --no-auth on loopback
+        scheme, _, value = (header or "").partition(" ")
+        given = b""
+        if scheme.lower() == "bearer":
+            given = value.strip().encode("utf-8", "replace")
+        elif scheme.lower() == "basic":
+            try:
+                _, _, password = b64decode(value.strip(), validate=True).partition(b":")
+            except (Base64Error, ValueError):
+                return False
+            given = password
+        if not given:
+            return False
+        ok = False
+        for token in self.tokens:  # every token compared, each in constant time
+            ok |= hmac.compare_digest(given, token)
+        return ok
+
+
+def create_app(
+    settings: Settings,
+    *,
+    state: str | None = None,
+    log_file: str | None = None,
+    tokens: list[str] | None = None,
+    log: bool = True,
+) -> Flask:
+    """The service for `settings`: `tokens` are the secrets a client may present (None:
+    resolve [serve] tokens; an empty list: no auth, for a loopback `--no-auth`)."""
+    import os
+
+    from mailrelay.cli import App
+    from mailrelay.state import state_path
+
+    app = App(
+        config=None,
+        state=state,
+        providers=(),
+        verbose=0,
+        quiet=False,
+        debug=False,
+        log_file=log_file,
+        settings=settings,
+    )
+    app.providers()  # a config problem shows now, not at the first request
+    if tokens is None:
+        tokens = [secret.reveal() for secret in settings.serve.tokens]
+    here = state_path(state, os.environ, settings.state_file).parent
+    probes = FileProbeGate(here / "probes", keep=settings.max_cooldown + 60)
+    service = Service(app, tokens, FileKeyStore(here / "idempotency"), probes)
+    flask = Flask("mailrelay.serve")
+    flask.config["MAX_CONTENT_LENGTH"] = settings.serve.max_request_bytes
+    flask.extensions["mailrelay"] = service
+
+    @flask.before_request
+    def authenticate() -> Response | None:
+        g.started = time.perf_counter()
+        path = request.path
+        if path in PUBLIC or service.authorized(request.headers.get("Authorization")):
+            return None
+        challenge = 'Basic realm="mailrelay"' if path in PAGES else 'Bearer realm="mailrelay"'
+        return json_response(
+            problem(
+                401,
+                "Unauthorized",
+                "a valid token is required: 'Authorization: Bearer TOKEN'"
+                + (" (a browser: any user name, the token as password)" if path in PAGES else ""),
+                headers={"WWW-Authenticate": challenge},
+            )
+        )
+
+    @flask.after_request
+    def count_and_log(response: Response) -> Response:
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        service.counter.add(rule, response.status_code)
+        if log:
+            elapsed = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+            # no query string, body, subject or credentials: only what the request was
+            sys.stderr.write(
+                f'mailrelay: {request.remote_addr} "{request.method} {request.path}" '
+                f"{response.status_code} {response.calculate_content_length() or 0} "
+                f"{elapsed:.1f} ms\n"
+            )
+        return response
+
+    @flask.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        detail = exc.description or ""
+        if status == 413:
+            detail = (
+                f"the request body is larger than {settings.serve.max_request_bytes} bytes "
+                "(max_request_bytes in [serve] of the config)"
+            )
+        headers = dict(exc.get_headers())
+        headers.pop("Content-Type", None)
+        return json_response(problem(status, exc.name, detail, headers=headers))
+
+    @flask.errorhandler(Exception)
+    def internal_error(exc: Exception) -> Response:
+        if isinstance(exc, MailrelayError):
+            status = 503 if exc.exit_code in (73, 75) else 500
+            return json_response(problem(status, "Service error", scrub(str(exc))))
+        sys.stderr.write(scrub(f"mailrelay: internal error: {type(exc).__name__}: {exc}\n"))
+        return json_response(problem(500, "Internal error", "internal error (see the log)"))
+
+    @flask.get("/healthz")
+    def healthz() -> Response:
+        return json_response(Answer(200, {"status": "ok"}))
+
+    @flask.get("/readyz")
+    def readyz() -> Response:
+        engine = service.engine
+        state = engine.store.load()
+        cooling = sum(1 for p in engine.providers if engine.cooling_until(state, p))
+        doc = {"ready": True, "providers": len(engine.providers), "cooling": cooling}
+        if cooling < len(engine.providers):
+            return json_response(Answer(200, doc))
+        from mailrelay.serve.answer import retry_after
+
+        return json_response(
+            problem(
+                503,
+                "Not ready",
+                f"every provider ({cooling}) is cooling down",
+                headers={"Retry-After": retry_after(engine)},
+            )
+        )
+
+    @flask.get("/metrics")
+    def metrics() -> Response:
+        return Response(
+            render_metrics(service), content_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    @flask.get("/openapi.json")
+    def openapi() -> Response:
+        return json_response(Answer(200, openapi_document()))
+
+    @flask.get("/api")
+    def api_page() -> Response:
+        return Response(pages.api_page(), content_type="text/html; charset=utf-8")
+
+    @flask.get("/")
+    def status_page() -> Response:
+        return Response(pages.status_page(service), content_type="text/html; charset=utf-8")
+
+    @flask.get("/v1/providers")
+    def providers() -> Response:
+        from mailrelay.cli.providers import providers_document
+
+        return json_response(Answer(200, providers_document(app)))
+
+    @flask.get("/v1/status")
+    def status() -> Response:
+        from mailrelay.cli.providers import status_document
+
+        return json_response(Answer(200, status_document(app, STATUS_PROBE_TIMEOUT)))
+
+    @flask.post("/v1/messages")
+    def send_json() -> Response:
+        return send(JSON_TYPES, parse_json)
+
+    @flask.post("/v1/messages/raw")
+    def send_raw() -> Response:
+        return send(RAW_TYPES, parse_raw)
+
+    def parse_json(body: bytes) -> Message:
+        from mailrelay.message import DEFAULT_MAX_SIZE
+        from mailrelay.msgjson import load_message
+
+        return load_message(
+            body,
+            where="request body",
+            base_dir=None,
+            default_sender=settings.sender,
+            max_size=settings.max_size or DEFAULT_MAX_SIZE,
+            allow_paths=False,
+        )
+
+    def parse_raw(body: bytes) -> Message:
+        from mailrelay.message import DEFAULT_MAX_SIZE, parse_eml
+
+        return parse_eml(
+            body,
+            where="request body",
+            extract=True,
+            default_sender=settings.sender,
+            max_size=settings.max_size or DEFAULT_MAX_SIZE,
+        )
+
+    def send(types: frozenset[str], parse: Any) -> Response:
+        if request.mimetype not in types:
+            given = request.mimetype or "none"
+            return json_response(
+                problem(
+                    415,
+                    "Unsupported Media Type",
+                    f"Content-Type {given} is not accepted here; send {', '.join(sorted(types))}",
+                )
+            )
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not _valid_key(key):
+            return json_response(
+                problem(
+                    400,
+                    "Bad Idempotency-Key",
+                    f"Idempotency-Key: 1 to {MAX_KEY_LENGTH} visible ASCII characters",
+                )
+            )
+        body = request.get_data(cache=False)
+        if key is None:
+            return json_response(deliver_body(body, parse, None))
+        print_ = fingerprint(request.method.encode(), request.path.encode(), body)
+        seen = service.keys.begin(key, print_)
+        if seen.kind == "busy":
+            return json_response(
+                problem(409, "Conflict", "a request with this Idempotency-Key is still in flight")
+            )
+        if seen.kind == "mismatch":
+            return json_response(
+                problem(
+                    422,
+                    "Idempotency-Key reused",
+                    "this Idempotency-Key was used with another request body",
+                )
+            )
+        if seen.kind == "done":
+            assert seen.answer is not None
+            replay = seen.answer
+            return json_response(
+                Answer(
+                    replay.status, replay.body, {**replay.headers, "Idempotent-Replayed": "true"}
+                )
+            )
+        try:
+            answer = deliver_body(body, parse, key)
+        except BaseException:
+            service.keys.release(key)
+            raise
+        if answer.status == 503 or answer.status < 200 or 400 <= answer.status < 422:
+            service.keys.release(key)  # "try again later" or the client's own fault: not kept
+        else:
+            service.keys.finish(key, print_, answer)
+        return json_response(answer)
+
+    def deliver_body(body: bytes, parse: Any, key: str | None) -> Answer:
+        from mailrelay.msgjson import SchemaError
+        from mailrelay.serve.answer import deliver
+
+        try:
+            message: Message = parse(body)
+        except SchemaError as exc:
+            return problem(
+                400,
+                "The message does not follow the schema",
+                str(exc),
+                errors=[{"path": exc.path, "message": exc.reason}],
+            )
+        except MessageError as exc:
+            return problem(400, "Bad message", str(exc))
+        message.idempotency = key
+        return deliver(app, service.engine, message, queue=settings.on_failure == "queue")
+
+    return flask
+
+
+def _valid_key(key: str) -> bool:
+    return 0 < len(key) <= MAX_KEY_LENGTH and all("!" <= c <= "~" for c in key)

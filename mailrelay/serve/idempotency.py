@@ -1,0 +1,186 @@
+"""Idempotency-Key: the same key gets the same answer and at most one delivery.
+
+The key store is a folder of small files, one per key (named by the key's SHA-256, so a
+key never becomes a path), shared by every thread and worker of one host. The file is made
+with O_EXCL: whoever creates it sends; everyone else reads it. While the send runs the file
+has no answer (the key is in flight: 409); then the answer replaces it atomically (temp
+file and rename). Keys live 24 hours (the IETF httpapi Idempotency-Key draft's advice).
+
+`begin`, `finish` and `release` are the whole protocol, so another store (Redis: SET NX
+with an expiry) can stand in for this one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from mailrelay.fsutil import make_private_dirs
+from mailrelay.record import record
+from mailrelay.serve.answer import Answer
+
+KEY_TTL = 24 * 3600.0
+MAX_KEY_LENGTH = 255
+_SUFFIX = ".json"
+_LOCK = ".lock"
+
+
+@record
+class Seen:
+    """What `begin` found: "new" (this request sends), "done" (`answer` is the first
+    request's), "busy" (the first request is still sending) or "mismatch" (the key came
+    with another request body)."""
+
+    kind: str
+    answer: Answer | None = None
+
+
+class KeyStore(Protocol):
+    def begin(self, key: str, fingerprint: str) -> Seen: ...
+
+    def finish(self, key: str, fingerprint: str, answer: Answer) -> None: ...
+
+    def release(self, key: str) -> None: ...
+
+
+def fingerprint(*parts: bytes) -> str:
+    """The request a key was first used with (method, path, body)."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()
+
+
+class FileKeyStore:
+    def __init__(
+        self, path: Path, *, ttl: float = KEY_TTL, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.path = Path(path)
+        self.ttl = ttl
+        self.clock = clock
+
+    def _file(self, key: str) -> Path:
+        return self.path / (hashlib.sha256(key.encode("utf-8")).hexdigest() + _SUFFIX)
+
+    def begin(self, key: str, fingerprint: str) -> Seen:
+        make_private_dirs(self.path)
+        target = self._file(key)
+        for _ in range(3):
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            except FileExistsError:
+                pass
+            else:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    json.dump({"fingerprint": fingerprint, "answer": None}, f)
+                return Seen("new")
+            doc, age = self._read(target)
+            if age is not None and age > self.ttl:
+                self._expire(target)
+                continue
+            if doc is None or doc.get("answer") is None:
+                return Seen("busy")  # still being written, or its send still runs
+            if doc.get("fingerprint") != fingerprint:
+                return Seen("mismatch")
+            answer = doc["answer"]
+            assert isinstance(answer, dict)  # written by finish()
+            return Seen("done", Answer.from_dict(answer))
+        return Seen("busy")
+
+    def finish(self, key: str, fingerprint: str, answer: Answer) -> None:
+        target = self._file(key)
+        temp = target.with_name(f".tmp-{os.getpid()}-{target.name}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"fingerprint": fingerprint, "answer": answer.to_dict()}, f)
+        os.replace(temp, target)
+
+    def release(self, key: str) -> None:
+        """Forget a key whose request ended without an answer worth repeating (a 503)."""
+        with contextlib.suppress(FileNotFoundError):
+            self._file(key).unlink()
+
+    def sweep(self) -> int:
+        """Remove keys older than the TTL; the number removed."""
+        removed = 0
+        try:
+            names = [n for n in os.listdir(self.path) if n.endswith(_SUFFIX)]
+        except FileNotFoundError:
+            return 0
+        for name in names:
+            _, age = self._read(self.path / name)
+            if age is not None and age > self.ttl:
+                removed += self._expire(self.path / name)
+        return removed
+
+    def _read(self, target: Path) -> tuple[dict[str, object] | None, float | None]:
+        try:
+            fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return None, None
+        with os.fdopen(fd, "rb") as f:
+            age = self.clock() - os.fstat(f.fileno()).st_mtime
+            data = f.read()
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return None, age
+        return (doc if isinstance(doc, dict) else None), age
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(self.path / _LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _expire(self, target: Path) -> int:
+        # under the lock and checked again: two workers must not both remove (one of them
+        # would remove the other's fresh key)
+        with self._locked():
+            _, age = self._read(target)
+            if age is None or age <= self.ttl:
+                return 0
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+            return 1
+
+
+class FileProbeGate:
+    """Policy.skip_cooling's probe claims shared by every worker of a host: one O_EXCL file
+    per provider and cooldown end; files older than `keep` seconds are removed."""
+
+    def __init__(self, path: Path, *, keep: float) -> None:
+        self.path = Path(path)
+        self.keep = keep
+
+    def claim(self, provider: str, until: datetime) -> bool:
+        make_private_dirs(self.path)
+        name = hashlib.sha256(f"{provider}\0{until.isoformat()}".encode()).hexdigest()
+        try:
+            os.close(
+                os.open(
+                    self.path / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
+                )
+            )
+        except FileExistsError:
+            return False
+        self._sweep()
+        return True
+
+    def _sweep(self) -> None:
+        limit = time.time() - self.keep
+        for entry in os.scandir(self.path):
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_mtime < limit:
+                    os.unlink(entry.path)

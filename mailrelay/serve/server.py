@@ -1,0 +1,157 @@
+"""gunicorn for `mailrelay serve`: one process tree, threaded workers, graceful stops.
+
+gunicorn's own application class (gunicorn.app.base.BaseApplication) carries the settings,
+so there is no config file or shell wrapper. SIGTERM and SIGINT both stop gracefully:
+the workers finish the requests in flight (a send runs to its end), then everything exits 0.
+A queue flusher runs as a thread of each worker (not of the master, which forks): the
+spool locks each entry while it is sent, so two flushers never send one message twice.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+from gunicorn.workers.gthread import ThreadWorker
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from mailrelay.cli import App
+
+
+class GracefulWorker(ThreadWorker):  # type: ignore[misc]
+    """A gthread worker for which SIGINT (Ctrl-C reaches every process) is SIGTERM."""
+
+    def init_signals(self) -> None:
+        super().init_signals()
+        signal.signal(signal.SIGINT, self.handle_exit)
+        signal.siginterrupt(signal.SIGINT, False)
+
+
+class GracefulArbiter(Arbiter):  # type: ignore[misc]
+    def handle_int(self) -> None:
+        self.handle_term()  # gunicorn's SIGINT is a quick stop; ours lets sends finish
+
+
+class Flusher:
+    """Sends what is due in the spool every `interval` seconds, while some provider is not
+    cooling down (`queue flush` from cron does the same)."""
+
+    def __init__(
+        self, app: App, interval: float, chores: Sequence[Callable[[], object]] = ()
+    ) -> None:
+        self.app = app
+        self.interval = interval
+        self.chores = list(chores)  # more housekeeping at the same pace (expired keys)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="mailrelay-flusher", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float) -> None:
+        self.stopping.set()
+        self.thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            for chore in (self.flush_once, *self.chores):
+                try:
+                    chore()
+                except Exception as exc:  # a bad spool file or state must not end the thread
+                    from mailrelay.secrets import scrub
+
+                    sys.stderr.write(scrub(f"mailrelay: housekeeping failed: {exc}\n"))
+
+    def flush_once(self) -> None:
+        from mailrelay.message import DEFAULT_MAX_SIZE
+
+        app = self.app
+        spool = app.spool()
+        if not spool.files():
+            return
+        engine = app.engine()
+        state = engine.store.load()
+        if all(engine.cooling_until(state, p) is not None for p in engine.providers):
+            return  # nobody to send through: the entries keep their tries and backoff
+        settings = app.settings
+        report = spool.flush(
+            engine.send,
+            retry=settings.queue_retry,
+            max_retry=settings.queue_max_retry,
+            max_age=settings.queue_max_age,
+            max_size=settings.max_size or DEFAULT_MAX_SIZE,
+        )
+        sent, queued = report.count("sent"), report.count("queued")
+        if sent or queued or report.count("failed"):
+            sys.stderr.write(
+                f"mailrelay: queue flush: {sent} sent, {queued} still queued, "
+                f"{report.count('failed')} moved to failed/\n"
+            )
+
+
+class ServeApplication(BaseApplication):  # type: ignore[misc]
+    def __init__(self, factory: Any, options: dict[str, Any], flush_interval: float) -> None:
+        self.factory = factory
+        self.options = options
+        self.flush_interval = flush_interval
+        self.flushers: dict[int, Flusher] = {}
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+        if self.flush_interval > 0:
+            self.cfg.set("post_worker_init", self._start_flusher)
+            self.cfg.set("worker_exit", self._stop_flusher)
+
+    def _start_flusher(self, worker: Any) -> None:
+        service = worker.wsgi.extensions["mailrelay"]
+        chores = [service.keys.sweep] if hasattr(service.keys, "sweep") else []
+        flusher = Flusher(service.app, self.flush_interval, chores)
+        self.flushers[worker.pid] = flusher
+        flusher.start()
+
+    def _stop_flusher(self, _arbiter: Any, worker: Any) -> None:
+        flusher = self.flushers.pop(worker.pid, None)
+        if flusher is not None:
+            flusher.stop(float(self.options.get("graceful_timeout", 30)))
+
+    def load(self) -> Flask:
+        app: Flask = self.factory()  # in each worker, after the fork
+        return app
+
+    def run(self) -> None:
+        from gunicorn.errors import HaltServer
+
+        try:
+            GracefulArbiter(self).run()
+        except HaltServer as exc:  # a worker could not start: its error is in the log above
+            sys.stderr.write(f"mailrelay: error: {exc.reason}\n")
+            sys.exit(70)
+        except RuntimeError as exc:
+            sys.stderr.write(f"mailrelay: error: {exc}\n")
+            sys.exit(1)
+
+
+def gunicorn_options(bind: str, workers: int, threads: int, grace: float) -> dict[str, Any]:
+    return {
+        "bind": [bind],
+        "workers": workers,
+        "threads": threads,
+        "worker_class": GracefulWorker,
+        "graceful_timeout": int(grace),
+        "timeout": int(max(30.0, grace)),
+        "keepalive": 5,
+        "accesslog": None,  # the app logs one line per request itself, on stderr
+        "errorlog": "-",
+        "loglevel": "warning",
+        "proc_name": "mailrelay-serve",
+        "preload_app": False,
+    }
