@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
@@ -153,7 +152,7 @@ class RedisStateStore:
         except ValueError as exc:
             raise ConfigError(f"state URL {self.location}: {scrub(str(exc))}") from None
         if server.password is None and password is not None:
-            server = replace(server, password=password)
+            server = server.replace(password=password)
         if server.password:
             remember(server.password)
             remember(quote(server.password, safe=""))
