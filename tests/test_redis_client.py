@@ -12,6 +12,9 @@ import io
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -297,3 +300,128 @@ class Silent:
         self.done.set()
         self.thread.join(10)
         self.listener.close()
+
+
+# -- TLS: the real server behind a loopback TLS terminator -------------------------------------
+
+
+class TlsFront:
+    """TLS on 127.0.0.1 in front of a plain server (what stunnel does), for a server binary
+    built without TLS: the client's handshake, verification and replies go over real TLS."""
+
+    def __init__(self, backend_port: int, cert: Any) -> None:
+        import ssl
+
+        self.backend_port = backend_port
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        cert.configure_cert(self.context)
+        self.listener = socket.socket()
+        self.listener.bind((HOST, 0))
+        self.listener.listen(8)
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                raw, _ = self.listener.accept()
+            except OSError:
+                continue
+            worker = threading.Thread(target=self._relay, args=(raw,), daemon=True)
+            self.threads.append(worker)
+            worker.start()
+
+    def _relay(self, raw: socket.socket) -> None:
+        import selectors
+
+        try:
+            raw.settimeout(5)
+            front = self.context.wrap_socket(raw, server_side=True)
+        except OSError:  # the client refused our certificate
+            raw.close()
+            return
+        with front, socket.create_connection((HOST, self.backend_port), timeout=5) as back:
+            front.setblocking(False)
+            back.setblocking(False)
+            with selectors.DefaultSelector() as sel:
+                sel.register(front, selectors.EVENT_READ, back)
+                sel.register(back, selectors.EVENT_READ, front)
+                while not self.stop.is_set():
+                    for key, _ in sel.select(0.1):
+                        src: Any = key.fileobj
+                        try:
+                            data = src.recv(65536)
+                        except (BlockingIOError, ssl_want_read()):
+                            continue
+                        except OSError:
+                            return
+                        if not data:
+                            return
+                        key.data.setblocking(True)
+                        key.data.sendall(data)
+                        key.data.setblocking(False)
+
+    def __enter__(self) -> TlsFront:
+        self.threads[0].start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(10)
+        self.listener.close()
+
+
+def ssl_want_read() -> type[Exception]:
+    import ssl
+
+    return ssl.SSLWantReadError
+
+
+@pytest.fixture(scope="module")
+def tls_ca() -> Any:
+    import trustme
+
+    return trustme.CA()
+
+
+@needs_server
+def test_rediss_verifies_the_server_against_the_given_ca(
+    server: RedisServer, tls_ca: Any, tmp_path: Path
+) -> None:
+    import trustme
+
+    ca_file = tmp_path / "ca.pem"
+    tls_ca.cert_pem.write_to_path(str(ca_file))
+    with TlsFront(server.port, tls_ca.issue_cert("127.0.0.1")) as front:
+        base = f"rediss://:{quote(server.password or '', safe='')}@{HOST}:{front.port}/2"
+        c = Connection(parse_url(f"{base}?ssl_ca_certs={ca_file}"))
+        assert c.execute("SET", "over-tls", "1") == b"OK"
+        assert c.pipeline([["GET", "over-tls"]], readonly=True) == [b"1"]
+        c.close()
+        store = RedisStateStore(f"{base}?ssl_ca_certs={ca_file}")
+        assert store.load().providers == {}
+        store.client.close()
+        # the system's CAs do not know this one: refused, and the store falls back
+        with pytest.raises(StateUnavailable, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
+            RedisStateStore(base).load()
+        other = tmp_path / "other.pem"
+        trustme.CA().cert_pem.write_to_path(str(other))
+        with pytest.raises(StateUnavailable):
+            RedisStateStore(f"{base}?ssl_ca_certs={other}").load()
+        unchecked = Connection(parse_url(f"{base}?ssl_cert_reqs=none"))
+        assert unchecked.execute("GET", "over-tls") == b"1"
+        unchecked.execute("FLUSHDB")
+        unchecked.close()
+
+
+@needs_server
+def test_rediss_checks_the_host_name(server: RedisServer, tls_ca: Any, tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    tls_ca.cert_pem.write_to_path(str(ca_file))
+    with TlsFront(server.port, tls_ca.issue_cert("redis.example")) as front:
+        url = f"rediss://{HOST}:{front.port}/0?ssl_ca_certs={ca_file}"
+        with pytest.raises(OSError, match=r"match|mismatch|hostname"):
+            Connection(parse_url(url)).execute("PING")
