@@ -277,7 +277,7 @@ class FallbackStore:
         self,
         connect: Callable[[], StateStore],
         location: str,
-        fallback: TomlStateStore,
+        fallback: TomlStateStore | Callable[[], TomlStateStore],
         *,
         warn: Callable[[str], None],
         retry_after: float = RETRY_AFTER,
@@ -286,7 +286,8 @@ class FallbackStore:
         self._connect = connect  # builds the Redis store (and opens its connection lazily)
         self._primary: StateStore | None = None
         self.location = location
-        self.fallback = fallback
+        # built when first needed: finding the user data dir (platformdirs) costs a send ~15 ms
+        self._fallback = fallback
         self.warn = warn
         self.retry_after = retry_after
         self.clock = clock
@@ -294,14 +295,20 @@ class FallbackStore:
         self._warned = False  # one warning per outage
 
     def __repr__(self) -> str:
-        return f"FallbackStore({self.location!r}, {self.fallback!r})"
+        return f"FallbackStore({self.location!r})"
+
+    @property
+    def fallback(self) -> TomlStateStore:
+        if not isinstance(self._fallback, TomlStateStore):
+            self._fallback = self._fallback()
+        return self._fallback
 
     @property
     def using_fallback(self) -> bool:
         return self._down_until is not None and self.clock() < self._down_until
 
     def load(self) -> State:
-        return self._use(lambda store: store.load(), self.fallback.load)
+        return self._use(lambda store: store.load(), lambda: self.fallback.load())
 
     def update(self, change: Callable[[State], None]) -> State:
         return self._use(lambda store: store.update(change), lambda: self.fallback.update(change))

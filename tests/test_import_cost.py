@@ -86,8 +86,16 @@ def test_a_send_with_redis_state_loads_neither_redis_py_nor_asyncio_or_logging(
         argv = ["--config", str(config), "--state", redis_server.url, "send", "--json", "-s",
                 "hi", "--text", "body", "dev@example.com"]  # fmt: skip
         code = f"from mailrelay.cli import main\nmain({argv!r})"
-        names = ("redis", "asyncio", "logging", "concurrent.futures", "mailrelay.redisstate")
-        # the state store was used (imported), and nothing heavy came with it
+        names = (
+            "redis",
+            "asyncio",
+            "logging",
+            "concurrent.futures",
+            "platformdirs",
+            "mailrelay.redisstate",
+        )
+        # the state store was used (imported), and nothing heavy came with it; the local
+        # fallback file (platformdirs finds its directory) only when Redis cannot be used
         assert loaded_after(code, names) == ["mailrelay.redisstate"]
         assert len(relay.messages) == 1
         shared = Connection(parse_url(redis_server.url))  # the send used Redis, no fallback
