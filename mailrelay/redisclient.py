@@ -145,7 +145,9 @@ def parse_url(url: str) -> Target:
         try:
             port = parts.port  # ValueError when it is not a number in 0-65535
         except ValueError:
-            raise ValueError("the port must be a number from 1 to 65535") from None
+            port = 0
+        if port == 0:
+            raise ValueError("the port must be a number from 1 to 65535")
         fields = {"host": parts.hostname or "127.0.0.1", "port": port or DEFAULT_PORT}
         path = unquote(parts.path).strip("/")
         if db_text is None and path:
@@ -194,11 +196,9 @@ def read_reply(stream: BinaryIO, depth: int = 0) -> Any:
     if kind == b":":
         return _number(body)
     if kind == b"$":
-        n = _number(body)
+        n = _length(body, MAX_BULK, "bytes in a bulk string")
         if n < 0:
             return None
-        if n > MAX_BULK:
-            raise ProtocolError(f"a bulk string of {n} bytes is beyond the limit")
         data = stream.read(n + 2)
         if len(data) < n + 2:
             raise ConnectionError("the server closed the connection within a reply")
@@ -206,15 +206,21 @@ def read_reply(stream: BinaryIO, depth: int = 0) -> Any:
             raise ProtocolError("a bulk string does not end with CRLF")
         return data[:n]
     if kind == b"*":
-        n = _number(body)
+        n = _length(body, MAX_ARRAY, "elements in an array")
         if n < 0:
             return None
-        if n > MAX_ARRAY:
-            raise ProtocolError(f"an array of {n} elements is beyond the limit")
         if depth >= MAX_DEPTH:
             raise ProtocolError("arrays nested beyond the limit")
         return [read_reply(stream, depth + 1) for _ in range(n)]
     raise ProtocolError(f"unknown reply type {kind!r}")
+
+
+def _length(body: bytes, limit: int, what: str) -> int:
+    """A bulk string's or an array's length (-1: null), refused beyond `limit`."""
+    n = _number(body)
+    if n > limit:
+        raise ProtocolError(f"{n} {what} is beyond the limit of {limit}")
+    return n
 
 
 def _number(body: bytes) -> int:

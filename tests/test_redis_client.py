@@ -92,6 +92,7 @@ def test_parse_url_tls_options() -> None:
         ("http://h/0", "scheme"),
         ("redis://h:99999/0", "port"),
         ("redis://h:port/0", "port"),
+        ("redis://h:0/0", "port"),
         ("redis://h/zero", "db"),
         ("redis://h/0?db=-1", "negative"),
         ("redis://h/0?socket_timeout=3", "unknown option 'socket_timeout'"),
