@@ -24,7 +24,9 @@ Errors: `RedisError` (protocol and server errors) or `OSError` (unreachable, tim
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
+import threading
 from collections.abc import Sequence
 from typing import Any, BinaryIO
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -231,13 +233,19 @@ def _number(body: bytes) -> int:
 
 
 class Connection:
-    """One connection to one server, opened on first use and again after an error."""
+    """One connection to one server, opened on first use and again after an error.
+
+    Safe to share between threads (one round trip at a time: a lock) and across fork (a
+    child never uses its parent's socket: it opens its own).
+    """
 
     def __init__(self, target: Target, *, timeout: float = 0.5) -> None:
         self.target = target
         self.timeout = timeout
         self._sock: socket.socket | None = None
         self._stream: BinaryIO | None = None
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Connection({self.target!r})"
@@ -256,6 +264,13 @@ class Connection:
         if the login fails, the commands after it failed too, and wrote nothing. Before a
         command that writes, the handshake's replies are read first.
         """
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the socket is the parent's
+                self._pid = os.getpid()
+                self._drop()
+            return self._pipeline(commands, readonly)
+
+    def _pipeline(self, commands: Sequence[Sequence[Arg]], readonly: bool) -> list[Any]:
         try:
             if self._sock is None:
                 handshake = self._open()
@@ -326,12 +341,15 @@ class Connection:
         self.close()
 
     def close(self) -> None:
+        self._drop()
+
+    def _drop(self) -> None:
         stream, sock = self._stream, self._sock
         self._stream = self._sock = None
         if stream is not None:
             stream.close()
         if sock is not None:
-            sock.close()
+            sock.close()  # this process's descriptor only: no TLS close_notify, no shutdown
 
 
 def _raise_first(replies: list[Any]) -> None:

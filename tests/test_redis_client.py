@@ -9,8 +9,10 @@ socket that answers fixed bytes.
 from __future__ import annotations
 
 import io
+import os
 import socket
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -426,3 +428,41 @@ def test_rediss_checks_the_host_name(server: RedisServer, tls_ca: Any, tmp_path:
         url = f"rediss://{HOST}:{front.port}/0?ssl_ca_certs={ca_file}"
         with pytest.raises(OSError, match=r"match|mismatch|hostname"):
             Connection(parse_url(url)).execute("PING")
+
+
+# -- sharing: threads of a worker, and fork ---------------------------------------------------
+
+
+@needs_server
+def test_threads_sharing_a_connection_each_get_their_own_replies(conn: Connection) -> None:
+    wrong: list[tuple[int, Any]] = []
+
+    def work(n: int) -> None:
+        for i in range(40):
+            value = f"{n}-{i}"
+            reply = conn.pipeline([["SET", f"t{n}", value], ["GET", f"t{n}"], ["INCR", "all"]])
+            if reply[:2] != [b"OK", value.encode()]:
+                wrong.append((n, reply))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert wrong == []
+    assert conn.execute("GET", "all") == b"320"
+
+
+@needs_server
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_opens_its_own_connection(conn: Connection) -> None:
+    parent = conn.execute("CLIENT", "ID")  # the parent's socket is open
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads, 3.12+
+        pid = os.fork()
+    if pid == 0:  # the child: a connection of its own, never the parent's socket
+        mine = conn.execute("CLIENT", "ID")
+        os._exit(0 if isinstance(mine, int) and mine != parent else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert conn.execute("CLIENT", "ID") == parent  # the parent's socket still works
