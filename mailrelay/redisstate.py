@@ -1,14 +1,15 @@
 """The state in Redis (or Valkey), shared by every host and process that names the same URL.
 
-Every read is one script call and every update one atomic script (redis-py's
-`register_script`, EVALSHA): the engine's changes arrive as data (`StateDelta`), the script
+Every read is one script call and every update one atomic script (EVALSHA through
+`mailrelay.redisclient`, which speaks RESP itself: importing redis-py cost a cron send more
+than the send itself): the engine's changes arrive as data (`StateDelta`), the script
 applies them with the server's clock (`TIME`), and a cooldown is a key with a PX expiry, so
 hosts with skewed clocks agree on who is resting. All keys share one hash tag, `{prefix}`,
 so a Redis Cluster keeps them in one slot (https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/#hash-tags).
 
 The store never holds mail up: `FallbackStore` uses the local TOML file, with one warning,
 while Redis is unreachable or refuses the login, and tries Redis again after a short pause.
-redis-py is imported here only, and this module only when the state is a URL.
+This module (and the client) is imported only when the state is a URL.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
+from mailrelay import redisclient
 from mailrelay.errors import ConfigError
 from mailrelay.secrets import REDACTED, remember, scrub
 from mailrelay.state import Changes, ProviderState, State, StateStore, TomlStateStore
@@ -96,6 +98,10 @@ end
 """ + _READ.replace("return out", "out[#out + 1] = before\nreturn out")
 
 
+_READ_SCRIPT = redisclient.Script(_READ)  # the SHA1s are computed once, at import
+_UPDATE_SCRIPT = redisclient.Script(_UPDATE)
+
+
 class StateUnavailable(Exception):
     """Redis cannot be used now (unreachable, login refused, ...); `reason` says why."""
 
@@ -121,7 +127,7 @@ def masked(url: str) -> str:
 
 
 def split_prefix(url: str) -> tuple[str, str]:
-    """(the URL for redis-py, the key prefix): `?prefix=NAME` is ours, not redis-py's."""
+    """(the URL for the client, the key prefix): `?prefix=NAME` is ours, not the server's."""
     base, _, query = url.partition("?")  # not urlunsplit: it drops unix:///'s empty host
     prefix = DEFAULT_PREFIX
     rest = []
@@ -139,38 +145,27 @@ class RedisStateStore:
     """The state in Redis: one script call per read, one atomic script per update."""
 
     def __init__(self, url: str, *, password: str | None = None, timeout: float = TIMEOUT) -> None:
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
         self.location = masked(url)
-        parts = urlsplit(url)
-        for secret in [parts.password] + [v for k, v in parse_qsl(parts.query) if k == "password"]:
-            if secret:
-                remember(secret)
         target, prefix = split_prefix(url)
+        try:
+            server = redisclient.parse_url(target)
+        except ValueError as exc:
+            raise ConfigError(f"state URL {self.location}: {scrub(str(exc))}") from None
+        if server.password is None and password is not None:
+            server = server.replace(password=password)
+        if server.password:
+            remember(server.password)
+            remember(quote(server.password, safe=""))
         self.prefix = f"{{{prefix}}}:"  # the hash tag: every key in one cluster slot
         self._keys = [self.prefix + "failover", self.prefix + "providers"]
-        options: dict[str, Any] = {
-            "socket_connect_timeout": timeout,
-            "socket_timeout": timeout,
-            "retry": Retry(NoBackoff(), 0),  # a second try would only hold the mail longer
-        }
-        if password is not None and parts.password is None:
-            options["password"] = password
-        try:
-            self.client = redis.Redis.from_url(target, **options)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"state URL {self.location}: {scrub(str(exc))}") from None
-        self._read = self.client.register_script(_READ)
-        self._update = self.client.register_script(_UPDATE)
-        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self.client = redisclient.Connection(server, timeout=timeout)
+        self._errors: tuple[type[BaseException], ...] = (redisclient.RedisError, OSError)
 
     def __repr__(self) -> str:
         return f"RedisStateStore({self.location!r})"
 
     def load(self) -> State:
-        return self._decode(self._call(self._read, self._keys, [self.prefix]))
+        return self._decode(self._call(_READ_SCRIPT, self._keys, [self.prefix], readonly=True))
 
     def update(self, change: Callable[[State], None]) -> State:
         deltas = Changes([change]).deltas()
@@ -201,7 +196,7 @@ class RedisStateStore:
             steps.append(step)
         # cjson turns an empty JSON object and an empty array alike into an empty table
         argv = [self.prefix, json.dumps(steps, separators=(",", ":"))]
-        reply = self._call(self._update, keys, argv)
+        reply = self._call(_UPDATE_SCRIPT, keys, argv)
         after = self._decode(reply[:-1])
         observed = [d.observer for d in deltas if d.observer is not None]
         if len(deltas) == 1 and observed:  # one send: the script saw its before and after
@@ -209,9 +204,11 @@ class RedisStateStore:
             observed[0].detect(after)
         return after
 
-    def _call(self, script: Any, keys: list[str], argv: list[str]) -> Any:
+    def _call(
+        self, script: redisclient.Script, keys: list[str], argv: list[str], readonly: bool = False
+    ) -> Any:
         try:
-            return script(keys=keys, args=argv)
+            return script(self.client, keys, argv, readonly=readonly)
         except self._errors as exc:
             raise StateUnavailable(scrub(str(exc) or type(exc).__name__)) from None
 
@@ -280,16 +277,17 @@ class FallbackStore:
         self,
         connect: Callable[[], StateStore],
         location: str,
-        fallback: TomlStateStore,
+        fallback: TomlStateStore | Callable[[], TomlStateStore],
         *,
         warn: Callable[[str], None],
         retry_after: float = RETRY_AFTER,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._connect = connect  # builds the Redis store (redis-py is imported then)
+        self._connect = connect  # builds the Redis store (and opens its connection lazily)
         self._primary: StateStore | None = None
         self.location = location
-        self.fallback = fallback
+        # built when first needed: finding the user data dir (platformdirs) costs a send ~15 ms
+        self._fallback = fallback
         self.warn = warn
         self.retry_after = retry_after
         self.clock = clock
@@ -297,14 +295,20 @@ class FallbackStore:
         self._warned = False  # one warning per outage
 
     def __repr__(self) -> str:
-        return f"FallbackStore({self.location!r}, {self.fallback!r})"
+        return f"FallbackStore({self.location!r})"
+
+    @property
+    def fallback(self) -> TomlStateStore:
+        if not isinstance(self._fallback, TomlStateStore):
+            self._fallback = self._fallback()
+        return self._fallback
 
     @property
     def using_fallback(self) -> bool:
         return self._down_until is not None and self.clock() < self._down_until
 
     def load(self) -> State:
-        return self._use(lambda store: store.load(), self.fallback.load)
+        return self._use(lambda store: store.load(), lambda: self.fallback.load())
 
     def update(self, change: Callable[[State], None]) -> State:
         return self._use(lambda store: store.update(change), lambda: self.fallback.update(change))

@@ -9,10 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from pytest_httpserver import HTTPServer
 
+from mailrelay.redisclient import Connection, parse_url
 from tests.esp.fake_postmark import FakePostmark
 from tests.esp.fakebase import server_base_url
+from tests.redisserver import RedisServer, server_binary
+from tests.smtpserver import SmtpServer
 
 HEAVY = ("requests", "rich", "html2text", "email_validator", "requests_aws4auth", "jsonschema",
          "redis", "mailrelay.redisstate")  # fmt: skip
@@ -64,3 +68,36 @@ def test_an_http_send_loads_neither_requests_nor_email_validator(
     # no [alerts]: the alert machinery is not even imported; apprise never is by a send
     assert loaded_after(code, (*HEAVY, "mailrelay.alerts", "apprise", "prometheus_client")) == []
     assert len(fake.requests) == 1
+
+
+@pytest.mark.skipif(server_binary() is None, reason="no redis-server or valkey-server")
+def test_a_send_with_redis_state_loads_neither_redis_py_nor_asyncio_or_logging(
+    tmp_path: Path,
+) -> None:
+    binary = server_binary()
+    assert binary is not None
+    config = tmp_path / "config.toml"
+    with SmtpServer() as relay, RedisServer(binary) as redis_server:
+        config.write_text(
+            '[defaults]\nfrom = "ops@example.com"\n[[providers]]\ntype = "smtp"\n'
+            f'host = "127.0.0.1"\nport = {relay.port}\nsecurity = "none"\n'
+        )
+        config.chmod(0o600)
+        argv = ["--config", str(config), "--state", redis_server.url, "send", "--json", "-s",
+                "hi", "--text", "body", "dev@example.com"]  # fmt: skip
+        code = f"from mailrelay.cli import main\nmain({argv!r})"
+        names = (
+            "redis",
+            "asyncio",
+            "logging",
+            "concurrent.futures",
+            "platformdirs",
+            "mailrelay.redisstate",
+        )
+        # the state store was used (imported), and nothing heavy came with it; the local
+        # fallback file (platformdirs finds its directory) only when Redis cannot be used
+        assert loaded_after(code, names) == ["mailrelay.redisstate"]
+        assert len(relay.messages) == 1
+        shared = Connection(parse_url(redis_server.url))  # the send used Redis, no fallback
+        assert shared.execute("HGET", "{mailrelay}:provider:smtp", "sent") == b"1"
+        shared.close()

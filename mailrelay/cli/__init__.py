@@ -135,8 +135,9 @@ class App:
             secret = settings.state_password
             return RedisStateStore(url, password=secret.reveal() if secret else None)
 
-        # while Redis cannot be reached: the file this user would have without a URL
-        local = TomlStateStore(settings.state_file or default_state_path(), warn=self.out.warn)
+        def local() -> TomlStateStore:  # while Redis cannot be reached: this user's file
+            return TomlStateStore(settings.state_file or default_state_path(), warn=self.out.warn)
+
         return FallbackStore(connect, masked(url), local, warn=self.out.warn)
 
     def hold_connections(self) -> None:

@@ -6,7 +6,7 @@ import ipaddress
 
 import click
 
-from mailrelay.cli import App, pass_app
+from mailrelay.cli import App, global_options, pass_app
 from mailrelay.errors import ConfigError, UsageError
 
 MISSING = (
@@ -33,6 +33,7 @@ def is_loopback(host: str) -> bool:
 
 
 @click.command(context_settings={"max_content_width": 100})
+@global_options()
 @click.option(
     "--bind",
     metavar="HOST:PORT",
