@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from mailrelay.errors import ConfigError, did_you_mean
 from mailrelay.fsutil import read_regular_file
-from mailrelay.record import field, record
+from mailrelay.datarecord import field, record
 from mailrelay.secrets import Secret
 from mailrelay.state import is_state_url
 

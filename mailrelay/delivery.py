@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 from mailrelay.errors import ExitCode, MailrelayError
-from mailrelay.record import record
+from mailrelay.datarecord import record
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -23,7 +23,7 @@ from mailrelay.providers.base import (
     Provider,
     ProviderError,
 )
-from mailrelay.record import field, record
+from mailrelay.datarecord import field, record
 from mailrelay.secrets import scrub
 
 if TYPE_CHECKING:

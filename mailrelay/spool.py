@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from mailrelay.errors import ExitCode, InputFileError, MailrelayError, StateError
 from mailrelay.fsutil import fsync_directory, make_private_dirs
-from mailrelay.record import field, record
+from mailrelay.datarecord import field, record
 
 if TYPE_CHECKING:
     from mailrelay.engine import Attempt, SendResult

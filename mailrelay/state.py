@@ -24,7 +24,7 @@ import tomli_w
 
 from mailrelay.errors import StateError
 from mailrelay.fsutil import fsync_directory, make_private_dirs, open_own_file, read_regular_file
-from mailrelay.record import field, record, record_fields
+from mailrelay.datarecord import field, record, record_fields
 
 if sys.version_info >= (3, 11):
     import tomllib

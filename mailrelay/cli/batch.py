@@ -22,7 +22,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import IO, TYPE_CHECKING, Any
 
 from mailrelay.errors import ExitCode, InputFileError, MailrelayError, input_file_error
-from mailrelay.record import record
+from mailrelay.datarecord import record
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID

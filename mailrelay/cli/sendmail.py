@@ -20,7 +20,7 @@ import click
 
 from mailrelay.cli import App
 from mailrelay.errors import MessageError, UsageError
-from mailrelay.record import field, record
+from mailrelay.datarecord import field, record
 
 if TYPE_CHECKING:
     from mailrelay.message import Message

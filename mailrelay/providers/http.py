@@ -34,7 +34,7 @@ from mailrelay.providers.transport import (
     SendFailure,
     proxy_in_environment,
 )
-from mailrelay.record import field, record
+from mailrelay.datarecord import field, record
 from mailrelay.secrets import remember_auth
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from mailrelay.errors import ExitCode
-from mailrelay.record import field, record
+from mailrelay.datarecord import field, record
 
 if TYPE_CHECKING:
     from mailrelay.cli import App

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mailrelay.fsutil import make_private_dirs
-from mailrelay.record import record
+from mailrelay.datarecord import record
 from mailrelay.serve.answer import Answer
 
 KEY_TTL = 24 * 3600.0
