@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from mailrelay.datarecord import field, record
 from mailrelay.errors import ConfigError, did_you_mean
 from mailrelay.fsutil import read_regular_file
-from mailrelay.datarecord import field, record
 from mailrelay.secrets import Secret
 from mailrelay.state import is_state_url
 

@@ -15,7 +15,7 @@ from tests.esp.fake_postmark import FakePostmark
 from tests.esp.fakebase import server_base_url
 
 HEAVY = ("requests", "rich", "html2text", "email_validator", "requests_aws4auth", "jsonschema",
-         "redis", "mailrelay.redisstate")  # fmt: skip
+         "redis", "mailrelay.state.redisstore")  # fmt: skip
 REPORT = "print(sorted(m for m in {names!r} if m in sys.modules))"
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from mailrelay import __version__
+from mailrelay.datarecord import field, record
 from mailrelay.errors import ConfigError
 from mailrelay.providers.base import (
     CapabilityError,
@@ -34,7 +35,6 @@ from mailrelay.providers.transport import (
     SendFailure,
     proxy_in_environment,
 )
-from mailrelay.datarecord import field, record
 from mailrelay.secrets import remember_auth
 
 if TYPE_CHECKING:
