@@ -4,31 +4,13 @@ cycle between its modules, counting imports made inside functions."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mailrelay"
 CEILING = 500  # lines; the aim is ~400
-
-# Modules still over the ceiling, each being split on its own branch (issue 13, item 4). Take a
-# name off when its module is split; the list shows what is left.
-OVER_CEILING = {
-    "mailrelay.cli",  # cli/__init__.py: the group, its options and the shared helpers
-    "mailrelay.config",  # config loading and validation (the provider template work)
-    "mailrelay.engine",  # the failover engine
-    "mailrelay.providers.smtp",  # reply classification, session, provider: to be a package
-}
-
-# Import cycles that remain, exactly as this test reports them, each owned by other work on
-# issue 13 (config/registry, alerts, the service). A new cycle fails the test.
-KNOWN_CYCLES = {
-    ("mailrelay.alerts", "mailrelay.config", "mailrelay.alerts"),
-    ("mailrelay.config", "mailrelay.providers.base", "mailrelay.config"),
-    ("mailrelay.alerts", "mailrelay.engine", "mailrelay.alerts"),
-    ("mailrelay.serve.app", "mailrelay.serve.metrics", "mailrelay.serve.app"),
-    ("mailrelay.serve.app", "mailrelay.serve.pages", "mailrelay.serve.app"),
-}
 
 
 def _modules() -> dict[str, Path]:
@@ -71,15 +53,53 @@ def _imports(name: str, path: Path) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("name", sorted(MODULES))
+# Modules still over the ceiling, to be split by job (issue 13 item 4) on other branches:
+# config.py and providers/smtp.py (the provider template work), cli/__init__.py and engine.py.
+# Strict: a module that gets split, or shrinks under the ceiling, must leave this list.
+TOO_BIG = frozenset(
+    {
+        "mailrelay.cli",
+        "mailrelay.config",
+        "mailrelay.engine",
+        "mailrelay.providers.smtp",
+    }
+)
+
+# Cycles still to be removed. alerts <-> engine: alerts reads engine's Attempt and utcnow,
+# engine calls alerts' Transitions. alerts <-> config and config <-> providers.base: config
+# builds providers and reads alert settings, while those read config's types (the provider
+# template work removes both). serve.app <-> serve.metrics / serve.pages: the pages and
+# metrics name app's Service in their type hints. Strict too: each must still exist while it
+# is listed here.
+PENDING_CYCLES = frozenset(
+    {
+        frozenset({"mailrelay.alerts", "mailrelay.config"}),
+        frozenset({"mailrelay.alerts", "mailrelay.engine"}),
+        frozenset({"mailrelay.config", "mailrelay.providers.base"}),
+        frozenset({"mailrelay.serve.app", "mailrelay.serve.metrics"}),
+        frozenset({"mailrelay.serve.app", "mailrelay.serve.pages"}),
+    }
+)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            n,
+            marks=pytest.mark.xfail(n in TOO_BIG, reason="not split yet", strict=True),
+        )
+        for n in sorted(MODULES)
+    ],
+)
 def test_no_module_over_the_ceiling(name: str) -> None:
     lines = MODULES[name].read_text().count("\n")
-    if name in OVER_CEILING:
-        pytest.skip(f"{name} ({lines} lines) is still to be split")
     assert lines <= CEILING, f"{name} has {lines} lines (ceiling {CEILING}): split it by job"
 
 
-def test_no_import_cycle_between_modules() -> None:
+@functools.cache
+def _cycles() -> list[list[str]]:
+    """One cycle for each back edge of a depth-first walk of the import graph."""
     graph = {name: _imports(name, path) for name, path in MODULES.items()}
     # a package __init__ re-exporting its submodules is not a cycle with them
     for name in graph:
@@ -102,11 +122,23 @@ def test_no_import_cycle_between_modules() -> None:
     for node in sorted(graph):
         if node not in state:
             visit(node)
-    new = [c for c in cycles if tuple(c) not in KNOWN_CYCLES]
-    assert not new, "import cycles:\n" + "\n".join(" -> ".join(c) for c in new)
+    return cycles
 
 
-def test_the_allow_lists_name_real_modules() -> None:
-    """A renamed module must not leave a stale name behind that hides nothing."""
-    named = OVER_CEILING | {m for cycle in KNOWN_CYCLES for m in cycle}
-    assert sorted(named - set(MODULES)) == []
+def test_no_import_cycle_between_modules() -> None:
+    cycles = [c for c in _cycles() if frozenset(c) not in PENDING_CYCLES]
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+@pytest.mark.parametrize(
+    "pair",
+    [
+        pytest.param(
+            " <-> ".join(sorted(p)), marks=pytest.mark.xfail(reason="being removed", strict=True)
+        )
+        for p in sorted(PENDING_CYCLES, key=sorted)
+    ],
+)
+def test_pending_cycle_is_gone(pair: str) -> None:
+    found = {" <-> ".join(sorted(set(c))) for c in _cycles()}
+    assert pair not in found, f"still a cycle: {pair}"
