@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from mailrelay.record import field, record
+from mailrelay.datarecord import field, record
 from mailrelay.secrets import Secret, scrub
 
 if TYPE_CHECKING:

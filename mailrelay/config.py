@@ -14,10 +14,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from mailrelay.datarecord import field, record
 from mailrelay.errors import ConfigError, did_you_mean
 from mailrelay.fsutil import read_regular_file
 from mailrelay.providers.options import ProviderConfig, ProviderSpec, ProviderURL
-from mailrelay.record import field, record
 from mailrelay.secrets import Secret
 from mailrelay.state import is_state_url
 

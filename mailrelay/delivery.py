@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
+from mailrelay.datarecord import record
 from mailrelay.errors import ExitCode, MailrelayError
-from mailrelay.record import record
 
 if TYPE_CHECKING:
     from collections.abc import Callable

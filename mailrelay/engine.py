@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mailrelay.datarecord import field, record
 from mailrelay.errors import ConfigError, ExitCode, MailrelayError, StateError
 from mailrelay.providers.base import (
     CapabilityError,
@@ -23,7 +24,6 @@ from mailrelay.providers.base import (
     Provider,
     ProviderError,
 )
-from mailrelay.record import field, record
 from mailrelay.secrets import scrub
 
 if TYPE_CHECKING:

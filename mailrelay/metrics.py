@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mailrelay.record import field, record
+from mailrelay.datarecord import field, record
 from mailrelay.state import State
 
 OUTCOMES = ("accepted", "transient", "provider", "rejected", "permanent", "ambiguous")

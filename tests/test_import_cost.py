@@ -19,7 +19,7 @@ from tests.redisserver import RedisServer, server_binary
 from tests.smtpserver import SmtpServer
 
 HEAVY = ("requests", "rich", "html2text", "email_validator", "requests_aws4auth", "jsonschema",
-         "redis", "mailrelay.redisstate")  # fmt: skip
+         "redis", "mailrelay.state.redisstore")  # fmt: skip
 REPORT = "print(sorted(m for m in {names!r} if m in sys.modules))"
 
 
@@ -92,11 +92,11 @@ def test_a_send_with_redis_state_loads_neither_redis_py_nor_asyncio_or_logging(
             "logging",
             "concurrent.futures",
             "platformdirs",
-            "mailrelay.redisstate",
+            "mailrelay.state.redisstore",
         )
         # the state store was used (imported), and nothing heavy came with it; the local
         # fallback file (platformdirs finds its directory) only when Redis cannot be used
-        assert loaded_after(code, names) == ["mailrelay.redisstate"]
+        assert loaded_after(code, names) == ["mailrelay.state.redisstore"]
         assert len(relay.messages) == 1
         shared = Connection(parse_url(redis_server.url))  # the send used Redis, no fallback
         assert shared.execute("HGET", "{mailrelay}:provider:smtp", "sent") == b"1"

@@ -30,8 +30,8 @@ from mailrelay.redisclient import (
     parse_url,
     read_reply,
 )
-from mailrelay.redisstate import RedisStateStore, StateUnavailable
 from mailrelay.secrets import scrub
+from mailrelay.state.redisstore import RedisStateStore, StateUnavailable
 from tests.redisserver import HOST, RedisServer, server_binary
 
 BINARY = server_binary()

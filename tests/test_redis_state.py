@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from mailrelay.redisstate import RedisStateStore, masked
 from mailrelay.state import ProviderChange, StateDelta, TomlStateStore
+from mailrelay.state.redisstore import RedisStateStore, masked
 from tests.conftest import free_port
 from tests.redisserver import RedisServer, flush, server_binary
 from tests.smtpserver import SmtpServer
@@ -229,7 +229,7 @@ def test_redis_down_mid_run_then_back(tmp_path: Path, relay: SmtpServer) -> None
 
 
 def test_a_long_running_process_goes_back_to_redis_after_a_pause(tmp_path: Path) -> None:
-    from mailrelay.redisstate import FallbackStore
+    from mailrelay.state.redisstore import FallbackStore
 
     assert BINARY is not None
     notes: list[str] = []

@@ -59,9 +59,6 @@ TOO_BIG = frozenset(
     {
         "mailrelay.cli",
         "mailrelay.engine",
-        "mailrelay.message",
-        "mailrelay.spool",
-        "mailrelay.state",
         "mailrelay.providers.smtp",
     }
 )

@@ -129,7 +129,7 @@ class App:
         if url is None:
             path = state_path(self.state_override, os.environ, settings.state_file)
             return TomlStateStore(path, warn=self.out.warn)
-        from mailrelay.redisstate import FallbackStore, RedisStateStore, masked
+        from mailrelay.state.redisstore import FallbackStore, RedisStateStore, masked
 
         def connect() -> RedisStateStore:
             secret = settings.state_password

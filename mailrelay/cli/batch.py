@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import IO, TYPE_CHECKING, Any
 
+from mailrelay.datarecord import record
 from mailrelay.errors import ExitCode, InputFileError, MailrelayError, input_file_error
-from mailrelay.record import record
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -293,8 +293,8 @@ def run_batch(
     default_sender: str | None,
 ) -> int:
     """Send every line of `path` ('-' = stdin); returns the exit code (module docstring)."""
-    from mailrelay.batchstore import BufferedStore
     from mailrelay.message import DEFAULT_MAX_SIZE
+    from mailrelay.state.buffered import BufferedStore
 
     stream = _open_input(path)
     name = "standard input" if path == "-" else path

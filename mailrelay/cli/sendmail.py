@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mailrelay.cli import App
+from mailrelay.datarecord import field, record
 from mailrelay.errors import MessageError, UsageError
-from mailrelay.record import field, record
 
 if TYPE_CHECKING:
     from mailrelay.message import Message

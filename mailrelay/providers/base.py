@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, final
 
-from mailrelay.record import record
+from mailrelay.datarecord import record
 
 if TYPE_CHECKING:
     from mailrelay.message import Message

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, final
 from urllib.parse import urlsplit
 
 from mailrelay import __version__
+from mailrelay.datarecord import field, record
 from mailrelay.errors import ConfigError
 from mailrelay.providers.base import (
     Capability,
@@ -35,7 +36,6 @@ from mailrelay.providers.transport import (
     SendFailure,
     proxy_in_environment,
 )
-from mailrelay.record import field, record
 from mailrelay.secrets import remember_auth
 
 if TYPE_CHECKING:

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from mailrelay.datarecord import record
 from mailrelay.errors import ConfigError, did_you_mean
-from mailrelay.record import record
 from mailrelay.secrets import Secret
 
 COMMON_PROVIDER_KEYS = ("name", "type", "enabled")

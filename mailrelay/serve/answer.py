@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from mailrelay.datarecord import field, record
 from mailrelay.errors import ExitCode
-from mailrelay.record import field, record
 
 if TYPE_CHECKING:
     from mailrelay.cli import App

@@ -23,8 +23,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from mailrelay.datarecord import record
 from mailrelay.fsutil import make_private_dirs
-from mailrelay.record import record
 from mailrelay.serve.answer import Answer
 
 KEY_TTL = 24 * 3600.0

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from mailrelay.batchstore import BufferedStore
 from mailrelay.errors import StateError
 from mailrelay.state import State, TomlStateStore
+from mailrelay.state.buffered import BufferedStore
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -146,7 +146,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from mailrelay.batchstore import BufferedStore
+    from mailrelay.state.buffered import BufferedStore
     from mailrelay.state import TomlStateStore
 
     def change(state):

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import pytest
 
-from mailrelay.record import field, record, record_fields
+from mailrelay.datarecord import field, record, record_fields
 
 
 @record

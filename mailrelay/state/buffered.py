@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-from mailrelay.state import Changes, State, StateStore
+from mailrelay.state.protocol import Changes, State, StateStore
 
 Change = Callable[[State], None]
 

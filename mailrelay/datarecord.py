@@ -5,7 +5,17 @@ class here, 15 ms for the classes one send touches, a sixth of mailrelay's own t
 send. A record gets the same things built from closures instead: an `__init__` taking the
 fields in order (positional or by name, defaults and `field(default_factory=...)`), a
 `__post_init__` hook, `__repr__`, `__eq__`, and with `frozen=True` no assignment and a
-`__hash__`. Type checkers see it as a dataclass (PEP 681).
+`__hash__`. Type checkers see it as a dataclass (PEP 681). `record_fields` gives the field
+names in order.
+
+The feature set is frozen at that: a class that needs more uses `dataclasses`. A record does
+NOT support `dataclasses.replace`, `asdict`/`astuple`, `fields` or `is_dataclass` (it is no
+dataclass at run time; use `record_fields`), `__slots__` (`slots=True`), ordering (`order=`),
+`kw_only`, `InitVar`, `field(default=..., init=..., repr=..., compare=...)`, or inheriting
+fields from a base class (only the class's own annotations are fields).
+
+(The module is named for what it makes, a data record, so it is not mistaken for the audit
+log's records.)
 """
 
 from __future__ import annotations

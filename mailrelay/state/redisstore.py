@@ -24,7 +24,8 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 from mailrelay import redisclient
 from mailrelay.errors import ConfigError
 from mailrelay.secrets import REDACTED, remember, scrub
-from mailrelay.state import Changes, ProviderState, State, StateStore, TomlStateStore
+from mailrelay.state.protocol import Changes, ProviderState, State, StateStore
+from mailrelay.state.tomlstore import TomlStateStore
 
 DEFAULT_PREFIX = "mailrelay"
 TIMEOUT = 0.5  # connect and reply: the state must never hold mail up

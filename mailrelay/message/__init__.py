@@ -1,0 +1,59 @@
+"""The message: its model, building it from command-line pieces, local validation, its MIME
+form, a whole message given as RFC 5322 bytes, and its JSON form.
+
+One job per module (docs/architecture.md, "Layout"): `model` (the records), `headers`
+(header values and encoded words), `addresses` (address syntax and the local-address rules),
+`mime` (MIME rendering and streaming), `validate`, `build` (flags and input files), `eml`
+and `jsonform`. Every name callers use is re-exported here.
+"""
+
+from mailrelay.message.addresses import (
+    Address,
+    _plain_address,
+    is_local_address,
+    parse_address,
+    parse_addresses,
+    validate_email,
+)
+from mailrelay.message.build import (
+    build_message,
+    html_to_text,
+    load_attachment,
+    read_bounded,
+    read_input_file,
+)
+from mailrelay.message.eml import MAX_MIME_DEPTH, _split_fields, parse_eml
+from mailrelay.message.headers import STRUCTURAL_HEADERS, check_header_value, parse_header
+from mailrelay.message.jsonform import message_from_dict, message_to_dict
+from mailrelay.message.mime import MessageBytes
+from mailrelay.message.model import DEFAULT_MAX_SIZE, Attachment, Message
+from mailrelay.message.validate import check_fields, check_renders, validate_message
+
+__all__ = [
+    "DEFAULT_MAX_SIZE",
+    "MAX_MIME_DEPTH",
+    "STRUCTURAL_HEADERS",
+    "Address",
+    "Attachment",
+    "Message",
+    "MessageBytes",
+    "_plain_address",
+    "_split_fields",
+    "build_message",
+    "check_fields",
+    "check_header_value",
+    "check_renders",
+    "html_to_text",
+    "is_local_address",
+    "load_attachment",
+    "message_from_dict",
+    "message_to_dict",
+    "parse_address",
+    "parse_addresses",
+    "parse_eml",
+    "parse_header",
+    "read_bounded",
+    "read_input_file",
+    "validate_email",
+    "validate_message",
+]

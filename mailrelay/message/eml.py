@@ -1,0 +1,300 @@
+"""A whole message given as RFC 5322 bytes (send --eml, sendmail mode)."""
+
+from __future__ import annotations
+
+import contextlib
+import mimetypes
+import re
+from collections.abc import Sequence
+from datetime import timezone
+from email import message_from_bytes
+from email import policy as email_policy
+from email.message import EmailMessage
+from email.utils import format_datetime, getaddresses, make_msgid, parsedate_to_datetime
+
+from mailrelay.errors import MessageError, NoSenderError
+from mailrelay.message.addresses import Address, parse_address, parse_addresses, validate_email
+from mailrelay.message.headers import STRUCTURAL_HEADERS, check_header_value
+from mailrelay.message.model import DEFAULT_MAX_SIZE, Attachment, Message, _now
+from mailrelay.message.validate import check_fields
+
+# Trace fields that belong to a delivery, not to the message; never passed on to an API.
+_TRACE_HEADERS = frozenset({"received", "return-path", "delivered-to", "x-original-to"})
+_BLIND_HEADERS = frozenset({"bcc", "resent-bcc"})
+MAX_MIME_DEPTH = 100  # multipart levels in a message given whole
+_FIELD_START = re.compile(rb"^([!-9;-~]+)[ \t]*:")
+
+
+def _split_fields(data: bytes) -> tuple[list[tuple[str, bytes]], bytes]:
+    """The header fields (name, whole folded field without its last line end) and the body.
+
+    Line ends are normalised to LF here. The header block ends at the first empty line, or at
+    the first line that is neither a field nor a continuation (as sendmail does); an mbox
+    "From " line in front is dropped.
+    """
+    text = data.replace(b"\r\n", b"\n")
+    lines = text.split(b"\n")
+    if lines and lines[0].startswith(b"From "):
+        lines = lines[1:]
+    # each field's lines are gathered, then joined once: linear however many are folded
+    gathered: list[tuple[str, list[bytes]]] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line == b"":
+            i += 1
+            break
+        if line[:1] in (b" ", b"\t") and gathered:
+            gathered[-1][1].append(line)
+            i += 1
+            continue
+        m = _FIELD_START.match(line)
+        if m is None:
+            break  # the body starts without an empty line
+        gathered.append((m.group(1).decode("ascii"), [line]))
+        i += 1
+    fields = [(name, b"\n".join(parts)) for name, parts in gathered]
+    return fields, b"\n".join(lines[i:])
+
+
+def _header_addresses(where: str, values: Sequence[str]) -> list[Address]:
+    out: list[Address] = []
+    for name, addr in getaddresses(list(values)):
+        if not addr:
+            continue
+        if "@" not in addr:
+            raise MessageError(
+                f"{where}: {addr!r} has no domain; give full addresses (e.g. MAILTO in a crontab)"
+            )
+        out.append(Address(validate_email(where, addr), _decode_words(name)))
+    return out
+
+
+def _field_text(field: bytes) -> str:
+    """A field's value (after "Name:"), unfolded, still RFC 2047-encoded."""
+    return _unfold(field.partition(b":")[2].decode("utf-8", "replace"))
+
+
+def _decode_words(text: str) -> str:
+    """RFC 2047 encoded words decoded; text that does not decode stays as it is."""
+    if "=?" not in text:
+        return text
+    from email.errors import HeaderParseError
+    from email.header import decode_header, make_header
+
+    try:
+        return str(make_header(decode_header(text)))
+    except (HeaderParseError, LookupError, UnicodeError, ValueError):
+        return text
+
+
+def _unfold(value: str) -> str:
+    return re.sub(r"\s*\r?\n[ \t]*", " ", value).strip()
+
+
+def _body_parts(
+    msg: EmailMessage,
+) -> tuple[str | None, str | None, list[Attachment]]:
+    """The first plain-text and HTML bodies and every other leaf part as an attachment."""
+    text: str | None = None
+    html: str | None = None
+    attachments: list[Attachment] = []
+
+    def leaf_text(part: EmailMessage) -> str:
+        try:
+            content = str(part.get_content())
+        except (LookupError, UnicodeError, KeyError):
+            payload = part.get_payload(decode=True)
+            content = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+        return content.replace("\r\n", "\n")
+
+    def visit(part: EmailMessage, depth: int = 0) -> None:
+        nonlocal text, html
+        if depth > MAX_MIME_DEPTH:
+            raise RecursionError
+        ctype = part.get_content_type()
+        if ctype == "message/rfc822":
+            inner = part.get_payload(0)
+            data = inner.as_bytes() if hasattr(inner, "as_bytes") else b""
+            attachments.append(Attachment(part.get_filename() or "message.eml", ctype, data))
+            return
+        if part.is_multipart():
+            for sub in part.iter_parts():
+                if isinstance(sub, EmailMessage):
+                    visit(sub, depth + 1)
+            return
+        disposition = part.get_content_disposition()
+        filename = part.get_filename()
+        if disposition != "attachment" and filename is None:
+            if ctype == "text/plain" and text is None:
+                text = leaf_text(part)
+                return
+            if ctype == "text/html" and html is None:
+                html = leaf_text(part)
+                return
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        cid = part.get("Content-ID")
+        if not filename:
+            ext = mimetypes.guess_extension(ctype) or ".bin"
+            filename = f"part{len(attachments) + 1}{ext}"
+        attachments.append(
+            Attachment(
+                filename=filename,
+                content_type=ctype,
+                data=data,
+                inline=disposition == "inline" or (disposition is None and cid is not None),
+                content_id=str(cid).strip().strip("<>") if cid else None,
+            )
+        )
+
+    visit(msg)
+    return text, html, attachments
+
+
+def parse_eml(
+    data: bytes,
+    *,
+    where: str = "message",
+    recipients: Sequence[str] = (),
+    extract: bool = True,
+    envelope_from: str | None = None,
+    full_name: str | None = None,
+    default_sender: str | None = None,
+    max_size: int = DEFAULT_MAX_SIZE,
+) -> Message:
+    """A complete RFC 5322 message as a `Message` that keeps its bytes (`raw`).
+
+    As sendmail does: the envelope recipients are `recipients` plus, with `extract` (-t),
+    those in To, Cc and Bcc. Bcc never leaves (the field is removed); Date and Message-ID are
+    added when missing; a missing or unqualified From (cron's "root") becomes `full_name`
+    (or the From's display name) with the envelope sender, else `default_sender`. The header
+    fields are kept byte for byte otherwise; line ends become CRLF.
+    """
+    if not data.strip():
+        raise MessageError(f"{where}: empty input, expected an RFC 5322 message")
+    if full_name is not None:
+        check_header_value(f"{where}: -F (full name)", full_name)
+    fields, body = _split_fields(data)
+    for name, field_bytes in fields:  # a bare CR or the like would end the line for a reader
+        value = field_bytes.partition(b":")[2].replace(b"\n", b"")
+        check_header_value(f"{where}: {name}", value.decode("utf-8", "replace"))
+    kept = [(n, f) for n, f in fields if n.lower() not in _BLIND_HEADERS]
+
+    # Header values are read from the fields here, not by the email package, whose header
+    # parser takes quadratic time on a field folded over many lines.
+    def values(name: str) -> list[str]:
+        lname = name.lower()
+        return [_field_text(f) for n, f in fields if n.lower() == lname]
+
+    env_from: Address | None = None
+    if envelope_from and "@" in envelope_from:
+        env_from = parse_address(f"{where}: -f", envelope_from)
+    from_pairs = [(_decode_words(n), a) for n, a in getaddresses(values("From")) if a]
+    sender: Address | None = None
+    if from_pairs and "@" in from_pairs[0][1]:
+        sender = Address(validate_email(f"{where}: From", from_pairs[0][1]), from_pairs[0][0])
+    else:
+        fallback = env_from or (
+            parse_address(f"{where}: sender", default_sender) if default_sender else None
+        )
+        if fallback is None:
+            raise NoSenderError(
+                f"{where}: no usable From (give -f ADDRESS, or 'from' in [defaults] of the config)"
+            )
+        # the parsed header drops comments; cron's name is one: "root (Cron Daemon)"
+        raw_from = [
+            _unfold(f.partition(b":")[2].decode("utf-8", "replace"))
+            for n, f in fields
+            if n.lower() == "from"
+        ]
+        comment_name = next((n for n, _ in getaddresses(raw_from) if n), "")
+        name = (
+            full_name or (from_pairs[0][0] if from_pairs else "") or comment_name or fallback.name
+        )
+        sender = Address(fallback.email, name)
+        kept = [(n, f) for n, f in kept if n.lower() != "from"]
+        kept.insert(0, ("From", f"From: {sender}".encode()))
+    names = {n.lower() for n, _ in kept}
+    if "date" not in names:
+        kept.append(("Date", f"Date: {format_datetime(_now())}".encode()))
+    if "message-id" not in names:
+        kept.append(("Message-ID", f"Message-ID: {make_msgid(domain=sender.domain)}".encode()))
+
+    header_to = _header_addresses(f"{where}: To", values("To")) if extract else []
+    header_cc = _header_addresses(f"{where}: Cc", values("Cc")) if extract else []
+    header_bcc = _header_addresses(f"{where}: Bcc", values("Bcc")) if extract else []
+    args = parse_addresses(f"{where}: recipient", recipients) if recipients else []
+    envelope: dict[str, Address] = {}
+    for addr in (*header_to, *header_cc, *header_bcc, *args):
+        envelope.setdefault(addr.email.lower(), addr)
+    if not envelope:
+        raise MessageError(
+            f"{where}: no recipients: give addresses as arguments, or -t to read To, Cc and Bcc"
+        )
+    # The API providers need To/Cc/Bcc lists: the envelope split as the headers show it.
+    shown_to = {a.email.lower() for a in _header_addresses(f"{where}: To", values("To"))}
+    shown_cc = {a.email.lower() for a in _header_addresses(f"{where}: Cc", values("Cc"))}
+    to = [a for k, a in envelope.items() if k in shown_to]
+    cc = [a for k, a in envelope.items() if k in shown_cc and k not in shown_to]
+    rest = [a for k, a in envelope.items() if k not in shown_to and k not in shown_cc]
+    if to:
+        bcc = rest
+    else:
+        to, bcc = rest, []
+
+    raw = b"\r\n".join(f.replace(b"\n", b"\r\n") for _, f in kept) + b"\r\n\r\n"
+    raw += body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if not raw.endswith(b"\r\n"):
+        raw += b"\r\n"  # SMTP DATA, mbox files and sendmail pipes all want a whole last line
+    if len(raw) > max_size:
+        raise MessageError(
+            f"{where}: message too large: {len(raw)} bytes, "
+            f"limit {max_size} (max_size in the config)"
+        )
+    try:
+        full = message_from_bytes(raw, _class=EmailMessage, policy=email_policy.default)
+        assert isinstance(full, EmailMessage)
+        text, html, attachments = _body_parts(full)
+    except RecursionError:  # the email package's parser recurses once per nested multipart
+        raise MessageError(
+            f"{where}: MIME parts nested too deeply (at most {MAX_MIME_DEPTH} levels)"
+        ) from None
+    date = _now()
+    date_values = values("Date")
+    if date_values:
+        with contextlib.suppress(TypeError, ValueError, IndexError):
+            date = parsedate_to_datetime(date_values[0])
+        if date.tzinfo is None:
+            date = date.replace(tzinfo=timezone.utc)
+    message_id = next(_field_text(f) for n, f in kept if n.lower() == "message-id")
+    # For the API providers: a field given several times (cron's X-Cron-Env) becomes one,
+    # its values joined by ", ", since most APIs take headers as a JSON object.
+    merged: dict[str, tuple[str, list[str]]] = {}
+    for name, value in kept:
+        if name.lower() not in STRUCTURAL_HEADERS and name.lower() not in _TRACE_HEADERS:
+            merged.setdefault(name.lower(), (name, []))[1].append(_decode_words(_field_text(value)))
+    headers = [(name, ", ".join(vals)) for name, vals in merged.values()]
+    reply_to = [
+        Address(addr, _decode_words(name))
+        for name, addr in getaddresses(values("Reply-To"))
+        if "@" in addr
+    ]
+    msg = Message(
+        sender=sender,
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        reply_to=reply_to,
+        subject=_decode_words(next(iter(values("Subject")), "")),
+        text=text,
+        html=html,
+        headers=headers,
+        attachments=attachments,
+        message_id=message_id,
+        date=date,
+        raw=raw,
+        envelope_from=env_from if env_from and env_from.email != sender.email else None,
+    )
+    check_fields(msg, where)
+    return msg

@@ -1,0 +1,60 @@
+"""The spool: messages waiting for another try, and messages held until the configuration
+allows sending them.
+
+One job per module: `entry` (QueuedMessage, HeldMessage and their file format), `store` (the
+spool folder's files, locks and writing), `backoff` (when a message is tried again) and
+`flush` (trying every due message; `Spool` is the store with its flush). Every name callers
+use is re-exported here.
+"""
+
+from mailrelay.spool.backoff import next_try_time, retry_delay
+from mailrelay.spool.entry import (
+    CORRUPT,
+    FAILED,
+    HELD,
+    ID_ALPHABET,
+    ID_LENGTH,
+    SCHEMA,
+    SUFFIX,
+    HeldMessage,
+    Now,
+    QueuedMessage,
+    age_text,
+    new_queue_id,
+    utcnow,
+)
+from mailrelay.spool.flush import FlushItem, FlushReport, Sender, Spool
+from mailrelay.spool.store import (
+    QueueIdBusy,
+    SpoolError,
+    SpoolStore,
+    UnknownQueueId,
+    default_spool_dir,
+)
+
+__all__ = [
+    "CORRUPT",
+    "FAILED",
+    "HELD",
+    "ID_ALPHABET",
+    "ID_LENGTH",
+    "SCHEMA",
+    "SUFFIX",
+    "FlushItem",
+    "FlushReport",
+    "HeldMessage",
+    "Now",
+    "QueueIdBusy",
+    "QueuedMessage",
+    "Sender",
+    "Spool",
+    "SpoolError",
+    "SpoolStore",
+    "UnknownQueueId",
+    "age_text",
+    "default_spool_dir",
+    "new_queue_id",
+    "next_try_time",
+    "retry_delay",
+    "utcnow",
+]
