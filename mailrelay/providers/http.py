@@ -34,7 +34,6 @@ from mailrelay.providers.transport import (
     Pool,
     Response,
     SendFailure,
-    proxy_in_environment,
 )
 from mailrelay.secrets import remember_auth
 
@@ -66,8 +65,8 @@ def shared_pool() -> Pool:
 
 
 def shared_session() -> requests.Session:
-    """One pooled requests session per process, for what the small client does not do: an
-    auth object (AWS SigV4) or a proxy from the environment."""
+    """One pooled requests session per process, for a requests auth object (the small
+    client takes only user and password)."""
     global _session
     with _session_lock:
         if _session is None:
@@ -328,7 +327,7 @@ class HttpProvider(Provider):
         )
         if isinstance(auth, tuple) and plain_auth:
             remember_auth(*auth)  # a server that echoes the Authorization header
-        if not plain_auth or proxy_in_environment():
+        if not plain_auth:  # an auth object for requests: no adapter here needs one
             return self._perform_with_requests(req, timeout)
         try:
             return shared_pool().request(
@@ -350,6 +349,9 @@ class HttpProvider(Provider):
                 ) from None
             if exc.tls:
                 raise ProviderError(Outcome.TRANSIENT, f"{self.host}: {exc}") from None
+            if exc.proxy_status is not None and exc.proxy_status < 500:
+                # 407/403: the proxy's credentials or policy; time will not mend it
+                raise ProviderError(Outcome.PROVIDER, f"{self.host}: {exc}") from None
             raise ProviderError(Outcome.TRANSIENT, f"{self.host}: cannot connect: {exc}") from None
         except SendFailure as exc:
             if exc.timeout:

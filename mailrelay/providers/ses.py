@@ -19,6 +19,7 @@ signing name `ses`); docs.aws.amazon.com/ses (quotas, SendEmail); anymail docs/e
 from __future__ import annotations
 
 import base64
+import json
 import re
 from email import policy as email_policy
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -134,6 +135,18 @@ def error_type(resp: HttpResponse) -> str:
     return raw.split(":", 1)[0].rsplit("#", 1)[-1].strip()
 
 
+class _Unsigned:
+    """What AWS4Auth reads and writes of a request (a requests PreparedRequest's shape)."""
+
+    def __init__(self, method: str, url: str, body: bytes | None) -> None:
+        from requests.structures import CaseInsensitiveDict
+
+        self.method = method
+        self.url = url
+        self.body = body
+        self.headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
+
+
 def _envelope(addr: Address, role: str) -> str:
     """The bare address SES takes in the envelope: ASCII local part, Punycode domain."""
     local, _, domain = addr.email.rpartition("@")
@@ -237,17 +250,29 @@ class SesProvider(HttpProvider):
 
     # --- request ---------------------------------------------------------------------------
 
-    def _auth(self) -> Any:
-        from requests_aws4auth import AWS4Auth  # only HTTP sends pay for it
+    def _signed(self, method: str, path: str, body: Any = None) -> HttpRequest:
+        """The request with its SigV4 headers, sent by the same client as every provider.
+
+        requests_aws4auth signs any object with `method`, `url`, `headers` and `body`; it
+        is handed the exact bytes and headers that leave (the Host it signs is the one
+        http.client sends: the port only when not the scheme's default)."""
+        from requests_aws4auth import AWS4Auth  # only SES sends pay for it
 
         token = self.session_token.reveal() if self.session_token is not None else None
-        return AWS4Auth(
+        auth = AWS4Auth(
             self.access_key_id.reveal(),
             self.secret_access_key.reveal(),
             self.region,
             SIGNING_NAME,
             session_token=token,
         )
+        data = json.dumps(body).encode("utf-8") if body is not None else None
+        unsigned = _Unsigned(method, self.base_url + path, data)
+        if data is not None:
+            unsigned.headers["Content-Type"] = "application/json"
+        auth(unsigned)
+        # the client serialises `json` with the same json.dumps: the signed bytes leave
+        return HttpRequest(method, path, json=body, headers=dict(unsigned.headers))
 
     def build_send(self, message: Message) -> HttpRequest:
         email_tags = self._email_tags(message)
@@ -284,7 +309,7 @@ class SesProvider(HttpProvider):
             body["EmailTags"] = email_tags
         if self.configuration_set:
             body["ConfigurationSetName"] = self.configuration_set
-        return HttpRequest("POST", SEND_PATH, json=body, auth=self._auth())
+        return self._signed("POST", SEND_PATH, body)
 
     def _email_tags(self, message: Message) -> list[dict[str, str]]:
         tags: list[dict[str, str]] = []
@@ -301,7 +326,7 @@ class SesProvider(HttpProvider):
         return tags
 
     def build_check(self) -> HttpRequest:
-        return HttpRequest("GET", ACCOUNT_PATH, auth=self._auth())
+        return self._signed("GET", ACCOUNT_PATH)
 
     # --- response --------------------------------------------------------------------------
 

@@ -6,8 +6,15 @@ of times a day from cron. This client does what the adapters need and no more: o
 the whole body read, keep-alive connections pooled per host (batches and queue flushes reuse
 them), separate connect and read timeouts, and failures reported as two kinds — the request
 surely never reached the server (`ConnectFailure`), or it may have (`SendFailure`), which is
-what the engine's outcome classes turn on. Requests that need what it lacks (an auth object
-such as AWS SigV4, a proxy from the environment) go through requests instead (http.py).
+what the engine's outcome classes turn on.
+
+Proxies come from the environment as requests and urllib read them
+(`urllib.request.getproxies()`: `https_proxy`, `http_proxy`, `all_proxy`, the lowercase name
+winning over the uppercase one; `no_proxy` through `urllib.request.proxy_bypass()`, with `*`
+for every host). An https:// target is reached through a CONNECT tunnel
+(`HTTPSConnection.set_tunnel`, TLS end to end with the provider); an http:// target is asked
+of the proxy with its absolute URL. `user:password` in the proxy URL becomes a
+Proxy-Authorization header and never appears in an error.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import select
 import socket
 import ssl
@@ -25,7 +33,7 @@ from collections.abc import Iterable, Mapping
 from functools import partial
 from http.client import HTTPConnection, HTTPException, HTTPMessage, HTTPResponse, HTTPSConnection
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 from mailrelay.providers.deadline import MAX_ANSWER, deadline_file
 
@@ -40,10 +48,20 @@ class TransportError(Exception):
 class ConnectFailure(TransportError):
     """No connection (refused, DNS, connect timeout, TLS handshake): nothing was sent."""
 
-    def __init__(self, message: str, *, timeout: bool = False, tls: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        timeout: bool = False,
+        tls: bool = False,
+        proxy_status: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.timeout = timeout
         self.tls = tls
+        self.proxy_status = proxy_status
+        """The status with which a proxy refused to forward the request (CONNECT or
+        absolute URI), when it did: the provider never saw the request."""
 
 
 class SendFailure(TransportError):
@@ -82,6 +100,55 @@ class Response:
 
 def proxy_in_environment() -> bool:
     return any(os.environ.get(v) or os.environ.get(v.upper()) for v in PROXY_VARIABLES)
+
+
+class Proxy:
+    """A proxy from the environment: where it listens and its Proxy-Authorization."""
+
+    def __init__(self, host: str, port: int, authorization: str | None) -> None:
+        self.host = host
+        self.port = port
+        self.authorization = authorization
+
+    @property
+    def label(self) -> str:
+        """host:port, never the credentials."""
+        return f"{self.host}:{self.port}"
+
+
+def proxy_for(scheme: str, host: str, port: int) -> Proxy | None:
+    """The proxy the environment names for this target, or None (none set, or no_proxy)."""
+    if not proxy_in_environment():
+        return None  # the common case costs no urllib.request import
+    import urllib.request
+
+    proxies = urllib.request.getproxies()
+    url = proxies.get(scheme) or proxies.get("all")
+    if not url:
+        return None
+    if urllib.request.proxy_bypass(host) or urllib.request.proxy_bypass(f"{host}:{port}"):
+        return None
+    if "://" not in url:
+        url = "http://" + url  # "proxy:3128", as curl and requests take it
+    parts = urlsplit(url)
+    try:
+        proxy_port = parts.port or 80
+    except ValueError:
+        raise ConnectFailure("the proxy URL in the environment has a bad port") from None
+    if parts.scheme.lower() != "http" or not parts.hostname:
+        raise ConnectFailure(
+            f"the proxy in the environment must be an http:// URL (got {parts.scheme}://)"
+        )
+    authorization = None
+    if parts.username is not None:
+        user, password = unquote(parts.username), unquote(parts.password or "")
+        from mailrelay.secrets import remember, remember_auth
+
+        remember(password)
+        remember_auth(user, password)  # a proxy's page that echoes the header
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        authorization = f"Basic {token}"
+    return Proxy(parts.hostname, proxy_port, authorization)
 
 
 _tls_context: ssl.SSLContext | None = None
@@ -158,10 +225,10 @@ class Pool:
 
     def __init__(self, user_agent: str) -> None:
         self.user_agent = user_agent
-        self._idle: dict[tuple[str, str, int], list[HTTPConnection]] = {}
+        self._idle: dict[tuple[str, str, int, str], list[HTTPConnection]] = {}
         self._lock = threading.Lock()
 
-    def _take(self, key: tuple[str, str, int]) -> HTTPConnection | None:
+    def _take(self, key: tuple[str, str, int, str]) -> HTTPConnection | None:
         with self._lock:
             idle = self._idle.get(key, [])
             while idle:
@@ -171,7 +238,7 @@ class Pool:
                 conn.close()  # the server closed it while it sat idle
         return None
 
-    def _give_back(self, key: tuple[str, str, int], conn: HTTPConnection) -> None:
+    def _give_back(self, key: tuple[str, str, int, str], conn: HTTPConnection) -> None:
         with self._lock:
             idle = self._idle.setdefault(key, [])
             if len(idle) < _MAX_IDLE_PER_HOST:
@@ -241,9 +308,14 @@ class Pool:
         if body is not None or method in ("POST", "PUT", "PATCH"):
             send_headers["Content-Length"] = str(len(body or b""))
 
-        key = (scheme, parts.hostname, port)
+        proxy = proxy_for(scheme, parts.hostname, port)
+        if proxy is not None and scheme == "http":
+            target = f"http://{parts.netloc.rpartition('@')[2]}{target}"  # absolute URI
+            if proxy.authorization:
+                send_headers["Proxy-Authorization"] = proxy.authorization
+        key = (scheme, parts.hostname, port, proxy.label if proxy else "")
         conn = self._take(key) or self._connect(
-            scheme, parts.hostname, port, min(connect_timeout, read_timeout)
+            scheme, parts.hostname, port, min(connect_timeout, read_timeout), proxy
         )
         try:
             if conn.sock is not None:  # sendall's timeout bounds the whole upload
@@ -263,6 +335,11 @@ class Pool:
         except (OSError, HTTPException) as exc:
             conn.close()
             raise SendFailure(_reason(exc)) from None
+        if proxy is not None and scheme == "http" and resp.status == 407:
+            conn.close()  # the proxy kept the request: it never went on to the provider
+            raise ConnectFailure(
+                f"proxy {proxy.label} refused the request: 407 {resp.reason}", proxy_status=407
+            )
         if resp.will_close or not whole:  # the rest of a long body is left unread
             conn.close()
         else:
@@ -270,12 +347,20 @@ class Pool:
         headers_obj: HTTPMessage = resp.headers
         return Response(resp.status, resp.reason, headers_obj, content)
 
-    def _connect(self, scheme: str, host: str, port: int, timeout: float) -> HTTPConnection:
+    def _connect(
+        self, scheme: str, host: str, port: int, timeout: float, proxy: Proxy | None = None
+    ) -> HTTPConnection:
         conn: HTTPConnection
+        where = (host, port) if proxy is None else (proxy.host, proxy.port)
         if scheme == "https":
-            conn = HTTPSConnection(host, port, timeout=timeout, context=tls_context())
+            conn = HTTPSConnection(*where, timeout=timeout, context=tls_context())
+            if proxy is not None:
+                tunnel_headers = {}
+                if proxy.authorization:
+                    tunnel_headers["Proxy-Authorization"] = proxy.authorization
+                conn.set_tunnel(host, port, headers=tunnel_headers)
         else:
-            conn = HTTPConnection(host, port, timeout=timeout)
+            conn = HTTPConnection(*where, timeout=timeout)
         try:
             conn.connect()
         except ssl.SSLError as exc:
@@ -289,10 +374,25 @@ class Pool:
             raise ConnectFailure("no connection in time", timeout=True) from None
         except OSError as exc:
             conn.close()
-            raise ConnectFailure(_reason(exc)) from None
+            if proxy is None:
+                raise ConnectFailure(_reason(exc)) from None
+            refused = _TUNNEL_REFUSED.match(str(exc))
+            if refused:  # the proxy answered the CONNECT with an error: nothing was sent
+                raise ConnectFailure(
+                    f"proxy {proxy.label} refused the tunnel: {refused[1]} {refused[2]}"[:200],
+                    proxy_status=int(refused[1]),
+                ) from None
+            raise ConnectFailure(f"proxy {proxy.label}: {_reason(exc)}") from None
+        except HTTPException as exc:  # a proxy that does not speak HTTP to the CONNECT
+            conn.close()
+            raise ConnectFailure(f"proxy {where[0]}:{where[1]}: {_reason(exc)}") from None
         if conn.sock is not None:
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
+
+
+# http.client's words when a proxy answers CONNECT with anything but 200
+_TUNNEL_REFUSED = re.compile(r"Tunnel connection failed: (\d{3}) ?(.*)")
 
 
 class _BoundedResponse(HTTPResponse):
