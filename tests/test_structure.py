@@ -64,14 +64,11 @@ TOO_BIG = frozenset(
 )
 
 # Cycles still to be removed. alerts <-> engine: alerts reads engine's Attempt and utcnow,
-# engine calls alerts' Transitions. serve.app <-> serve.metrics / serve.pages: the pages
-# and metrics name app's Service in their type hints. Strict too: each must still exist
-# while it is listed here.
+# engine calls alerts' Transitions. Strict too: each must still exist while it is listed
+# here.
 PENDING_CYCLES = frozenset(
     {
         frozenset({"mailrelay.alerts", "mailrelay.engine"}),
-        frozenset({"mailrelay.serve.app", "mailrelay.serve.metrics"}),
-        frozenset({"mailrelay.serve.app", "mailrelay.serve.pages"}),
     }
 )
 

@@ -8,12 +8,9 @@ answer.deliver turns its result into the HTTP answer.
 
 from __future__ import annotations
 
-import hmac
 import json
 import sys
 import time
-from base64 import b64decode
-from binascii import Error as Base64Error
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, g, request
@@ -28,16 +25,14 @@ from mailrelay.serve.idempotency import (
     MAX_KEY_LENGTH,
     FileKeyStore,
     FileProbeGate,
-    KeyStore,
     fingerprint,
 )
-from mailrelay.serve.metrics import RequestCounter, render_metrics
+from mailrelay.serve.metrics import render_metrics
 from mailrelay.serve.openapi import openapi_document
+from mailrelay.serve.service import Service
 
 if TYPE_CHECKING:
-    from mailrelay.cli import App
     from mailrelay.config import Settings
-    from mailrelay.engine import ProbeGate
     from mailrelay.message import Message
 
 # Routes anyone may read: liveness and readiness for orchestrators, the API's description.
@@ -53,38 +48,6 @@ def json_response(answer: Answer) -> Response:
     return Response(
         scrub(body), status=answer.status, headers=answer.headers, content_type=answer.content_type
     )
-
-
-class Service:
-    """What every request of one worker shares: the App (settings, providers), one engine
-    (its probe bookkeeping must be shared), the token list, the key store, the counters."""
-
-    def __init__(self, app: App, tokens: list[str], keys: KeyStore, probes: ProbeGate) -> None:
-        self.app = app
-        self.engine = app.engine(skip_cooling=True, probe_gate=probes)
-        self.tokens = [t.encode("utf-8") for t in tokens]
-        self.keys = keys
-        self.counter = RequestCounter()
-
-    def authorized(self, header: str | None) -> bool:
-        if not self.tokens:
-            return True  # --no-auth on loopback
-        scheme, _, value = (header or "").partition(" ")
-        given = b""
-        if scheme.lower() == "bearer":
-            given = value.strip().encode("utf-8", "replace")
-        elif scheme.lower() == "basic":
-            try:
-                _, _, password = b64decode(value.strip(), validate=True).partition(b":")
-            except (Base64Error, ValueError):
-                return False
-            given = password
-        if not given:
-            return False
-        ok = False
-        for token in self.tokens:  # every token compared, each in constant time
-            ok |= hmac.compare_digest(given, token)
-        return ok
 
 
 def create_app(
@@ -200,7 +163,7 @@ def create_app(
     @flask.get("/metrics")
     def metrics() -> Response:
         return Response(
-            render_metrics(service), content_type="text/plain; version=0.0.4; charset=utf-8"
+            render_metrics(service.counter), content_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
     @flask.get("/openapi.json")

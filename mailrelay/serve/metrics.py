@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from mailrelay.serve.app import Service
 
 
 class RequestCounter:
@@ -31,18 +27,18 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def http_requests(service: Service) -> list[str]:
+def http_requests(counter: RequestCounter) -> list[str]:
     lines = [
         "# HELP mailrelay_http_requests_total HTTP requests answered, by route and status code.",
         "# TYPE mailrelay_http_requests_total counter",
     ]
-    for (route, code), n in sorted(service.counter.snapshot().items()):
+    for (route, code), n in sorted(counter.snapshot().items()):
         lines.append(f'mailrelay_http_requests_total{{route="{_label(route)}",code="{code}"}} {n}')
     return lines
 
 
-FAMILIES: list[Callable[[Service], list[str]]] = [http_requests]
+FAMILIES: list[Callable[[RequestCounter], list[str]]] = [http_requests]
 
 
-def render_metrics(service: Service) -> str:
-    return "\n".join(line for family in FAMILIES for line in family(service)) + "\n"
+def render_metrics(counter: RequestCounter) -> str:
+    return "\n".join(line for family in FAMILIES for line in family(counter)) + "\n"

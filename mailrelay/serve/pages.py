@@ -9,7 +9,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mailrelay.serve.app import Service
+    from mailrelay.serve.service import Service
 
 REFRESH_SECONDS = 10
 _STYLE = """

@@ -1,0 +1,47 @@
+"""What every request of one `serve` worker shares (see `Service`)."""
+
+from __future__ import annotations
+
+import hmac
+from base64 import b64decode
+from binascii import Error as Base64Error
+from typing import TYPE_CHECKING
+
+from mailrelay.serve.metrics import RequestCounter
+
+if TYPE_CHECKING:
+    from mailrelay.cli import App
+    from mailrelay.engine import ProbeGate
+    from mailrelay.serve.idempotency import KeyStore
+
+
+class Service:
+    """What every request of one worker shares: the App (settings, providers), one engine
+    (its probe bookkeeping must be shared), the token list, the key store, the counters."""
+
+    def __init__(self, app: App, tokens: list[str], keys: KeyStore, probes: ProbeGate) -> None:
+        self.app = app
+        self.engine = app.engine(skip_cooling=True, probe_gate=probes)
+        self.tokens = [t.encode("utf-8") for t in tokens]
+        self.keys = keys
+        self.counter = RequestCounter()
+
+    def authorized(self, header: str | None) -> bool:
+        if not self.tokens:
+            return True  # --no-auth on loopback
+        scheme, _, value = (header or "").partition(" ")
+        given = b""
+        if scheme.lower() == "bearer":
+            given = value.strip().encode("utf-8", "replace")
+        elif scheme.lower() == "basic":
+            try:
+                _, _, password = b64decode(value.strip(), validate=True).partition(b":")
+            except (Base64Error, ValueError):
+                return False
+            given = password
+        if not given:
+            return False
+        ok = False
+        for token in self.tokens:  # every token compared, each in constant time
+            ok |= hmac.compare_digest(given, token)
+        return ok
