@@ -4,6 +4,12 @@
     python -m bench --quick         # fewer runs and smaller batches (a smoke test)
     python -m bench --only startup,smtp_send --runs 15
     python -m bench --json results.json
+    python -m bench --baseline ../old   # also an older checkout's mailrelay, interleaved
+
+With `--baseline DIR` (a checkout of an earlier commit, installed in DIR/.venv), every
+mailrelay command of the scenarios runs a second time from DIR, in the same rounds, and each
+gets a "before" row and an after/before check (target ≤ 1.05: a change that reshapes the
+code must not make a scenario more than 5% slower). The serve scenario is left out of it.
 
 The runner starts its own servers on 127.0.0.1 (a fast HTTP fake of Postmark's /email, an
 aiosmtpd sink, a port that accepts and never answers; a Redis-protocol server for the redis_
@@ -122,8 +128,11 @@ class Check:
 
 
 class Bench:
-    def __init__(self, runs: int, quick: bool, work: Path) -> None:
+    def __init__(self, runs: int, quick: bool, work: Path, baseline: Path | None = None) -> None:
         self.runs = runs
+        self.baseline = baseline
+        # id(variant) -> (the variant, kept alive so no id is reused; its baseline twin)
+        self.twins: dict[int, tuple[Variant, Variant]] = {}
         self.quick = quick
         self.work = work
         self.rows: list[Row] = []
@@ -136,9 +145,13 @@ class Bench:
         home.mkdir()
         # Installed packages run from compiled bytecode; so must we (a checkout run with
         # PYTHONDONTWRITEBYTECODE would compile mailrelay on every start).
-        subprocess.run(
-            [PY, "-m", "compileall", "-q", str(HERE.parent / "mailrelay"), str(HERE)], check=True
-        )
+        compiled = [str(HERE.parent / "mailrelay"), str(HERE)]
+        if baseline is not None:
+            self.before = baseline / ".venv" / "bin" / "mailrelay"
+            if not self.before.exists():
+                raise SystemExit(f"bench: no {self.before} (pip install -e {baseline} there)")
+            compiled.append(str(baseline / "mailrelay"))
+        subprocess.run([PY, "-m", "compileall", "-q", *compiled], check=True)
         keep = {
             k: v
             for k, v in os.environ.items()
@@ -154,6 +167,33 @@ class Bench:
         }
 
     # --- helpers -------------------------------------------------------------------------
+
+    def measure(self, variants: Sequence[Variant], runs: int, *, warmup: bool = True) -> None:
+        """`measure`, with each mailrelay command's baseline twin in the same rounds."""
+        every = list(variants)
+        for v in variants:
+            twin = self.twin(v)
+            if twin is not None:
+                every.append(twin)
+        measure(every, runs, warmup=warmup)
+
+    def twin(self, v: Variant) -> Variant | None:
+        """The same command run by the baseline checkout (its own state files), or None."""
+        if self.baseline is None or self.mailrelay is None:
+            return None
+        if not any(self.mailrelay in arg for arg in v.argv) or any("://" in a for a in v.argv):
+            return None  # not ours, or a shared Redis state the counts of which it checks
+        if id(v) not in self.twins:
+            argv = [
+                a.replace(self.mailrelay, str(self.before)).replace(
+                    ".state.toml", ".before.state.toml"
+                )
+                for a in v.argv
+            ]
+            env = {**(v.env or self.env), "PYTHONPATH": str(self.baseline)}
+            twin = Variant(f"{v.label} (before)", argv, v.stdin, env, v.per)
+            self.twins[id(v)] = (v, twin)
+        return self.twins[id(v)][1]
 
     def config(self, name: str, providers: list[dict[str, Any]], **defaults: Any) -> Path:
         lines = ["[defaults]", f'from = "{ADDR_FROM}"']
@@ -197,8 +237,18 @@ class Bench:
 
     def record(self, scenario: str, variants: Sequence[Variant], note: str = "") -> None:
         for v in variants:
-            extra = f"{v.rate:,.0f} msg/s" if v.per > 1 else ""
-            self.rows.append(Row(scenario, v.label, v.median * 1000, v.spread, extra or note))
+            for one in (v, self.twin(v)):
+                if one is None or not one.times:
+                    continue
+                extra = f"{one.rate:,.0f} msg/s" if one.per > 1 else ""
+                self.rows.append(
+                    Row(scenario, one.label, one.median * 1000, one.spread, extra or note)
+                )
+        for v in variants:
+            twin = self.twin(v)
+            if twin is not None and twin.times and v.times:
+                ratio = v.median / twin.median
+                self.check(scenario, f"{v.label}: after / before", ratio, "≤ 1.05", ratio <= 1.05)
 
     def check(self, scenario: str, what: str, value: float, target: str, ok: bool) -> None:
         self.checks.append(Check(scenario, what, value, target, ok))
@@ -216,7 +266,7 @@ class Bench:
         assert self.mailrelay is not None
         helpv = Variant("mailrelay --help", [self.mailrelay, "--help"], env=self.env)
         version = Variant("mailrelay --version", [self.mailrelay, "--version"], env=self.env)
-        measure([floor, helpv, version], self.runs)
+        self.measure([floor, helpv, version], self.runs)
         self.record("startup", [floor, helpv, version])
         for v in (helpv, version):
             ratio = v.median / floor.median
@@ -271,7 +321,7 @@ class Bench:
         msmtp = self.peer("msmtp")
         if msmtp:
             variants.append(self._msmtp(msmtp, smtp.port))
-        measure(variants, self.runs)
+        self.measure(variants, self.runs)
         self.record("smtp_send", variants)
         ratio = ours.median / floor.median
         self.check("smtp_send", "mailrelay / click floor", ratio, "≤ 1.3", ratio <= 1.3)
@@ -334,7 +384,7 @@ class Bench:
                     env=self.env,
                 )
             )
-        measure(variants, self.runs)
+        self.measure(variants, self.runs)
         self.record("http_send", variants)
         ratio = ours.median / floor.median
         self.check("http_send", "mailrelay / click floor", ratio, "≤ 1.2", ratio <= 1.2)
@@ -353,7 +403,7 @@ class Bench:
             self.mr(dead, *self.send_args(), state="d"),
             env=self.env,
         )
-        measure([a, b], self.runs)  # the warm-up run fails over once and records it
+        self.measure([a, b], self.runs)  # the warm-up run fails over once and records it
         self.record("dead_provider", [a, b])
         ratio = b.median / a.median
         self.check("dead_provider", "later sends / healthy", ratio, "≤ 1.1", ratio <= 1.1)
@@ -368,13 +418,13 @@ class Bench:
                 self.mr(cfg, *self.send_args(), state="s"),
                 env=self.env,
             )
-            measure([first], 1, warmup=False)
+            self.measure([first], 1, warmup=False)
             later = Variant(
                 "later sends (silent one in cooldown)",
                 self.mr(cfg, *self.send_args(), state="s"),
                 env=self.env,
             )
-            measure([later], self.runs, warmup=False)
+            self.measure([later], self.runs, warmup=False)
         self.record("silent_provider", [first, later], note="timeout = 3 s")
         self.check(
             "silent_provider",
@@ -432,8 +482,8 @@ class Bench:
             per=loop_n,
         )
         runs = max(2, self.runs // 3)
-        measure([ours, floor], runs)
-        measure([shell], 1 if self.quick else 2)
+        self.measure([ours, floor], runs)
+        self.measure([shell], 1 if self.quick else 2)
         before = http.count()
         run_once(ours)
         sent = http.count() - before
@@ -475,7 +525,7 @@ class Bench:
                     per=loop_n,
                 )
             )
-        measure(variants, max(2, self.runs // 3))
+        self.measure(variants, max(2, self.runs // 3))
         self.record("batch_smtp", variants)
         if msmtp:
             ratio = ours.rate / variants[1].rate
@@ -587,7 +637,7 @@ class Bench:
             ),
             env=self.env,
         )
-        measure([base, ours], max(2, self.runs // 3))
+        self.measure([base, ours], max(2, self.runs // 3))
         peak = max(ours.rss_kb) * 1024
         self.rows.append(
             Row(
@@ -635,7 +685,7 @@ class Bench:
                 self.mr(cfg, *self.send_args(), state=server.url),
                 env=self.env,
             )
-            measure([file, shared], self.runs)
+            self.measure([file, shared], self.runs)
         self.record("redis_send", [file, shared], Path(binary).name)
         ratio = shared.median / file.median
         self.check("redis_send", "Redis state / file state", ratio, "≤ 1.1", ratio <= 1.1)
@@ -667,7 +717,7 @@ class Bench:
                 per=senders * per,
             )
             runs = max(2, self.runs // 3)
-            measure([fleet], runs, warmup=False)
+            self.measure([fleet], runs, warmup=False)
             client = redis.Redis(host="127.0.0.1", port=server.port)
             sent = int(client.hget("{mailrelay}:provider:smtp", "sent") or 0)
             client.close()
@@ -735,6 +785,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="3 runs, small batches")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        type=Path,
+        help="an earlier checkout (installed in DIR/.venv) to run side by side",
+    )
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
@@ -742,7 +798,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown scenario {unknown[0]!r}; known: {', '.join(SCENARIOS)}")
     runs = args.runs or (3 if args.quick else 7)
     with tempfile.TemporaryDirectory(prefix="mailrelay-bench-") as tmp:
-        bench = Bench(runs, args.quick, Path(tmp))
+        bench = Bench(
+            runs, args.quick, Path(tmp), args.baseline.resolve() if args.baseline else None
+        )
         with serve("http") as http, serve("smtp") as smtp:
             for name in names:
                 print(f"bench: {name} ...", file=sys.stderr, flush=True)
