@@ -29,7 +29,7 @@ from mailrelay.providers.base import (
     parse_retry_after,
 )
 from mailrelay.providers.deadline import MAX_ANSWER
-from mailrelay.providers.transport import (
+from mailrelay.providers.httpclient import (
     ConnectFailure,
     Pool,
     Response,

@@ -1,4 +1,5 @@
-"""The standard-library HTTP client under the HTTP providers, against raw loopback servers."""
+"""The HTTP client under the HTTP providers (providers/httpclient.py), against raw loopback
+servers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from mailrelay.providers.transport import (
+from mailrelay.providers.httpclient import (
     ConnectFailure,
     Pool,
     SendFailure,
@@ -178,7 +179,7 @@ def test_a_proxy_in_the_environment_sends_through_requests(
 ) -> None:
     """With http_proxy set, the request goes to the proxy with an absolute URI (requests
     does proxies; the small client does not)."""
-    from mailrelay.providers.http import HttpRequest
+    from mailrelay.providers.httpapi import HttpRequest
     from mailrelay.providers.postmark import PostmarkProvider
     from mailrelay.secrets import Secret
 
