@@ -174,11 +174,11 @@ def test_multipart_body_parses_back() -> None:
     assert parts[1].get_payload(decode=True) == b"%PDF\x00"
 
 
-def test_a_proxy_in_the_environment_sends_through_requests(
+def test_an_http_proxy_in_the_environment_gets_the_request_by_its_absolute_uri(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """With http_proxy set, the request goes to the proxy with an absolute URI (requests
-    does proxies; the small client does not)."""
+    """With http_proxy set, the client sends to the proxy, naming the target by its absolute
+    URI (RFC 9112 §3.2.2); tests/test_proxy.py goes through a real proxy."""
     from mailrelay.providers.httpapi import HttpRequest
     from mailrelay.providers.postmark import PostmarkProvider
     from mailrelay.secrets import Secret
