@@ -59,7 +59,6 @@ TOO_BIG = frozenset(
     {
         "mailrelay.cli",
         "mailrelay.engine",
-        "mailrelay.providers.smtp",
     }
 )
 

@@ -25,7 +25,7 @@ from mailrelay.providers.base import (
     Receipt,
     parse_retry_after,
 )
-from mailrelay.providers.http import (
+from mailrelay.providers.httpapi import (
     ApiKeyProvider,
     HttpRequest,
     coded_words,
@@ -34,7 +34,7 @@ from mailrelay.providers.http import (
 
 if TYPE_CHECKING:
     from mailrelay.message import Address, Message
-    from mailrelay.providers.http import HttpResponse
+    from mailrelay.providers.httpapi import HttpResponse
 
 # Error `code` → outcome where the code says more than the status (developers.brevo.com).
 _ERROR_OUTCOMES: dict[str, Outcome] = {

@@ -21,11 +21,11 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mailrelay.providers.base import MIME_PARTS, Capability, Health, Outcome, ProviderError, Receipt
-from mailrelay.providers.http import HttpProvider, HttpRequest, json_body
+from mailrelay.providers.httpapi import HttpProvider, HttpRequest, json_body
 
 if TYPE_CHECKING:
     from mailrelay.message import Address, Message
-    from mailrelay.providers.http import HttpResponse
+    from mailrelay.providers.httpapi import HttpResponse
     from mailrelay.providers.options import ProviderConfig, ProviderURL
     from mailrelay.secrets import Secret
 

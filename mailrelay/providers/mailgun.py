@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import quote
 
 from mailrelay.providers.base import LABELS, MIME_PARTS, Capability, Health, Outcome, Receipt
-from mailrelay.providers.http import HttpProvider, HttpRequest, error_text, json_body
+from mailrelay.providers.httpapi import HttpProvider, HttpRequest, error_text, json_body
 
 if TYPE_CHECKING:
     from mailrelay.message import Message
-    from mailrelay.providers.http import HttpResponse
+    from mailrelay.providers.httpapi import HttpResponse
     from mailrelay.providers.options import ProviderConfig, ProviderURL
     from mailrelay.secrets import Secret
 

@@ -13,11 +13,11 @@ import json
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mailrelay.providers.base import LABELS, MIME_PARTS, Capability, Outcome, Receipt
-from mailrelay.providers.http import HttpProvider, HttpRequest, json_body, status_outcome
+from mailrelay.providers.httpapi import HttpProvider, HttpRequest, json_body, status_outcome
 
 if TYPE_CHECKING:
     from mailrelay.message import Address, Message
-    from mailrelay.providers.http import HttpResponse
+    from mailrelay.providers.httpapi import HttpResponse
     from mailrelay.providers.options import ProviderConfig, ProviderURL
     from mailrelay.secrets import Secret
 

@@ -20,7 +20,7 @@ from mailrelay.providers.base import (
     ProviderError,
     Receipt,
 )
-from mailrelay.providers.http import (
+from mailrelay.providers.httpapi import (
     ApiKeyProvider,
     HttpRequest,
     coded_words,
@@ -29,7 +29,7 @@ from mailrelay.providers.http import (
 
 if TYPE_CHECKING:
     from mailrelay.message import Message
-    from mailrelay.providers.http import HttpResponse
+    from mailrelay.providers.httpapi import HttpResponse
 
 # Error `name` → outcome. The HTTP status is disputed (the OAS maps names to 401/402/404/429/
 # 500, older clients saw HTTP 500 for every error), so the name decides (Mailchimp

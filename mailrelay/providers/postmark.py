@@ -13,11 +13,11 @@ import base64
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from mailrelay.providers.base import LABELS, MIME_PARTS, Capability, Health, Outcome, Receipt
-from mailrelay.providers.http import HttpProvider, HttpRequest, json_body
+from mailrelay.providers.httpapi import HttpProvider, HttpRequest, json_body
 
 if TYPE_CHECKING:
     from mailrelay.message import Message
-    from mailrelay.providers.http import HttpResponse
+    from mailrelay.providers.httpapi import HttpResponse
     from mailrelay.providers.options import ProviderConfig, ProviderURL
     from mailrelay.secrets import Secret
 

@@ -25,7 +25,7 @@ from mailrelay.providers.base import (
     Receipt,
     parse_retry_after,
 )
-from mailrelay.providers.http import (
+from mailrelay.providers.httpapi import (
     ApiKeyProvider,
     HttpRequest,
     coded_words,
@@ -34,7 +34,7 @@ from mailrelay.providers.http import (
 
 if TYPE_CHECKING:
     from mailrelay.message import Address, Message
-    from mailrelay.providers.http import HttpResponse
+    from mailrelay.providers.httpapi import HttpResponse
 
 # Error `name` → outcome where the name says more than the status (docs: api-reference/errors).
 _ERROR_OUTCOMES: dict[str, Outcome] = {

@@ -23,11 +23,11 @@ from mailrelay.providers.base import (
     ProviderError,
     Receipt,
 )
-from mailrelay.providers.http import ApiKeyProvider, HttpRequest, json_body
+from mailrelay.providers.httpapi import ApiKeyProvider, HttpRequest, json_body
 
 if TYPE_CHECKING:
     from mailrelay.message import Address, Message
-    from mailrelay.providers.http import HttpResponse
+    from mailrelay.providers.httpapi import HttpResponse
 
 MAX_CATEGORIES = 10  # spec: categories maxItems 10
 MAX_RECIPIENTS = 1000  # docs: to+cc+bcc summed across personalizations

@@ -33,11 +33,11 @@ from mailrelay.providers.base import (
     ProviderError,
     Receipt,
 )
-from mailrelay.providers.http import HttpProvider, HttpRequest, error_text, json_body
+from mailrelay.providers.httpapi import HttpProvider, HttpRequest, error_text, json_body
 
 if TYPE_CHECKING:
     from mailrelay.message import Address, Message
-    from mailrelay.providers.http import HttpResponse
+    from mailrelay.providers.httpapi import HttpResponse
     from mailrelay.providers.options import ProviderConfig, ProviderURL
     from mailrelay.secrets import Secret
 

@@ -25,7 +25,7 @@ from mailrelay.errors import ConfigError
 from mailrelay.message import Address, Attachment, Message, build_message
 from mailrelay.providers import registry
 from mailrelay.providers.base import Outcome, Provider
-from mailrelay.providers.http import HttpProvider
+from mailrelay.providers.httpapi import HttpProvider
 from mailrelay.providers.options import ProviderSpec, ProviderURL
 from mailrelay.providers.postmark import PostmarkProvider
 from mailrelay.providers.ses import SesProvider

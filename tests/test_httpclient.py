@@ -1,4 +1,5 @@
-"""The standard-library HTTP client under the HTTP providers, against raw loopback servers."""
+"""The HTTP client under the HTTP providers (providers/httpclient.py), against raw loopback
+servers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from mailrelay.providers.transport import (
+from mailrelay.providers.httpclient import (
     ConnectFailure,
     Pool,
     SendFailure,
@@ -173,12 +174,12 @@ def test_multipart_body_parses_back() -> None:
     assert parts[1].get_payload(decode=True) == b"%PDF\x00"
 
 
-def test_a_proxy_in_the_environment_sends_through_requests(
+def test_an_http_proxy_in_the_environment_gets_the_request_by_its_absolute_uri(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """With http_proxy set, the request goes to the proxy with an absolute URI (requests
-    does proxies; the small client does not)."""
-    from mailrelay.providers.http import HttpRequest
+    """With http_proxy set, the client sends to the proxy, naming the target by its absolute
+    URI (RFC 9112 §3.2.2); tests/test_proxy.py goes through a real proxy."""
+    from mailrelay.providers.httpapi import HttpRequest
     from mailrelay.providers.postmark import PostmarkProvider
     from mailrelay.secrets import Secret
 

@@ -1,8 +1,8 @@
 """A small HTTP/1.1 client on the standard library, for the providers' API calls.
 
-Why not requests for everything: importing requests (urllib3, idna, charset_normalizer...)
-costs about 100 ms, more than a whole send to a fast API takes, and mailrelay runs thousands
-of times a day from cron. This client does what the adapters need and no more: one request,
+Why not requests: importing it (urllib3, idna, charset_normalizer...) costs about 100 ms,
+more than a whole send to a fast API takes, and mailrelay runs thousands of times a day from
+cron. This client does what the adapters need and no more: one request,
 the whole body read, keep-alive connections pooled per host (batches and queue flushes reuse
 them), separate connect and read timeouts, and failures reported as two kinds — the request
 surely never reached the server (`ConnectFailure`), or it may have (`SendFailure`), which is
@@ -78,7 +78,7 @@ class Response:
     def __init__(self, status_code: int, reason: str, headers: Any, content: bytes) -> None:
         self.status_code = status_code
         self.reason = reason
-        self.headers = headers  # case-insensitive `.get` (HTTPMessage or requests' dict)
+        self.headers = headers  # an HTTPMessage: case-insensitive `.get`
         self.content = content
 
     @property

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from abc import abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, final
 from urllib.parse import urlsplit
@@ -28,8 +27,7 @@ from mailrelay.providers.base import (
     Receipt,
     parse_retry_after,
 )
-from mailrelay.providers.deadline import MAX_ANSWER
-from mailrelay.providers.transport import (
+from mailrelay.providers.httpclient import (
     ConnectFailure,
     Pool,
     Response,
@@ -38,8 +36,6 @@ from mailrelay.providers.transport import (
 from mailrelay.secrets import remember_auth
 
 if TYPE_CHECKING:
-    import requests
-
     from mailrelay.message import Message
     from mailrelay.providers.options import ProviderConfig, ProviderURL
     from mailrelay.secrets import Secret
@@ -51,37 +47,16 @@ _ERROR_TEXT_LIMIT = 300
 HttpResponse = Response  # what adapters read: status_code, reason, headers, content, json()
 
 _pool: Pool | None = None
-_session: requests.Session | None = None
-_session_lock = threading.Lock()
+_pool_lock = threading.Lock()
 
 
 def shared_pool() -> Pool:
     """One pool of keep-alive connections per process (the standard-library client)."""
     global _pool
-    with _session_lock:
+    with _pool_lock:
         if _pool is None:
             _pool = Pool(USER_AGENT)
         return _pool
-
-
-def shared_session() -> requests.Session:
-    """One pooled requests session per process, for a requests auth object (the small
-    client takes only user and password)."""
-    global _session
-    with _session_lock:
-        if _session is None:
-            import requests
-            from requests.adapters import HTTPAdapter
-
-            s = requests.Session()
-            # pool_maxsize covers --concurrency (at most 64): no worker waits for a connection
-            adapter = HTTPAdapter(pool_connections=16, pool_maxsize=64, max_retries=0)
-            s.mount("https://", adapter)
-            s.mount("http://", adapter)
-            s.headers["User-Agent"] = USER_AGENT
-            s.trust_env = True
-            _session = s
-        return _session
 
 
 @record
@@ -94,30 +69,9 @@ class HttpRequest:
     data: Any = None
     files: Any = None
     headers: dict[str, str] = field(default_factory=dict)
-    auth: Any = None
+    auth: tuple[str, str] | None = None
+    """Basic auth (user, password); a signature goes in `headers` (SES signs its own)."""
     params: dict[str, str] | None = None
-
-
-def _is_connect_failure(exc: BaseException) -> bool:
-    """True when the request surely never reached the server (refused, DNS, connect timeout)."""
-    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
-
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, (NewConnectionError, ConnectTimeoutError, ConnectionRefusedError)):
-            return True
-        reason = getattr(e, "reason", None)
-        if isinstance(reason, BaseException) and id(reason) not in seen:
-            e = reason
-            continue
-        e = (
-            e.__cause__
-            or e.__context__
-            or (e.args[0] if e.args and isinstance(e.args[0], BaseException) else None)
-        )
-    return False
 
 
 def json_body(resp: Response) -> Any:
@@ -322,13 +276,8 @@ class HttpProvider(Provider):
         """
         connect_timeout = min(CONNECT_TIMEOUT, timeout)
         auth = req.auth
-        plain_auth = auth is None or (
-            isinstance(auth, tuple) and len(auth) == 2 and all(isinstance(a, str) for a in auth)
-        )
-        if isinstance(auth, tuple) and plain_auth:
+        if auth is not None:
             remember_auth(*auth)  # a server that echoes the Authorization header
-        if not plain_auth:  # an auth object for requests: no adapter here needs one
-            return self._perform_with_requests(req, timeout)
         try:
             return shared_pool().request(
                 req.method,
@@ -371,49 +320,6 @@ class HttpProvider(Provider):
             f"{self.host}: connection lost after the request was sent "
             f"(it may have been accepted): {reason}",
         )
-
-    def _perform_with_requests(self, req: HttpRequest, timeout: float) -> Response:
-        import requests
-
-        url = self.base_url + req.path
-        connect_timeout = min(CONNECT_TIMEOUT, timeout)
-        try:
-            r = shared_session().request(
-                req.method,
-                url,
-                json=req.json,
-                data=req.data,
-                files=req.files,
-                headers=req.headers,
-                auth=req.auth,
-                params=req.params,
-                timeout=(connect_timeout, timeout),
-                allow_redirects=False,
-                stream=True,  # the body is read below: bounded in size and time
-            )
-            content = _bounded_content(r, time.monotonic() + timeout)
-        except requests.exceptions.ConnectTimeout:
-            raise ProviderError(
-                Outcome.TRANSIENT, f"{self.host}: no connection within {connect_timeout:g} s"
-            ) from None
-        except requests.exceptions.SSLError as exc:
-            raise ProviderError(
-                Outcome.TRANSIENT, f"{self.host}: TLS failed: {_short(exc)}"
-            ) from None
-        except requests.exceptions.ReadTimeout:
-            raise self._no_answer(timeout) from None
-        except requests.exceptions.ConnectionError as exc:
-            if _is_connect_failure(exc):
-                raise ProviderError(
-                    Outcome.TRANSIENT, f"{self.host}: cannot connect: {_short(exc)}"
-                ) from None
-            raise self._lost(_short(exc)) from None
-        except requests.exceptions.ChunkedEncodingError as exc:
-            # reset or cut while the answer was coming: the request was out (transport rule)
-            raise self._lost(_short(exc)) from None
-        except requests.exceptions.RequestException as exc:
-            raise ProviderError(Outcome.PROVIDER, f"{self.host}: {_short(exc)}") from None
-        return Response(r.status_code, r.reason or "", r.headers, content)
 
     def _deliver(self, message: Message, *, timeout: float) -> Receipt:
         resp = self.perform(self.build_send(message), timeout)
@@ -463,32 +369,3 @@ class ApiKeyProvider(HttpProvider):
     @classmethod
     def config_from_url(cls, url: ProviderURL) -> dict[str, Any]:
         return cls.credential_from_url(url, "api_key")
-
-
-def _bounded_content(r: requests.Response, deadline: float) -> bytes:
-    """At most MAX_ANSWER bytes of a streamed body, read by `deadline` (else ReadTimeout)."""
-    import requests
-
-    chunks: list[bytes] = []
-    total = 0
-    try:
-        for chunk in r.iter_content(8192):
-            if time.monotonic() > deadline:
-                raise requests.exceptions.ReadTimeout("the reply took longer than the deadline")
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > MAX_ANSWER:
-                break
-    finally:
-        r.close()
-    return b"".join(chunks)[:MAX_ANSWER]
-
-
-def _short(exc: BaseException) -> str:
-    """The innermost reason of a requests/urllib3 error, without the pool repr noise."""
-    text = str(exc)
-    for marker in ("Caused by ", "Failed to establish a new connection: "):
-        if marker in text:
-            text = text.split(marker, 1)[1]
-    text = text.strip("()'\" ")
-    return text[:200]
