@@ -36,8 +36,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from mailrelay.engine import Engine, SendResult
+    from mailrelay.engine import Engine
     from mailrelay.message import Message
+    from mailrelay.result import SendResult
     from mailrelay.spool import FlushItem, HeldMessage, Spool
 
 Status = Literal["sent", "queued", "held", "failed"]

@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 
 from mailrelay.config import load_settings
-from mailrelay.engine import Engine, Policy, SendResult
+from mailrelay.engine import Engine
 from mailrelay.errors import ExitCode
 from mailrelay.message import Message, build_message, message_to_dict, parse_eml
+from mailrelay.policy import Policy
+from mailrelay.result import SendResult
 from mailrelay.spool import (
     ID_ALPHABET,
     FlushReport,

@@ -37,8 +37,8 @@ from mailrelay.serve.openapi import openapi_document
 if TYPE_CHECKING:
     from mailrelay.cli import App
     from mailrelay.config import Settings
-    from mailrelay.engine import ProbeGate
     from mailrelay.message import Message
+    from mailrelay.policy import ProbeGate
 
 # Routes anyone may read: liveness and readiness for orchestrators, the API's description.
 PUBLIC = frozenset({"/healthz", "/readyz", "/openapi.json", "/api"})

@@ -18,8 +18,8 @@ from mailrelay.spool.entry import QueuedMessage, _age_text, _iso
 from mailrelay.spool.store import SpoolError, SpoolStore
 
 if TYPE_CHECKING:
-    from mailrelay.engine import SendResult
     from mailrelay.message import Message
+    from mailrelay.result import SendResult
 
 
 @record
