@@ -16,7 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from mailrelay.clock import Clock, Now, utcnow
-from mailrelay.errors import ConfigError, ExitCode, MailrelayError, StateError
+from mailrelay.errors import ConfigError, MailrelayError, StateError
 from mailrelay.policy import COOLDOWN_CEILING, LocalProbeGate, Policy, ProbeGate
 from mailrelay.providers.base import CapabilityError, Outcome, Provider, ProviderError
 from mailrelay.result import Attempt, Listener, SendResult
@@ -160,9 +160,10 @@ class Engine:
                 break
             if attempt.outcome is Outcome.AMBIGUOUS and self.policy.on_ambiguous == "stop":
                 break
-        if result.delivered:
+        fate = result.fate
+        if fate == "sent":
             result.disposition = "sent"
-        elif result.exit_code == ExitCode.DATAERR:
+        elif fate == "refused":
             result.disposition = "rejected"
         else:
             result.disposition = "failed"

@@ -3,7 +3,7 @@ code, and the `Listener`s the engine tells of both (the audit log is one)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from mailrelay.datarecord import field, record
 from mailrelay.errors import ExitCode
@@ -11,6 +11,9 @@ from mailrelay.providers.base import Outcome
 
 if TYPE_CHECKING:
     from mailrelay.message import Message
+
+# What becomes of the message, by the one rule of mailrelay.delivery (SendResult.fate)
+Fate = Literal["sent", "retry", "refused"]
 
 
 @record
@@ -59,6 +62,17 @@ class SendResult:
     @property
     def delivered(self) -> bool:
         return self.winner is not None
+
+    @property
+    def fate(self) -> Fate:
+        """The rule every front end follows (mailrelay.delivery), decided here, below both
+        the delivery layer and the spool's flush, so that both read the same rule: "sent"
+        when a provider took the message; "refused" when a provider refused the message
+        itself (exit 65: never queued, never tried again; a queued one moves to failed/);
+        else "retry": failed for now, it may be queued, or stays queued with a backoff."""
+        if self.delivered:
+            return "sent"
+        return "retry" if self.retryable else "refused"
 
     @property
     def retryable(self) -> bool:
