@@ -33,7 +33,7 @@ from mailrelay.datarecord import field, record
 from mailrelay.secrets import Secret, scrub
 
 if TYPE_CHECKING:
-    from mailrelay.engine import Attempt
+    from mailrelay.result import Attempt
     from mailrelay.state import State
 
 DEFAULT_TIMEOUT = 5.0
@@ -153,7 +153,7 @@ def expired_event(moved: Sequence[tuple[str, str]]) -> Event:
     shown = "; ".join(f"{ident}: {why}" for ident, why in moved[:5])
     more = f"; and {len(moved) - 5} more" if len(moved) > 5 else ""
     detail = f"{len(moved)} message(s) moved to failed/: {shown}{more}"
-    from mailrelay.engine import utcnow
+    from mailrelay.clock import utcnow
 
     return Event("expired", utcnow(), None, None, detail, hostname())
 

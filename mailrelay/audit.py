@@ -23,8 +23,8 @@ from mailrelay.providers.base import Outcome
 from mailrelay.secrets import scrub
 
 if TYPE_CHECKING:
-    from mailrelay.engine import Attempt, SendResult
     from mailrelay.message import Message
+    from mailrelay.result import Attempt, SendResult
 
 MAX_ERROR = 1000  # characters of a provider's error kept in a record
 

@@ -12,6 +12,12 @@ here, so they can never disagree on what happens to a message. The rule:
   `held/` folder with the reason, for `queue flush` once the configuration allows;
 - anything else: **failed**, with the engine's exit code (65, 69, 75, 78).
 
+What a result means for the message is `SendResult.fate` (result.py): sent, retry (failed
+for now) or refused (by a provider, for the message itself). It is decided there, below this
+layer, because the queue flush that lives in the spool (beneath delivery) follows it too: an
+entry that is sent is removed, one to retry stays queued with a longer backoff, a refused
+one moves to failed/.
+
 Nothing here knows of click or of a terminal. A service calls, for example::
 
     from mailrelay.delivery import Queueing, deliver
@@ -36,8 +42,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from mailrelay.engine import Engine, SendResult
+    from mailrelay.engine import Engine
     from mailrelay.message import Message
+    from mailrelay.result import SendResult
     from mailrelay.spool import FlushItem, HeldMessage, Spool
 
 Status = Literal["sent", "queued", "held", "failed"]
@@ -88,9 +95,10 @@ class Delivery:
 
 def settle(message: Message, result: SendResult, *, queue: Queueing | None) -> Delivery:
     """Turn an engine result into sent / queued / failed, writing the spool when queuing."""
-    if result.delivered:
+    fate = result.fate
+    if fate == "sent":
         return Delivery("sent", int(ExitCode.OK), result)
-    if queue is None or not result.retryable:
+    if queue is None or fate == "refused":
         return Delivery("failed", int(result.exit_code), result, reason=failure_reason(result))
     try:
         entry = queue.spool.add(

@@ -1,29 +1,25 @@
 """The failover engine: which provider to try first, what each outcome means, what to remember.
 
 The engine knows no provider by name. It walks the configured providers from a start point
-chosen by the policy, moves providers in cooldown to the back (never skips them), stops on
-acceptance or on a permanent message error, bounds the whole send by one deadline, and
-records per-provider counters and cooldowns in the state store.
+chosen by the policy (policy.py), moves providers in cooldown to the back (never skips them),
+stops on acceptance or on a permanent message error, bounds the whole send by one deadline,
+and records per-provider counters and cooldowns in the state store. What a send produced
+(`Attempt`, `SendResult`) lives in result.py.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
-from mailrelay.datarecord import field, record
-from mailrelay.errors import ConfigError, ExitCode, MailrelayError, StateError
-from mailrelay.providers.base import (
-    CapabilityError,
-    Health,
-    Outcome,
-    Provider,
-    ProviderError,
-)
+from mailrelay.clock import Clock, Now, utcnow
+from mailrelay.errors import ConfigError, MailrelayError, StateError
+from mailrelay.policy import COOLDOWN_CEILING, LocalProbeGate, Policy, ProbeGate
+from mailrelay.providers.base import CapabilityError, Outcome, Provider, ProviderError
+from mailrelay.result import Attempt, Listener, SendResult
 from mailrelay.secrets import scrub
 
 if TYPE_CHECKING:
@@ -31,180 +27,14 @@ if TYPE_CHECKING:
     from mailrelay.message import Message
     from mailrelay.state import State, StateStore
 
-Clock = Callable[[], float]
-_COOLDOWN_CEILING = 3650 * 86400.0  # whatever the policy says: datetime arithmetic stays in range
-Now = Callable[[], datetime]
 # what became of a message no provider took, decided before the state is written: "queued"
 # (kept in the spool), "failed", or None (not counted: a queue flush's retry stays queued)
-Keep = Callable[["SendResult"], "str | None"]
+Keep = Callable[[SendResult], "str | None"]
 AlertSink = Callable[[Sequence["Event"]], None]
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-@record
-class Policy:
-    """How the engine walks providers and how long failing ones rest."""
-
-    order: str = "sticky"  # sticky | priority | round-robin
-    timeout: float = 60.0  # total deadline of one send, across all attempts
-    on_ambiguous: str = "failover"  # failover | stop
-    cooldown: float = 60.0  # first cooldown after a transient failure; doubles per failure
-    provider_cooldown: float = 600.0  # first cooldown after an account/config failure
-    max_cooldown: float = 6 * 3600.0
-    # The service's rule (`mailrelay serve`): a provider in cooldown is passed over, except
-    # for one request per provider per cooldown period (a half-open probe), so a service
-    # under load never hammers resting providers. The CLI (False) tries every provider.
-    skip_cooling: bool = False
-
-    def cooldown_for(
-        self, outcome: Outcome, consecutive: int, retry_after: float | None
-    ) -> float | None:
-        """Seconds a provider rests after this failure, or None for no cooldown."""
-        if outcome in (Outcome.TRANSIENT, Outcome.AMBIGUOUS):
-            base = self.cooldown
-        elif outcome is Outcome.PROVIDER:
-            base = self.provider_cooldown
-        else:
-            return None
-        # 2**60 s is past any cap: saturate instead of overflowing float (at 2**1024)
-        wait = base * float(2 ** min(max(consecutive - 1, 0), 60))
-        if retry_after is not None:
-            wait = max(wait, retry_after)
-        return min(wait, self.max_cooldown, _COOLDOWN_CEILING)
-
-    def cooldown_steps(self, outcome: Outcome, retry_after: float | None) -> tuple[float, ...]:
-        """cooldown_for after the 1st, 2nd, ... consecutive failure, up to max_cooldown
-        (the last step holds for every later failure); empty for no cooldown. A store
-        that counts failures elsewhere (Redis) picks the step by its own count."""
-        steps: list[float] = []
-        for consecutive in range(1, 65):
-            wait = self.cooldown_for(outcome, consecutive, retry_after)
-            if wait is None:
-                return ()
-            steps.append(wait)
-            if wait >= self.max_cooldown:
-                break
-        while len(steps) > 1 and steps[-1] == steps[-2]:
-            steps.pop()  # the last step repeats anyway
-        return tuple(steps)
-
-
-@record
-class Attempt:
-    """One provider tried once (or passed over because the deadline had run out)."""
-
-    provider: str
-    type: str
-    outcome: Outcome
-    detail: str
-    latency: float = 0.0
-    status: int | None = None
-    message_id: str | None = None
-    retry_after: float | None = None
-    config_error: bool = False
-    tried: bool = True
-    capability: bool = False  # refused for what the provider cannot carry: not its failure
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "provider": self.provider,
-            "type": self.type,
-            "outcome": self.outcome.value,
-            "status": self.status,
-            "message_id": self.message_id,
-            "detail": self.detail,
-            "latency_ms": round(self.latency * 1000, 1),
-            "retry_after": self.retry_after,
-            "tried": self.tried,
-        }
-
-
-@record
-class SendResult:
-    message_id: str  # our RFC 5322 Message-ID
-    attempts: list[Attempt] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    # the message's result as counted in the state: sent | queued | failed | rejected
-    disposition: str | None = None
-    events: list[Event] = field(default_factory=list)  # alert transitions this send made
-
-    @property
-    def winner(self) -> Attempt | None:
-        last = self.attempts[-1] if self.attempts else None
-        return last if last is not None and last.outcome is Outcome.ACCEPTED else None
-
-    @property
-    def delivered(self) -> bool:
-        return self.winner is not None
-
-    @property
-    def retryable(self) -> bool:
-        """Not delivered, and not because a provider refused the message itself: the same
-        message may succeed later (so it may be queued)."""
-        return not self.delivered and self.exit_code != ExitCode.DATAERR
-
-    @property
-    def exit_code(self) -> ExitCode:
-        if self.delivered:
-            return ExitCode.OK
-        outcomes = {a.outcome for a in self.attempts}
-        if self.attempts and self.attempts[-1].outcome is Outcome.PERMANENT:
-            return ExitCode.DATAERR
-        if outcomes & {Outcome.TRANSIENT, Outcome.AMBIGUOUS}:
-            return ExitCode.TEMPFAIL
-        if self.attempts and all(a.config_error for a in self.attempts):
-            return ExitCode.CONFIG
-        return ExitCode.UNAVAILABLE
-
-    def to_dict(self) -> dict[str, Any]:
-        winner = self.winner
-        return {
-            "delivered": self.delivered,
-            "message_id": self.message_id,
-            "provider": winner.provider if winner else None,
-            "provider_message_id": winner.message_id if winner else None,
-            "exit_code": int(self.exit_code),
-            "attempts": [a.to_dict() for a in self.attempts],
-            "warnings": list(self.warnings),
-        }
-
-
-class Listener(Protocol):
-    """Told of every attempt and every final result (the audit log is one)."""
-
-    def attempt(self, message: Message, attempt: Attempt) -> None: ...
-
-    def result(self, message: Message, result: SendResult) -> None: ...
 
 
 def _tell_attempt(listener: Listener, *, message: Message, attempt: Attempt) -> None:
     listener.attempt(message, attempt)
-
-
-class ProbeGate(Protocol):
-    """Who lets the one probe of a cooldown period through (Policy.skip_cooling)."""
-
-    def claim(self, provider: str, until: datetime) -> bool:
-        """True for the first caller for this provider and cooldown end, False after."""
-        ...
-
-
-class LocalProbeGate:
-    """Claims kept in this process (threads of one worker)."""
-
-    def __init__(self) -> None:
-        self._claimed: dict[str, datetime] = {}
-        self._lock = threading.Lock()
-
-    def claim(self, provider: str, until: datetime) -> bool:
-        with self._lock:
-            if self._claimed.get(provider) == until:
-                return False
-            self._claimed[provider] = until
-            return True
 
 
 class Engine:
@@ -252,7 +82,7 @@ class Engine:
         now = self.now()
         if until is None or until <= now:
             return None
-        latest = now + timedelta(seconds=min(self.policy.max_cooldown, _COOLDOWN_CEILING))
+        latest = now + timedelta(seconds=min(self.policy.max_cooldown, COOLDOWN_CEILING))
         if until > latest:  # a state value no policy could have written: clamp it
             if provider.name not in self._clamped:
                 self._clamped.add(provider.name)
@@ -330,9 +160,10 @@ class Engine:
                 break
             if attempt.outcome is Outcome.AMBIGUOUS and self.policy.on_ambiguous == "stop":
                 break
-        if result.delivered:
+        fate = result.fate
+        if fate == "sent":
             result.disposition = "sent"
-        elif result.exit_code == ExitCode.DATAERR:
+        elif fate == "refused":
             result.disposition = "rejected"
         else:
             result.disposition = "failed"
@@ -346,11 +177,11 @@ class Engine:
         return result
 
     def _finish(self, message: Message, result: SendResult) -> None:
-        self.record(result)
+        events = self.record(result)
         self._tell(result, lambda listener: listener.result(message, result))
-        if result.events and self.alert is not None:
+        if events and self.alert is not None:
             try:
-                self.alert(result.events)
+                self.alert(events)
             except Exception as exc:  # an alert never costs the mail
                 if self.raise_bugs:
                     raise
@@ -416,12 +247,13 @@ class Engine:
             message_id=receipt.message_id,
         )
 
-    def record(self, result: SendResult) -> None:
-        """Fold the attempts into the state: counters add up across concurrent processes."""
+    def record(self, result: SendResult) -> list[Event]:
+        """Fold the attempts into the state: counters add up across concurrent processes.
+        Returns the alert transitions the update made (none when nobody is told of them)."""
         tried = [a for a in result.attempts if a.tried]
         counted = result.disposition
         if not tried and counted is None:
-            return
+            return []
         from mailrelay.state import ProviderChange, StateDelta
 
         index = {p.name: i for i, p in enumerate(self.providers)}
@@ -455,8 +287,6 @@ class Engine:
 
         try:
             state = self.store.update(delta)
-            if transitions is not None:
-                result.events = list(transitions.events)
         except Exception as exc:
             # the mail is already out (or not): never turn a state problem into a lost message
             if self.raise_bugs and not isinstance(exc, StateError):
@@ -465,60 +295,10 @@ class Engine:
             note = f"{exc if known else f'{type(exc).__name__}: {exc}'}; provider state not updated"
             result.warnings.append(scrub(note))
             self.warn(scrub(note))
-            return
+            return []
         if self.policy.skip_cooling:  # a failed try is its cooldown period's one request
             for a in tried:
                 entry = state.providers.get(a.provider)
                 if entry is not None and entry.cooldown_until is not None:
                     self.probe_gate.claim(a.provider, entry.cooldown_until)
-
-
-# --- probing (mailrelay status) ----------------------------------------------------------
-
-
-@record
-class Probe:
-    provider: str
-    type: str
-    health: Health
-    latency: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "provider": self.provider,
-            "type": self.type,
-            "healthy": self.health.ok,
-            "detail": self.health.detail,
-            "outcome": self.health.outcome.value if self.health.outcome else None,
-            "latency_ms": round(self.latency * 1000, 1),
-        }
-
-
-def probe(
-    providers: Sequence[Provider], timeout: float, clock: Clock = time.monotonic
-) -> list[Probe]:
-    """Check every provider at once, without sending; results in the configured order."""
-
-    def one(provider: Provider) -> Probe:
-        started = clock()
-        try:
-            health = provider.check(timeout=timeout)
-        except ProviderError as exc:
-            health = Health(False, scrub(exc.message), exc.outcome)
-        except ConfigError as exc:
-            health = Health(False, scrub(str(exc)), Outcome.PROVIDER)
-        except Exception as exc:  # a bug in a probe must not hide the other results
-            health = Health(False, scrub(f"internal error: {type(exc).__name__}: {exc}"), None)
-        return Probe(
-            provider.name,
-            provider.type,
-            Health(health.ok, scrub(health.detail), health.outcome),
-            clock() - started,
-        )
-
-    if not providers:
-        return []
-    from concurrent.futures import ThreadPoolExecutor  # only `status` probes at once
-
-    with ThreadPoolExecutor(max_workers=min(16, len(providers))) as pool:
-        return list(pool.map(one, providers))
+        return list(transitions.events) if transitions is not None else []

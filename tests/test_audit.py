@@ -17,9 +17,9 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from mailrelay.audit import MAX_ERROR, AuditLog, AuditLogError
-from mailrelay.engine import Attempt, SendResult
 from mailrelay.message import Address, Message
 from mailrelay.providers.base import Outcome
+from mailrelay.result import Attempt, SendResult
 from mailrelay.secrets import remember
 from tests.esp.fake_postmark import FakePostmark, pm_error
 from tests.esp.fakebase import server_base_url
@@ -305,7 +305,7 @@ def test_processes_never_interleave_lines(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "from mailrelay.audit import AuditLog\n"
-        "from mailrelay.engine import Attempt\n"
+        "from mailrelay.result import Attempt\n"
         "from mailrelay.message import Address, Message\n"
         "from mailrelay.providers.base import Outcome\n"
         "log = AuditLog(sys.argv[1])\n"

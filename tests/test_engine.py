@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from mailrelay.engine import Engine, Policy
+from mailrelay.engine import Engine
 from mailrelay.errors import ConfigError, ExitCode
 from mailrelay.message import build_message
+from mailrelay.policy import Policy
 from mailrelay.providers.base import (
     Capability,
     Health,

@@ -16,9 +16,12 @@ from pathlib import Path
 import pytest
 
 from mailrelay.config import load_settings
-from mailrelay.engine import Engine, Policy, SendResult
+from mailrelay.delivery import Queueing, deliver
+from mailrelay.engine import Engine
 from mailrelay.errors import ExitCode
 from mailrelay.message import Message, build_message, message_to_dict, parse_eml
+from mailrelay.policy import Policy
+from mailrelay.result import SendResult
 from mailrelay.spool import (
     ID_ALPHABET,
     FlushReport,
@@ -232,6 +235,41 @@ def test_a_permanent_refusal_on_flush_moves_to_failed(tmp_path: Path, dead_port:
     (item,) = report.items
     assert item.outcome == "failed" and "550" in item.detail
     assert [p.stem for p in spool.files(failed=True)] == [ident]
+
+
+@pytest.mark.parametrize(
+    ("case", "fate"),
+    [("accepted", "sent"), ("failed for now", "queued"), ("refused after a failover", "failed")],
+)
+def test_a_flush_ends_an_entry_as_a_fresh_send_ends_its_message(
+    tmp_path: Path, dead_port: int, case: str, fate: str
+) -> None:
+    """One rule (mailrelay.delivery): what a flush makes of a queued entry is what a fresh
+    send with the same result makes of its message — sent, queued (again), or failed."""
+    spool = Spool(tmp_path / "spool")
+    ident = queue_one(spool, engine_for(tmp_path, dead_port), a_message())
+    refuse = {"rcpt": "550 5.1.1 no such user"} if case.startswith("refused") else {}
+    with SmtpServer(fail=refuse) as server:
+        urls = [f"smtp://127.0.0.1:{dead_port}?security=none&timeout=3&name=dead"]
+        if case != "failed for now":
+            urls.append(f"smtp://127.0.0.1:{server.port}?security=none&timeout=3&name=live")
+
+        def engine(state: str) -> Engine:  # each send from the first provider on
+            providers = load_settings(None, urls).build_providers()
+            return Engine(providers, TomlStateStore(tmp_path / state), Policy(timeout=10))
+
+        queueing = Queueing(Spool(tmp_path / "fresh"), retry=RETRY, max_retry=MAX_RETRY)
+        fresh = deliver(engine("fresh.toml"), a_message("fresh"), queue=queueing)
+        report = flush(spool, engine("flush.toml").send, ignore_backoff=True)
+    (item,) = report.items
+    assert item.result is not None and fresh.result is not None
+    assert fresh.status == item.outcome == fate
+    assert [a.provider for a in item.result.attempts] == [a.provider for a in fresh.result.attempts]
+    assert [p.stem for p in spool.files()] == ([ident] if fate == "queued" else [])
+    assert [p.stem for p in spool.files(failed=True)] == ([ident] if fate == "failed" else [])
+    if fate == "failed":  # refused for the message itself: exit 65, and not queued anew
+        assert fresh.exit_code == ExitCode.DATAERR and queueing.spool.files() == []
+        assert "550" in item.detail and "refused permanently" in item.detail
 
 
 def test_a_corrupt_file_is_moved_aside_and_the_others_still_go(

@@ -581,7 +581,7 @@ def test_changes_are_data_only_when_every_one_is_a_delta() -> None:
 
 
 def test_cooldown_steps_follow_cooldown_for_up_to_the_cap() -> None:
-    from mailrelay.engine import Policy
+    from mailrelay.policy import Policy
     from mailrelay.providers.base import Outcome
 
     policy = Policy(cooldown=60, max_cooldown=300)

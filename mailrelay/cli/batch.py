@@ -29,8 +29,9 @@ if TYPE_CHECKING:
 
     from mailrelay.cli import App
     from mailrelay.delivery import Queueing
-    from mailrelay.engine import Engine, SendResult
+    from mailrelay.engine import Engine
     from mailrelay.message import Message
+    from mailrelay.result import SendResult
 
 # exit codes of unsent lines, worst first (see the module docstring and the README)
 _PRECEDENCE = (

@@ -112,7 +112,7 @@ def check_command(app: App, probe: bool, timeout: float) -> None:
         click.get_current_context().exit(int(ExitCode.CONFIG))
     code = 0
     if probe:
-        from mailrelay.engine import probe as run_probes
+        from mailrelay.probes import probe as run_probes
 
         for p in run_probes(settings.build_providers(), timeout):
             if p.health.ok:

@@ -72,7 +72,7 @@ def providers_document(app: App) -> dict[str, Any]:
 def status_document(app: App, timeout: float) -> dict[str, Any]:
     """The `status --json` document (also `GET /v1/status`): the providers (those of --via /
     `status NAME`, else all) probed at once."""
-    from mailrelay.engine import probe
+    from mailrelay.probes import probe
 
     engine = app.engine()
     state = engine.store.load()
@@ -164,7 +164,7 @@ def reset(app: App, names: tuple[str, ...]) -> None:
       mailrelay providers reset postmark
       mailrelay --state redis://state.example.internal:6379/0 providers reset relay1 relay2
     """
-    from mailrelay.engine import utcnow
+    from mailrelay.clock import utcnow
     from mailrelay.errors import UsageError
     from mailrelay.state import reset_delta
 

@@ -16,9 +16,10 @@ import click
 from mailrelay.cli import App, HintingGroup, global_options, json_option, pass_app
 
 if TYPE_CHECKING:
-    from mailrelay.engine import Engine, SendResult
+    from mailrelay.engine import Engine
     from mailrelay.message import Message
     from mailrelay.output import Output
+    from mailrelay.result import SendResult
     from mailrelay.spool import FlushItem, HeldMessage, QueuedMessage
 
 

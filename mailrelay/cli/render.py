@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mailrelay.delivery import Delivery
-    from mailrelay.engine import SendResult
     from mailrelay.output import Output
+    from mailrelay.result import SendResult
 
 
 def show_result(out: Output, result: SendResult) -> None:

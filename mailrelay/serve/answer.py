@@ -16,8 +16,9 @@ from mailrelay.errors import ExitCode
 
 if TYPE_CHECKING:
     from mailrelay.cli import App
-    from mailrelay.engine import Engine, SendResult
+    from mailrelay.engine import Engine
     from mailrelay.message import Message
+    from mailrelay.result import SendResult
 
 PROBLEM_TYPE = "application/problem+json"
 

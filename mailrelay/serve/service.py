@@ -11,7 +11,7 @@ from mailrelay.serve.metrics import RequestCounter
 
 if TYPE_CHECKING:
     from mailrelay.cli import App
-    from mailrelay.engine import ProbeGate
+    from mailrelay.policy import ProbeGate
     from mailrelay.serve.idempotency import KeyStore
 
 

@@ -1,5 +1,6 @@
 """Flushing the spool: try every due message again, oldest first, and report what became
-of each (sent, queued, held, failed, not due, locked, corrupt).
+of each (sent, queued, held, failed, not due, locked, corrupt). What a send's result makes
+of an entry is the rule every front end follows (`SendResult.fate`, see mailrelay.delivery).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from mailrelay.spool.entry import QueuedMessage, _age_text, _iso
 from mailrelay.spool.store import SpoolError, SpoolStore
 
 if TYPE_CHECKING:
-    from mailrelay.engine import SendResult
     from mailrelay.message import Message
+    from mailrelay.result import SendResult
 
 
 @record
@@ -168,16 +169,18 @@ class Spool(SpoolStore):
                 entry.history.append(
                     {"time": _iso(tried_at), "attempts": [a.to_dict() for a in result.attempts]}
                 )
-                if result.delivered:
+                fate = result.fate  # the rule of every front end (mailrelay.delivery)
+                if fate == "sent":  # remove it
                     return self._sent(entry, path, marker, result)
             finally:
                 os.close(marker)
-            if not result.retryable:  # the provider refused the message itself
+            if fate == "refused":  # a provider refused the message itself: failed/
                 why = "refused permanently"
                 if entry.last_error:
                     why += f": {entry.last_error}"
                 moved = self._fail(entry, path, why)
                 return FlushItem(ident, "failed", why, result=result, path=moved)
+            # "retry": it stays queued, tried again after its backoff
             entry.next_try = next_try_time(tried_at, entry.tries, retry, max_retry)
             self._write(path, entry.to_document())
             return FlushItem(

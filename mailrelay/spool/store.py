@@ -41,8 +41,8 @@ from mailrelay.spool.entry import (
 )
 
 if TYPE_CHECKING:
-    from mailrelay.engine import Attempt
     from mailrelay.message import Message
+    from mailrelay.result import Attempt
 
 
 _TMP_PREFIX = ".tmp-"

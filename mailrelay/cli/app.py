@@ -1,0 +1,218 @@
+"""`App`: what every command needs, built lazily from the global options — the settings,
+the providers, the state store, the spool, the audit log, the alert dispatcher and the
+failover engine over them. Nothing is loaded before a command asks for it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from mailrelay.errors import did_you_mean
+
+if TYPE_CHECKING:
+    from mailrelay.alerts import Dispatcher
+    from mailrelay.config import Settings
+    from mailrelay.delivery import Queueing
+    from mailrelay.engine import AlertSink, Engine
+    from mailrelay.message import Message
+    from mailrelay.output import Output
+    from mailrelay.policy import ProbeGate
+    from mailrelay.providers.base import Provider
+    from mailrelay.providers.options import ProviderSpec
+    from mailrelay.result import Attempt, Listener
+    from mailrelay.spool import QueuedMessage, Spool
+    from mailrelay.state import StateStore
+
+
+class App:
+    """What every command needs, built lazily from the global options."""
+
+    def __init__(
+        self,
+        *,
+        config: str | None,
+        state: str | None,
+        providers: Sequence[str],
+        verbose: int,
+        quiet: bool,
+        debug: bool,
+        log_file: str | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.log_file = log_file
+        self.config_path = config
+        self.state_override = state
+        self.provider_urls = list(providers)
+        self.verbose = verbose
+        self.quiet = quiet
+        self.debug = debug
+        self._settings: Settings | None = settings
+        self._providers: list[Provider] | None = None
+        self.via: list[str] = []  # send --via / status NAME: only these providers, this order
+        self.out = self.output(json_mode=False)
+
+    def merge(self, name: str, value: Any) -> None:
+        """A global option given after the command word (see global_options)."""
+        if name == "providers":
+            self.provider_urls.extend(value)
+        elif name == "verbose":
+            self.verbose += value
+        elif name in ("quiet", "debug"):
+            setattr(self, name, True)
+        else:
+            attr = {"config": "config_path", "state": "state_override"}.get(name, name)
+            setattr(self, attr, value)
+        self._settings = None
+        self.output(json_mode=self.out.json_mode)
+
+    def output(self, *, json_mode: bool) -> Output:
+        from mailrelay.output import Output
+
+        self.out = Output(json_mode=json_mode, verbose=self.verbose, quiet=self.quiet)
+        return self.out
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            from mailrelay.config import load_settings
+
+            self._settings = load_settings(self.config_path, self.provider_urls)
+            for warning in self._settings.warnings:
+                self.out.warn(warning)
+        return self._settings
+
+    def providers(self) -> list[Provider]:
+        if self._providers is None:
+            from mailrelay.errors import ConfigError
+            from mailrelay.providers import registry
+
+            specs = self.settings.providers
+            if self.via:
+                specs = self.chosen(specs)
+            self._providers = [registry.build(spec) for spec in specs]
+            if not self._providers:
+                s = self.settings
+                where = f"in {s.source}" if s.source else f"no config file at {s.searched}"
+                raise ConfigError(
+                    f"no providers configured ({where}); run 'mailrelay config init', add "
+                    "[[providers]] to the config, or give --provider URL / $MAILRELAY_PROVIDERS"
+                )
+        return self._providers
+
+    def chosen(self, specs: list[ProviderSpec]) -> list[ProviderSpec]:
+        """The providers named by --via (or `status NAME`), in the order given."""
+        from mailrelay.errors import UsageError
+
+        by_name = {spec.name: spec for spec in specs}
+        unknown = [name for name in self.via if name not in by_name]
+        if unknown:
+            known = ", ".join(by_name) or "none"
+            where = self.settings.source or self.settings.searched
+            raise UsageError(
+                f"no provider named {unknown[0]!r}{did_you_mean(unknown[0], list(by_name))}; "
+                f"configured ({where}): {known}"
+            )
+        return [by_name[name] for name in dict.fromkeys(self.via)]
+
+    def store(self) -> StateStore:
+        from mailrelay.state import TomlStateStore, default_state_path, state_path, state_url
+
+        settings = self.settings
+        url = state_url(self.state_override, os.environ, settings.state_url)
+        if url is None:
+            path = state_path(self.state_override, os.environ, settings.state_file)
+            return TomlStateStore(path, warn=self.out.warn)
+        from mailrelay.state.redisstore import FallbackStore, RedisStateStore, masked
+
+        def connect() -> RedisStateStore:
+            secret = settings.state_password
+            return RedisStateStore(url, password=secret.reveal() if secret else None)
+
+        def local() -> TomlStateStore:  # while Redis cannot be reached: this user's file
+            return TomlStateStore(settings.state_file or default_state_path(), warn=self.out.warn)
+
+        return FallbackStore(connect, masked(url), local, warn=self.out.warn)
+
+    def hold_connections(self) -> None:
+        """Many messages follow: providers keep connections between them (close() ends them)."""
+        for provider in self.providers():
+            provider.hold_connections()
+
+    def spool(self) -> Spool:
+        """The spool of queued messages (`spool_dir` in the config, else the user data dir)."""
+        from mailrelay.spool import Spool, default_spool_dir
+
+        return Spool(self.settings.spool_dir or default_spool_dir(), warn=self.out.warn)
+
+    def queueing(self) -> Queueing:
+        """Queuing on: the spool and the retry settings (mailrelay.delivery writes it)."""
+        from mailrelay.delivery import Queueing
+
+        s = self.settings
+        return Queueing(self.spool(), retry=s.queue_retry, max_retry=s.queue_max_retry)
+
+    def enqueue(self, message: Message, attempts: list[Attempt]) -> QueuedMessage:
+        """Keep a message every provider failed for now in the spool (SpoolError if not)."""
+        settings = self.settings
+        return self.spool().add(
+            message, attempts, retry=settings.queue_retry, max_retry=settings.queue_max_retry
+        )
+
+    def listeners(self) -> list[Listener]:
+        """Who hears of every attempt: the audit log, when --log-file or log_file is set."""
+        path = self.log_file or self.settings.log_file
+        if not path:
+            return []
+        from mailrelay.audit import AuditLog
+
+        return [AuditLog(path)]
+
+    def alerter(self) -> Dispatcher | None:
+        """Where alert events go ([alerts] in the config), or None when nowhere."""
+        alerts = self.settings.alerts
+        if alerts is None or not alerts.enabled:
+            return None
+        from mailrelay.alerts import Dispatcher
+
+        return Dispatcher(alerts, warn=self.out.warn)
+
+    def engine(
+        self,
+        *,
+        policy: str | None = None,
+        timeout: float | None = None,
+        store: StateStore | None = None,
+        alert: AlertSink | None = None,
+        skip_cooling: bool = False,
+        probe_gate: ProbeGate | None = None,
+    ) -> Engine:
+        """The failover engine; `alert` replaces the [alerts] dispatcher (serve passes an
+        alerts.BackgroundDispatcher, so no request waits for an alert)."""
+        from mailrelay.engine import Engine
+        from mailrelay.policy import Policy
+
+        s = self.settings
+        return Engine(
+            self.providers(),
+            store if store is not None else self.store(),
+            Policy(
+                order=policy or ("priority" if self.via else s.policy),
+                timeout=timeout or s.timeout,
+                on_ambiguous=s.on_ambiguous,
+                cooldown=s.cooldown,
+                provider_cooldown=s.provider_cooldown,
+                max_cooldown=s.max_cooldown,
+                skip_cooling=skip_cooling,
+            ),
+            warn=self.out.warn,
+            raise_bugs=self.debug,
+            listeners=self.listeners(),
+            alert=alert if alert is not None else self.alerter(),
+            probe_gate=probe_gate,
+        )
+
+    def close(self) -> None:
+        for provider in self._providers or []:
+            provider.close()
