@@ -35,6 +35,12 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # mail APIs answer in tens of milliseconds to a few seconds; an SMTP relay or a provider
 # timing out takes up to its timeout (30 s by default)
+SAMPLES = (
+    "mailrelay_http_requests_total",
+    "mailrelay_send_duration_seconds_bucket",
+    "mailrelay_send_duration_seconds_count",
+    "mailrelay_send_duration_seconds_sum",
+)
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
 
 
@@ -92,11 +98,16 @@ class ServeMetrics:
         from prometheus_client import CollectorRegistry, generate_latest
         from prometheus_client.multiprocess import MultiProcessCollector
 
-        registry = self.registry
-        if self.folder is not None:
+        try:
+            if self.folder is None:  # the samples multiprocess mode has (no _created ones)
+                own = self.registry.restricted_registry(SAMPLES)
+                return generate_latest(own).decode("utf-8")
             registry = CollectorRegistry()
             MultiProcessCollector(registry, path=self.folder)  # type: ignore[no-untyped-call]
-        return generate_latest(registry).decode("utf-8")
+            return generate_latest(registry).decode("utf-8")
+        except (OSError, ValueError, RuntimeError) as exc:  # the folder gone (a stop), a bad file
+            self._warn(exc)
+            return ""
 
     def page(self, state: State, spool: SpoolStats | None, providers: Sequence[str]) -> str:
         """The whole /metrics page: the shared state's families once (they are not per
@@ -109,11 +120,14 @@ class ServeMetrics:
         try:
             write()
         except Exception as exc:
-            with self._lock:
-                if self._warned:
-                    return
-                self._warned = True
-            from mailrelay.secrets import scrub
+            self._warn(exc)
 
-            note = f"mailrelay: warning: metrics not counted: {type(exc).__name__}: {exc}\n"
-            sys.stderr.write(scrub(note))
+    def _warn(self, exc: Exception) -> None:
+        with self._lock:
+            if self._warned:
+                return
+            self._warned = True
+        from mailrelay.secrets import scrub
+
+        note = f"mailrelay: warning: serve's metrics failed: {type(exc).__name__}: {exc}\n"
+        sys.stderr.write(scrub(note))
