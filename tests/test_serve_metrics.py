@@ -5,6 +5,7 @@ workers; the private multiprocess folder; metric writes that never cost a reques
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -164,7 +165,7 @@ def test_sigterm_with_a_send_in_flight_answers_200_and_removes_the_folder(
                 time.sleep(0.05)
             assert relay.mail_commands == 1  # the send is in flight
             assert folder.is_dir()
-            server.proc.send_signal(15)
+            server.proc.send_signal(signal.SIGTERM)
             answer = future.result(timeout=60)
         assert answer.status_code == 200, answer.text
         assert server.stop() == 0

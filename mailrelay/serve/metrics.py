@@ -24,9 +24,11 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
-from mailrelay.metrics import SpoolStats, render
+from mailrelay.metrics import Family, Sample, SpoolStats, format_families, render
 
 if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
     from mailrelay.engine import Attempt, SendResult
     from mailrelay.message import Message
     from mailrelay.state import State
@@ -35,12 +37,11 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # mail APIs answer in tens of milliseconds to a few seconds; an SMTP relay or a provider
 # timing out takes up to its timeout (30 s by default)
-SAMPLES = (
-    "mailrelay_http_requests_total",
-    "mailrelay_send_duration_seconds_bucket",
-    "mailrelay_send_duration_seconds_count",
-    "mailrelay_send_duration_seconds_sum",
-)
+LABELS = {  # label order in the page; prometheus-client's merge sorts them by name
+    "mailrelay_http_requests": ("route", "code"),
+    "mailrelay_send_duration_seconds": ("provider", "le"),
+}
+SUFFIXES = ("", "_bucket", "_count", "_sum")  # not _created: multiprocess mode has none
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
 
 
@@ -94,17 +95,17 @@ class ServeMetrics:
     # --- the page ------------------------------------------------------------------------
 
     def render(self) -> str:
-        """serve's own families, every worker's counts added up."""
-        from prometheus_client import CollectorRegistry, generate_latest
+        """serve's own families, every worker's counts added up, in the format (and the
+        label order) of the rest of the page."""
+        from prometheus_client import CollectorRegistry
         from prometheus_client.multiprocess import MultiProcessCollector
 
         try:
-            if self.folder is None:  # the samples multiprocess mode has (no _created ones)
-                own = self.registry.restricted_registry(SAMPLES)
-                return generate_latest(own).decode("utf-8")
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=self.folder)  # type: ignore[no-untyped-call]
-            return generate_latest(registry).decode("utf-8")
+            registry = self.registry
+            if self.folder is not None:
+                registry = CollectorRegistry()
+                MultiProcessCollector(registry, path=self.folder)  # type: ignore[no-untyped-call]
+            return format_families(_family(metric) for metric in registry.collect())
         except (OSError, ValueError, RuntimeError) as exc:  # the folder gone (a stop), a bad file
             self._warn(exc)
             return ""
@@ -131,3 +132,28 @@ class ServeMetrics:
 
         note = f"mailrelay: warning: serve's metrics failed: {type(exc).__name__}: {exc}\n"
         sys.stderr.write(scrub(note))
+
+
+def _family(metric: Metric) -> Family:
+    """A family prometheus-client collected, as mailrelay.metrics formats them: samples
+    grouped by series, buckets in order, labels in the order they were declared."""
+    name = metric.name + ("_total" if metric.type == "counter" else "")
+    order = LABELS.get(metric.name, ())
+    family = Family(name, metric.type, metric.documentation)
+    samples = []
+    for sample in metric.samples:
+        suffix = sample.name.removeprefix(name)
+        if suffix not in SUFFIXES:
+            continue
+        labels = sorted(sample.labels.items(), key=lambda kv: _rank(order, kv[0]))
+        series = tuple(kv for kv in labels if kv[0] != "le")
+        le = float(sample.labels.get("le", "0"))
+        samples.append(
+            ((series, SUFFIXES.index(suffix), le), Sample(dict(labels), sample.value, suffix))
+        )
+    family.samples = [sample for _key, sample in sorted(samples, key=lambda pair: pair[0])]
+    return family
+
+
+def _rank(order: tuple[str, ...], label: str) -> int:
+    return order.index(label) if label in order else len(order)
