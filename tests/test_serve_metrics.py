@@ -4,6 +4,7 @@ workers; the private multiprocess folder; metric writes that never cost a reques
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.smtpserver import SmtpServer
+from tests.test_e2e import mailrelay_command
 from tests.test_import_cost import loaded_after
 from tests.test_serve import Server, config, dead_smtp, outbox, outbox_messages, smtp
 
@@ -253,3 +255,22 @@ def test_docs_name_the_serve_families_and_only_metrics_it_has() -> None:
     exposed = {f.name for f in families} | {s.name for f in families for s in f.samples}
     named = set(re.findall(r"\bmailrelay_[a-z_]+[a-z]", section))
     assert named - exposed == set()
+
+
+def test_serve_without_prometheus_client_says_what_to_install(tmp_path: Path) -> None:
+    hide = tmp_path / "hide"
+    hide.mkdir()  # an interpreter on which `import prometheus_client` fails
+    (hide / "sitecustomize.py").write_text("import sys\nsys.modules['prometheus_client'] = None\n")
+    cfg = config(tmp_path, [outbox(tmp_path)])
+    env = {**os.environ, "PYTHONPATH": str(hide)}
+    run = subprocess.run(
+        [mailrelay_command(), "--config", str(cfg), "serve", "--bind", "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert run.returncode == 78, run.stderr
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+    assert "not installed: prometheus-client" in run.stderr
+    assert "pip install 'mailrelay[serve]'" in run.stderr
