@@ -35,13 +35,13 @@ if TYPE_CHECKING:
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-# mail APIs answer in tens of milliseconds to a few seconds; an SMTP relay or a provider
-# timing out takes up to its timeout (30 s by default)
 LABELS = {  # label order in the page; prometheus-client's merge sorts them by name
     "mailrelay_http_requests": ("route", "code"),
     "mailrelay_send_duration_seconds": ("provider", "le"),
 }
 SUFFIXES = ("", "_bucket", "_count", "_sum")  # not _created: multiprocess mode has none
+# mail APIs answer in tens of milliseconds to a few seconds; an SMTP relay or a provider
+# timing out takes up to its timeout (30 s by default)
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
 
 
