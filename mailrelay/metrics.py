@@ -31,12 +31,13 @@ _STAMP = re.compile(r"^(\d{8}T\d{6}\.\d{6})Z")  # a queue id starts with its cre
 class Sample:
     labels: dict[str, str]
     value: float
+    suffix: str = ""  # after the family's name: a histogram's _bucket, _count, _sum
 
 
 @record
 class Family:
     name: str
-    type: str  # counter | gauge
+    type: str  # counter | gauge | histogram
     help: str
     samples: list[Sample] = field(default_factory=list)
 
@@ -193,7 +194,7 @@ def format_families(items: Iterable[Family]) -> str:
         for sample in family.samples:
             labels = ",".join(f'{k}="{escape_label(v)}"' for k, v in sample.labels.items())
             where = f"{{{labels}}}" if labels else ""
-            lines.append(f"{family.name}{where} {format_value(sample.value)}")
+            lines.append(f"{family.name}{sample.suffix}{where} {format_value(sample.value)}")
     return "\n".join(lines) + "\n" if lines else ""
 
 

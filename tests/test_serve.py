@@ -325,7 +325,7 @@ def test_providers_status_metrics_openapi(tmp_path: Path, servers: list[Server])
     status = server.get("/v1/status").json()
     assert status["healthy"] == 1 and status["providers"][0]["provider"] == "box"
     assert server.get("/readyz").json()["ready"] is True
-    with requests.Session() as one:  # one keep-alive connection: one worker's counters
+    with requests.Session() as one:  # the /healthz is counted whichever worker answers
         one.headers.update(AUTH)
         one.get(server.url + "/healthz", timeout=60)
         metrics = one.get(server.url + "/metrics", timeout=60)

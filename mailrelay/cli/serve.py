@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 
 import click
@@ -10,9 +11,13 @@ from mailrelay.cli import App, global_options, pass_app
 from mailrelay.errors import ConfigError, UsageError
 
 MISSING = (
-    "mailrelay serve needs Flask and gunicorn, which are not installed: "
+    "mailrelay serve needs Flask, gunicorn and prometheus-client (not installed: {missing}): "
     "pip install 'mailrelay[serve]'"
 )
+
+# module → distribution; looked up, not imported: prometheus_client must first be imported
+# in a worker, after the master has named the metrics folder (mailrelay/serve/metrics.py)
+SERVE_NEEDS = {"flask": "Flask", "gunicorn": "gunicorn", "prometheus_client": "prometheus-client"}
 
 
 def split_bind(bind: str) -> tuple[str, int]:
@@ -75,11 +80,9 @@ def serve(
       mailrelay serve --bind 0.0.0.0:8025 --workers 4 --threads 16
       mailrelay --provider outbox:///tmp/outbox serve --no-auth
     """
-    try:
-        import flask  # noqa: F401
-        import gunicorn  # noqa: F401
-    except ImportError:
-        raise ConfigError(MISSING) from None
+    missing = [name for name in SERVE_NEEDS if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(MISSING.format(missing=", ".join(SERVE_NEEDS[m] for m in missing)))
     settings = app.settings
     conf = settings.serve
     bind = bind or conf.bind

@@ -27,7 +27,7 @@ from mailrelay.serve.idempotency import (
     FileProbeGate,
     fingerprint,
 )
-from mailrelay.serve.metrics import render_metrics
+from mailrelay.serve.metrics import CONTENT_TYPE
 from mailrelay.serve.openapi import openapi_document
 from mailrelay.serve.service import Service
 
@@ -105,12 +105,14 @@ def create_app(
     @flask.after_request
     def count_and_log(response: Response) -> Response:
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        service.counter.add(rule, response.status_code)
+        service.metrics.count_request(rule, response.status_code)
         if log:
             elapsed = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
-            # no query string, body, subject or credentials: only what the request was
+            # no query string, body, subject or credentials: only what the request was, and
+            # which worker process answered it
             sys.stderr.write(
-                f'mailrelay: {request.remote_addr} "{request.method} {request.path}" '
+                f"mailrelay[{os.getpid()}]: "
+                f'{request.remote_addr} "{request.method} {request.path}" '
                 f"{response.status_code} {response.calculate_content_length() or 0} "
                 f"{elapsed:.1f} ms\n"
             )
@@ -162,9 +164,13 @@ def create_app(
 
     @flask.get("/metrics")
     def metrics() -> Response:
-        return Response(
-            render_metrics(service.counter), content_type="text/plain; version=0.0.4; charset=utf-8"
-        )
+        from mailrelay.metrics import spool_stats
+        from mailrelay.spool import default_spool_dir
+
+        state = service.engine.store.load()
+        spool = spool_stats(settings.spool_dir or default_spool_dir())
+        names = [p.name for p in service.engine.providers]
+        return Response(service.metrics.page(state, spool, names), content_type=CONTENT_TYPE)
 
     @flask.get("/openapi.json")
     def openapi() -> Response:

@@ -5,14 +5,20 @@ so there is no config file or shell wrapper. SIGTERM and SIGINT both stop gracef
 the workers finish the requests in flight (a send runs to its end), then everything exits 0.
 A queue flusher runs as a thread of each worker (not of the master, which forks): the
 spool locks each entry while it is sent, so two flushers never send one message twice.
+The master makes the workers' private metrics folder before it forks them and removes it
+after the last one has exited (see `metrics_folder`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
@@ -23,6 +29,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from mailrelay.cli import App
+    from mailrelay.engine import Listener
 
 
 class GracefulWorker(ThreadWorker):  # type: ignore[misc]
@@ -44,11 +51,16 @@ class Flusher:
     cooling down (`queue flush` from cron does the same)."""
 
     def __init__(
-        self, app: App, interval: float, chores: Sequence[Callable[[], object]] = ()
+        self,
+        app: App,
+        interval: float,
+        chores: Sequence[Callable[[], object]] = (),
+        listeners: Sequence[Listener] = (),
     ) -> None:
         self.app = app
         self.interval = interval
         self.chores = list(chores)  # more housekeeping at the same pace (expired keys)
+        self.listeners = list(listeners)  # told of its attempts too (the metrics)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="mailrelay-flusher", daemon=True)
 
@@ -77,6 +89,7 @@ class Flusher:
         if not spool.files():
             return
         engine = app.engine()
+        engine.listeners.extend(self.listeners)
         state = engine.store.load()
         if all(engine.cooling_until(state, p) is not None for p in engine.providers):
             return  # nobody to send through: the entries keep their tries and backoff
@@ -114,7 +127,7 @@ class ServeApplication(BaseApplication):  # type: ignore[misc]
     def _start_flusher(self, worker: Any) -> None:
         service = worker.wsgi.extensions["mailrelay"]
         chores = [service.keys.sweep] if hasattr(service.keys, "sweep") else []
-        flusher = Flusher(service.app, self.flush_interval, chores)
+        flusher = Flusher(service.app, self.flush_interval, chores, [service.metrics])
         self.flushers[worker.pid] = flusher
         flusher.start()
 
@@ -131,13 +144,32 @@ class ServeApplication(BaseApplication):  # type: ignore[misc]
         from gunicorn.errors import HaltServer
 
         try:
-            GracefulArbiter(self).run()
+            with metrics_folder():
+                GracefulArbiter(self).run()
         except HaltServer as exc:  # a worker could not start: its error is in the log above
             sys.stderr.write(f"mailrelay: error: {exc.reason}\n")
             sys.exit(70)
         except RuntimeError as exc:
             sys.stderr.write(f"mailrelay: error: {exc}\n")
             sys.exit(1)
+
+
+@contextlib.contextmanager
+def metrics_folder() -> Iterator[str]:
+    """A new private folder (mode 0700, a random name: never shared, never guessed) for the
+    workers' metrics files, named in PROMETHEUS_MULTIPROC_DIR for the workers to inherit; it
+    replaces any such folder inherited (a re-exec, or the user's own). Removed on the way out
+    of the arbiter, which returns or exits only once every worker has stopped (or was
+    killed after graceful_timeout), so no request still running writes after it is gone."""
+    from mailrelay.serve.metrics import MULTIPROC_ENV
+
+    folder = tempfile.mkdtemp(prefix="mailrelay-serve-metrics-")
+    os.environ[MULTIPROC_ENV] = folder
+    try:
+        yield folder
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def gunicorn_options(bind: str, workers: int, threads: int, grace: float) -> dict[str, Any]:

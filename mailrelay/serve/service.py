@@ -7,7 +7,7 @@ from base64 import b64decode
 from binascii import Error as Base64Error
 from typing import TYPE_CHECKING
 
-from mailrelay.serve.metrics import RequestCounter
+from mailrelay.serve.metrics import ServeMetrics
 
 if TYPE_CHECKING:
     from mailrelay.cli import App
@@ -17,14 +17,15 @@ if TYPE_CHECKING:
 
 class Service:
     """What every request of one worker shares: the App (settings, providers), one engine
-    (its probe bookkeeping must be shared), the token list, the key store, the counters."""
+    (its probe bookkeeping must be shared), the token list, the key store, the metrics."""
 
     def __init__(self, app: App, tokens: list[str], keys: KeyStore, probes: ProbeGate) -> None:
         self.app = app
         self.engine = app.engine(skip_cooling=True, probe_gate=probes)
         self.tokens = [t.encode("utf-8") for t in tokens]
         self.keys = keys
-        self.counter = RequestCounter()
+        self.metrics = ServeMetrics([p.name for p in self.engine.providers])
+        self.engine.listeners.append(self.metrics)  # each attempt's time, for the histogram
 
     def authorized(self, header: str | None) -> bool:
         if not self.tokens:
