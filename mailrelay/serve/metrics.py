@@ -29,8 +29,8 @@ from mailrelay.metrics import Family, Sample, SpoolStats, format_families, rende
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from mailrelay.engine import Attempt, SendResult
     from mailrelay.message import Message
+    from mailrelay.result import Attempt, SendResult
     from mailrelay.state import State
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

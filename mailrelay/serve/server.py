@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from mailrelay.cli import App
-    from mailrelay.engine import Listener
+    from mailrelay.result import Listener
 
 
 class GracefulWorker(ThreadWorker):  # type: ignore[misc]
