@@ -274,3 +274,32 @@ def test_serve_without_prometheus_client_says_what_to_install(tmp_path: Path) ->
     assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
     assert "not installed: prometheus-client" in run.stderr
     assert "pip install 'mailrelay[serve]'" in run.stderr
+
+
+FORK_IN_BLOCK = """
+import os, sys
+from pathlib import Path
+from mailrelay.serve.server import metrics_folder
+with metrics_folder() as folder:
+    pid = os.fork()
+    if pid == 0:
+        sys.exit(0)  # the worker's way out: SystemExit through the master's frames
+    os.waitpid(pid, 0)
+    print("kept" if Path(folder).is_dir() else "removed")
+print("gone" if not Path(folder).exists() else "left")
+"""
+
+
+def test_a_worker_leaving_the_folder_block_does_not_remove_it(tmp_path: Path) -> None:
+    """gunicorn forks its workers inside `metrics_folder` and a worker ends by SystemExit
+    through the same frames: the first worker to stop must not take the folder from one
+    still answering (only the process that made it removes it, after the arbiter)."""
+    private = tmp_path / "tmp"
+    private.mkdir()
+    env = {**os.environ, "TMPDIR": str(private)}
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_IN_BLOCK], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["kept", "gone"]
+    assert list(private.iterdir()) == []

@@ -165,11 +165,16 @@ def metrics_folder() -> Iterator[str]:
 
     folder = tempfile.mkdtemp(prefix="mailrelay-serve-metrics-")
     os.environ[MULTIPROC_ENV] = folder
+    master = os.getpid()
     try:
         yield folder
     finally:
-        os.environ.pop(MULTIPROC_ENV, None)
-        shutil.rmtree(folder, ignore_errors=True)
+        # A worker is forked inside this block and leaves by SystemExit through the same
+        # frames: only the master, after its arbiter is done, may remove the folder (a
+        # worker that stopped first would pull it from under one still answering).
+        if os.getpid() == master:
+            os.environ.pop(MULTIPROC_ENV, None)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def gunicorn_options(bind: str, workers: int, threads: int, grace: float) -> dict[str, Any]:
