@@ -319,6 +319,33 @@ def test_202_when_the_spool_takes_it(tmp_path: Path, servers: list[Server]) -> N
     assert len(list((tmp_path / "spool").glob("*.json"))) == 2
 
 
+def test_202_is_counted_queued_once_like_send(tmp_path: Path, servers: list[Server]) -> None:
+    from mailrelay.state import TomlStateStore
+
+    server = start(
+        servers, tmp_path, [dead_smtp()], on_failure="queue", spool_dir=str(tmp_path / "spool")
+    )
+    assert server.post().status_code == 202
+    assert TomlStateStore(server.state).load().messages == {"queued": 1}
+
+
+def test_503_when_queuing_is_on_and_the_spool_cannot_be_written(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the spool directory should be\n")
+    server = start(
+        servers, tmp_path, [dead_smtp()], on_failure="queue", spool_dir=str(blocker / "spool")
+    )
+    r = server.post()
+    assert r.status_code == 503, r.text
+    assert int(r.headers["Retry-After"]) >= 1
+    problem = r.json()
+    assert "not queued" in problem["detail"] and "spool" in problem["detail"]
+    assert problem["result"]["delivered"] is False
+    assert blocker.read_text().startswith("a file")
+
+
 def test_providers_status_metrics_openapi(tmp_path: Path, servers: list[Server]) -> None:
     server = start(servers, tmp_path, [outbox(tmp_path)])
     assert server.get("/v1/providers").json()["providers"][0]["name"] == "box"
@@ -549,7 +576,8 @@ def test_the_flusher_sends_what_the_spool_holds(tmp_path: Path) -> None:
     app = App(config=None, state=str(tmp_path / "state.toml"), providers=(), verbose=0,
               quiet=True, debug=False, settings=settings)  # fmt: skip
     message = build_message(sender="cron@example.com", to=["ops@example.com"], subject="q")
-    entry = app.enqueue(message, [])
+    queueing = app.queueing()
+    entry = queueing.spool.add(message, [], retry=queueing.retry, max_retry=queueing.max_retry)
     entry.next_try = entry.created  # due now
     (tmp_path / "spool" / entry.path.name).write_text(json.dumps(entry.to_document()))
     Flusher(app, 3600).flush_once()

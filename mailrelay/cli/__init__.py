@@ -20,12 +20,11 @@ if TYPE_CHECKING:
     from mailrelay.alerts import Dispatcher
     from mailrelay.config import Settings
     from mailrelay.delivery import Queueing
-    from mailrelay.engine import AlertSink, Attempt, Engine, Listener, ProbeGate
-    from mailrelay.message import Message
+    from mailrelay.engine import AlertSink, Engine, Listener, ProbeGate
     from mailrelay.output import Output
     from mailrelay.providers.base import Provider
     from mailrelay.providers.options import ProviderSpec
-    from mailrelay.spool import QueuedMessage, Spool
+    from mailrelay.spool import Spool
     from mailrelay.state import StateStore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -157,13 +156,6 @@ class App:
 
         s = self.settings
         return Queueing(self.spool(), retry=s.queue_retry, max_retry=s.queue_max_retry)
-
-    def enqueue(self, message: Message, attempts: list[Attempt]) -> QueuedMessage:
-        """Keep a message every provider failed for now in the spool (SpoolError if not)."""
-        settings = self.settings
-        return self.spool().add(
-            message, attempts, retry=settings.queue_retry, max_retry=settings.queue_max_retry
-        )
 
     def listeners(self) -> list[Listener]:
         """Who hears of every attempt: the audit log, when --log-file or log_file is set."""
