@@ -346,6 +346,24 @@ def test_503_when_queuing_is_on_and_the_spool_cannot_be_written(
     assert blocker.read_text().startswith("a file")
 
 
+def test_counters_add_up_once_the_workers_exit(
+    tmp_path: Path, servers: list[Server], httpserver: HTTPServer
+) -> None:
+    from mailrelay.state import TomlStateStore
+
+    fake = CountingPostmark(httpserver)
+    server = start(servers, tmp_path, [fake.provider()])
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: server.post(), range(40)))
+    assert [a.status_code for a in answers] == [200] * 40
+    assert server.stop() == 0  # SIGTERM: each worker writes the counters it holds
+    state = TomlStateStore(server.state).load()
+    assert fake.sends == 40
+    assert state.messages == {"sent": 40}
+    assert state.providers["pm"].sent == 40
+    assert state.providers["pm"].outcomes == {"accepted": 40}
+
+
 def test_providers_status_metrics_openapi(tmp_path: Path, servers: list[Server]) -> None:
     server = start(servers, tmp_path, [outbox(tmp_path)])
     assert server.get("/v1/providers").json()["providers"][0]["name"] == "box"
