@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import signal
 import subprocess
 import time
@@ -440,6 +441,74 @@ def test_idempotency_key_store_expires_keys(tmp_path: Path) -> None:
     assert store.sweep() == 0
     now[0] += 120
     assert store.sweep() == 1
+
+
+def test_an_abandoned_claim_is_taken_over(tmp_path: Path) -> None:
+    from mailrelay.serve.answer import Answer
+    from mailrelay.serve.idempotency import FileKeyStore
+
+    store = FileKeyStore(tmp_path / "keys", inflight=90)
+    assert store.begin("live", "f").kind == "new"  # this process: alive, so busy
+    assert store.begin("live", "f").kind == "busy"
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a process that has exited (and been reaped): its claims are abandoned
+    for key in ("dead", "other-body"):
+        assert store.begin(key, "f").kind == "new"
+        (target,) = [p for p in (tmp_path / "keys").glob("*.json") if key_file(p, key)]
+        doc = json.loads(target.read_text())
+        doc["owner"]["pid"] = gone.pid
+        target.write_text(json.dumps(doc))
+    assert store.begin("dead", "f").kind == "new"  # taken over
+    assert store.begin("dead", "f").kind == "busy"  # by this process, now alive
+    assert store.begin("other-body", "g").kind == "new"  # never answered: no mismatch
+    store.finish("dead", "f", Answer(200, {"delivered": True}))
+    assert store.begin("dead", "f").kind == "done"
+    # a claim past the longest send is abandoned even when its owner still runs
+    late = FileKeyStore(tmp_path / "late", inflight=-1)
+    assert late.begin("k", "f").kind == "new"
+    assert late.begin("k", "f").kind == "new"
+
+
+def key_file(path: Path, key: str) -> bool:
+    import hashlib
+
+    return path.name == hashlib.sha256(key.encode()).hexdigest() + ".json"
+
+
+def test_a_worker_killed_mid_send_does_not_hold_its_key(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    key = {"Idempotency-Key": "killed-worker-4711"}
+    with SmtpServer(data_delay=3.0) as relay:
+        server = start(servers, tmp_path, [smtp(relay)])
+        with ThreadPoolExecutor(1) as pool:
+            future = pool.submit(server.post, headers=key)
+            deadline = time.monotonic() + 20
+            while relay.mail_commands == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert relay.mail_commands == 1  # the send is in flight, held by the relay
+            (claim,) = (server.state.parent / "idempotency").glob("*.json")
+            doc = json.loads(claim.read_text())
+            assert doc["answer"] is None
+            worker = doc["owner"]["pid"]
+            assert worker != server.proc.pid
+            os.kill(worker, signal.SIGKILL)
+            with pytest.raises(requests.ConnectionError):
+                future.result(timeout=60)
+        answer = None
+        for _ in range(100):  # until the master has reaped the killed worker
+            answer = server.post(headers=key)
+            if answer.status_code != 409:
+                break
+            time.sleep(0.1)
+        assert answer is not None and answer.status_code == 200, answer.text
+        again = server.post(headers=key)
+        assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+        assert relay.mail_commands == 2  # the killed send and the one that took over
+        # the relay drops a transaction whose client vanished before the end of DATA: one
+        # message, from the request that took the key over
+        assert len(relay.messages) == 1
+        assert server.get("/healthz").status_code == 200  # gunicorn replaced the worker
 
 
 # --- the same message, and stopping ----------------------------------------------------------

@@ -23,6 +23,7 @@ from mailrelay.secrets import scrub
 from mailrelay.serve import pages
 from mailrelay.serve.answer import Answer, problem
 from mailrelay.serve.idempotency import (
+    INFLIGHT_MARGIN,
     MAX_KEY_LENGTH,
     FileKeyStore,
     FileProbeGate,
@@ -81,7 +82,8 @@ def create_app(
         tokens = [secret.reveal() for secret in settings.serve.tokens]
     here = state_path(state, os.environ, settings.state_file).parent
     probes = FileProbeGate(here / "probes", keep=settings.max_cooldown + 60)
-    service = Service(app, tokens, FileKeyStore(here / "idempotency"), probes)
+    keys = FileKeyStore(here / "idempotency", inflight=settings.timeout + INFLIGHT_MARGIN)
+    service = Service(app, tokens, keys, probes)
     flask = Flask("mailrelay.serve")
     flask.config["MAX_CONTENT_LENGTH"] = settings.serve.max_request_bytes
     flask.extensions["mailrelay"] = service
