@@ -266,8 +266,13 @@ class FileProbeGate:
     def __init__(self, path: Path, *, keep: float) -> None:
         self.path = Path(path)
         self.keep = keep
+        # claims this process has seen made: a claim stays made, so while every provider
+        # rests a request asks no file (a set's add and lookup are atomic under the GIL)
+        self._made: set[tuple[str, datetime]] = set()
 
     def claim(self, provider: str, until: datetime) -> bool:
+        if (provider, until) in self._made:
+            return False
         make_private_dirs(self.path)
         name = hashlib.sha256(f"{provider}\0{until.isoformat()}".encode()).hexdigest()
         try:
@@ -277,7 +282,11 @@ class FileProbeGate:
                 )
             )
         except FileExistsError:
+            self._made.add((provider, until))
             return False
+        self._made.add((provider, until))
+        if len(self._made) > 1024:  # old cooldowns: their periods are over
+            self._made.clear()
         self._sweep()
         return True
 
