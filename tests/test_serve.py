@@ -357,12 +357,27 @@ def test_counters_add_up_once_the_workers_exit(
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda _: server.post(), range(40)))
     assert [a.status_code for a in answers] == [200] * 40
+    for _ in range(300):  # the workers fold their counters into the file every second
+        if TomlStateStore(server.state).load().messages.get("sent") == 40:
+            break
+        time.sleep(0.1)
+    cfg = tmp_path / "config.toml"
+    metrics = subprocess.run(
+        [mailrelay_command(), "--config", str(cfg), "--state", str(server.state), "metrics"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert metrics.returncode == 0, metrics.stderr
+    assert 'mailrelay_messages_total{result="sent"} 40' in metrics.stdout
+    more = [server.post() for _ in range(5)]
+    assert [a.status_code for a in more] == [200] * 5
     assert server.stop() == 0  # SIGTERM: each worker writes the counters it holds
     state = TomlStateStore(server.state).load()
-    assert fake.sends == 40
-    assert state.messages == {"sent": 40}
-    assert state.providers["pm"].sent == 40
-    assert state.providers["pm"].outcomes == {"accepted": 40}
+    assert fake.sends == 45
+    assert state.messages == {"sent": 45}
+    assert state.providers["pm"].sent == 45
+    assert state.providers["pm"].outcomes == {"accepted": 45}
 
 
 def test_providers_status_metrics_openapi(tmp_path: Path, servers: list[Server]) -> None:
