@@ -13,7 +13,7 @@ import difflib
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from functools import cache
 from importlib import resources
@@ -189,8 +189,40 @@ class SchemaError(MessageError):
         self.reason = reason
 
 
+def _strings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+# The message's plain fields and what the schema allows in each (tests/test_msgjson.py checks
+# this table against message.schema.json): a document of only these is valid without
+# jsonschema, which costs more than the rest of a message's parsing
+PLAIN_FIELDS: dict[str, Callable[[object], bool]] = {
+    "from": lambda v: isinstance(v, str) and v != "",
+    "to": lambda v: isinstance(v, str) or _strings(v),
+    "cc": lambda v: isinstance(v, str) or _strings(v),
+    "bcc": lambda v: isinstance(v, str) or _strings(v),
+    "reply_to": lambda v: isinstance(v, str) or _strings(v),
+    "subject": lambda v: isinstance(v, str),
+    "text": lambda v: v is None or isinstance(v, str),
+    "html": lambda v: v is None or isinstance(v, str),
+    "tags": _strings,
+}
+
+
+def _plainly_valid(doc: object) -> bool:
+    if not isinstance(doc, dict):
+        return False
+    for key, value in doc.items():
+        check = PLAIN_FIELDS.get(key)
+        if check is None or not check(value):
+            return False
+    return True
+
+
 def schema_error(doc: object, *, where: str) -> SchemaError | None:
     """The best schema error in `doc` as a one-line MessageError, or None when it is valid."""
+    if _plainly_valid(doc):
+        return None
     from jsonschema.exceptions import best_match
 
     errors = list(_validator().iter_errors(doc))

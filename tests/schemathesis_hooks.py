@@ -1,4 +1,4 @@
-"""Loaded by schemathesis (SCHEMATHESIS_HOOKS) in tests/test_serve_schema.py: it has no
+"""Loaded by schemathesis (SCHEMATHESIS_HOOKS) in tests/test_serve_pages.py: it has no
 serializer for message/rfc822, the body of POST /v1/messages/raw."""
 
 from __future__ import annotations

@@ -259,3 +259,39 @@ def test_the_installed_command_under_fuzz(subject: str, name: str) -> None:
         )  # fmt: skip
     assert r.returncode in DOCUMENTED, r.stderr
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr
+
+
+near_plain = st.lists(
+    st.one_of(
+        st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20),
+        st.sampled_from(["=?", "?=", "é", "\t", "x" * 80, '"', "\\", "<>", ",", ";", "(", ")"]),
+    ),
+    max_size=4,
+).map("".join)
+
+
+@FUZZ
+@given(name=near_plain, subject=near_plain, value=near_plain, text=near_plain)
+def test_what_renders_plainly_is_written_as_given(
+    name: str, subject: str, value: str, text: str
+) -> None:
+    """validate.renders_plainly lets a message skip the MIME layout check: every message it
+    passes must lay out, parse back without defects and keep its headers."""
+    from mailrelay.message.validate import renders_plainly
+
+    msg = Message(
+        sender=Address("cron@example.com", name),
+        to=[Address("ops@example.com", name)],
+        subject=subject,
+        text=text,
+        headers=[("X-Job", value)],
+    )
+    plain = renders_plainly(msg)
+    event(f"plain: {plain}")
+    if not plain:
+        return
+    back = parse(msg.as_bytes())
+    assert norm(str(back["Subject"])) == norm(subject)
+    assert norm(str(back["X-Job"])) == norm(value)
+    assert back["From"].addresses[0].display_name == norm(name)
+    assert back["From"].addresses[0].addr_spec == "cron@example.com"

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker
 from pytest_httpserver import HTTPServer
 
@@ -27,7 +29,13 @@ from mailrelay.message import (
     message_to_dict,
     parse_eml,
 )
-from mailrelay.msgjson import is_rfc3339, load_message, message_from_json, message_schema
+from mailrelay.msgjson import (
+    PLAIN_FIELDS,
+    is_rfc3339,
+    load_message,
+    message_from_json,
+    message_schema,
+)
 from tests.esp.fake_postmark import FakePostmark
 from tests.esp.fakebase import server_base_url
 from tests.smtpserver import SmtpServer
@@ -457,3 +465,30 @@ def test_what_message_to_dict_writes_is_valid_under_the_schema(msg: Message) -> 
     if msg.raw is None:  # the JSON form round-trips through the JSON input
         again = message_from_json(doc, where="x", base_dir=None, default_sender=None)
         assert again == msg
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    doc=st.dictionaries(
+        st.sampled_from([*PLAIN_FIELDS, "headers", "date", "nope"]),
+        json_values | st.text(max_size=5) | st.lists(st.text(max_size=5), max_size=3),
+        max_size=5,
+    )
+)
+def test_the_plain_fields_fast_path_agrees_with_the_schema(doc: dict[str, object]) -> None:
+    """schema_error skips jsonschema for documents of the plain fields only: it must say
+    valid exactly when jsonschema does, for such documents."""
+    from mailrelay.msgjson import _plainly_valid
+
+    valid = Draft202012Validator(message_schema()).is_valid(doc)
+    if set(doc) <= set(PLAIN_FIELDS):
+        assert _plainly_valid(doc) == valid, doc
+    else:
+        assert not _plainly_valid(doc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import signal
 import subprocess
 import time
@@ -319,6 +320,66 @@ def test_202_when_the_spool_takes_it(tmp_path: Path, servers: list[Server]) -> N
     assert len(list((tmp_path / "spool").glob("*.json"))) == 2
 
 
+def test_202_is_counted_queued_once_like_send(tmp_path: Path, servers: list[Server]) -> None:
+    from mailrelay.state import TomlStateStore
+
+    server = start(
+        servers, tmp_path, [dead_smtp()], on_failure="queue", spool_dir=str(tmp_path / "spool")
+    )
+    assert server.post().status_code == 202
+    assert TomlStateStore(server.state).load().messages == {"queued": 1}
+
+
+def test_503_when_queuing_is_on_and_the_spool_cannot_be_written(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the spool directory should be\n")
+    server = start(
+        servers, tmp_path, [dead_smtp()], on_failure="queue", spool_dir=str(blocker / "spool")
+    )
+    r = server.post()
+    assert r.status_code == 503, r.text
+    assert int(r.headers["Retry-After"]) >= 1
+    problem = r.json()
+    assert "not queued" in problem["detail"] and "spool" in problem["detail"]
+    assert problem["result"]["delivered"] is False
+    assert blocker.read_text().startswith("a file")
+
+
+def test_counters_add_up_once_the_workers_exit(
+    tmp_path: Path, servers: list[Server], httpserver: HTTPServer
+) -> None:
+    from mailrelay.state import TomlStateStore
+
+    fake = CountingPostmark(httpserver)
+    server = start(servers, tmp_path, [fake.provider()])
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: server.post(), range(40)))
+    assert [a.status_code for a in answers] == [200] * 40
+    for _ in range(300):  # the workers fold their counters into the file every second
+        if TomlStateStore(server.state).load().messages.get("sent") == 40:
+            break
+        time.sleep(0.1)
+    cfg = tmp_path / "config.toml"
+    metrics = subprocess.run(
+        [mailrelay_command(), "--config", str(cfg), "--state", str(server.state), "metrics"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert metrics.returncode == 0, metrics.stderr
+    assert 'mailrelay_messages_total{result="sent"} 40' in metrics.stdout
+    more = [server.post() for _ in range(5)]
+    assert [a.status_code for a in more] == [200] * 5
+    assert server.stop() == 0  # SIGTERM: each worker writes the counters it holds
+    state = TomlStateStore(server.state).load()
+    assert fake.sends == 45
+    assert state.messages == {"sent": 45}
+    assert state.providers["pm"].sent == 45
+    assert state.providers["pm"].outcomes == {"accepted": 45}
+
+
 def test_providers_status_metrics_openapi(tmp_path: Path, servers: list[Server]) -> None:
     server = start(servers, tmp_path, [outbox(tmp_path)])
     assert server.get("/v1/providers").json()["providers"][0]["name"] == "box"
@@ -395,6 +456,74 @@ def test_idempotency_key_store_expires_keys(tmp_path: Path) -> None:
     assert store.sweep() == 0
     now[0] += 120
     assert store.sweep() == 1
+
+
+def test_an_abandoned_claim_is_taken_over(tmp_path: Path) -> None:
+    from mailrelay.serve.answer import Answer
+    from mailrelay.serve.idempotency import FileKeyStore
+
+    store = FileKeyStore(tmp_path / "keys", inflight=90)
+    assert store.begin("live", "f").kind == "new"  # this process: alive, so busy
+    assert store.begin("live", "f").kind == "busy"
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a process that has exited (and been reaped): its claims are abandoned
+    for key in ("dead", "other-body"):
+        assert store.begin(key, "f").kind == "new"
+        (target,) = [p for p in (tmp_path / "keys").glob("*.json") if key_file(p, key)]
+        doc = json.loads(target.read_text())
+        doc["owner"]["pid"] = gone.pid
+        target.write_text(json.dumps(doc))
+    assert store.begin("dead", "f").kind == "new"  # taken over
+    assert store.begin("dead", "f").kind == "busy"  # by this process, now alive
+    assert store.begin("other-body", "g").kind == "new"  # never answered: no mismatch
+    store.finish("dead", "f", Answer(200, {"delivered": True}))
+    assert store.begin("dead", "f").kind == "done"
+    # a claim past the longest send is abandoned even when its owner still runs
+    late = FileKeyStore(tmp_path / "late", inflight=-1)
+    assert late.begin("k", "f").kind == "new"
+    assert late.begin("k", "f").kind == "new"
+
+
+def key_file(path: Path, key: str) -> bool:
+    import hashlib
+
+    return path.name == hashlib.sha256(key.encode()).hexdigest() + ".json"
+
+
+def test_a_worker_killed_mid_send_does_not_hold_its_key(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    key = {"Idempotency-Key": "killed-worker-4711"}
+    with SmtpServer(data_delay=3.0) as relay:
+        server = start(servers, tmp_path, [smtp(relay)])
+        with ThreadPoolExecutor(1) as pool:
+            future = pool.submit(server.post, headers=key)
+            deadline = time.monotonic() + 20
+            while relay.mail_commands == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert relay.mail_commands == 1  # the send is in flight, held by the relay
+            (claim,) = (server.state.parent / "idempotency").glob("*.json")
+            doc = json.loads(claim.read_text())
+            assert doc["answer"] is None
+            worker = doc["owner"]["pid"]
+            assert worker != server.proc.pid
+            os.kill(worker, signal.SIGKILL)
+            with pytest.raises(requests.ConnectionError):
+                future.result(timeout=60)
+        answer = None
+        for _ in range(100):  # until the master has reaped the killed worker
+            answer = server.post(headers=key)
+            if answer.status_code != 409:
+                break
+            time.sleep(0.1)
+        assert answer is not None and answer.status_code == 200, answer.text
+        again = server.post(headers=key)
+        assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+        assert relay.mail_commands == 2  # the killed send and the one that took over
+        # the relay drops a transaction whose client vanished before the end of DATA: one
+        # message, from the request that took the key over
+        assert len(relay.messages) == 1
+        assert server.get("/healthz").status_code == 200  # gunicorn replaced the worker
 
 
 # --- the same message, and stopping ----------------------------------------------------------
@@ -549,7 +678,8 @@ def test_the_flusher_sends_what_the_spool_holds(tmp_path: Path) -> None:
     app = App(config=None, state=str(tmp_path / "state.toml"), providers=(), verbose=0,
               quiet=True, debug=False, settings=settings)  # fmt: skip
     message = build_message(sender="cron@example.com", to=["ops@example.com"], subject="q")
-    entry = app.enqueue(message, [])
+    queueing = app.queueing()
+    entry = queueing.spool.add(message, [], retry=queueing.retry, max_retry=queueing.max_retry)
     entry.next_try = entry.created  # due now
     (tmp_path / "spool" / entry.path.name).write_text(json.dumps(entry.to_document()))
     Flusher(app, 3600).flush_once()

@@ -63,7 +63,9 @@ def queue_one(tmp: Path, cfg: Path) -> None:
 
     app = App(config=None, state=str(tmp / "data" / "state.toml"), providers=(), verbose=0,
               quiet=True, debug=False, settings=load_settings(cfg))  # fmt: skip
-    app.enqueue(build_message(sender="cron@example.com", to=["q@example.com"], subject="q"), [])
+    queue = app.queueing()
+    message = build_message(sender="cron@example.com", to=["q@example.com"], subject="q")
+    queue.spool.add(message, [], retry=queue.retry, max_retry=queue.max_retry)
 
 
 def post(server: Server, _: object = None) -> requests.Response:

@@ -16,13 +16,12 @@ if TYPE_CHECKING:
     from mailrelay.config import Settings
     from mailrelay.delivery import Queueing
     from mailrelay.engine import AlertSink, Engine
-    from mailrelay.message import Message
     from mailrelay.output import Output
     from mailrelay.policy import ProbeGate
     from mailrelay.providers.base import Provider
     from mailrelay.providers.options import ProviderSpec
-    from mailrelay.result import Attempt, Listener
-    from mailrelay.spool import QueuedMessage, Spool
+    from mailrelay.result import Listener
+    from mailrelay.spool import Spool
     from mailrelay.state import StateStore
 
 
@@ -152,13 +151,6 @@ class App:
 
         s = self.settings
         return Queueing(self.spool(), retry=s.queue_retry, max_retry=s.queue_max_retry)
-
-    def enqueue(self, message: Message, attempts: list[Attempt]) -> QueuedMessage:
-        """Keep a message every provider failed for now in the spool (SpoolError if not)."""
-        settings = self.settings
-        return self.spool().add(
-            message, attempts, retry=settings.queue_retry, max_retry=settings.queue_max_retry
-        )
 
     def listeners(self) -> list[Listener]:
         """Who hears of every attempt: the audit log, when --log-file or log_file is set."""

@@ -98,6 +98,10 @@ def validate_email(where: str, email: str) -> str:
     return str(result.normalized)
 
 
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_BARE = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
 def parse_addresses(where: str, values: Iterable[str]) -> list[Address]:
     """Parse address arguments ("a@x, Name <b@y>") into validated Addresses."""
     out: list[Address] = []
@@ -105,7 +109,8 @@ def parse_addresses(where: str, values: Iterable[str]) -> list[Address]:
         check_header_value(where, value)
         if not value.strip():
             raise MessageError(f"{where}: empty address")
-        pairs = getaddresses([value])
+        # a bare dot-atom address (most of them) is what getaddresses would make of it
+        pairs = [("", value)] if _BARE.fullmatch(value) else getaddresses([value])
         if not pairs or any(not addr for _, addr in pairs):
             raise MessageError(f"{where}: {value!r} is not a valid address")
         for name, addr in pairs:

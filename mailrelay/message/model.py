@@ -174,6 +174,8 @@ class Message:
         for i, (part, _) in enumerate(placed):
             part.set_payload(f"{token}{i}\n")  # one line, as a base64 body is lines
         skeleton = msg.as_bytes(policy=policy)
+        if not placed:  # no attachment to splice in (most alerts): no pattern to compile
+            return MessageBytes([skeleton])
         linesep = policy.linesep.encode("ascii")
         pieces: list[bytes | _Base64] = []
         start = 0

@@ -54,10 +54,53 @@ def check_fields(msg: Message, where: str = "") -> None:
 _MIME_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 2045 token
 
 
+# What the email package always writes: printable ASCII, no encoded-word lookalike, no word
+# longer than a folded line can hold (tests/test_fuzz.py checks this against check_renders)
+_PLAIN_TEXT = re.compile(r"[ -~]*\Z")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9 !#$%&'*+/=?^_`{|}~.-]*\Z")  # atext, space, dot
+_PLAIN_ID = re.compile(r"<[!-;=?-~]+>\Z")  # printable ASCII without < >
+_PLAIN_WORD = 76
+
+
+def _plain(text: str, pattern: re.Pattern[str] = _PLAIN_TEXT) -> bool:
+    return (
+        pattern.match(text) is not None
+        and "=?" not in text
+        and all(len(word) <= _PLAIN_WORD for word in text.split())
+    )
+
+
+def renders_plainly(msg: Message) -> bool:
+    """Whether `msg` is of the kind the email package always writes (most alerts): ASCII
+    names, subject and X- headers, no attachments, bodies with a UTF-8 form. Laying out
+    such a message costs more than its send to an API, and can never fail."""
+    if msg.attachments or msg.raw is not None:
+        return False
+    if not _PLAIN_ID.match(msg.message_id):
+        return False
+    for addr in (msg.sender, *msg.to, *msg.cc, *msg.reply_to):
+        if not (
+            _plain(addr.email) and addr.email.count("@") == 1 and _plain(addr.name, _PLAIN_NAME)
+        ):
+            return False
+    if not _plain(msg.subject):
+        return False
+    for name, value in msg.headers:  # X- headers: unstructured, any number of them
+        if not (name[:2].lower() == "x-" and _plain(name) and _plain(value)):
+            return False
+    for body in (msg.text, msg.html):
+        if body is not None:
+            try:
+                body.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+    return True
+
+
 def check_renders(msg: Message) -> None:
     """Lay out the message's MIME form once (attachment bodies left out), before any provider:
     what cannot be written is the message's fault (65), not a provider failure."""
-    if msg.raw is not None:
+    if msg.raw is not None or renders_plainly(msg):
         return
     ascii_only = all(a.email.isascii() for a in (msg.sender, *msg.recipients(), *msg.reply_to))
     try:

@@ -1,9 +1,12 @@
 """Engine result → HTTP answer: the one place where `serve` decides what a send means.
 
-The same rule as `mailrelay send` (cli/send.py `deliver`), in HTTP words: sent is 200 with
-the `send --json` document; every provider failed for now and the spool took it is 202;
-a provider refused the message itself is 422; every provider failed, none temporarily, is
-502; every provider failed for now and the message was not queued is 503 with Retry-After.
+The service sends through mailrelay.delivery.deliver, as `mailrelay send` does, and this
+module says its `Delivery` in HTTP words: sent is 200 with the `send --json` document;
+queued (every provider failed for now and the spool took it) is 202; a provider refused
+the message itself (65) is 422; every provider failed, none temporarily (69, or 78 for the
+providers' own configuration) is 502; every provider failed for now and the message was not
+queued (75), or queuing was wanted and the spool could not be written (73), is 503 with
+Retry-After.
 """
 
 from __future__ import annotations
@@ -15,10 +18,8 @@ from mailrelay.datarecord import field, record
 from mailrelay.errors import ExitCode
 
 if TYPE_CHECKING:
-    from mailrelay.cli import App
+    from mailrelay.delivery import Delivery
     from mailrelay.engine import Engine
-    from mailrelay.message import Message
-    from mailrelay.result import SendResult
 
 PROBLEM_TYPE = "application/problem+json"
 
@@ -60,40 +61,37 @@ def retry_after(engine: Engine) -> str:
     return str(max(1, math.ceil(wait)))
 
 
-def deliver(app: App, engine: Engine, message: Message, *, queue: bool) -> Answer:
-    """Send `message` and say what happened; with `queue`, a message every provider failed
-    for now goes to the spool (202). A spool that cannot be written leaves the 503."""
-    result = engine.send(message)
-    return answer_for(app, engine, message, result, queue=queue)
-
-
-def answer_for(
-    app: App, engine: Engine, message: Message, result: SendResult, *, queue: bool
-) -> Answer:
-    doc = result.to_dict()
-    code = result.exit_code
-    if result.delivered:
+def answer_for(engine: Engine, outcome: Delivery) -> Answer:
+    """The HTTP answer for what mailrelay.delivery made of a message (the CLI's rule)."""
+    result = outcome.result
+    doc = result.to_dict() if result is not None else {}
+    if outcome.status == "sent":
         return Answer(200, doc)
+    if outcome.status == "queued":
+        doc.update(exit_code=0, queued=outcome.queue_id)
+        return Answer(202, doc)
+    attempts = result.attempts if result is not None else []
+    code = outcome.exit_code
     if code == ExitCode.DATAERR:
-        last = result.attempts[-1]
+        last = attempts[-1]
         return problem(
             422,
             "The provider refused the message",
             f"not sent: {last.provider} ({last.type}) refused the message itself: {last.detail}",
             result=doc,
         )
-    if queue:
-        from mailrelay.spool import SpoolError
-
-        try:
-            entry = app.enqueue(message, result.attempts)
-        except SpoolError as exc:
-            result.warnings.append(str(exc))
-            doc = result.to_dict()
-        else:
-            doc.update(exit_code=0, queued=entry.id)
-            return Answer(202, doc)
-    failed = ", ".join(f"{a.provider} ({a.outcome.value})" for a in result.attempts)
+    failed = ", ".join(f"{a.provider} ({a.outcome.value})" for a in attempts)
+    if code == ExitCode.CANTCREAT:  # queuing was wanted and the spool could not be written
+        why = outcome.spool_error or "the spool could not be written"
+        doc["warnings"] = [*doc.get("warnings", []), why]
+        return problem(
+            503,
+            "Every provider failed for now and the spool refused the message",
+            f"not sent: every provider failed ({failed}); not queued either: {why}; "
+            "try again after Retry-After seconds",
+            headers={"Retry-After": retry_after(engine)},
+            result=doc,
+        )
     if code == ExitCode.TEMPFAIL:
         return problem(
             503,
@@ -103,6 +101,9 @@ def answer_for(
             headers={"Retry-After": retry_after(engine)},
             result=doc,
         )
+    # 69, and 78 (every provider's own configuration failed, e.g. an unset secret): the
+    # client's request is fine and retrying cannot help until the operator fixes the
+    # upstream side, which is what a gateway's 502 says
     return problem(
         502,
         "Every provider failed",

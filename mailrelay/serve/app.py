@@ -3,7 +3,8 @@
 Every route is a thin front end over the library the CLI uses: msgjson parses a JSON
 message exactly as `send --message` does, message.parse_eml reads a raw one as `sendmail -t`,
 the engine is built as the CLI builds it (with the service's skip_cooling rule), and
-answer.deliver turns its result into the HTTP answer.
+mailrelay.delivery.deliver sends it as `mailrelay send` does; answer.answer_for turns the
+Delivery into the HTTP answer.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from mailrelay.secrets import scrub
 from mailrelay.serve import pages
 from mailrelay.serve.answer import Answer, problem
 from mailrelay.serve.idempotency import (
+    INFLIGHT_MARGIN,
     MAX_KEY_LENGTH,
     FileKeyStore,
     FileProbeGate,
@@ -80,7 +82,8 @@ def create_app(
         tokens = [secret.reveal() for secret in settings.serve.tokens]
     here = state_path(state, os.environ, settings.state_file).parent
     probes = FileProbeGate(here / "probes", keep=settings.max_cooldown + 60)
-    service = Service(app, tokens, FileKeyStore(here / "idempotency"), probes)
+    keys = FileKeyStore(here / "idempotency", inflight=settings.timeout + INFLIGHT_MARGIN)
+    service = Service(app, tokens, keys, probes)
     flask = Flask("mailrelay.serve")
     flask.config["MAX_CONTENT_LENGTH"] = settings.serve.max_request_bytes
     flask.extensions["mailrelay"] = service
@@ -284,8 +287,9 @@ def create_app(
         return json_response(answer)
 
     def deliver_body(body: bytes, parse: Any, key: str | None) -> Answer:
+        from mailrelay.delivery import deliver
         from mailrelay.msgjson import SchemaError
-        from mailrelay.serve.answer import deliver
+        from mailrelay.serve.answer import answer_for
 
         try:
             message: Message = parse(body)
@@ -299,7 +303,9 @@ def create_app(
         except MessageError as exc:
             return problem(400, "Bad message", str(exc))
         message.idempotency = key
-        return deliver(app, service.engine, message, queue=settings.on_failure == "queue")
+        engine = service.engine
+        queue = app.queueing() if settings.on_failure == "queue" else None
+        return answer_for(engine, deliver(engine, message, queue=queue))
 
     return flask
 

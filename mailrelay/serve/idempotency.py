@@ -6,6 +6,12 @@ with O_EXCL: whoever creates it sends; everyone else reads it. While the send ru
 has no answer (the key is in flight: 409); then the answer replaces it atomically (temp
 file and rename). Keys live 24 hours (the IETF httpapi Idempotency-Key draft's advice).
 
+A claim names its owner (host, boot, pid and the process's start time) and when it runs
+out (the longest a send may take: the engine's deadline, plus a margin). A worker killed
+mid-send (SIGKILL, the OOM killer, gunicorn's worker timeout) leaves a claim nobody will
+finish: the next request with the key takes it over, under a lock, once the owner process
+is gone (or is another process with a reused pid) or the claim has run out.
+
 `begin`, `finish` and `release` are the whole protocol, so another store (Redis: SET NX
 with an expiry) can stand in for this one.
 """
@@ -17,6 +23,7 @@ import fcntl
 import hashlib
 import json
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -28,6 +35,7 @@ from mailrelay.fsutil import make_private_dirs
 from mailrelay.serve.answer import Answer
 
 KEY_TTL = 24 * 3600.0
+INFLIGHT_MARGIN = 60.0  # beyond the send's deadline: parsing, the spool, a slow disk
 MAX_KEY_LENGTH = 255
 _SUFFIX = ".json"
 _LOCK = ".lock"
@@ -59,12 +67,70 @@ def fingerprint(*parts: bytes) -> str:
     return h.hexdigest()
 
 
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks since boot) of a Linux process; None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+    except OSError:
+        return None
+    return (fields[0].decode(), fields[19].decode()) if len(fields) > 19 else None
+
+
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def owner() -> dict[str, object]:
+    """Who holds a claim: this process, in words another process of the host can check."""
+    pid = os.getpid()
+    stat = _proc_stat(pid)
+    return {
+        "host": socket.gethostname(),
+        "boot": _boot_id(),
+        "pid": pid,
+        "start": stat[1] if stat else None,
+    }
+
+
+def owner_alive(who: object) -> bool:
+    """Whether the process that made a claim may still finish it (True when unsure)."""
+    if not isinstance(who, dict) or who.get("host") != socket.gethostname():
+        return True  # another host's, or an older claim: only its age can tell
+    if who.get("boot") and who.get("boot") != _boot_id():
+        return False  # the host has restarted since
+    pid = who.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process with that pid: the start time below tells
+    stat = _proc_stat(pid)
+    if stat is None:
+        return True
+    state, start = stat
+    return state not in ("Z", "X") and (who.get("start") in (None, start))
+
+
 class FileKeyStore:
     def __init__(
-        self, path: Path, *, ttl: float = KEY_TTL, clock: Callable[[], float] = time.time
+        self,
+        path: Path,
+        *,
+        ttl: float = KEY_TTL,
+        inflight: float = 30.0 + INFLIGHT_MARGIN,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
         self.ttl = ttl
+        self.inflight = inflight  # the longest a claim may stay unanswered
         self.clock = clock
 
     def _file(self, key: str) -> Path:
@@ -80,13 +146,15 @@ class FileKeyStore:
                 pass
             else:
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump({"fingerprint": fingerprint, "answer": None}, f)
+                    json.dump(self._claim(fingerprint), f)
                 return Seen("new")
             doc, age = self._read(target)
             if age is not None and age > self.ttl:
                 self._expire(target)
                 continue
             if doc is None or doc.get("answer") is None:
+                if age is not None and self._take_over(target, fingerprint):
+                    return Seen("new")
                 return Seen("busy")  # still being written, or its send still runs
             if doc.get("fingerprint") != fingerprint:
                 return Seen("mismatch")
@@ -95,13 +163,48 @@ class FileKeyStore:
             return Seen("done", Answer.from_dict(answer))
         return Seen("busy")
 
-    def finish(self, key: str, fingerprint: str, answer: Answer) -> None:
-        target = self._file(key)
-        temp = target.with_name(f".tmp-{os.getpid()}-{target.name}")
+    def _claim(self, fingerprint: str) -> dict[str, object]:
+        return {
+            "fingerprint": fingerprint,
+            "answer": None,
+            "owner": owner(),
+            "until": self.clock() + self.inflight,
+        }
+
+    def _abandoned(self, doc: dict[str, object] | None, age: float) -> bool:
+        if doc is None:  # its writer died between creating and writing it
+            return age > self.inflight
+        until = doc.get("until")
+        if isinstance(until, (int, float)) and self.clock() > until:
+            return True
+        if not isinstance(until, (int, float)) and age > self.inflight:
+            return True  # a claim from before claims had owners
+        return not owner_alive(doc.get("owner"))
+
+    def _take_over(self, target: Path, fingerprint: str) -> bool:
+        """Claim the key for this request when its claim was abandoned (under the lock,
+        checked again: of several requests waiting on a dead claim, one sends)."""
+        doc, age = self._read(target)
+        if age is None or not self._abandoned(doc, age):
+            return False
+        with self._locked():
+            doc, age = self._read(target)
+            if age is None or (doc is not None and doc.get("answer") is not None):
+                return False
+            if not self._abandoned(doc, age):
+                return False
+            self._write(target, self._claim(fingerprint))
+            return True
+
+    def _write(self, target: Path, doc: dict[str, object]) -> None:
+        temp = target.with_name(f".tmp-{os.getpid()}-{os.urandom(4).hex()}-{target.name}")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"fingerprint": fingerprint, "answer": answer.to_dict()}, f)
+            json.dump(doc, f)
         os.replace(temp, target)
+
+    def finish(self, key: str, fingerprint: str, answer: Answer) -> None:
+        self._write(self._file(key), {"fingerprint": fingerprint, "answer": answer.to_dict()})
 
     def release(self, key: str) -> None:
         """Forget a key whose request ended without an answer worth repeating (a 503)."""
@@ -163,8 +266,13 @@ class FileProbeGate:
     def __init__(self, path: Path, *, keep: float) -> None:
         self.path = Path(path)
         self.keep = keep
+        # claims this process has seen made: a claim stays made, so while every provider
+        # rests a request asks no file (a set's add and lookup are atomic under the GIL)
+        self._made: set[tuple[str, datetime]] = set()
 
     def claim(self, provider: str, until: datetime) -> bool:
+        if (provider, until) in self._made:
+            return False
         make_private_dirs(self.path)
         name = hashlib.sha256(f"{provider}\0{until.isoformat()}".encode()).hexdigest()
         try:
@@ -174,7 +282,11 @@ class FileProbeGate:
                 )
             )
         except FileExistsError:
+            self._made.add((provider, until))
             return False
+        self._made.add((provider, until))
+        if len(self._made) > 1024:  # old cooldowns: their periods are over
+            self._made.clear()
         self._sweep()
         return True
 

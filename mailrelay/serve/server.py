@@ -122,7 +122,7 @@ class ServeApplication(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
         if self.flush_interval > 0:
             self.cfg.set("post_worker_init", self._start_flusher)
-            self.cfg.set("worker_exit", self._stop_flusher)
+        self.cfg.set("worker_exit", self._stop_flusher)
 
     def _start_flusher(self, worker: Any) -> None:
         service = worker.wsgi.extensions["mailrelay"]
@@ -135,6 +135,10 @@ class ServeApplication(BaseApplication):  # type: ignore[misc]
         flusher = self.flushers.pop(worker.pid, None)
         if flusher is not None:
             flusher.stop(float(self.options.get("graceful_timeout", 30)))
+        # the state counters the worker holds in memory (none if it never loaded the app)
+        service = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("mailrelay")
+        if service is not None:
+            service.close()
 
     def load(self) -> Flask:
         app: Flask = self.factory()  # in each worker, after the fork

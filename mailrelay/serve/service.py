@@ -8,11 +8,14 @@ from binascii import Error as Base64Error
 from typing import TYPE_CHECKING
 
 from mailrelay.serve.metrics import ServeMetrics
+from mailrelay.state import TomlStateStore
+from mailrelay.state.workerstore import WorkerStore
 
 if TYPE_CHECKING:
     from mailrelay.cli import App
     from mailrelay.policy import ProbeGate
     from mailrelay.serve.idempotency import KeyStore
+    from mailrelay.state import StateStore
 
 
 class Service:
@@ -21,11 +24,20 @@ class Service:
 
     def __init__(self, app: App, tokens: list[str], keys: KeyStore, probes: ProbeGate) -> None:
         self.app = app
-        self.engine = app.engine(skip_cooling=True, probe_gate=probes)
+        store: StateStore = app.store()
+        if isinstance(store, TomlStateStore):  # counters written behind, cooldowns at once
+            store = WorkerStore(store, warn=app.out.warn)
+        self.store = store
+        self.engine = app.engine(skip_cooling=True, probe_gate=probes, store=store)
         self.tokens = [t.encode("utf-8") for t in tokens]
         self.keys = keys
         self.metrics = ServeMetrics([p.name for p in self.engine.providers])
         self.engine.listeners.append(self.metrics)  # each attempt's time, for the histogram
+
+    def close(self) -> None:
+        """The worker stops: counters still held in memory go to the state file."""
+        if isinstance(self.store, WorkerStore):
+            self.store.close()
 
     def authorized(self, header: str | None) -> bool:
         if not self.tokens:

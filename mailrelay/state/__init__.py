@@ -3,9 +3,10 @@
 One job per module: `protocol` (State, ProviderState, the changes as data, the StateStore
 protocol), `location` (where the state lives: a path or a Redis URL), `tomlstore` (the
 default store, a TOML file), `buffered` (BufferedStore, which folds a batch's updates into a
-few writes) and `redisstore` (the Redis store). The names of the first three are re-exported
-here; `buffered` and `redisstore` are imported from their modules where used, so that a run
-that needs neither never loads them (redis-py is loaded only when the state is a URL).
+few writes), `workerstore` (WorkerStore, one `serve` worker's state: counters written behind)
+and `redisstore` (the Redis store). The names of the first three are re-exported here; the
+others are imported from their modules where used, so that a run that needs none of them
+never loads them.
 """
 
 from mailrelay.state.location import (
