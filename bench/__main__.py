@@ -534,7 +534,7 @@ class Bench:
     def serve(self, http: Server, smtp: Server) -> None:
         """mailrelay serve against the floor service, side by side, interleaved rounds;
         then the all-cooling fast path (503 without a provider) against the send path."""
-        from bench.load import LoadResult, post_load
+        from bench.load import LoadResult, generator, load
 
         token = "bench-serve-token"
         workers, threads = "2", "8"
@@ -585,12 +585,12 @@ class Bench:
             }
             results: dict[str, list[LoadResult]] = {name: [] for name in ports}
             for port in ports.values():  # warm-up, not counted; cools the dead one
-                post_load(port, "/v1/messages", doc, token, threads=4, per_thread=5)
+                load(port, "/v1/messages", doc, token, connections=4, requests=20)
             for _ in range(max(1, self.runs // 2)):
                 for name, port in ports.items():
                     results[name].append(
-                        post_load(port, "/v1/messages", doc, token, threads=16,
-                                  per_thread=per_thread)
+                        load(port, "/v1/messages", doc, token, connections=16,
+                             requests=16 * per_thread)
                     )  # fmt: skip
         finally:
             for proc in procs.values():
@@ -599,12 +599,13 @@ class Bench:
                 proc.wait(timeout=60)
         rate = {n: statistics.median(r.rate for r in rs) for n, rs in results.items()}
         p99 = {n: statistics.median(r.p99_ms for r in rs) for n, rs in results.items()}
+        gen = generator()
         for name in ports:
             codes = sorted({c for r in results[name] for c in r.codes})
             self.rows.append(
                 Row("serve", labels[name], statistics.median(r.p50_ms for r in results[name]),
                     f"p99 {p99[name]:.1f} ms",
-                    f"{rate[name]:,.0f} req/s; codes {','.join(map(str, codes))}")
+                    f"{rate[name]:,.0f} req/s; codes {','.join(map(str, codes))}; load: {gen}")
             )  # fmt: skip
         ratio = rate["serve"] / rate["floor"]
         self.check("serve", "serve / floor (requests/s)", ratio, "≥ 0.9", ratio >= 0.9)

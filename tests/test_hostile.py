@@ -146,6 +146,11 @@ def test_send_flags_refuse_line_breaks_and_controls(
     "change, field",
     [
         ({"attachments": [{"filename": "a\r\nX-A: b.txt", "content_base64": "aGk="}]}, "file name"),
+        # readers would decode it into "invoice.exe"
+        (
+            {"attachments": [{"filename": "=?utf-8?q?invoice.exe?=", "content_base64": "aGk="}]},
+            "encoded word",
+        ),
         (
             {
                 "attachments": [

@@ -128,8 +128,15 @@ def test_metrics_sum_both_workers(tmp_path: Path, private_tmp: Path) -> None:
             assert inf == count
             assert value(samples, "mailrelay_send_duration_seconds_sum", provider=provider) > 0
 
-        # the state's and the spool's, as `mailrelay metrics` has them
+        # the state's and the spool's, as `mailrelay metrics` has them: read from the state
+        # file, where each worker folds its counters every second (cooldowns at once)
         attempts = "mailrelay_send_attempts_total"
+        deadline = time.monotonic() + 20
+        sent_key = ("mailrelay_messages_total", frozenset({("result", "sent")}))
+        while samples.get(sent_key, 0) < made:
+            assert time.monotonic() < deadline, "the workers' counters never reached the state"
+            time.sleep(0.2)
+            samples, _ = parse(server.get("/metrics").text)
         assert value(samples, attempts, provider="box", outcome="accepted") == made
         assert value(samples, attempts, provider="dead", outcome="transient") == tried["dead"]
         assert value(samples, attempts, provider="dead", outcome="accepted") == 0

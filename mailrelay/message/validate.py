@@ -41,6 +41,11 @@ def check_fields(msg: Message, where: str = "") -> None:
         check_header_value(f"{at}metadata {key}", value)
     for i, att in enumerate(msg.attachments):
         check_header_value(f"{at}attachment {i + 1} file name", att.filename)
+        if _ENCODED_WORD.search(att.filename):
+            raise MessageError(
+                f"{at}attachment {i + 1} file name {att.filename!r} cannot be written as given: "
+                "it holds an RFC 2047 encoded word, which mail readers decode into another name"
+            )
         check_header_value(f"{at}attachment {i + 1} content type", att.content_type)
         check_header_value(f"{at}attachment {i + 1} content id", att.content_id or "")
         if att.content_type.count("/") != 1 or not all(
@@ -52,6 +57,8 @@ def check_fields(msg: Message, where: str = "") -> None:
 
 
 _MIME_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 2045 token
+# "=?charset?q?text?=": the email package itself decodes it in a file name parameter
+_ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bBqQ]\?[^?\s]*\?=")
 
 
 # What the email package always writes: printable ASCII, no encoded-word lookalike, no word
