@@ -4,7 +4,7 @@
     python -m bench --quick         # fewer runs and smaller batches (a smoke test)
     python -m bench --only startup,smtp_send --runs 15
     python -m bench --json results.json
-    python -m bench --baseline ../old   # also an older checkout's mailrelay, interleaved
+    python -m bench --baseline DIR  # also an older checkout's mailrelay, interleaved
 
 With `--baseline DIR` (a checkout of an earlier commit, installed in DIR/.venv), every
 mailrelay command of the scenarios runs a second time from DIR, in the same rounds, and each
