@@ -72,13 +72,7 @@ class SendResult:
         else "retry": failed for now, it may be queued, or stays queued with a backoff."""
         if self.delivered:
             return "sent"
-        return "retry" if self.retryable else "refused"
-
-    @property
-    def retryable(self) -> bool:
-        """Not delivered, and not because a provider refused the message itself: the same
-        message may succeed later (so it may be queued)."""
-        return not self.delivered and self.exit_code != ExitCode.DATAERR
+        return "refused" if self.exit_code == ExitCode.DATAERR else "retry"
 
     @property
     def exit_code(self) -> ExitCode:
