@@ -77,10 +77,7 @@ class ProviderChange:
 
     def apply(self, state: State, now: datetime) -> None:
         entry = state.provider(self.provider)
-        for key, n in self.add.items():
-            setattr(entry, key, getattr(entry, key) + n)
-        if self.count is not None:
-            entry.count_outcome(self.count)
+        self._add_counts(entry)
         for key in self.clear:
             setattr(entry, key, 0 if key in _ZEROED else None)
         for key in self.stamp:
@@ -90,6 +87,30 @@ class ProviderChange:
         if self.cooldowns:
             step = min(max(entry.consecutive_failures, 1), len(self.cooldowns))
             entry.cooldown_until = now + timedelta(seconds=self.cooldowns[step - 1])
+
+    def apply_counts(self, state: State, now: datetime) -> None:
+        """The counting part only, safe to replay after other writers changed the entry
+        (serve's WorkerStore folds it in later): counters added, the outcome counted,
+        stamps moved forward only, texts set when this attempt is the newest seen; nothing
+        cleared, no cooldown."""
+        entry = state.provider(self.provider)
+        newest = all(
+            stamp is None or stamp <= now for stamp in (entry.last_success, entry.last_failure)
+        )
+        self._add_counts(entry)
+        for key in self.stamp:
+            current = getattr(entry, key)
+            if current is None or current < now:
+                setattr(entry, key, now)
+        if newest:
+            for key, text in self.texts.items():
+                setattr(entry, key, text)
+
+    def _add_counts(self, entry: ProviderState) -> None:
+        for key, n in self.add.items():
+            setattr(entry, key, getattr(entry, key) + n)
+        if self.count is not None:
+            entry.count_outcome(self.count)
 
 
 @record

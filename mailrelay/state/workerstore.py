@@ -25,10 +25,9 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from datetime import datetime
 
 from mailrelay.state.buffered import _copy_state
-from mailrelay.state.protocol import Changes, ProviderChange, State, StateDelta
+from mailrelay.state.protocol import Changes, State, StateDelta
 from mailrelay.state.tomlstore import TomlStateStore
 
 Change = Callable[[State], None]
@@ -46,25 +45,7 @@ class _Counted:
         if delta.message is not None:
             state.count_message(delta.message)
         for change in delta.changes:
-            _count(change, state, delta.now)
-
-
-def _count(change: ProviderChange, state: State, now: datetime) -> None:
-    entry = state.provider(change.provider)
-    newest = all(
-        stamp is None or stamp <= now for stamp in (entry.last_success, entry.last_failure)
-    )
-    for key, n in change.add.items():
-        setattr(entry, key, getattr(entry, key) + n)
-    if change.count is not None:
-        entry.count_outcome(change.count)
-    for key in change.stamp:
-        current = getattr(entry, key)
-        if current is None or current < now:
-            setattr(entry, key, now)
-    if newest:  # the last outcome and error are the newest attempt's, whoever wrote later
-        for key, text in change.texts.items():
-            setattr(entry, key, text)
+            change.apply_counts(state, delta.now)
 
 
 def _shared(delta: StateDelta, state: State) -> bool:
