@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from mailrelay.errors import did_you_mean
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from mailrelay.alerts import Dispatcher
     from mailrelay.config import Settings
     from mailrelay.delivery import Queueing
@@ -139,11 +141,17 @@ class App:
         for provider in self.providers():
             provider.hold_connections()
 
-    def spool(self) -> Spool:
-        """The spool of queued messages (`spool_dir` in the config, else the user data dir)."""
-        from mailrelay.spool import Spool, default_spool_dir
+    def spool_dir(self) -> Path:
+        """Where the spool is: `spool_dir` in the config, else the user data dir."""
+        from mailrelay.spool import default_spool_dir
 
-        return Spool(self.settings.spool_dir or default_spool_dir(), warn=self.out.warn)
+        return self.settings.spool_dir or default_spool_dir()
+
+    def spool(self) -> Spool:
+        """The spool of queued messages (see spool_dir)."""
+        from mailrelay.spool import Spool
+
+        return Spool(self.spool_dir(), warn=self.out.warn)
 
     def queueing(self) -> Queueing:
         """Queuing on: the spool and the retry settings (mailrelay.delivery writes it)."""

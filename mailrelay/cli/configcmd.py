@@ -142,7 +142,6 @@ def _redacted(value: Any, key: str | None = None) -> Any:
 
 
 def _locations(app: App, settings: Settings) -> dict[str, Any]:
-    from mailrelay.spool import default_spool_dir
     from mailrelay.state import state_path
 
     outboxes = [
@@ -153,7 +152,7 @@ def _locations(app: App, settings: Settings) -> dict[str, Any]:
     return {
         "config": settings.source or f"{settings.searched} (not there)",
         "state": str(state_path(app.state_override, os.environ, settings.state_file)),
-        "spool": str(settings.spool_dir or default_spool_dir()),
+        "spool": str(app.spool_dir()),
         "outbox": outboxes,
         "log_file": str(app.log_file or settings.log_file or "") or None,
     }

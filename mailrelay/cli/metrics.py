@@ -34,11 +34,10 @@ def metrics(app: App, output: str | None) -> None:
       mailrelay metrics --output /var/lib/node_exporter/textfile/mailrelay.prom
     """
     from mailrelay.metrics import render, spool_stats, write_atomically
-    from mailrelay.spool import default_spool_dir
 
     settings = app.settings
     state = app.store().load()
-    spool = spool_stats(settings.spool_dir or default_spool_dir())
+    spool = spool_stats(app.spool_dir())
     text = render(state, spool, providers=[spec.name for spec in settings.providers])
     if output is None:
         sys.stdout.write(text)

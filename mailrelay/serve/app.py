@@ -168,10 +168,9 @@ def create_app(
     @flask.get("/metrics")
     def metrics() -> Response:
         from mailrelay.metrics import spool_stats
-        from mailrelay.spool import default_spool_dir
 
         state = service.engine.store.load()
-        spool = spool_stats(settings.spool_dir or default_spool_dir())
+        spool = spool_stats(app.spool_dir())
         names = [p.name for p in service.engine.providers]
         return Response(service.metrics.page(state, spool, names), content_type=CONTENT_TYPE)
 
