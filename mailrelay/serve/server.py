@@ -122,7 +122,7 @@ class ServeApplication(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
         if self.flush_interval > 0:
             self.cfg.set("post_worker_init", self._start_flusher)
-        self.cfg.set("worker_exit", self._stop_flusher)
+        self.cfg.set("worker_exit", self._worker_exit)
 
     def _start_flusher(self, worker: Any) -> None:
         service = worker.wsgi.extensions["mailrelay"]
@@ -131,7 +131,8 @@ class ServeApplication(BaseApplication):  # type: ignore[misc]
         self.flushers[worker.pid] = flusher
         flusher.start()
 
-    def _stop_flusher(self, _arbiter: Any, worker: Any) -> None:
+    def _worker_exit(self, _arbiter: Any, worker: Any) -> None:
+        """A worker stops: its flusher first, then its state counters to the file."""
         flusher = self.flushers.pop(worker.pid, None)
         if flusher is not None:
             flusher.stop(float(self.options.get("graceful_timeout", 30)))
