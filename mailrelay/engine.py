@@ -117,6 +117,21 @@ class Engine:
         ends = [u for p in self.providers if (u := self.cooling_until(state, p)) is not None]
         return (min(ends) - now).total_seconds() if ends else None
 
+    def resting(self, state: State) -> float | None:
+        """With skip_cooling: the seconds until the first provider recovers when a send now
+        would try none (every provider cooling, each one's probe of this period claimed);
+        None when a send would try one. The send loop's own rule, asked before a message
+        exists, so a caller can answer without building one."""
+        if not self.policy.skip_cooling or not self.providers:
+            return None
+        ends = []
+        for provider in self.providers:
+            until = self.cooling_until(state, provider)
+            if until is None or not self.probe_gate.taken(provider.name, until):
+                return None
+            ends.append(until)
+        return max(0.0, (min(ends) - self.now()).total_seconds())
+
     # --- sending -------------------------------------------------------------------------
 
     def send(self, message: Message, *, keep: Keep | None = None) -> SendResult:

@@ -69,6 +69,11 @@ class ProbeGate(Protocol):
         """True for the first caller for this provider and cooldown end, False after."""
         ...
 
+    def taken(self, provider: str, until: datetime) -> bool:
+        """Whether this provider's probe for this cooldown end has been claimed (claims
+        nothing: a False only says that a send now would be the probe)."""
+        ...
+
 
 class LocalProbeGate:
     """Claims kept in this process (threads of one worker)."""
@@ -83,3 +88,7 @@ class LocalProbeGate:
                 return False
             self._claimed[provider] = until
             return True
+
+    def taken(self, provider: str, until: datetime) -> bool:
+        with self._lock:
+            return self._claimed.get(provider) == until

@@ -432,3 +432,35 @@ def test_skip_cooling_lets_one_probe_through_per_cooldown_period(
     assert not service.send(message).attempts[0].tried  # no second probe this period
     clock.advance(121)  # the doubled cooldown is over: tried as usual
     assert service.send(message).delivered and a.calls == 3
+
+
+def test_resting_says_when_a_send_would_try_no_provider(
+    store: TomlStateStore, clock: Clock, message: Any
+) -> None:
+    a, b = Scripted("a", [TR, TR, OK], clock=clock), Scripted("b", [TR, OK], clock=clock)
+    service = Engine([a, b], store, Policy(cooldown=60, skip_cooling=True),
+                     clock=clock.monotonic, now=clock.now)  # fmt: skip
+    cli = Engine([a, b], store, Policy(cooldown=60), clock=clock.monotonic, now=clock.now)
+    assert service.resting(store.load()) is None  # nobody rests: a send tries them
+    service.send(message)  # both fail; each failure was its period's one probe
+    clock.advance(10)
+    assert service.resting(store.load()) == pytest.approx(50)
+    assert cli.resting(store.load()) is None  # the command line tries resting providers
+    # the rule is the send loop's: a send now tries nobody
+    assert not any(x.tried for x in service.send(message).attempts)
+    assert (a.calls, b.calls) == (1, 1)
+    clock.advance(51)  # the cooldowns are over: a send would try again
+    assert service.resting(store.load()) is None
+    assert service.send(message).delivered
+
+
+def test_resting_is_none_while_a_provider_s_probe_is_due(
+    store: TomlStateStore, clock: Clock, message: Any
+) -> None:
+    a = Scripted("a", [TR, OK], clock=clock)
+    other = Engine([a], store, Policy(cooldown=60), clock=clock.monotonic, now=clock.now)
+    other.send(message)  # another process put `a` to rest: nobody here probed it yet
+    service = Engine([a], store, Policy(cooldown=60, skip_cooling=True),
+                     clock=clock.monotonic, now=clock.now)  # fmt: skip
+    assert service.resting(store.load()) is None  # the next send is the probe
+    assert service.send(message).delivered and a.calls == 2  # which finds it recovered

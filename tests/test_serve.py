@@ -304,8 +304,45 @@ def test_503_with_retry_after_then_fast_path_without_contacting(
         assert all(a.status_code == 503 for a in answers)
         assert all(1 <= int(a.headers["Retry-After"]) <= 120 for a in answers)
         assert relay.connections == 1
-        assert not any(a.json()["result"]["attempts"][0]["tried"] for a in answers)
+        for a in answers:  # answered before a message was built: no result, no Message-ID
+            doc = a.json()
+            assert doc["title"] == "Every provider is resting" and "result" not in doc
+            assert "(relay)" in doc["detail"] and "none was tried" in doc["detail"]
         assert server.get("/readyz").status_code == 503
+
+
+def test_while_every_provider_rests_bad_input_is_still_400_and_keys_are_not_kept(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    server = start(servers, tmp_path, [dead_smtp()], cooldown=300)
+    assert server.post().status_code == 503  # the probe of this period: tried, failed
+    resting = server.post()
+    assert resting.status_code == 503 and "result" not in resting.json()
+    # not JSON, or not the schema: the client's fault says so at once, outage or not
+    r = requests.post(
+        server.url + "/v1/messages",
+        data=b"{nope",
+        timeout=60,
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    assert r.status_code == 400 and "not valid JSON" in r.json()["detail"]
+    r = server.post(doc={"to": [1], "subject": "x"})
+    assert r.status_code == 400
+    assert r.json()["errors"] == [{"path": "to[0]", "message": "expected a string, got a number"}]
+    # a raw message is read only when it can be sent
+    r = requests.post(
+        server.url + "/v1/messages/raw",
+        data=b"From: a@example.com\r\nTo: b@example.com\r\n\r\nhi\r\n",
+        timeout=60,
+        headers={**AUTH, "Content-Type": "message/rfc822"},
+    )
+    assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1
+    # a resting 503 is "try again later": the key is free for the retry, not replayed
+    key = {"Idempotency-Key": "resting-1"}
+    first = server.post(headers=key)
+    assert first.status_code == 503 and "Idempotent-Replayed" not in first.headers
+    again = server.post(headers=key)
+    assert again.status_code == 503 and "Idempotent-Replayed" not in again.headers
 
 
 def test_202_when_the_spool_takes_it(tmp_path: Path, servers: list[Server]) -> None:
@@ -482,6 +519,23 @@ def test_an_abandoned_claim_is_taken_over(tmp_path: Path) -> None:
     late = FileKeyStore(tmp_path / "late", inflight=-1)
     assert late.begin("k", "f").kind == "new"
     assert late.begin("k", "f").kind == "new"
+
+
+def test_probe_claims_are_seen_by_every_worker_of_the_host(tmp_path: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from mailrelay.serve.idempotency import FileProbeGate
+
+    until = datetime(2026, 12, 2, 8, 0, tzinfo=timezone.utc)
+    one, two = (FileProbeGate(tmp_path / "probes", keep=60) for _ in range(2))  # two workers
+    assert not one.taken("relay", until) and not two.taken("relay", until)
+    assert one.claim("relay", until)  # the period's one probe
+    assert one.taken("relay", until) and two.taken("relay", until)
+    assert not two.claim("relay", until)
+    later = until + timedelta(seconds=120)  # the next period: its probe is due again
+    assert not two.taken("relay", later) and not two.taken("other", until)
+    (made,) = (tmp_path / "probes").iterdir()
+    assert made.stat().st_mode & 0o777 == 0o600
 
 
 def key_file(path: Path, key: str) -> bool:

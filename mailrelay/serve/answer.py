@@ -110,3 +110,16 @@ def answer_for(engine: Engine, outcome: Delivery) -> Answer:
         f"not sent: every provider failed, none temporarily ({failed})",
         result=doc,
     )
+
+
+def resting_answer(engine: Engine, wait: float) -> Answer:
+    """The answer while every provider rests and none is due for its probe (Engine.resting):
+    503 at once, no provider contacted, no message built."""
+    names = ", ".join(p.name for p in engine.providers)
+    return problem(
+        503,
+        "Every provider is resting",
+        f"not sent: every provider is resting after failures ({names}); none was tried; "
+        "try again after Retry-After seconds",
+        headers={"Retry-After": str(max(1, math.ceil(wait)))},
+    )

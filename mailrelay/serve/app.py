@@ -21,7 +21,7 @@ from mailrelay.errors import MailrelayError, MessageError
 from mailrelay.output import jsonable
 from mailrelay.secrets import scrub
 from mailrelay.serve import pages
-from mailrelay.serve.answer import Answer, problem
+from mailrelay.serve.answer import Answer, problem, resting_answer
 from mailrelay.serve.idempotency import (
     INFLIGHT_MARGIN,
     MAX_KEY_LENGTH,
@@ -219,6 +219,15 @@ def create_app(
             allow_paths=False,
         )
 
+    def check_json(body: bytes) -> None:
+        """What parse_json says of a document that is not JSON or breaks the schema."""
+        from mailrelay.msgjson import decode_json, schema_error
+
+        doc = decode_json(body, "request body", encoding="utf-8-sig")
+        error = schema_error(doc, where="request body")
+        if error is not None:
+            raise error
+
     def parse_raw(body: bytes) -> Message:
         from mailrelay.message import DEFAULT_MAX_SIZE, parse_eml
 
@@ -290,7 +299,17 @@ def create_app(
         from mailrelay.msgjson import SchemaError
         from mailrelay.serve.answer import answer_for
 
+        engine = service.engine
+        queue = app.queueing() if settings.on_failure == "queue" else None
         try:
+            # every provider resting, none due for its probe, nothing to queue into: a send
+            # now would try none, so answer before building the message (the engine's own
+            # rule); a JSON body is still checked against the schema, as a 400 says at once
+            wait = engine.resting(engine.store.load()) if queue is None else None
+            if wait is not None:
+                if parse is parse_json:
+                    check_json(body)
+                return resting_answer(engine, wait)
             message: Message = parse(body)
         except SchemaError as exc:
             return problem(
@@ -302,8 +321,6 @@ def create_app(
         except MessageError as exc:
             return problem(400, "Bad message", str(exc))
         message.idempotency = key
-        engine = service.engine
-        queue = app.queueing() if settings.on_failure == "queue" else None
         return answer_for(engine, deliver(engine, message, queue=queue))
 
     return flask

@@ -274,21 +274,36 @@ class FileProbeGate:
         if (provider, until) in self._made:
             return False
         make_private_dirs(self.path)
-        name = hashlib.sha256(f"{provider}\0{until.isoformat()}".encode()).hexdigest()
         try:
             os.close(
                 os.open(
-                    self.path / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
+                    self._file(provider, until),
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                    0o600,
                 )
             )
         except FileExistsError:
-            self._made.add((provider, until))
+            self._remember(provider, until)
             return False
-        self._made.add((provider, until))
-        if len(self._made) > 1024:  # old cooldowns: their periods are over
-            self._made.clear()
+        self._remember(provider, until)
         self._sweep()
         return True
+
+    def taken(self, provider: str, until: datetime) -> bool:
+        if (provider, until) in self._made:
+            return True
+        if not os.path.lexists(self._file(provider, until)):
+            return False
+        self._remember(provider, until)  # another worker's claim: no file asked again
+        return True
+
+    def _file(self, provider: str, until: datetime) -> Path:
+        return self.path / hashlib.sha256(f"{provider}\0{until.isoformat()}".encode()).hexdigest()
+
+    def _remember(self, provider: str, until: datetime) -> None:
+        if len(self._made) >= 1024:  # old cooldowns: their periods are over
+            self._made.clear()
+        self._made.add((provider, until))
 
     def _sweep(self) -> None:
         limit = time.time() - self.keep
