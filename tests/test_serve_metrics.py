@@ -4,6 +4,7 @@ workers; the private multiprocess folder; metric writes that never cost a reques
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from mailrelay.serve.idempotency import owner
 from tests.smtpserver import SmtpServer
 from tests.test_e2e import mailrelay_command
 from tests.test_import_cost import loaded_after
@@ -184,6 +186,35 @@ def test_sigterm_with_a_send_in_flight_answers_200_and_removes_the_folder(
     log = server.log.read_text()
     assert '"POST /v1/messages" 200' in log
     assert "metrics failed" not in log and "Traceback" not in log
+
+
+def test_a_start_removes_the_folder_a_killed_master_left(tmp_path: Path, private_tmp: Path) -> None:
+    first = Server(tmp_path, config(tmp_path, [outbox(tmp_path)]))
+    (left,) = private_tmp.glob(FOLDER_GLOB)
+    assert first.post().status_code == 200  # its worker wrote files there
+    for pid in worker_pids(first.proc.pid):
+        os.kill(pid, signal.SIGKILL)
+    first.proc.kill()  # SIGKILL: no arbiter left to remove the folder
+    first.proc.wait(timeout=30)
+    assert left.is_dir() and (left / "owner.json").stat().st_mode & 0o777 == 0o600
+    # a folder whose owner still runs (this test) and a stranger's file are kept
+    alive = private_tmp / "mailrelay-serve-metrics-alive"
+    alive.mkdir(mode=0o700)
+    (alive / "owner.json").write_text(json.dumps(owner()))
+    making = private_tmp / "mailrelay-serve-metrics-making"  # no owner file yet
+    making.mkdir(mode=0o700)
+    second = Server(tmp_path, config(tmp_path, [outbox(tmp_path)]))
+    try:
+        assert not left.exists()
+        assert alive.is_dir() and making.is_dir()
+        assert len(list(private_tmp.glob(FOLDER_GLOB))) == 3  # the two kept, its own
+    finally:
+        assert second.stop() == 0
+
+
+def worker_pids(master: int) -> list[int]:
+    children = Path(f"/proc/{master}/task/{master}/children")
+    return [int(p) for p in children.read_text().split()] if children.exists() else []
 
 
 GUARD = """

@@ -6,15 +6,18 @@ the workers finish the requests in flight (a send runs to its end), then everyth
 A queue flusher runs as a thread of each worker (not of the master, which forks): the
 spool locks each entry while it is sent, so two flushers never send one message twice.
 The master makes the workers' private metrics folder before it forks them and removes it
-after the last one has exited (see `metrics_folder`).
+after the last one has exited (see `metrics_folder`); a start removes the folders of
+masters that died without doing so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -30,6 +33,10 @@ if TYPE_CHECKING:
 
     from mailrelay.cli import App
     from mailrelay.result import Listener
+
+
+FOLDER_PREFIX = "mailrelay-serve-metrics-"
+OWNER_FILE = "owner.json"  # who made the folder, so a later start can tell it was abandoned
 
 
 class GracefulWorker(ThreadWorker):  # type: ignore[misc]
@@ -168,7 +175,9 @@ def metrics_folder() -> Iterator[str]:
     killed after graceful_timeout), so no request still running writes after it is gone."""
     from mailrelay.serve.metrics import MULTIPROC_ENV
 
-    folder = tempfile.mkdtemp(prefix="mailrelay-serve-metrics-")
+    sweep_metrics_folders()
+    folder = tempfile.mkdtemp(prefix=FOLDER_PREFIX)
+    _write_owner(folder)
     os.environ[MULTIPROC_ENV] = folder
     master = os.getpid()
     try:
@@ -180,6 +189,48 @@ def metrics_folder() -> Iterator[str]:
         if os.getpid() == master:
             os.environ.pop(MULTIPROC_ENV, None)
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _write_owner(folder: str) -> None:
+    from mailrelay.serve.idempotency import owner
+
+    fd = os.open(
+        os.path.join(folder, OWNER_FILE),
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+        0o600,
+    )
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(owner(), f)
+
+
+def sweep_metrics_folders() -> int:
+    """Remove the metrics folders of masters that are gone (SIGKILL, the OOM killer, a power
+    cut leave theirs behind): this user's own 0700 folders whose owner file names a process
+    that no longer runs. A folder without an owner file (still being made) is left alone, as
+    is one whose owner may be alive. Returns how many were removed."""
+    from mailrelay.serve.idempotency import owner_alive
+
+    removed = 0
+    try:
+        entries = list(os.scandir(tempfile.gettempdir()))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.name.startswith(FOLDER_PREFIX):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+                continue
+            fd = os.open(os.path.join(entry.path, OWNER_FILE), os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, encoding="utf-8") as f:
+                who = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if not owner_alive(who):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def gunicorn_options(bind: str, workers: int, threads: int, grace: float) -> dict[str, Any]:
