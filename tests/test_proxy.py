@@ -276,6 +276,40 @@ def test_a_dead_proxy_is_transient(
     assert SECRET not in health.detail
 
 
+@pytest.mark.parametrize(
+    ("variable", "url", "words"),
+    [
+        ("HTTPS_PROXY", f"socks5://ops:{SECRET}@127.0.0.1:1080", "only http:// proxies"),
+        ("ALL_PROXY", f"socks5h://ops:{SECRET}@127.0.0.1:1080", "only http:// proxies"),
+        ("HTTPS_PROXY", f"https://ops:{SECRET}@127.0.0.1:3129", "(got https://)"),
+        ("HTTPS_PROXY", f"http://ops:{SECRET}@127.0.0.1:99999", "bad port"),
+    ],
+)
+def test_a_proxy_the_client_cannot_use_is_a_configuration_error(
+    https_fake: tuple[FakePostmark, HTTPServer],
+    variable: str,
+    url: str,
+    words: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mailrelay.engine import Engine
+    from mailrelay.errors import ExitCode
+    from mailrelay.policy import Policy
+    from mailrelay.state import TomlStateStore
+
+    fake, server = https_fake
+    monkeypatch.setenv(variable, url)
+    engine = Engine([postmark(fake, server)], TomlStateStore(tmp_path / "state.toml"), Policy())
+    result = engine.send(message())
+    (attempt,) = result.attempts
+    assert attempt.outcome is Outcome.PROVIDER and attempt.config_error
+    assert attempt.detail.startswith(f"{variable} in the environment: ") and words in attempt.detail
+    assert SECRET not in attempt.detail
+    assert result.exit_code == ExitCode.CONFIG  # not 75: waiting will not mend it
+    assert fake.sent == []
+
+
 # --- the installed command ------------------------------------------------------------------
 
 
@@ -311,6 +345,33 @@ def test_a_dead_proxy_fails_over_to_the_next_provider(
         assert [a["outcome"] for a in doc["attempts"]] == ["transient", "accepted"]
         assert f"proxy 127.0.0.1:{dead_port}" in doc["attempts"][0]["detail"]
         assert len(relay.messages) == 1
+    assert fake.sent == []
+
+
+def test_a_socks_proxy_fails_over_and_alone_is_exit_78(
+    tmp_path: Path, https_fake: tuple[FakePostmark, HTTPServer], ca_file: Path
+) -> None:
+    fake, server = https_fake
+    env = {
+        "HTTPS_PROXY": f"socks5://ops:{SECRET}@127.0.0.1:1080",
+        "NO_PROXY": "",
+        "REQUESTS_CA_BUNDLE": str(ca_file),
+    }
+    for where in ("both", "alone"):
+        (tmp_path / where).mkdir()
+    with SmtpServer() as relay:
+        smtp = {"name": "relay", "type": "smtp", "host": "127.0.0.1", "port": relay.port}
+        smtp |= {"security": "none", "timeout": 5}
+        r = run_send(tmp_path / "both", [fake.config(server_base_url(server)), smtp], env)
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        assert [a["outcome"] for a in doc["attempts"]] == ["provider", "accepted"]
+        assert "HTTPS_PROXY in the environment" in doc["attempts"][0]["detail"]
+        assert len(relay.messages) == 1
+    alone = run_send(tmp_path / "alone", [fake.config(server_base_url(server))], env)
+    assert alone.returncode == 78, alone.stderr
+    (attempt,) = json.loads(alone.stdout)["attempts"]
+    assert attempt["outcome"] == "provider" and "only http:// proxies" in attempt["detail"]
     assert fake.sent == []
 
 

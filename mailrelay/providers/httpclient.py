@@ -35,6 +35,7 @@ from http.client import HTTPConnection, HTTPException, HTTPMessage, HTTPResponse
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit
 
+from mailrelay.errors import ConfigError
 from mailrelay.providers.deadline import MAX_ANSWER, deadline_file
 
 PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy")
@@ -130,14 +131,20 @@ def proxy_for(scheme: str, host: str, port: int) -> Proxy | None:
         return None
     if "://" not in url:
         url = "http://" + url  # "proxy:3128", as curl and requests take it
+    # a proxy this client cannot use is the environment's configuration, not an outage: it
+    # fails over like an unset secret, outcome "provider" (exit 78 when nothing else took the
+    # message, not 75 as if the servers were down); the URL is not shown (it may hold a
+    # password)
+    where = f"{scheme.upper()}_PROXY" if proxies.get(scheme) else "ALL_PROXY"
     parts = urlsplit(url)
     try:
         proxy_port = parts.port or 80
     except ValueError:
-        raise ConnectFailure("the proxy URL in the environment has a bad port") from None
+        raise ConfigError(f"{where} in the environment: the proxy URL has a bad port") from None
     if parts.scheme.lower() != "http" or not parts.hostname:
-        raise ConnectFailure(
-            f"the proxy in the environment must be an http:// URL (got {parts.scheme}://)"
+        raise ConfigError(
+            f"{where} in the environment: only http:// proxies are supported "
+            f"(got {parts.scheme}://{'' if parts.hostname else ' without a host'})"
         )
     authorization = None
     if parts.username is not None:
