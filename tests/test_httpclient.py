@@ -179,10 +179,12 @@ def test_an_http_proxy_in_the_environment_gets_the_request_by_its_absolute_uri(
 ) -> None:
     """With http_proxy set, the client sends to the proxy, naming the target by its absolute
     URI (RFC 9112 §3.2.2); tests/test_proxy.py goes through a real proxy."""
+    from mailrelay.providers import httpapi
     from mailrelay.providers.httpapi import HttpRequest
     from mailrelay.providers.postmark import PostmarkProvider
     from mailrelay.secrets import Secret
 
+    monkeypatch.setattr(httpapi, "_pool", None)  # a pool of its own, closed below
     for name in ("no_proxy", "NO_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
     assert not proxy_in_environment()
@@ -193,5 +195,6 @@ def test_an_http_proxy_in_the_environment_gets_the_request_by_its_absolute_uri(
             "pm", server_token=Secret("t"), base_url="http://mail.invalid:8080"
         )
         resp = provider.perform(HttpRequest("GET", "/server"), 2)
+        httpapi.shared_pool().close()  # its keep-alive connection to the proxy
     assert resp.status_code == 200
     assert proxy.request_lines == ["GET http://mail.invalid:8080/server HTTP/1.1"]
