@@ -56,8 +56,11 @@ def problem(
 def retry_after(engine: Engine) -> str:
     """Seconds until the first provider's cooldown ends, at least 1 (RFC 9110 Retry-After)."""
     wait = engine.first_recovery(engine.store.load())
-    if wait is None:
-        wait = engine.policy.cooldown
+    return _seconds(engine.policy.cooldown if wait is None else wait)
+
+
+def _seconds(wait: float) -> str:
+    """A Retry-After value: whole seconds, at least 1."""
     return str(max(1, math.ceil(wait)))
 
 
@@ -121,5 +124,5 @@ def resting_answer(engine: Engine, wait: float) -> Answer:
         "Every provider is resting",
         f"not sent: every provider is resting after failures ({names}); none was tried; "
         "try again after Retry-After seconds",
-        headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        headers={"Retry-After": _seconds(wait)},
     )

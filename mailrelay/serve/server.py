@@ -205,7 +205,7 @@ def _write_owner(folder: str) -> None:
 
 def sweep_metrics_folders() -> int:
     """Remove the metrics folders of masters that are gone (SIGKILL, the OOM killer, a power
-    cut leave theirs behind): this user's own 0700 folders whose owner file names a process
+    cut leave theirs behind): this user's own folders whose owner file names a process
     that no longer runs. A folder without an owner file (still being made) is left alone, as
     is one whose owner may be alive. Returns how many were removed."""
     from mailrelay.serve.idempotency import owner_alive
