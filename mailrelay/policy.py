@@ -4,10 +4,12 @@ providers over (`Policy.skip_cooling`)."""
 
 from __future__ import annotations
 
+import random
 import threading
 from datetime import datetime
 from typing import Protocol
 
+from mailrelay.backoff import JITTER, Random, doubling, jittered
 from mailrelay.datarecord import record
 from mailrelay.providers.base import Outcome
 
@@ -28,19 +30,32 @@ class Policy:
     # for one request per provider per cooldown period (a half-open probe), so a service
     # under load never hammers resting providers. The CLI (False) tries every provider.
     skip_cooling: bool = False
+    # Each cooldown is shortened by up to this fraction (mailrelay.backoff), so providers
+    # that failed together do not all come back in the same second; `rand` draws it.
+    jitter: float = JITTER
+    rand: Random = random.random
 
     def cooldown_for(
         self, outcome: Outcome, consecutive: int, retry_after: float | None
     ) -> float | None:
         """Seconds a provider rests after this failure, or None for no cooldown."""
+        wait = self._step(outcome, consecutive)
+        if wait is None:
+            return None
+        return self._settle(jittered(wait, jitter=self.jitter, rand=self.rand), retry_after)
+
+    def _step(self, outcome: Outcome, consecutive: int) -> float | None:
+        """The doubling step before jitter and Retry-After, or None for no cooldown."""
         if outcome in (Outcome.TRANSIENT, Outcome.AMBIGUOUS):
             base = self.cooldown
         elif outcome is Outcome.PROVIDER:
             base = self.provider_cooldown
         else:
             return None
-        # 2**60 s is past any cap: saturate instead of overflowing float (at 2**1024)
-        wait = base * float(2 ** min(max(consecutive - 1, 0), 60))
+        return doubling(base, consecutive, min(self.max_cooldown, COOLDOWN_CEILING))
+
+    def _settle(self, wait: float, retry_after: float | None) -> float:
+        """At least the provider's Retry-After, never past the cap."""
         if retry_after is not None:
             wait = max(wait, retry_after)
         return min(wait, self.max_cooldown, COOLDOWN_CEILING)
@@ -51,15 +66,19 @@ class Policy:
         that counts failures elsewhere (Redis) picks the step by its own count."""
         steps: list[float] = []
         for consecutive in range(1, 65):
-            wait = self.cooldown_for(outcome, consecutive, retry_after)
+            wait = self._step(outcome, consecutive)
             if wait is None:
                 return ()
-            steps.append(wait)
-            if wait >= self.max_cooldown:
+            steps.append(self._settle(wait, retry_after))
+            if steps[-1] >= self.max_cooldown:
                 break
         while len(steps) > 1 and steps[-1] == steps[-2]:
             steps.pop()  # the last step repeats anyway
-        return tuple(steps)
+        # jitter once the list is known, so that it neither hides the cap nor the repeats
+        return tuple(
+            self._settle(jittered(s, jitter=self.jitter, rand=self.rand), retry_after)
+            for s in steps
+        )
 
 
 class ProbeGate(Protocol):

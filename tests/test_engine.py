@@ -16,7 +16,7 @@ import pytest
 from mailrelay.engine import Engine
 from mailrelay.errors import ConfigError, ExitCode
 from mailrelay.message import build_message
-from mailrelay.policy import Policy
+from mailrelay.policy import Policy as JitteredPolicy
 from mailrelay.providers.base import (
     Capability,
     Health,
@@ -30,6 +30,11 @@ from mailrelay.secrets import remember
 from mailrelay.state import ProviderState, TomlStateStore
 
 T0 = datetime(2026, 11, 22, 9, 0, 0, tzinfo=timezone.utc)
+
+
+def Policy(**options: Any) -> JitteredPolicy:
+    """The policy without jitter, so every cooldown here is exactly its step."""
+    return JitteredPolicy(**{"jitter": 0.0, **options})
 
 
 class Clock:

@@ -38,6 +38,10 @@ T0 = datetime(2026, 11, 22, 9, 0, 0, tzinfo=timezone.utc)
 RETRY, MAX_RETRY, MAX_AGE = 300.0, 3600.0, 5 * 86400.0
 
 
+def NO_JITTER() -> float:
+    return 0.0
+
+
 class FakeClock:
     """An injected `now` for the spool (the sends themselves are real)."""
 
@@ -101,7 +105,7 @@ def test_ids_are_short_random_first_and_unique_from_their_first_characters() -> 
 
 
 def test_a_queued_file_is_private_durable_json_and_lossless(tmp_path: Path, dead_port: int) -> None:
-    spool = Spool(tmp_path / "data" / "spool")
+    spool = Spool(tmp_path / "data" / "spool", rand=NO_JITTER)
     attachment = tmp_path / "report.bin"
     attachment.write_bytes(bytes(range(256)))
     message = a_message(
@@ -143,7 +147,7 @@ def test_a_whole_message_keeps_its_bytes(tmp_path: Path, dead_port: int) -> None
         b"Bcc: hidden@example.com\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\n\r\nline\r\n"
     )
     message = parse_eml(raw, recipients=(), extract=True)
-    spool = Spool(tmp_path / "spool")
+    spool = Spool(tmp_path / "spool", rand=NO_JITTER)
     ident = queue_one(spool, engine_for(tmp_path, dead_port), message)
     back = spool.find(ident).message()
     assert back.raw == message.raw and b"Bcc" not in (back.raw or b"")
@@ -154,7 +158,7 @@ def test_flush_sends_once_removes_the_file_and_records_state(
     tmp_path: Path, dead_port: int
 ) -> None:
     clock = FakeClock()
-    spool = Spool(tmp_path / "spool", now=clock)
+    spool = Spool(tmp_path / "spool", now=clock, rand=NO_JITTER)
     message = a_message(bcc=["hidden@example.com"])
     ident = queue_one(spool, engine_for(tmp_path, dead_port), message)
     clock.advance(RETRY)
@@ -175,7 +179,7 @@ def test_flush_sends_once_removes_the_file_and_records_state(
 
 def test_backoff_skips_until_due_doubles_and_caps(tmp_path: Path, dead_port: int) -> None:
     clock = FakeClock()
-    spool = Spool(tmp_path / "spool", now=clock)
+    spool = Spool(tmp_path / "spool", now=clock, rand=NO_JITTER)
     engine = engine_for(tmp_path, dead_port)
     ident = queue_one(spool, engine, a_message())
     tried: list[str] = []
@@ -208,7 +212,7 @@ def test_backoff_skips_until_due_doubles_and_caps(tmp_path: Path, dead_port: int
 
 def test_past_max_age_moves_to_failed_and_is_kept(tmp_path: Path, dead_port: int) -> None:
     clock = FakeClock()
-    spool = Spool(tmp_path / "spool", now=clock)
+    spool = Spool(tmp_path / "spool", now=clock, rand=NO_JITTER)
     ident = queue_one(spool, engine_for(tmp_path, dead_port), a_message())
     clock.advance(MAX_AGE + 1)
     sent: list[Message] = []
@@ -228,7 +232,7 @@ def test_past_max_age_moves_to_failed_and_is_kept(tmp_path: Path, dead_port: int
 
 
 def test_a_permanent_refusal_on_flush_moves_to_failed(tmp_path: Path, dead_port: int) -> None:
-    spool = Spool(tmp_path / "spool")
+    spool = Spool(tmp_path / "spool", rand=NO_JITTER)
     ident = queue_one(spool, engine_for(tmp_path, dead_port), a_message())
     with SmtpServer(fail={"rcpt": "550 5.1.1 no such user"}) as server:
         report = flush(spool, engine_for(tmp_path, server.port).send, ignore_backoff=True)
@@ -246,7 +250,7 @@ def test_a_flush_ends_an_entry_as_a_fresh_send_ends_its_message(
 ) -> None:
     """One rule (mailrelay.delivery): what a flush makes of a queued entry is what a fresh
     send with the same result makes of its message — sent, queued (again), or failed."""
-    spool = Spool(tmp_path / "spool")
+    spool = Spool(tmp_path / "spool", rand=NO_JITTER)
     ident = queue_one(spool, engine_for(tmp_path, dead_port), a_message())
     refuse = {"rcpt": "550 5.1.1 no such user"} if case.startswith("refused") else {}
     with SmtpServer(fail=refuse) as server:
@@ -258,7 +262,9 @@ def test_a_flush_ends_an_entry_as_a_fresh_send_ends_its_message(
             providers = load_settings(None, urls).build_providers()
             return Engine(providers, TomlStateStore(tmp_path / state), Policy(timeout=10))
 
-        queueing = Queueing(Spool(tmp_path / "fresh"), retry=RETRY, max_retry=MAX_RETRY)
+        queueing = Queueing(
+            Spool(tmp_path / "fresh", rand=NO_JITTER), retry=RETRY, max_retry=MAX_RETRY
+        )
         fresh = deliver(engine("fresh.toml"), a_message("fresh"), queue=queueing)
         report = flush(spool, engine("flush.toml").send, ignore_backoff=True)
     (item,) = report.items
@@ -275,7 +281,7 @@ def test_a_flush_ends_an_entry_as_a_fresh_send_ends_its_message(
 def test_a_corrupt_file_is_moved_aside_and_the_others_still_go(
     tmp_path: Path, dead_port: int
 ) -> None:
-    spool = Spool(tmp_path / "spool")
+    spool = Spool(tmp_path / "spool", rand=NO_JITTER)
     good = queue_one(spool, engine_for(tmp_path, dead_port), a_message("good"))
     bad = spool.path / "00000000T000000.000000Z-bad.json"  # sorts first
     bad.write_text('{"schema": 1, "id": ')
@@ -297,7 +303,7 @@ def test_a_corrupt_file_is_moved_aside_and_the_others_still_go(
 
 
 def test_a_locked_message_is_skipped_by_another_flush(tmp_path: Path, dead_port: int) -> None:
-    spool = Spool(tmp_path / "spool")
+    spool = Spool(tmp_path / "spool", rand=NO_JITTER)
     ident = queue_one(spool, engine_for(tmp_path, dead_port), a_message())
     path = spool.path / f"{ident}.json"
     with SmtpServer() as server:
@@ -327,7 +333,7 @@ def test_an_unwritable_spool_raises_and_queues_nothing(tmp_path: Path, dead_port
 
 def test_find_and_drop_by_unique_prefix(tmp_path: Path, dead_port: int) -> None:
     clock = FakeClock()
-    spool = Spool(tmp_path / "spool", now=clock)
+    spool = Spool(tmp_path / "spool", now=clock, rand=NO_JITTER)
     engine = engine_for(tmp_path, dead_port)
     first = queue_one(spool, engine, a_message("one"))
     clock.advance(3600)
@@ -359,7 +365,7 @@ def test_find_and_drop_by_unique_prefix(tmp_path: Path, dead_port: int) -> None:
 
 
 def test_flushing_a_missing_spool_does_nothing(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "never-created")
+    spool = Spool(tmp_path / "never-created", rand=NO_JITTER)
     report = flush(spool, lambda m: pytest.fail("nothing to send"))  # type: ignore[arg-type,return-value]
     assert report.items == [] and report.exit_code == 0
     assert not spool.path.exists()

@@ -584,8 +584,8 @@ def test_cooldown_steps_follow_cooldown_for_up_to_the_cap() -> None:
     from mailrelay.policy import Policy
     from mailrelay.providers.base import Outcome
 
-    policy = Policy(cooldown=60, max_cooldown=300)
+    policy = Policy(jitter=0.0, cooldown=60, max_cooldown=300)
     assert policy.cooldown_steps(Outcome.TRANSIENT, None) == (60, 120, 240, 300)
     assert policy.cooldown_steps(Outcome.TRANSIENT, 200) == (200, 200, 240, 300)
     assert policy.cooldown_steps(Outcome.REJECTED, None) == ()
-    assert Policy(cooldown=0).cooldown_steps(Outcome.TRANSIENT, None) == (0,)
+    assert Policy(jitter=0.0, cooldown=0).cooldown_steps(Outcome.TRANSIENT, None) == (0,)

@@ -181,7 +181,7 @@ class Spool(SpoolStore):
                 moved = self._fail(entry, path, why)
                 return FlushItem(ident, "failed", why, result=result, path=moved)
             # "retry": it stays queued, tried again after its backoff
-            entry.next_try = next_try_time(tried_at, entry.tries, retry, max_retry)
+            entry.next_try = next_try_time(tried_at, entry.tries, retry, max_retry, rand=self.rand)
             self._write(path, entry.to_document())
             return FlushItem(
                 ident,

@@ -17,12 +17,14 @@ import contextlib
 import fcntl
 import json
 import os
+import random
 import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mailrelay.backoff import Random
 from mailrelay.errors import ExitCode, InputFileError, MailrelayError, StateError
 from mailrelay.fsutil import fsync_directory, make_private_dirs
 from mailrelay.spool.backoff import next_try_time
@@ -83,6 +85,7 @@ class SpoolStore:
         *,
         warn: Callable[[str], None] | None = None,
         now: Now = utcnow,
+        rand: Random = random.random,
     ) -> None:
         self.path = Path(path)
         self.failed_dir = self.path / FAILED
@@ -90,6 +93,7 @@ class SpoolStore:
         self.held_dir = self.path / HELD
         self.warn = warn or (lambda _msg: None)
         self.now = now
+        self.rand = rand  # the jitter of each retry's wait (mailrelay.backoff)
 
     def __repr__(self) -> str:
         return f"Spool({str(self.path)!r})"
@@ -112,7 +116,7 @@ class SpoolStore:
             id=new_queue_id(),
             created=now,
             tries=1,
-            next_try=next_try_time(now, 1, retry, max_retry),
+            next_try=next_try_time(now, 1, retry, max_retry, rand=self.rand),
             sender=str(message.envelope_from or message.sender),
             recipients=[str(a) for a in message.recipients()],
             message_doc=message_to_dict(message),
