@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import inspect
 from typing import ClassVar
 
 import pytest
@@ -84,3 +86,61 @@ def test_post_init_and_copies() -> None:
     assert d == c and d is not c
     frozen = copy.deepcopy(Name("Ada"))
     assert frozen == Name("Ada")
+
+
+@dataclasses.dataclass
+class PointDC:
+    x: int
+    y: int = 0
+    tags: list[str] = dataclasses.field(default_factory=list)
+    kind: ClassVar[str] = "point"
+
+
+@dataclasses.dataclass(frozen=True)
+class NameDC:
+    first: str
+    last: str = ""
+
+
+def _renamed(text: str) -> str:
+    return text.replace("PointDC", "Point").replace("NameDC", "Name")
+
+
+@pytest.mark.parametrize(
+    ("rec", "dc", "args"),
+    [
+        (Point, PointDC, (1,)),
+        (Point, PointDC, (1, 2, ["a"])),
+        (Name, NameDC, ("Ada",)),
+        (Name, NameDC, ("Ada", "Lovelace")),
+    ],
+)
+def test_parity_with_the_equivalent_dataclass(
+    rec: type, dc: type, args: tuple[object, ...]
+) -> None:
+    r, d = rec(*args), dc(*args)
+    assert repr(r) == _renamed(repr(d))
+    assert rec.__match_args__ == dc.__match_args__  # type: ignore[attr-defined]
+    assert str(inspect.signature(rec)) == str(inspect.signature(dc))
+    assert str(inspect.signature(rec.__init__)) == str(inspect.signature(dc.__init__))
+    assert (r == rec(*args)) == (d == dc(*args)) is True
+    assert (r == rec("other")) == (d == dc("other")) is False
+    assert (r == d) is False and r.__eq__(d) is NotImplemented  # only its own class
+    if dc.__hash__ is None:
+        assert rec.__hash__ is None  # mutable: unhashable, as a dataclass without frozen
+    else:
+        assert hash(r) == hash(rec(*args)) == hash(d)  # both hash the field values
+        assert {r, rec(*args)} == {r}
+
+
+def test_records_take_part_in_pattern_matching() -> None:
+    match Point(3, 4):
+        case Point(x, y, tags) if not tags:
+            assert (x, y) == (3, 4)
+        case _:
+            pytest.fail("no match")
+    match Name("Ada", "Lovelace"):
+        case Name(first="Ada", last=last):
+            assert last == "Lovelace"
+        case _:
+            pytest.fail("no match")
