@@ -55,7 +55,7 @@ def init_command(app: App, force: bool) -> None:
     Every provider type is there, commented out, with its secrets as { env = ... }. The file
     is created mode 0600; an existing one is left alone unless --force.
     """
-    from mailrelay.config import find_config_path
+    from mailrelay.configpaths import find_config_path
     from mailrelay.fsutil import make_private_dirs
 
     path, _ = find_config_path(app.config_path)
