@@ -134,7 +134,7 @@ class AliasBook:
             raise NoAliasError(
                 f"recipient {name!r} is a local name with no alias; add "
                 f'{name} = "you@example.com" (or "*" for every local name) to [aliases] '
-                "in the config"
+                "in the config, or give full addresses (e.g. MAILTO in a crontab)"
             )
         return found
 

@@ -150,7 +150,7 @@ def _locations(app: App, settings: Settings) -> dict[str, Any]:
         if spec.type == "outbox" and isinstance(spec.values.get("path"), str)
     ]
     return {
-        "config": settings.source or f"{settings.searched} (not there)",
+        "config": settings.source or f"{settings.searched} (none there)",
         "state": str(state_path(app.state_override, os.environ, settings.state_file)),
         "spool": str(app.spool_dir()),
         "outbox": outboxes,

@@ -50,10 +50,13 @@ Usage: mailrelay sendmail [options] [address ...]
 
 Read a complete RFC 5322 message from standard input and send it through the first
 configured provider that accepts it; queue it when every provider fails for now (exit 0).
-While the configuration does not allow sending (no config, no usable From, no providers,
-a broken config) the message is held (exit 78) and 'mailrelay queue flush' sends it later.
-Success prints nothing. Settings come from $MAILRELAY_CONFIG, $MAILRELAY_PROVIDERS and
-$MAILRELAY_STATE (or mailrelay's global options before 'sendmail').
+While the configuration does not allow sending (no config, no usable From, a local name
+such as "root" with no [aliases] entry, no providers, a broken config, or every provider
+failing in a way only a config change mends) the message is held (exit 78) and
+'mailrelay queue flush' sends it later. Success prints nothing. Settings come from the
+config file (~/.config/mailrelay/config.toml, else /etc/mailrelay/config.toml; cron passes
+no other environment), $MAILRELAY_CONFIG, $MAILRELAY_PROVIDERS and $MAILRELAY_STATE (or
+mailrelay's global options before 'sendmail').
 
 Options (as sendmail):
   -t            recipients from the To, Cc and Bcc headers, plus the addresses given
@@ -226,7 +229,8 @@ def sendmail(ctx: click.Context) -> None:
 
     Takes sendmail's flags (-t, -f/-r, -F, -i/-oi; ignores -o*, -B* and the like) and
     queues the message when every provider fails for now; holds it (exit 78) while the
-    configuration does not allow sending (no config, no usable From, no providers).
+    configuration does not allow sending (no config, no usable From, a local name with no
+    alias, no providers, or every provider failing for its configuration).
     Also installed as the mailrelay-sendmail command, for cron or a /usr/sbin/sendmail
     link. See --help.
 
