@@ -405,6 +405,9 @@ def test_a_relay_without_starttls_holds_the_message_until_the_config_is_fixed(
         (held,) = listed["messages"]
         assert held["held"] is True
         assert "relay (provider)" in held["reason"] and "STARTTLS" in held["reason"]
+        status = run_mailrelay(env, "status")
+        assert status.returncode == 69
+        assert "STARTTLS" in status.stdout and "1 message(s) held" in status.stderr
         again = run_mailrelay(env, "queue", "flush")  # nothing changed: still held
         assert again.returncode == 78, again.stderr
         assert "still held" in again.stderr
