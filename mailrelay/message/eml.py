@@ -63,7 +63,7 @@ _ADDRESS_FIELDS = frozenset({"from", "sender", "to", "cc", "reply-to"})
 def ascii_header_fields(raw: bytes) -> bytes:
     """`raw` (CRLF lines) with every UTF-8 header field (RFC 6532) rewritten in US-ASCII:
     display names and other text as RFC 2047 encoded words, for a server without SMTPUTF8.
-    The addresses themselves must be ASCII already (the caller checks)."""
+    ValueError when an address itself is not ASCII (only SMTPUTF8 carries that)."""
     from mailrelay.message.headers import _encoded_words
 
     head, _, body = raw.partition(b"\r\n\r\n")
@@ -76,6 +76,8 @@ def ascii_header_fields(raw: bytes) -> bytes:
         text = _field_text(whole)
         if name.lower() in _ADDRESS_FIELDS:
             pairs = getaddresses([text])
+            if not all(a.isascii() for _, a in pairs):
+                raise ValueError(f"{name}: a non-ASCII address")
             value = ", ".join(formataddr((n, a), charset="utf-8") for n, a in pairs)
         else:
             value = _encoded_words(text, 78 - len(name) - 2)

@@ -57,7 +57,13 @@ def message_data(
     elif raw is not None and all(a.email.isascii() for a in addresses):
         from mailrelay.message import ascii_header_fields
 
-        raw = ascii_header_fields(raw)  # UTF-8 header text as encoded words (RFC 2047)
+        try:
+            raw = ascii_header_fields(raw)  # UTF-8 header text as encoded words (RFC 2047)
+        except ValueError as exc:
+            raise Unfit(
+                f"the message has a non-ASCII address ({exc}) and the server does not offer "
+                "SMTPUTF8"
+            ) from None
         policy = email.policy.SMTP
     else:
         raise Unfit("the message has a non-ASCII address and the server does not offer SMTPUTF8")
