@@ -286,6 +286,36 @@ def test_a_local_name_without_an_alias_is_held_until_the_config_gives_one(
     assert json.loads(run_mailrelay(env, "queue", "list", "--json").stdout)["count"] == 0
 
 
+def test_config_aliases_come_before_the_file_and_a_loop_is_held(
+    tmp_path: Path, root_home: Path
+) -> None:
+    aliases_file = tmp_path / "aliases"
+    aliases_file.write_text("root: file@example.com\nloop1: loop2\nloop2: loop1\n")
+    with SmtpServer() as server:
+        relay_config(
+            user_config(root_home),
+            server.port,
+            aliases='root = "config@example.com"',
+            extra=f'aliases_file = "{aliases_file}"',
+        )
+        env = cron_env(root_home, tmp_path / "etc" / "config.toml")
+        r = run_sendmail(DEBIAN_CRON_ARGV, env)
+        assert r.returncode == 0, r.stderr
+        r = run_sendmail(("-i", "loop1"), env, data=CRON_MAIL.replace("To: root", "To: loop1"))
+        assert r.returncode == 78 and "'loop1' is a local name with no alias" in r.stderr
+        (got,) = server.messages
+    assert got.rcpt_tos == ["config@example.com"]
+
+
+def test_config_check_reads_the_aliases_file(tmp_path: Path) -> None:
+    cfg = relay_config(
+        tmp_path / "config.toml", 25, extra=f'aliases_file = "{tmp_path / "missing"}"'
+    )
+    r = mailrelay("--config", str(cfg), "config", "check", input=None)
+    assert r.returncode == 78
+    assert f"{tmp_path / 'missing'}: aliases file not found" in r.stderr
+
+
 def test_a_bad_aliases_table_is_a_config_error(tmp_path: Path) -> None:
     cfg = relay_config(tmp_path / "config.toml", 25, aliases='"root@x" = "ops@example.com"')
     r = mailrelay("--config", str(cfg), "config", "check", input=None)

@@ -99,6 +99,16 @@ def check_command(app: App, probe: bool, timeout: float) -> None:
         app.out.warn(warning)
     for spec in settings.providers:
         problems.extend(registry.problems(spec))
+    if settings.aliases_file is not None:  # read at send time only when a local name needs it
+        from mailrelay.aliases import read_file
+
+        alias_warnings: list[str] = []
+        try:
+            read_file(settings.aliases_file, alias_warnings)
+        except ConfigError as exc:
+            problems.append(exc)
+        for warning in alias_warnings:
+            app.out.warn(warning)
     if not settings.providers:
         problems.append(
             ConfigError(
