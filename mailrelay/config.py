@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from mailrelay.configpaths import config_candidates
 from mailrelay.datarecord import field, record
 from mailrelay.errors import ConfigError, did_you_mean
 from mailrelay.fsutil import read_regular_file
@@ -66,28 +67,12 @@ DEFAULTS_KEYS = (
     "queue_retry",
     "queue_max_retry",
     "queue_max_age",
+    "aliases_file",
 )
 SERVE_KEYS = ("bind", "workers", "threads", "tokens", "max_request_bytes", "flush_interval")
 DEFAULT_BIND = "127.0.0.1:8025"
 DEFAULT_MAX_REQUEST_BYTES = 30 * 1000 * 1000  # a 25 MB attachment, base64-encoded, fits
 DEFAULT_FLUSH_INTERVAL = 60.0  # seconds between two flushes of the spool inside `serve`
-
-
-def default_config_path() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("mailrelay")) / "config.toml"
-
-
-def find_config_path(
-    config_path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
-) -> tuple[Path, bool]:
-    """The config file that is read (--config, else $MAILRELAY_CONFIG, else the default), and
-    whether it was asked for explicitly (then it must exist)."""
-    env = os.environ if env is None else env
-    explicit = config_path is not None or bool(env.get("MAILRELAY_CONFIG"))
-    chosen = config_path or env.get("MAILRELAY_CONFIG") or default_config_path()
-    return Path(chosen).expanduser(), explicit
 
 
 def parse_toml(data: bytes, source: str) -> dict[str, Any]:
@@ -153,6 +138,8 @@ class Settings:
     queue_retry: float = DEFAULT_QUEUE_RETRY
     queue_max_retry: float = DEFAULT_QUEUE_MAX_RETRY
     queue_max_age: float = DEFAULT_QUEUE_MAX_AGE
+    aliases: dict[str, list[str]] = field(default_factory=dict)  # [aliases]: local names
+    aliases_file: Path | None = None  # an aliases(5) file, read when a local name needs it
     providers: list[ProviderSpec] = field(default_factory=list)
     alerts: AlertSettings | None = None  # the [alerts] table; None when there is none
     serve: ServeSettings = field(default_factory=ServeSettings)
@@ -187,7 +174,7 @@ def _read_defaults(
         if cfg.has("max_size"):
             settings.max_size = cfg.get_int("max_size", 0, least=1)
         settings.state_password = cfg.get_secret("state_password")
-        for key in ("state_file", "log_file", "spool_dir"):
+        for key in ("state_file", "log_file", "spool_dir", "aliases_file"):
             value = cfg.get_str(key)
             if value and key == "state_file" and is_state_url(value):
                 settings.state_url = value
@@ -346,29 +333,37 @@ def load_settings(
     raised, so `config check` can show them all.
     """
     env = os.environ if env is None else env
-    path, explicit = find_config_path(config_path, env)
-    settings = Settings(searched=str(path))
+    candidates, explicit = config_candidates(config_path, env)
+    settings = Settings(searched=" or ".join(str(p) for p in candidates))
     data: dict[str, Any] = {}
-    source = str(path)
-    try:
-        raw = read_regular_file(path)
-    except FileNotFoundError:
-        if explicit:
-            raise ConfigError("config file not found", source=source) from None
-        raw = None
-    except IsADirectoryError:
-        raise ConfigError("is a directory, not a config file", source=source) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", source=source) from None
+    raw: bytes | None = None
+    for path in candidates:
+        source = str(path)
+        try:
+            raw = read_regular_file(path)
+        except FileNotFoundError:
+            if explicit:
+                raise ConfigError("config file not found", source=source) from None
+            continue
+        except PermissionError:
+            if path != candidates[0]:
+                continue  # a system-wide file kept from this user: as if it were not there
+            raise ConfigError("cannot read: permission denied", source=source) from None
+        except IsADirectoryError:
+            raise ConfigError("is a directory, not a config file", source=source) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror}", source=source) from None
+        break
     if raw is not None:
         settings.source = source
         data = parse_toml(raw, source)
-        for key in sorted(set(data) - {"defaults", "providers", "alerts", "serve"}):
-            hint = did_you_mean(key, ("defaults", "providers", "alerts", "serve"))
+        tables = ("defaults", "providers", "aliases", "alerts", "serve")
+        for key in sorted(set(data) - set(tables)):
+            hint = did_you_mean(key, tables)
             _report(
                 ConfigError(
                     f"unknown top-level key{hint}; "
-                    "known: [defaults], [[providers]], [alerts], [serve]",
+                    "known: [defaults], [[providers]], [aliases], [alerts], [serve]",
                     source=source,
                     key=key,
                 ),
@@ -377,6 +372,10 @@ def load_settings(
         if "defaults" in data:
             _read_defaults(data["defaults"], source, settings, problems)
         settings.providers = _specs_from_tables(data.get("providers", []), source)
+        if "aliases" in data:
+            from mailrelay.aliases import read_table
+
+            settings.aliases = read_table(data["aliases"], source)
         if "alerts" in data:
             from mailrelay.alerts import read_alerts
 

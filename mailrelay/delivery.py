@@ -7,9 +7,11 @@ here, so they can never disagree on what happens to a message. The rule:
 - every provider failed for now (the failure may be retried) and queuing is on: it is
   written to the spool, **queued** (exit 0); when the spool cannot be written it is
   **failed** with exit 73 and `spool_error` says why;
-- the configuration does not allow sending yet (no config, no usable From, no providers, a
-  broken config) and the caller keeps such messages (sendmail mode): **held** in the spool's
-  `held/` folder with the reason, for `queue flush` once the configuration allows;
+- the configuration does not allow sending yet (no config, no usable From, a local name
+  with no alias, no providers, a broken config, or every provider failed in a way only a
+  configuration change mends: `needs_config_change`) and the caller keeps such messages
+  (sendmail mode): **held** in the spool's `held/` folder with the reason, for
+  `queue flush` once the configuration allows;
 - anything else: **failed**, with the engine's exit code (65, 69, 75, 78).
 
 What a result means for the message is `SendResult.fate` (result.py): sent, retry (failed
@@ -118,15 +120,25 @@ def settle(message: Message, result: SendResult, *, queue: Queueing | None) -> D
     )
 
 
-def deliver(engine: Engine, message: Message, *, queue: Queueing | None) -> Delivery:
+def deliver(
+    engine: Engine,
+    message: Message,
+    *,
+    queue: Queueing | None,
+    hold: Callable[[SendResult], Delivery | None] | None = None,
+) -> Delivery:
     """Send `message` through `engine` and settle the result (see the module docstring).
 
     The spool is written inside the send, before the engine records it, so the state counts
-    the message once with what became of it (queued, or failed when the spool refused it)."""
+    the message once with what became of it (queued, or failed when the spool refused it).
+    `hold` may keep a message that failed for now in held/ instead (sendmail mode: when
+    only a configuration change can mend it, see `needs_config_change`)."""
     kept: list[Delivery] = []
 
     def keep(result: SendResult) -> str:
-        outcome = settle(message, result, queue=queue)
+        outcome = hold(result) if hold is not None else None
+        if outcome is None:
+            outcome = settle(message, result, queue=queue)
         kept.append(outcome)
         return "queued" if outcome.status == "queued" else "failed"
 
@@ -139,6 +151,26 @@ def failure_reason(result: SendResult) -> str:
     if result.delivered:
         return ""
     return ", ".join(f"{a.provider} ({a.outcome.value})" for a in result.attempts)
+
+
+def needs_config_change(result: SendResult) -> bool:
+    """Every provider failed in a way only a configuration change mends (`provider`:
+    credentials, a relay without the TLS `security` asks for; `rejected`: a message the
+    provider cannot carry), none for now: retrying it unchanged would fail for days."""
+    from mailrelay.providers.base import Outcome
+
+    outcomes = {a.outcome for a in result.attempts}
+    return (
+        result.fate == "retry"
+        and bool(outcomes)
+        and outcomes <= {Outcome.PROVIDER, Outcome.REJECTED}
+    )
+
+
+def config_change_reason(result: SendResult) -> str:
+    """One line: what each provider said, for a message held until the config changes."""
+    said = "; ".join(f"{a.provider} ({a.outcome.value}): {a.detail}" for a in result.attempts)
+    return f"no provider can send it as configured: {said}"
 
 
 def _unspooled(result: SendResult, error: str) -> Delivery:
@@ -154,35 +186,66 @@ def _unspooled(result: SendResult, error: str) -> Delivery:
 # --- held messages (sendmail mode): kept as they came until the configuration allows ---------
 
 
-def hold(spool: Spool, raw: bytes, *, reason: str, options: dict[str, Any]) -> Delivery:
+def hold(
+    spool: Spool,
+    raw: bytes,
+    *,
+    reason: str,
+    options: dict[str, Any],
+    result: SendResult | None = None,
+    message: Message | None = None,
+) -> Delivery:
     """Keep `raw` (a whole RFC 5322 message) in held/ with `reason`, exit 78.
 
-    A Message-ID is added when the message has none, so the held copy and any copy sent
-    meanwhile are known to be one message (see `forget_held`). When even held/ cannot be
-    written, the result is failed with exit 73 and `spool_error` says why."""
+    A Message-ID and a Date are added when the message has none (the Message-ID and Date
+    of `message`, when it was read already), so the held copy and any copy sent meanwhile
+    are known to be one message (see `forget_held`) and the Date says when it was written,
+    not when a flush sent it. When even held/ cannot be written, the result is failed with
+    exit 73 and `spool_error` says why."""
     from mailrelay.spool import SpoolError
 
-    raw, message_id = _with_message_id(raw, options)
+    raw, message_id = _with_id_and_date(raw, options, message)
     try:
         entry = spool.hold(raw, reason=reason, options=options, message_id=message_id)
     except SpoolError as exc:
-        return Delivery("failed", int(ExitCode.CANTCREAT), reason=reason, spool_error=str(exc))
-    return Delivery("held", int(ExitCode.CONFIG), queue_id=entry.id, reason=reason, path=entry.path)
+        return Delivery(
+            "failed", int(ExitCode.CANTCREAT), result, reason=reason, spool_error=str(exc)
+        )
+    return Delivery(
+        "held", int(ExitCode.CONFIG), result, queue_id=entry.id, reason=reason, path=entry.path
+    )
 
 
-def _with_message_id(raw: bytes, options: dict[str, Any]) -> tuple[bytes, str]:
+def _with_id_and_date(
+    raw: bytes, options: dict[str, Any], message: Message | None
+) -> tuple[bytes, str]:
     from email.parser import BytesHeaderParser
-    from email.policy import default
-    from email.utils import make_msgid
+    from email.policy import compat32
+    from email.utils import format_datetime, make_msgid
 
-    found = BytesHeaderParser(policy=default).parsebytes(raw).get("Message-ID")
-    if found is not None and str(found).strip():
-        return raw, " ".join(str(found).split())
-    sender = str(options.get("sender") or "")
-    domain = sender.rpartition("@")[2] if "@" in sender else "localhost"
-    message_id = make_msgid(domain=domain.strip("<> ") or "localhost")
+    head = BytesHeaderParser(policy=compat32).parsebytes(raw)
     newline = b"\r\n" if b"\r\n" in raw.split(b"\n", 1)[0] + b"\n" else b"\n"
-    return b"Message-ID: " + message_id.encode() + newline + raw, message_id
+    added = b""
+    if head.get("Date") is None or not str(head.get("Date")).strip():
+        when = format_datetime(message.date) if message is not None else _now_text()
+        added += b"Date: " + when.encode() + newline
+    found = head.get("Message-ID")
+    if found is not None and str(found).strip():
+        return added + raw, " ".join(str(found).split())
+    if message is not None:
+        message_id = message.message_id
+    else:
+        sender = str(options.get("sender") or "")
+        domain = sender.rpartition("@")[2] if "@" in sender else "localhost"
+        message_id = make_msgid(domain=domain.strip("<> ") or "localhost")
+    return b"Message-ID: " + message_id.encode() + newline + added + raw, message_id
+
+
+def _now_text() -> str:
+    from datetime import datetime, timezone
+    from email.utils import format_datetime
+
+    return format_datetime(datetime.now(timezone.utc))
 
 
 def forget_held(spool: Spool, message_id: str) -> int:
@@ -236,7 +299,13 @@ def flush_held(
                     aside = spool.move_corrupt(path)
                     items.append(FlushItem(ident, "corrupt", f"unreadable ({exc})", path=aside))
                     continue
-                outcome = settle(message, send(message), queue=queue)
+                result = send(message)
+                if needs_config_change(result):  # the configuration still cannot send it
+                    reason = config_change_reason(result)
+                    spool.rehold(entry, reason)
+                    items.append(FlushItem(ident, "held", reason, result=result, path=path))
+                    continue
+                outcome = settle(message, result, queue=queue)
                 items.append(_held_item(spool, entry, message, outcome))
         except ValueError as exc:  # unreadable: take_held moved it to corrupt/
             items.append(FlushItem(ident, "corrupt", str(exc)))

@@ -65,7 +65,14 @@ class MessageError(MailrelayError):
 
 
 class NoSenderError(MessageError):
-    """No usable From: neither the message, -f, nor the configuration gives one."""
+    """No usable From: neither the message, -f, nor the configuration gives one.
+
+    Sendmail mode holds such a message until the configuration allows sending it."""
+
+
+class NoAliasError(NoSenderError):
+    """A recipient is a bare local name ("root") that no alias maps to an address: held,
+    as a missing From is, until [aliases] in the configuration names one."""
 
 
 class InputFileError(MailrelayError):

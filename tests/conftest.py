@@ -25,6 +25,8 @@ def isolated_user_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
     monkeypatch.setenv("XDG_STATE_HOME", str(home / ".local" / "state"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    # the system-wide config (/etc/mailrelay/config.toml) is never the host's
+    monkeypatch.setenv("MAILRELAY_SYSTEM_CONFIG", str(tmp_path / "etc" / "mailrelay.toml"))
     # keep requests away from any proxy the machine may name: tests talk to loopback only
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)

@@ -55,7 +55,7 @@ def init_command(app: App, force: bool) -> None:
     Every provider type is there, commented out, with its secrets as { env = ... }. The file
     is created mode 0600; an existing one is left alone unless --force.
     """
-    from mailrelay.config import find_config_path
+    from mailrelay.configpaths import find_config_path
     from mailrelay.fsutil import make_private_dirs
 
     path, _ = find_config_path(app.config_path)
@@ -99,6 +99,16 @@ def check_command(app: App, probe: bool, timeout: float) -> None:
         app.out.warn(warning)
     for spec in settings.providers:
         problems.extend(registry.problems(spec))
+    if settings.aliases_file is not None:  # read at send time only when a local name needs it
+        from mailrelay.aliases import read_file
+
+        alias_warnings: list[str] = []
+        try:
+            read_file(settings.aliases_file, alias_warnings)
+        except ConfigError as exc:
+            problems.append(exc)
+        for warning in alias_warnings:
+            app.out.warn(warning)
     if not settings.providers:
         problems.append(
             ConfigError(
@@ -150,7 +160,7 @@ def _locations(app: App, settings: Settings) -> dict[str, Any]:
         if spec.type == "outbox" and isinstance(spec.values.get("path"), str)
     ]
     return {
-        "config": settings.source or f"{settings.searched} (not there)",
+        "config": settings.source or f"{settings.searched} (none there)",
         "state": str(state_path(app.state_override, os.environ, settings.state_file)),
         "spool": str(app.spool_dir()),
         "outbox": outboxes,

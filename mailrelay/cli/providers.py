@@ -235,6 +235,12 @@ def status(app: App, names: tuple[str, ...], timeout: float, json_mode: bool) ->
             ],
             long=["detail", "last error"],
         )
+        held = len(app.spool().held_files())
+        if held:  # sendmail mode keeps these until the configuration is mended
+            out.warn(
+                f"{held} message(s) held until the configuration allows sending them; "
+                "'mailrelay queue list' says why, 'mailrelay queue flush' sends them"
+            )
     click.get_current_context().exit(int(code))
 
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from mailrelay.message import Message
     from mailrelay.output import Output
     from mailrelay.result import SendResult
-    from mailrelay.spool import FlushItem, HeldMessage, QueuedMessage
+    from mailrelay.spool import FlushItem, QueuedMessage
 
 
 def _relative(when: datetime, now: datetime) -> str:
@@ -140,17 +140,23 @@ def _describe(app: App, entry: QueuedMessage) -> tuple[dict[str, Any], Message]:
 @json_option
 @pass_app
 def show_command(app: App, queue_id: str, json_mode: bool) -> None:
-    """Show one queued or failed message: envelope, headers, every try.
+    """Show one queued, failed or held message: envelope, headers, every try.
 
     The body is shown only with -v. ID may be a unique start of an id.
     """
     from mailrelay.output import fmt_time
-    from mailrelay.spool import age_text
+    from mailrelay.spool import HeldMessage, age_text
 
     out = app.output(json_mode=json_mode)
     spool = app.spool()
-    entry = spool.find(queue_id)
+    found = spool.find_any(queue_id)
     now = spool.now()
+    if isinstance(found, HeldMessage):
+        from mailrelay.cli.held import show_held
+
+        show_held(app, out, found, now)
+        return
+    entry = found
     doc, message = _describe(app, entry)
     summary = message.summary()
     if out.json_mode:
@@ -266,9 +272,10 @@ def flush_command(app: App, now: bool, json_mode: bool) -> None:
 
     held_items: list[FlushItem] = []
     if spool.held_files():
+        from mailrelay.cli.held import load_held
         from mailrelay.delivery import flush_held
 
-        held_items = flush_held(spool, partial(_load_held, app), send, queue=app.queueing())
+        held_items = flush_held(spool, partial(load_held, app), send, queue=app.queueing())
         for item in held_items:
             progress(item)
     try:
@@ -324,23 +331,6 @@ def flush_command(app: App, now: bool, json_mode: bool) -> None:
 
 def _still_queued(result: SendResult) -> None:
     return None
-
-
-def _load_held(app: App, entry: HeldMessage) -> Message:
-    """A held message as today's configuration reads it (ConfigError while it cannot)."""
-    from mailrelay.cli.sendmail import parse_sendmail_message
-    from mailrelay.message import DEFAULT_MAX_SIZE
-
-    settings = app.settings
-    message = parse_sendmail_message(
-        entry.raw,
-        entry.options,
-        default_sender=settings.sender,
-        max_size=settings.max_size or DEFAULT_MAX_SIZE,
-        where=f"held message {entry.id}",
-    )
-    app.providers()  # none configured yet: it stays held
-    return message
 
 
 def _report_item(app: App, out: Output, item: FlushItem) -> None:

@@ -14,10 +14,13 @@ from mailrelay.config import POLICIES
 from mailrelay.errors import UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mailrelay.delivery import Delivery
     from mailrelay.engine import Engine
     from mailrelay.message import Message
     from mailrelay.output import Output
+    from mailrelay.result import SendResult
     from mailrelay.state import State
 
 FILE = click.Path()  # completes file names in the shell; reading says what is wrong
@@ -388,13 +391,21 @@ def message_from_options(
     )
 
 
-def deliver(app: App, engine: Engine, message: Message, *, queue: bool) -> Delivery:
+def deliver(
+    app: App,
+    engine: Engine,
+    message: Message,
+    *,
+    queue: bool,
+    hold: Callable[[SendResult], Delivery | None] | None = None,
+) -> Delivery:
     """Send through the engine and report (mailrelay.delivery decides what becomes of it);
-    with `queue`, a message every provider refused for now goes to the spool, exit 0."""
+    with `queue`, a message every provider refused for now goes to the spool, exit 0;
+    `hold` may keep it in held/ instead (sendmail mode)."""
     from mailrelay.cli.render import show_delivery
     from mailrelay.delivery import deliver as deliver_message
 
-    outcome = deliver_message(engine, message, queue=app.queueing() if queue else None)
+    outcome = deliver_message(engine, message, queue=app.queueing() if queue else None, hold=hold)
     show_delivery(app.out, outcome)
     if outcome.spool_error is not None:
         from mailrelay.spool import SpoolError

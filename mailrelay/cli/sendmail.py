@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -23,7 +24,10 @@ from mailrelay.datarecord import field, record
 from mailrelay.errors import MessageError, UsageError
 
 if TYPE_CHECKING:
+    from mailrelay.aliases import AliasBook
+    from mailrelay.delivery import Delivery
     from mailrelay.message import Message
+    from mailrelay.result import SendResult
 
 # Letters that take a value, attached (-fADDR) or as the next word (-f ADDR).
 _WITH_VALUE = frozenset("abBCdeFfhLNOopRrVX")
@@ -46,10 +50,13 @@ Usage: mailrelay sendmail [options] [address ...]
 
 Read a complete RFC 5322 message from standard input and send it through the first
 configured provider that accepts it; queue it when every provider fails for now (exit 0).
-While the configuration does not allow sending (no config, no usable From, no providers,
-a broken config) the message is held (exit 78) and 'mailrelay queue flush' sends it later.
-Success prints nothing. Settings come from $MAILRELAY_CONFIG, $MAILRELAY_PROVIDERS and
-$MAILRELAY_STATE (or mailrelay's global options before 'sendmail').
+While the configuration does not allow sending (no config, no usable From, a local name
+such as "root" with no [aliases] entry, no providers, a broken config, or every provider
+failing in a way only a config change mends) the message is held (exit 78) and
+'mailrelay queue flush' sends it later. Success prints nothing. Settings come from the
+config file (~/.config/mailrelay/config.toml, else /etc/mailrelay/config.toml; cron passes
+no other environment), $MAILRELAY_CONFIG, $MAILRELAY_PROVIDERS and $MAILRELAY_STATE (or
+mailrelay's global options before 'sendmail').
 
 Options (as sendmail):
   -t            recipients from the To, Cc and Bcc headers, plus the addresses given
@@ -222,7 +229,8 @@ def sendmail(ctx: click.Context) -> None:
 
     Takes sendmail's flags (-t, -f/-r, -F, -i/-oi; ignores -o*, -B* and the like) and
     queues the message when every provider fails for now; holds it (exit 78) while the
-    configuration does not allow sending (no config, no usable From, no providers).
+    configuration does not allow sending (no config, no usable From, a local name with no
+    alias, no providers, or every provider failing for its configuration).
     Also installed as the mailrelay-sendmail command, for cron or a /usr/sbin/sendmail
     link. See --help.
 
@@ -260,17 +268,60 @@ def sendmail(ctx: click.Context) -> None:
     options = args.options()
     try:
         message = parse_sendmail_message(
-            data, options, default_sender=app.settings.sender, max_size=max_size
+            data,
+            options,
+            default_sender=app.settings.sender,
+            max_size=max_size,
+            aliases=sendmail_aliases(app),
         )
         engine = app.engine()
     except (ConfigError, NoSenderError) as exc:
         # An MTA never drops what it was handed: until the configuration allows sending,
         # the message is kept as it came, and 'queue flush' sends it once it does.
-        ctx.exit(hold_message(app, data, options, str(exc)))
-    outcome = deliver(app, engine, message, queue=True)  # an MTA queues: always
-    if outcome.status == "sent":
+        ctx.exit(hold_message(app, data, options, hold_reason(app, str(exc))))
+    # an MTA queues what fails for now; what only a config change mends is held instead
+    outcome = deliver(
+        app, engine, message, queue=True, hold=partial(_hold_after, app, data, options, message)
+    )
+    if outcome.status == "held":
+        _say_held(app, outcome)
+    elif outcome.status == "sent":
         forget_held(app.spool(), message.message_id)  # a held copy resent by hand
     ctx.exit(outcome.exit_code)
+
+
+def _hold_after(
+    app: App, data: bytes, options: dict[str, Any], message: Message, result: SendResult
+) -> Delivery | None:
+    """Held, not queued, when every provider failed in a way only the config can mend."""
+    from mailrelay.delivery import config_change_reason, hold, needs_config_change
+
+    if not needs_config_change(result):
+        return None
+    reason = config_change_reason(result)
+    return hold(app.spool(), data, reason=reason, options=options, result=result, message=message)
+
+
+def sendmail_aliases(app: App) -> AliasBook:
+    """The config's [aliases] and aliases_file, for the local names a message names."""
+    from mailrelay.aliases import AliasBook
+
+    settings = app.settings
+    return AliasBook(settings.aliases, settings.aliases_file, warn=app.out.warn)
+
+
+def hold_reason(app: App, reason: str) -> str:
+    """Why a message is held, "no config file" first when none was found: cron's mailer
+    gets neither the crontab's variables nor /etc/environment, so that is the likely cause."""
+    from mailrelay.errors import ConfigError
+
+    try:
+        settings = app.settings
+    except ConfigError:
+        return reason  # a broken config says so itself
+    if settings.source is not None or "no config file" in reason:
+        return reason
+    return f"no config file (looked for {settings.searched}); {reason}"
 
 
 def parse_sendmail_message(
@@ -280,8 +331,10 @@ def parse_sendmail_message(
     default_sender: str | None,
     max_size: int,
     where: str = "standard input",
+    aliases: Callable[[str], list[str]] | None = None,
 ) -> Message:
-    """The message sendmail was handed, with its flags (`SendmailArgs.options()`)."""
+    """The message sendmail was handed, with its flags (`SendmailArgs.options()`) and the
+    aliases for local names (`sendmail_aliases`)."""
     from mailrelay.message import parse_eml
 
     return parse_eml(
@@ -293,6 +346,7 @@ def parse_sendmail_message(
         full_name=options.get("full_name"),
         default_sender=default_sender,
         max_size=max_size,
+        aliases=aliases,
     )
 
 
@@ -308,6 +362,12 @@ def hold_message(app: App, data: bytes, options: dict[str, Any], reason: str) ->
     except ConfigError:
         spool = Spool(default_spool_dir(), warn=app.out.warn)
     outcome = hold(spool, data, reason=reason, options=options)
+    _say_held(app, outcome)
+    return outcome.exit_code
+
+
+def _say_held(app: App, outcome: Delivery) -> None:
+    reason = outcome.reason
     if outcome.spool_error is not None:
         app.out.error(f"{reason}; the message could not be kept either: {outcome.spool_error}")
     else:
@@ -315,7 +375,6 @@ def hold_message(app: App, data: bytes, options: dict[str, Any], reason: str) ->
             f"{reason}; the message is held as {outcome.queue_id} in {outcome.path}; "
             "'mailrelay queue flush' sends it once the configuration allows"
         )
-    return outcome.exit_code
 
 
 def _run_queue_command(ctx: click.Context, name: str) -> None:

@@ -25,7 +25,12 @@ if TYPE_CHECKING:
         read_bounded,
         read_input_file,
     )
-    from mailrelay.message.eml import MAX_MIME_DEPTH, _split_fields, parse_eml
+    from mailrelay.message.eml import (
+        MAX_MIME_DEPTH,
+        _split_fields,
+        ascii_header_fields,
+        parse_eml,
+    )
     from mailrelay.message.headers import STRUCTURAL_HEADERS, check_header_value, parse_header
     from mailrelay.message.jsonform import message_from_dict, message_to_dict
     from mailrelay.message.mime import MessageBytes
@@ -44,6 +49,7 @@ _HOME = {
     "STRUCTURAL_HEADERS": "headers",
     "_plain_address": "addresses",
     "_split_fields": "eml",
+    "ascii_header_fields": "eml",
     "build_message": "build",
     "check_fields": "validate",
     "check_header_value": "headers",
@@ -85,6 +91,7 @@ __all__ = [
     "MessageBytes",
     "_plain_address",
     "_split_fields",
+    "ascii_header_fields",
     "build_message",
     "check_fields",
     "check_header_value",

@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import mimetypes
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timezone
 from email import message_from_bytes
 from email import policy as email_policy
 from email.message import EmailMessage
-from email.utils import format_datetime, getaddresses, make_msgid, parsedate_to_datetime
+from email.utils import format_datetime, formataddr, getaddresses, make_msgid, parsedate_to_datetime
 
 from mailrelay.errors import MessageError, NoSenderError
 from mailrelay.message.addresses import Address, parse_address, parse_addresses, validate_email
@@ -57,17 +57,74 @@ def _split_fields(data: bytes) -> tuple[list[tuple[str, bytes]], bytes]:
     return fields, b"\n".join(lines[i:])
 
 
-def _header_addresses(where: str, values: Sequence[str]) -> list[Address]:
+_ADDRESS_FIELDS = frozenset({"from", "sender", "to", "cc", "reply-to"})
+
+
+def ascii_header_fields(raw: bytes) -> bytes:
+    """`raw` (CRLF lines) with every UTF-8 header field (RFC 6532) rewritten in US-ASCII:
+    display names and other text as RFC 2047 encoded words, for a server without SMTPUTF8.
+    ValueError when an address itself is not ASCII (only SMTPUTF8 carries that)."""
+    from mailrelay.message.headers import _encoded_words
+
+    head, _, body = raw.partition(b"\r\n\r\n")
+    fields, _ = _split_fields(head + b"\n\n")
+    lines: list[bytes] = []
+    for name, whole in fields:
+        if whole.isascii():
+            lines.append(whole.replace(b"\n", b"\r\n"))
+            continue
+        text = _field_text(whole)
+        if name.lower() in _ADDRESS_FIELDS:
+            pairs = getaddresses([text])
+            if not all(a.isascii() for _, a in pairs):
+                raise ValueError(f"{name}: a non-ASCII address")
+            value = ", ".join(formataddr((n, a), charset="utf-8") for n, a in pairs)
+        else:
+            value = _encoded_words(text, 78 - len(name) - 2)
+        lines.append(f"{name}: {value}".replace("\n", "\r\n").encode("ascii", "replace"))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def _header_addresses(
+    where: str, values: Sequence[str], aliases: Callable[[str], list[str]] | None = None
+) -> list[Address]:
     out: list[Address] = []
     for name, addr in getaddresses(list(values)):
         if not addr:
             continue
         if "@" not in addr:
-            raise MessageError(
-                f"{where}: {addr!r} has no domain; give full addresses (e.g. MAILTO in a crontab)"
-            )
+            out += _local_name(where, addr, _decode_words(name), aliases)
+            continue
         out.append(Address(validate_email(where, addr), _decode_words(name)))
     return out
+
+
+def _local_name(
+    where: str, name: str, display: str, aliases: Callable[[str], list[str]] | None
+) -> list[Address]:
+    """A bare local name ("root") as the addresses its alias gives (sendmail mode)."""
+    from mailrelay.aliases import is_local_name
+
+    if aliases is None or not is_local_name(name):
+        raise MessageError(
+            f"{where}: {name!r} has no domain; give full addresses (e.g. MAILTO in a crontab)"
+        )
+    out = []
+    for target in aliases(name):
+        addr = parse_address(f"{where}: alias of {name!r}", target)
+        out.append(addr if addr.name or not display else Address(addr.email, display))
+    return out
+
+
+def _aliased_field(
+    where: str, name: str, whole: bytes, aliases: Callable[[str], list[str]]
+) -> bytes:
+    """A To or Cc field that names a local name, written again with the alias's addresses."""
+    text = _field_text(whole)
+    if all("@" in a for _, a in getaddresses([text]) if a):
+        return whole
+    addresses = _header_addresses(f"{where}: {name}", [text], aliases)
+    return f"{name}: {', '.join(str(a) for a in addresses)}".encode()
 
 
 def _field_text(field: bytes) -> str:
@@ -162,14 +219,17 @@ def parse_eml(
     full_name: str | None = None,
     default_sender: str | None = None,
     max_size: int = DEFAULT_MAX_SIZE,
+    aliases: Callable[[str], list[str]] | None = None,
 ) -> Message:
     """A complete RFC 5322 message as a `Message` that keeps its bytes (`raw`).
 
     As sendmail does: the envelope recipients are `recipients` plus, with `extract` (-t),
     those in To, Cc and Bcc. Bcc never leaves (the field is removed); Date and Message-ID are
     added when missing; a missing or unqualified From (cron's "root") becomes `full_name`
-    (or the From's display name) with the envelope sender, else `default_sender`. The header
-    fields are kept byte for byte otherwise; line ends become CRLF.
+    (or the From's display name) with the envelope sender, else `default_sender`. With
+    `aliases` (mailrelay.aliases), a bare local name among the recipients or in To/Cc
+    ("root") becomes the addresses of its alias, in the envelope and in those fields. The
+    header fields are kept byte for byte otherwise; line ends become CRLF.
     """
     if not data.strip():
         raise MessageError(f"{where}: empty input, expected an RFC 5322 message")
@@ -221,10 +281,18 @@ def parse_eml(
     if "message-id" not in names:
         kept.append(("Message-ID", f"Message-ID: {make_msgid(domain=sender.domain)}".encode()))
 
-    header_to = _header_addresses(f"{where}: To", values("To")) if extract else []
-    header_cc = _header_addresses(f"{where}: Cc", values("Cc")) if extract else []
-    header_bcc = _header_addresses(f"{where}: Bcc", values("Bcc")) if extract else []
-    args = parse_addresses(f"{where}: recipient", recipients) if recipients else []
+    shown_to_list = _header_addresses(f"{where}: To", values("To"), aliases)
+    shown_cc_list = _header_addresses(f"{where}: Cc", values("Cc"), aliases)
+    header_bcc = _header_addresses(f"{where}: Bcc", values("Bcc"), aliases) if extract else []
+    header_to = shown_to_list if extract else []
+    header_cc = shown_cc_list if extract else []
+    args: list[Address] = []
+    for given in recipients:
+        if aliases is not None and "@" not in given and given.strip():
+            check_header_value(f"{where}: recipient", given)
+            args += _header_addresses(f"{where}: recipient", [given], aliases)
+        else:
+            args += parse_addresses(f"{where}: recipient", [given])
     envelope: dict[str, Address] = {}
     for addr in (*header_to, *header_cc, *header_bcc, *args):
         envelope.setdefault(addr.email.lower(), addr)
@@ -232,9 +300,14 @@ def parse_eml(
         raise MessageError(
             f"{where}: no recipients: give addresses as arguments, or -t to read To, Cc and Bcc"
         )
+    if aliases is not None:  # "To: root" shows the alias's address, as the envelope does
+        kept = [
+            (n, _aliased_field(where, n, f, aliases) if n.lower() in ("to", "cc") else f)
+            for n, f in kept
+        ]
     # The API providers need To/Cc/Bcc lists: the envelope split as the headers show it.
-    shown_to = {a.email.lower() for a in _header_addresses(f"{where}: To", values("To"))}
-    shown_cc = {a.email.lower() for a in _header_addresses(f"{where}: Cc", values("Cc"))}
+    shown_to = {a.email.lower() for a in shown_to_list}
+    shown_cc = {a.email.lower() for a in shown_cc_list}
     to = [a for k, a in envelope.items() if k in shown_to]
     cc = [a for k, a in envelope.items() if k in shown_cc and k not in shown_to]
     rest = [a for k, a in envelope.items() if k not in shown_to and k not in shown_cc]

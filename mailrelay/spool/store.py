@@ -333,6 +333,19 @@ class SpoolStore:
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
             raise InputFileError(f"spool file {path} is unreadable: {reason}") from None
 
+    def find_any(self, ident: str) -> QueuedMessage | HeldMessage:
+        """A message by id (or a unique start of one): queued, failed or held."""
+        path = self._locate(ident)
+        if path.parent not in self.held_dirs():
+            return self.find(ident)
+        try:
+            return self.read_held(path)
+        except FileNotFoundError:
+            raise UnknownQueueId(f"queue: no message {ident} (sent or dropped meanwhile)") from None
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            raise InputFileError(f"held file {path} is unreadable: {reason}") from None
+
     def _locate(self, ident: str) -> Path:
         ident = ident.strip()
         if ident.endswith(SUFFIX):

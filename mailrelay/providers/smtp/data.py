@@ -44,15 +44,31 @@ def message_data(
         *message.reply_to,
     ]
     options: list[str] = []
-    if all(a.email.isascii() and a.name.isascii() for a in addresses):
+    raw = message.raw
+    utf8_header = raw is not None and not raw.partition(b"\r\n\r\n")[0].isascii()
+    # A display name travels as RFC 2047 encoded words (mime.py writes them, and a message
+    # given whole is re-encoded below); only a non-ASCII local part or domain needs
+    # SMTPUTF8 (RFC 6531 §3.2).
+    if all(a.email.isascii() for a in addresses) and not utf8_header:
         policy = email.policy.SMTP
     elif offers("smtputf8"):  # RFC 6531: UTF-8 addresses and headers
         options.append("SMTPUTF8")
         policy = email.policy.SMTPUTF8
+    elif raw is not None and all(a.email.isascii() for a in addresses):
+        from mailrelay.message import ascii_header_fields
+
+        try:
+            raw = ascii_header_fields(raw)  # UTF-8 header text as encoded words (RFC 2047)
+        except ValueError as exc:
+            raise Unfit(
+                f"the message has a non-ASCII address ({exc}) and the server does not offer "
+                "SMTPUTF8"
+            ) from None
+        policy = email.policy.SMTP
     else:
         raise Unfit("the message has a non-ASCII address and the server does not offer SMTPUTF8")
-    if message.raw is not None:  # given whole: any line ends, stuffed in one go
-        whole = dot_stuff(message.raw)
+    if raw is not None:  # given whole: any line ends, stuffed in one go
+        whole = dot_stuff(raw)
         chunks: Iterable[bytes] = (whole,)
         length, eight_bit = len(whole), not whole.isascii()
     else:  # built: CRLF lines in line-aligned chunks, attachments encoded on the way

@@ -1,0 +1,72 @@
+"""Held messages (sendmail mode) in the queue commands: read with today's configuration for
+`queue flush`, shown by `queue show`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from mailrelay.cli import App
+    from mailrelay.message import Message
+    from mailrelay.output import Output
+    from mailrelay.spool import HeldMessage
+
+
+def load_held(app: App, entry: HeldMessage) -> Message:
+    """A held message as today's configuration reads it (ConfigError, or NoSenderError,
+    while it cannot; "no config file" first in the reason when there is none)."""
+    from mailrelay.cli.sendmail import hold_reason, parse_sendmail_message, sendmail_aliases
+    from mailrelay.errors import ConfigError, NoSenderError
+    from mailrelay.message import DEFAULT_MAX_SIZE
+
+    settings = app.settings
+    try:
+        message = parse_sendmail_message(
+            entry.raw,
+            entry.options,
+            default_sender=settings.sender,
+            max_size=settings.max_size or DEFAULT_MAX_SIZE,
+            where=f"held message {entry.id}",
+            aliases=sendmail_aliases(app),
+        )
+        app.providers()  # none configured yet: it stays held
+    except (ConfigError, NoSenderError) as exc:
+        raise type(exc)(hold_reason(app, str(exc))) from None
+    return message
+
+
+def show_held(app: App, out: Output, entry: HeldMessage, now: datetime) -> None:
+    """`queue show` of a held message: why it is held, its envelope and headers as they
+    came (it is read again, with the configuration of the day, when a flush sends it)."""
+    from mailrelay.output import fmt_time
+    from mailrelay.spool import age_text
+
+    info = entry.info(now)
+    raw_text = entry.raw.decode("utf-8", errors="replace")
+    if out.json_mode:
+        info.update(path=str(entry.path), message_id=entry.message_id, sendmail=entry.options)
+        if app.verbose:
+            info["body"] = raw_text
+        out.emit_json(info)
+        return
+    age = age_text((now - entry.created).total_seconds())
+    lines = [
+        f"id:          {entry.id}",
+        f"file:        {entry.path}",
+        f"state:       held: {entry.reason}",
+        f"created:     {fmt_time(entry.created)} ({age} ago)",
+        f"envelope:    from {info['from'] or '?'} to {', '.join(info['recipients']) or '?'}",
+        f"subject:     {info['subject']}",
+        f"message-id:  {entry.message_id or '-'}",
+        "'mailrelay queue flush' sends it once the configuration allows",
+    ]
+    for line in lines:
+        out.data(line)
+    if app.verbose:
+        out.data("")
+        for line in raw_text.splitlines():
+            out.data(line)
+    else:
+        out.data("(-v shows the whole message)")
