@@ -25,7 +25,8 @@ if TYPE_CHECKING:
         read_bounded,
         read_input_file,
     )
-    from mailrelay.message.eml import MAX_MIME_DEPTH, _split_fields, parse_eml
+    from mailrelay.message.bounds import MAX_MIME_DEPTH
+    from mailrelay.message.eml import _split_fields, parse_eml
     from mailrelay.message.headers import STRUCTURAL_HEADERS, check_header_value, parse_header
     from mailrelay.message.jsonform import message_from_dict, message_to_dict
     from mailrelay.message.mime import MessageBytes
@@ -38,7 +39,7 @@ _HOME = {
     "Address": "addresses",
     "Attachment": "model",
     "DEFAULT_MAX_SIZE": "model",
-    "MAX_MIME_DEPTH": "eml",
+    "MAX_MIME_DEPTH": "bounds",
     "Message": "model",
     "MessageBytes": "mime",
     "STRUCTURAL_HEADERS": "headers",
