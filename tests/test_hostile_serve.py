@@ -244,6 +244,11 @@ def test_a_header_with_thousands_of_parameters_is_refused_unparsed(
             assert answer.status_code == 400, answer.text
             assert "Content-Type header" in answer.json()["detail"]
         assert relay.messages == []
+        # comments nested deeper than the parser can recurse: a bad message, not a crash
+        nested_comments = "From: cron@example.com\nTo: ops@example.com\nCc: " + "(" * 900
+        r = mailrelay("--provider", url, "send", "--eml", "-", input=nested_comments + "\n\nb\n")
+        assert r.returncode == 65 and r.stderr.count("\n") == 1, r.stderr
+        assert "nested too deeply" in r.stderr
         # a header of a usual size still goes
         fine = head + many_parameters(10) + b"\r\nbody\r\n"
         r = mailrelay("--provider", url, "send", "--eml", "-", input=fine.decode())
