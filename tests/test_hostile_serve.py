@@ -220,11 +220,13 @@ def test_a_header_with_thousands_of_parameters_is_refused_unparsed(
             + many_parameters(5000)
             + b"\r\nbody\r\n--b--\r\n"
         )
+        short = head + b"Content-Type: text/plain" + b";a\r\n " * 1000 + b"\r\n\r\nbody\r\n"
         url = smtp_url(relay, "relay")
-        for data in (top, nested):
+        for data in (top, nested, short):
             r = mailrelay("--provider", url, "send", "--eml", "-", input=data.decode())
             assert r.returncode == 65, r.stderr
             assert r.stderr.count("\n") == 1 and "Content-Type header" in r.stderr
+        assert "has 1000 parameters, at most 100" in r.stderr
         sendmail = subprocess.run(
             [mailrelay_command(), "--provider", url, "sendmail", "-t"],
             input=top,

@@ -175,7 +175,7 @@ def parse_eml(
     added when missing; a missing or unqualified From (cron's "root") becomes `full_name`
     (or the From's display name) with the envelope sender, else `default_sender`. The header
     fields are kept byte for byte otherwise; line ends become CRLF. A header over the bounds
-    (MAX_LINE, MAX_FIELD, MAX_HEADER, MAX_MIME_FIELD, MAX_PARAMETERS) is refused unparsed.
+    (MAX_LINE, MAX_HEADER, MAX_MIME_FIELD, MAX_PARAMETERS) is refused unparsed.
     """
     try:
         return _parse(
