@@ -69,7 +69,16 @@ DEFAULTS_KEYS = (
     "queue_max_age",
     "aliases_file",
 )
-SERVE_KEYS = ("bind", "workers", "threads", "tokens", "max_request_bytes", "flush_interval")
+SERVE_KEYS = (
+    "bind",
+    "workers",
+    "threads",
+    "tokens",
+    "max_request_bytes",
+    "flush_interval",
+    "header_timeout",
+    "body_timeout",
+)
 DEFAULT_BIND = "127.0.0.1:8025"
 DEFAULT_MAX_REQUEST_BYTES = 30 * 1000 * 1000  # a 25 MB attachment, base64-encoded, fits
 DEFAULT_FLUSH_INTERVAL = 60.0  # seconds between two flushes of the spool inside `serve`
@@ -115,6 +124,8 @@ class ServeSettings:
     tokens: list[Secret] = field(default_factory=list)
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     flush_interval: float = DEFAULT_FLUSH_INTERVAL
+    header_timeout: float = 5.0  # seconds a client has for its request line and headers
+    body_timeout: float = 60.0  # seconds a client has for its request body
 
 
 @record
@@ -209,6 +220,8 @@ def _read_serve(table: object, source: str) -> ServeSettings:
             "max_request_bytes", serve.max_request_bytes, least=1024
         )
         serve.flush_interval = cfg.get_float("flush_interval", serve.flush_interval)
+        serve.header_timeout = cfg.get_float("header_timeout", serve.header_timeout, most=3600)
+        serve.body_timeout = cfg.get_float("body_timeout", serve.body_timeout, most=_DAY)
     except ConfigError as exc:
         raise ConfigError(exc.reason, source=source, key=f"serve.{exc.key or '?'}") from None
     tokens = table.get("tokens", [])

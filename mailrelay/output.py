@@ -5,6 +5,7 @@ known secrets on the way out."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -49,6 +50,25 @@ def two_rows(text: str, width: int = LONG_CELL_WIDTH) -> str:
     if len(rows) > 2:
         rows = [rows[0], rows[1][: width - 1].rstrip() + "…"]
     return "\n".join(rows)
+
+
+# C0 controls (TAB, CR and LF among them), DEL, the C1 controls and the Unicode line and
+# paragraph separators: what a terminal or a log reader takes as a line end or an escape
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\\\\]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+
+
+def escape_controls(text: str) -> str:
+    """`text` for one line of a log: each control character as a visible escape (\\n,
+    \\x1b, \\u2028) and a backslash doubled, so a request cannot forge or erase a line."""
+
+    def escaped(m: re.Match[str]) -> str:
+        char = m.group()
+        if char in _NAMED:
+            return _NAMED[char]
+        return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+    return _CONTROL.sub(escaped, text)
 
 
 def fmt_time(value: datetime | None) -> str:

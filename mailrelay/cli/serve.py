@@ -87,7 +87,9 @@ def serve(
     conf = settings.serve
     bind = bind or conf.bind
     host, port = split_bind(bind)
-    tokens = [secret.reveal() for secret in conf.tokens]
+    from mailrelay.serve.service import serve_tokens
+
+    tokens = serve_tokens(settings)
     if no_auth:
         if not is_loopback(host):
             raise UsageError(f"--no-auth only on a loopback address (127.0.0.1, ::1), not {host}")
@@ -120,4 +122,5 @@ def serve(
         factory,
         gunicorn_options(address, workers, threads, grace),
         conf.flush_interval,
+        (conf.header_timeout, conf.body_timeout),
     ).run()

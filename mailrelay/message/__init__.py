@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         parse_addresses,
         validate_email,
     )
+    from mailrelay.message.bounds import MAX_MIME_DEPTH
     from mailrelay.message.build import (
         build_message,
         html_to_text,
@@ -25,12 +26,7 @@ if TYPE_CHECKING:
         read_bounded,
         read_input_file,
     )
-    from mailrelay.message.eml import (
-        MAX_MIME_DEPTH,
-        _split_fields,
-        ascii_header_fields,
-        parse_eml,
-    )
+    from mailrelay.message.eml import _split_fields, ascii_header_fields, parse_eml
     from mailrelay.message.headers import STRUCTURAL_HEADERS, check_header_value, parse_header
     from mailrelay.message.jsonform import message_from_dict, message_to_dict
     from mailrelay.message.mime import MessageBytes
@@ -43,7 +39,7 @@ _HOME = {
     "Address": "addresses",
     "Attachment": "model",
     "DEFAULT_MAX_SIZE": "model",
-    "MAX_MIME_DEPTH": "eml",
+    "MAX_MIME_DEPTH": "bounds",
     "Message": "model",
     "MessageBytes": "mime",
     "STRUCTURAL_HEADERS": "headers",

@@ -8,12 +8,18 @@ import re
 from collections.abc import Callable, Sequence
 from datetime import timezone
 from email import message_from_bytes
-from email import policy as email_policy
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, getaddresses, make_msgid, parsedate_to_datetime
 
 from mailrelay.errors import MessageError, NoSenderError
 from mailrelay.message.addresses import Address, parse_address, parse_addresses, validate_email
+from mailrelay.message.bounds import (
+    BOUNDED_POLICY,
+    MAX_MIME_DEPTH,
+    HeaderBound,
+    check_header,
+    check_lines,
+)
 from mailrelay.message.headers import STRUCTURAL_HEADERS, check_header_value
 from mailrelay.message.model import DEFAULT_MAX_SIZE, Attachment, Message, _now
 from mailrelay.message.validate import check_fields
@@ -21,7 +27,6 @@ from mailrelay.message.validate import check_fields
 # Trace fields that belong to a delivery, not to the message; never passed on to an API.
 _TRACE_HEADERS = frozenset({"received", "return-path", "delivered-to", "x-original-to"})
 _BLIND_HEADERS = frozenset({"bcc", "resent-bcc"})
-MAX_MIME_DEPTH = 100  # multipart levels in a message given whole
 _FIELD_START = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 
 
@@ -229,13 +234,48 @@ def parse_eml(
     (or the From's display name) with the envelope sender, else `default_sender`. With
     `aliases` (mailrelay.aliases), a bare local name among the recipients or in To/Cc
     ("root") becomes the addresses of its alias, in the envelope and in those fields. The
-    header fields are kept byte for byte otherwise; line ends become CRLF.
+    header fields are kept byte for byte otherwise; line ends become CRLF. A header over the
+    bounds (MAX_LINE, MAX_HEADER, MAX_MIME_FIELD, MAX_PARAMETERS) is refused unparsed.
     """
+    try:
+        return _parse(
+            data,
+            where=where,
+            recipients=recipients,
+            extract=extract,
+            envelope_from=envelope_from,
+            full_name=full_name,
+            default_sender=default_sender,
+            max_size=max_size,
+            aliases=aliases,
+        )
+    except HeaderBound as exc:
+        raise MessageError(f"{where}: {exc}") from None
+    except RecursionError:  # the email package recurses once per nested comment or part
+        raise MessageError(
+            f"{where}: a header or the MIME parts are nested too deeply "
+            f"(at most {MAX_MIME_DEPTH} levels)"
+        ) from None
+
+
+def _parse(
+    data: bytes,
+    *,
+    where: str = "message",
+    recipients: Sequence[str] = (),
+    extract: bool = True,
+    envelope_from: str | None = None,
+    full_name: str | None = None,
+    default_sender: str | None = None,
+    max_size: int = DEFAULT_MAX_SIZE,
+    aliases: Callable[[str], list[str]] | None = None,
+) -> Message:
     if not data.strip():
         raise MessageError(f"{where}: empty input, expected an RFC 5322 message")
     if full_name is not None:
         check_header_value(f"{where}: -F (full name)", full_name)
     fields, body = _split_fields(data)
+    check_header(fields)  # before any of it is parsed
     for name, field_bytes in fields:  # a bare CR or the like would end the line for a reader
         value = field_bytes.partition(b":")[2].replace(b"\n", b"")
         check_header_value(f"{where}: {name}", value.decode("utf-8", "replace"))
@@ -275,6 +315,7 @@ def parse_eml(
         sender = Address(fallback.email, name)
         kept = [(n, f) for n, f in kept if n.lower() != "from"]
         kept.insert(0, ("From", f"From: {sender}".encode()))
+        check_lines("From", kept[0][1])
     names = {n.lower() for n, _ in kept}
     if "date" not in names:
         kept.append(("Date", f"Date: {format_datetime(_now())}".encode()))
@@ -326,7 +367,7 @@ def parse_eml(
             f"limit {max_size} (max_size in the config)"
         )
     try:
-        full = message_from_bytes(raw, _class=EmailMessage, policy=email_policy.default)
+        full = message_from_bytes(raw, _class=EmailMessage, policy=BOUNDED_POLICY)
         assert isinstance(full, EmailMessage)
         text, html, attachments = _body_parts(full)
     except RecursionError:  # the email package's parser recurses once per nested multipart

@@ -57,6 +57,11 @@ class MessageBytes:
     def size(self) -> int:
         return sum(len(p) if isinstance(p, bytes) else p.size for p in self._pieces)
 
+    def laid_out(self) -> Iterator[bytes]:
+        """The pieces the email package laid out (headers, bodies), attachments' base64 left
+        out: what a line-length check must read."""
+        return (p for p in self._pieces if isinstance(p, bytes))
+
     @property
     def eight_bit(self) -> bool:
         """Whether any byte is outside US-ASCII (SMTP BODY=8BITMIME)."""

@@ -7,6 +7,7 @@ from email import policy as email_policy
 from typing import TYPE_CHECKING
 
 from mailrelay.errors import MessageError
+from mailrelay.message.bounds import MAX_LINE, long_line
 from mailrelay.message.headers import _HEADER_NAME, check_header_value
 from mailrelay.message.model import DEFAULT_MAX_SIZE
 
@@ -107,11 +108,17 @@ def renders_plainly(msg: Message) -> bool:
 def check_renders(msg: Message) -> None:
     """Lay out the message's MIME form once (attachment bodies left out), before any provider:
     what cannot be written is the message's fault (65), not a provider failure."""
-    if msg.raw is not None or renders_plainly(msg):
+    if msg.raw is not None:
+        return
+    if renders_plainly(msg):  # every field folds but the Message-ID, which cannot
+        _check_line("Message-ID", len("Message-ID: ") + len(msg.message_id))
         return
     ascii_only = all(a.email.isascii() for a in (msg.sender, *msg.recipients(), *msg.reply_to))
     try:
-        msg.byte_stream(email_policy.SMTP if ascii_only else email_policy.SMTPUTF8)
+        data = msg.byte_stream(email_policy.SMTP if ascii_only else email_policy.SMTPUTF8)
+        over = long_line(data.laid_out())
+        if over is not None:
+            _check_line(*over)
     except MessageError:
         raise
     except Exception as exc:  # the email package's own limits, e.g. its folder
@@ -119,6 +126,15 @@ def check_renders(msg: Message) -> None:
         raise MessageError(
             f"the message cannot be written as MIME: {type(exc).__name__}: {reason}"
         ) from None
+
+
+def _check_line(name: str, length: int) -> None:
+    if length > MAX_LINE:
+        what = "a line of the body" if name == "body" else f"the {name} header"
+        raise MessageError(
+            f"{what} would be written as a line of {length} characters, at most {MAX_LINE} "
+            "(RFC 5322)"
+        )
 
 
 def validate_message(msg: Message, *, max_size: int = DEFAULT_MAX_SIZE) -> None:

@@ -18,7 +18,7 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from mailrelay.errors import MailrelayError, MessageError
-from mailrelay.output import jsonable
+from mailrelay.output import escape_controls, jsonable
 from mailrelay.secrets import scrub
 from mailrelay.serve import pages
 from mailrelay.serve.answer import Answer, problem, resting_answer
@@ -31,7 +31,7 @@ from mailrelay.serve.idempotency import (
 )
 from mailrelay.serve.metrics import CONTENT_TYPE
 from mailrelay.serve.openapi import openapi_document
-from mailrelay.serve.service import Service
+from mailrelay.serve.service import Service, serve_tokens
 
 if TYPE_CHECKING:
     from mailrelay.config import Settings
@@ -79,7 +79,7 @@ def create_app(
     )
     app.providers()  # a config problem shows now, not at the first request
     if tokens is None:
-        tokens = [secret.reveal() for secret in settings.serve.tokens]
+        tokens = serve_tokens(settings)
     here = state_path(state, os.environ, settings.state_file).parent
     probes = FileProbeGate(here / "probes", keep=settings.max_cooldown + 60)
     keys = FileKeyStore(here / "idempotency", inflight=settings.timeout + INFLIGHT_MARGIN)
@@ -112,10 +112,11 @@ def create_app(
         if log:
             elapsed = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
             # no query string, body, subject or credentials: only what the request was, and
-            # which worker process answered it
+            # which worker process answered it; a control character (a %0A in the path) is
+            # written as an escape, so one request is always one line
+            what = escape_controls(f'{request.remote_addr} "{request.method} {request.path}"')
             sys.stderr.write(
-                f"mailrelay[{os.getpid()}]: "
-                f'{request.remote_addr} "{request.method} {request.path}" '
+                f"mailrelay[{os.getpid()}]: {what} "
                 f"{response.status_code} {response.calculate_content_length() or 0} "
                 f"{elapsed:.1f} ms\n"
             )
@@ -132,6 +133,8 @@ def create_app(
             )
         headers = dict(exc.get_headers())
         headers.pop("Content-Type", None)
+        if status in (408, 413):  # the rest of the body is not read: the connection ends
+            headers["Connection"] = "close"
         return json_response(problem(status, exc.name, detail, headers=headers))
 
     @flask.errorhandler(Exception)
@@ -139,7 +142,8 @@ def create_app(
         if isinstance(exc, MailrelayError):
             status = 503 if exc.exit_code in (73, 75) else 500
             return json_response(problem(status, "Service error", scrub(str(exc))))
-        sys.stderr.write(scrub(f"mailrelay: internal error: {type(exc).__name__}: {exc}\n"))
+        reason = escape_controls(f"{type(exc).__name__}: {exc}")
+        sys.stderr.write(scrub(f"mailrelay: internal error: {reason}\n"))
         return json_response(problem(500, "Internal error", "internal error (see the log)"))
 
     @flask.get("/healthz")
@@ -258,7 +262,7 @@ def create_app(
                     f"Idempotency-Key: 1 to {MAX_KEY_LENGTH} visible ASCII characters",
                 )
             )
-        body = request.get_data(cache=False)
+        body = read_body(settings.serve.max_request_bytes, settings.serve.body_timeout)
         if key is None:
             return json_response(deliver_body(body, parse, None))
         print_ = fingerprint(request.method.encode(), request.path.encode(), body)
@@ -324,6 +328,41 @@ def create_app(
         return answer_for(engine, deliver(engine, message, queue=queue))
 
     return flask
+
+
+def read_body(limit: int, timeout: float) -> bytes:
+    """The whole request body, at most `limit` bytes. One given with Content-Length is
+    refused before it is read when it says more (werkzeug); a streamed one (chunked, no
+    length) is read to its end, and refused with 413 as soon as it passes the limit: never
+    cut there. A client that does not send its body in `timeout` seconds gets 408 (the
+    worker's socket reads end at that deadline: mailrelay/serve/worker.py)."""
+    from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
+
+    length = request.content_length
+    if length is not None and length > limit:
+        raise RequestEntityTooLarge()
+    environ = request.environ
+    if length is None and not environ.get("wsgi.input_terminated"):
+        return b""  # no length and a server that does not end the stream: no body (werkzeug)
+    stream = environ["wsgi.input"]
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            chunk = stream.read(min(64 * 1024, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise RequestEntityTooLarge()
+            if length is not None and size >= length:
+                break
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body did not arrive in {timeout:g} s (body_timeout in [serve])"
+        ) from None
+    return b"".join(chunks)
 
 
 def _valid_key(key: str) -> bool:

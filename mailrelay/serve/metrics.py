@@ -128,9 +128,11 @@ class ServeMetrics:
             if self._warned:
                 return
             self._warned = True
+        from mailrelay.output import escape_controls
         from mailrelay.secrets import scrub
 
-        note = f"mailrelay: warning: serve's metrics failed: {type(exc).__name__}: {exc}\n"
+        reason = escape_controls(f"{type(exc).__name__}: {exc}")
+        note = f"mailrelay: warning: serve's metrics failed: {reason}\n"
         sys.stderr.write(scrub(note))
 
 

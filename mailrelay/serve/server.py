@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import stat
 import sys
 import tempfile
@@ -26,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
-from gunicorn.workers.gthread import ThreadWorker
+
+from mailrelay.serve.worker import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, GracefulWorker
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -37,15 +37,6 @@ if TYPE_CHECKING:
 
 FOLDER_PREFIX = "mailrelay-serve-metrics-"
 OWNER_FILE = "owner.json"  # who made the folder, so a later start can tell it was abandoned
-
-
-class GracefulWorker(ThreadWorker):  # type: ignore[misc]
-    """A gthread worker for which SIGINT (Ctrl-C reaches every process) is SIGTERM."""
-
-    def init_signals(self) -> None:
-        super().init_signals()
-        signal.signal(signal.SIGINT, self.handle_exit)
-        signal.siginterrupt(signal.SIGINT, False)
 
 
 class GracefulArbiter(Arbiter):  # type: ignore[misc]
@@ -84,9 +75,11 @@ class Flusher:
                 try:
                     chore()
                 except Exception as exc:  # a bad spool file or state must not end the thread
+                    from mailrelay.output import escape_controls
                     from mailrelay.secrets import scrub
 
-                    sys.stderr.write(scrub(f"mailrelay: housekeeping failed: {exc}\n"))
+                    reason = escape_controls(str(exc))
+                    sys.stderr.write(scrub(f"mailrelay: housekeeping failed: {reason}\n"))
 
     def flush_once(self) -> None:
         from mailrelay.message import DEFAULT_MAX_SIZE
@@ -117,10 +110,17 @@ class Flusher:
 
 
 class ServeApplication(BaseApplication):  # type: ignore[misc]
-    def __init__(self, factory: Any, options: dict[str, Any], flush_interval: float) -> None:
+    def __init__(
+        self,
+        factory: Any,
+        options: dict[str, Any],
+        flush_interval: float,
+        client_timeouts: tuple[float, float] = (DEFAULT_HEADER_TIMEOUT, DEFAULT_BODY_TIMEOUT),
+    ) -> None:
         self.factory = factory
         self.options = options
         self.flush_interval = flush_interval
+        self.client_timeouts = client_timeouts  # headers, body: read by each GracefulWorker
         self.flushers: dict[int, Flusher] = {}
         super().__init__()
 

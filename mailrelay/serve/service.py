@@ -13,9 +13,28 @@ from mailrelay.state.workerstore import WorkerStore
 
 if TYPE_CHECKING:
     from mailrelay.cli import App
+    from mailrelay.config import Settings
     from mailrelay.policy import ProbeGate
     from mailrelay.serve.idempotency import KeyStore
     from mailrelay.state import StateStore
+
+
+def serve_tokens(settings: Settings) -> list[str]:
+    """The [serve] tokens' values. One that is blank (spaces, tabs) is refused as an empty
+    one is: a client's blank Basic password or Bearer token would match it."""
+    from mailrelay.errors import ConfigError
+
+    tokens = []
+    for i, secret in enumerate(settings.serve.tokens):
+        value = secret.reveal()
+        if not value.strip():
+            raise ConfigError(
+                "a token may not be blank (only spaces or tabs)",
+                source=settings.source,
+                key=f"serve.tokens[{i}]",
+            )
+        tokens.append(value)
+    return tokens
 
 
 class Service:
