@@ -5,6 +5,8 @@ wrong type. Through the installed command and real loopback servers."""
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from urllib.parse import quote
 
 import pytest
 from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
 from tests.smtpserver import SmtpServer
 from tests.test_e2e import mailrelay, smtp_url
@@ -118,3 +121,113 @@ def test_a_provider_error_nested_too_deeply_keeps_its_outcome_class(
     )  # fmt: skip
     assert r.returncode == 75, r.stderr  # a 503 is transient, not an adapter's bug
     assert "transient: HTTP 503" in r.stderr and "internal error" not in r.stderr
+
+
+# --- secrets that leave in another form than they were given --------------------------------
+
+ESP_TYPES = [
+    p.stem.removeprefix("fake_") for p in sorted(Path(__file__).parent.glob("esp/fake_*.py"))
+]
+CREDENTIAL_HEADERS = (
+    "authorization", "api-key", "x-postmark-server-token", "x-amz-security-token",
+)  # fmt: skip
+
+
+def echo_credentials(request: Request) -> Response:
+    """A 503 whose error text repeats every credential the request carried, as a careless
+    provider (or a proxy in front of it) does."""
+    said = [v for k, v in request.headers.items() if k.lower() in CREDENTIAL_HEADERS]
+    try:
+        body = json.loads(request.get_data())
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "key" in body:  # Mandrill's key travels in the JSON body
+        said.append(json.dumps(body["key"]))
+    text = "echo: " + " | ".join(said)
+    return Response(
+        json.dumps({"message": text, "Message": text, "ErrorMessage": text,
+                    "errors": [{"message": text}]}),
+        status=503, content_type="application/json",
+    )  # fmt: skip
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
+
+
+@pytest.mark.parametrize("type_", ESP_TYPES)
+@pytest.mark.parametrize("line_end", ["\n", "\r\n"])
+def test_an_env_secret_with_a_line_end_is_scrubbed_as_sent(
+    tmp_path: Path, httpserver: HTTPServer, type_: str, line_end: str
+) -> None:
+    import base64
+    import importlib
+
+    options = {"session_token": "session-token-0123456789"} if type_ == "ses" else {}
+    fake = importlib.import_module(f"tests.esp.fake_{type_}").FAKE_CLASS(**options)
+    httpserver.expect_request(re.compile(".*")).respond_with_handler(echo_credentials)
+    table = fake.config(httpserver.url_for("").rstrip("/"))
+    env: dict[str, str] = {}
+    for key, value in list(table.items()):
+        if value in fake.secrets:
+            env[f"SECRET_{key.upper()}"] = value + line_end
+            table[key] = {"env": f"SECRET_{key.upper()}"}
+    assert env, "the fake names its credentials"
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[defaults]\nfrom = "a@example.com"\n\n[[providers]]\n'
+        + "".join(f"{k} = {toml_value(v)}\n" for k, v in table.items())
+    )
+    config.chmod(0o600)
+    log = tmp_path / "audit.jsonl"
+    r = mailrelay(
+        "--config", str(config), "--state", str(tmp_path / "state.toml"), "--log-file",
+        str(log), "send", "--queue", "--json", "-s", "x", "--text", "hi", "b@example.com",
+        env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr  # queued
+    assert httpserver.log, "the request went out"
+    assert "echo: " in r.stdout + r.stderr  # the provider's words reached the output
+    secrets = [v.rstrip("\r\n") for v in env.values()]
+    forms = set(secrets)
+    for request, _ in httpserver.log:  # and every form in which they went on the wire
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Basic "):
+            forms.add(auth.removeprefix("Basic "))
+            forms.add(base64.b64decode(auth.removeprefix("Basic ")).decode())
+    if type_ in ("mailgun", "mailjet"):
+        assert len(forms) > len(secrets)
+    spool = Path(os.environ["XDG_DATA_HOME"]) / "mailrelay" / "spool"
+    places = {"stdout": r.stdout, "stderr": r.stderr, "audit log": log.read_text()}
+    places["state"] = (tmp_path / "state.toml").read_text()
+    for path in spool.rglob("*"):
+        if path.is_file():
+            places[str(path)] = path.read_text(errors="replace")
+    assert len(places) > 4  # the spool holds the message
+    for where, text in places.items():
+        for form in forms:
+            assert form not in text, (where, form)
+
+
+def test_a_secret_echoed_inside_a_json_string_is_scrubbed(
+    tmp_path: Path, httpserver: HTTPServer
+) -> None:
+    key = 'md-key"with\\quotes-0123'  # travels JSON-escaped in Mandrill's body
+    httpserver.expect_request(re.compile(".*")).respond_with_handler(echo_credentials)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[defaults]\nfrom = "a@example.com"\n\n[[providers]]\ntype = "mandrill"\n'
+        f'base_url = "{httpserver.url_for("").rstrip("/")}"\napi_key = {{ env = "MD_KEY" }}\n'
+    )
+    r = mailrelay(
+        "--config", str(config), "--state", str(tmp_path / "state.toml"), "send", "-s", "x",
+        "--text", "hi", "b@example.com", env={"MD_KEY": key},
+    )  # fmt: skip
+    assert r.returncode == 75, r.stderr
+    assert "echo: " in r.stderr, r.stderr
+    state = (tmp_path / "state.toml").read_text()
+    for form in (key, json.dumps(key)[1:-1]):
+        for where, text in {"stdout": r.stdout, "stderr": r.stderr, "state": state}.items():
+            assert form not in text, (where, form)
