@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -231,3 +232,79 @@ def test_a_secret_echoed_inside_a_json_string_is_scrubbed(
     for form in (key, json.dumps(key)[1:-1]):
         for where, text in {"stdout": r.stdout, "stderr": r.stderr, "state": state}.items():
             assert form not in text, (where, form)
+
+
+# --- a Redis reply that comes after the timeout -----------------------------------------------
+
+
+class StallingRelay(SmtpServer):
+    """A relay that, as it takes message number `at`, puts a Redis server to sleep for
+    `seconds` (DEBUG SLEEP from another connection) before it answers: the sender's state
+    update after the send goes out, waits there, and runs when the server wakes."""
+
+    def __init__(self, redis_port: int, seconds: float, at: int) -> None:
+        super().__init__()
+        self.redis_port = redis_port
+        self.seconds = seconds
+        self.at = at
+        self.sleeper: socket.socket | None = None
+
+    def _record(self, envelope: Any) -> str:
+        if len(self.messages) + 1 == self.at:
+            self.sleeper = socket.create_connection(("127.0.0.1", self.redis_port))
+            self.sleeper.sendall(f"DEBUG SLEEP {self.seconds}\r\n".encode())
+            for _ in range(100):  # bounded: until a PING goes unanswered, the server asleep
+                with socket.create_connection(("127.0.0.1", self.redis_port)) as probe:
+                    probe.settimeout(0.2)
+                    probe.sendall(b"PING\r\n")
+                    try:
+                        probe.recv(16)
+                    except TimeoutError:
+                        break
+        return super()._record(envelope)
+
+    def stop(self) -> None:
+        if self.sleeper is not None:
+            self.sleeper.close()
+        super().stop()
+
+
+# 1: the server's script cache is empty (EVALSHA finds no script); 2: it has the script, and
+# the update runs there after the client gave up
+@pytest.mark.parametrize("paused", [1, 2])
+def test_a_redis_reply_after_the_timeout_counts_the_send_once(tmp_path: Path, paused: int) -> None:
+    import redis
+
+    from mailrelay.state import TomlStateStore
+    from tests.redisserver import RedisServer, server_binary
+
+    binary = server_binary()
+    if binary is None:
+        pytest.skip("no redis-server or valkey-server")
+    # the update waits 2 s: past the store's 0.5 s reply timeout, and past its resend's
+    server = RedisServer(binary)
+    server.extra = ["--enable-debug-command", "yes"]
+    with server, StallingRelay(server.port, 2.0, paused) as relay:
+        config = tmp_path / "config.toml"
+        config.write_text(
+            '[defaults]\nfrom = "a@example.com"\n\n[[providers]]\nname = "relay"\n'
+            f'type = "smtp"\nhost = "127.0.0.1"\nport = {relay.port}\nsecurity = "none"\n'
+        )
+        for _ in range(paused):
+            r = mailrelay(
+                "--config", str(config), "--state", server.url, "send", "-s", "x", "--text",
+                "hi", "b@example.com",
+            )  # fmt: skip
+            assert r.returncode == 0, r.stderr
+        assert len(relay.messages) == paused
+        client = redis.Redis(host="127.0.0.1", port=server.port)
+        try:  # the PING is answered when the server wakes, after the update and its resend
+            client.ping()  # (in the same turn of its event loop); the reads come after them
+            in_redis = int(client.hget("{mailrelay}:provider:relay", "sent") or 0)
+            messages = int(client.hget("{mailrelay}:failover", "message:sent") or 0)
+        finally:
+            client.close()
+    local = Path(os.environ["XDG_DATA_HOME"]) / "mailrelay" / "state.toml"
+    local_sent = TomlStateStore(local).load().provider("relay").sent if local.exists() else 0
+    assert (in_redis, messages, local_sent) == (paused, paused, 0)  # counted once
+    assert "may have been recorded there" in r.stderr
