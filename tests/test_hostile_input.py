@@ -308,3 +308,58 @@ def test_a_redis_reply_after_the_timeout_counts_the_send_once(tmp_path: Path, pa
     local_sent = TomlStateStore(local).load().provider("relay").sent if local.exists() else 0
     assert (in_redis, messages, local_sent) == (paused, paused, 0)  # counted once
     assert "may have been recorded there" in r.stderr
+
+
+# --- typed config keys ------------------------------------------------------------------------
+
+SMTP_TABLE = '[[providers]]\nname = "relay"\ntype = "smtp"\nhost = "127.0.0.1"\nsecurity = "none"\n'
+MAILGUN_TABLE = (
+    '[[providers]]\nname = "mg"\ntype = "mailgun"\ndomain = "mg.example.com"\n'
+    'api_key = "key-0123456789"\n'
+)
+WRONG_TYPES = {
+    "int as a string": (SMTP_TABLE + 'port = "25"\n', "provider 'relay': key 'port': must be an "
+                        "integer, not the string '25': write it without quotes"),
+    "float as a string": (SMTP_TABLE + 'timeout = "5"\n', "provider 'relay': key 'timeout': "
+                          "must be a number, not the string '5'"),
+    "bool as a string": (SMTP_TABLE + 'verify = "false"\n', "provider 'relay': key 'verify': "
+                         "must be true or false, not the string 'false'"),
+    "bool as yes": (MAILGUN_TABLE + 'sandbox = "yes"\n', "provider 'mg': key 'sandbox': must "
+                    "be true or false, not the string 'yes'"),
+    "str as an int": (SMTP_TABLE.replace('"127.0.0.1"', "127"), "provider 'relay': key 'host': "
+                      "must be a non-empty string"),
+    "list of ints": ('[[providers]]\nname = "sm"\ntype = "sendmail"\ncommand = [1]\n',
+                     "provider 'sm': key 'command': must be a list of non-empty strings"),
+    "defaults float": ('[defaults]\ntimeout = "30"\n' + SMTP_TABLE, "key 'defaults.timeout': "
+                       "must be a number, not the string '30'"),
+    "defaults int": ('[defaults]\nmax_size = "1000000"\n' + SMTP_TABLE, "key "
+                     "'defaults.max_size': must be an integer, not the string '1000000'"),
+    "serve int": ('[serve]\nworkers = "2"\n' + SMTP_TABLE, "key 'serve.workers': must be an "
+                  "integer, not the string '2'"),
+    "serve float": ('[serve]\nflush_interval = "60"\n' + SMTP_TABLE, "key "
+                    "'serve.flush_interval': must be a number, not the string '60'"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("table", "words"), WRONG_TYPES.values(), ids=WRONG_TYPES.keys())
+@pytest.mark.parametrize("command", [["config", "check"], ["send", "-s", "x", "b@example.com"]])
+def test_a_config_key_of_the_wrong_type_is_refused(
+    tmp_path: Path, table: str, words: str, command: list[str]
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[defaults]\nfrom = "a@example.com"\n' + table.replace("[defaults]\n", ""))
+    config.chmod(0o600)
+    r = mailrelay("--config", str(config), *command)
+    assert r.returncode == 78, r.stdout + r.stderr
+    lines = [line for line in (r.stdout + r.stderr).splitlines() if words in line]
+    assert len(lines) == 1 and f"{config}: {words}" in lines[0], r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_provider_url_still_reads_numbers_and_booleans_from_text(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    url = f"smtp://127.0.0.1:{smtp.port}?security=none&timeout=5&verify=false&name=relay"
+    r = mailrelay("--provider", url, "send", "-r", "a@example.com", "-s", "x", "b@example.com")
+    assert r.returncode == 0, r.stderr
+    assert smtp.mail_commands == 1
