@@ -78,14 +78,15 @@ def test_a_batch_line_beyond_the_parser_is_one_bad_line(tmp_path: Path, smtp: Sm
     assert smtp.mail_commands == 2
 
 
-def serve_client(tmp_path: Path) -> Any:
+def serve_client(tmp_path: Path, provider: str | None = None) -> Any:
     from mailrelay.config import load_settings
     from mailrelay.serve.app import create_app
 
     config = tmp_path / "config.toml"
+    provider = provider or f'name = "box"\ntype = "outbox"\npath = "{tmp_path / "outbox"}"\n'
     config.write_text(
         '[defaults]\nfrom = "a@example.com"\n[serve]\ntokens = ["tok-0123456789abcdef"]\n'
-        f'[[providers]]\nname = "box"\ntype = "outbox"\npath = "{tmp_path / "outbox"}"\n'
+        f"[[providers]]\n{provider}"
     )
     config.chmod(0o600)
     app = create_app(load_settings(str(config)), state=str(tmp_path / "state.toml"), log=False)
@@ -210,6 +211,27 @@ def test_an_env_secret_with_a_line_end_is_scrubbed_as_sent(
     for where, text in places.items():
         for form in forms:
             assert form not in text, (where, form)
+
+
+def test_serve_does_not_answer_with_an_echoed_env_secret(
+    tmp_path: Path, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = "pm-serve-token-5f1e9a"
+    monkeypatch.setenv("PM_SERVE_TOKEN", token + "\n")
+    httpserver.expect_request(re.compile(".*")).respond_with_handler(echo_credentials)
+    base = httpserver.url_for("").rstrip("/")
+    client = serve_client(
+        tmp_path,
+        f'type = "postmark"\nbase_url = "{base}"\nserver_token = {{ env = "PM_SERVE_TOKEN" }}\n',
+    )
+    r = client.post(
+        "/v1/messages",
+        json={"to": "b@example.com", "subject": "x", "text": "hi"},
+        headers={"Authorization": "Bearer tok-0123456789abcdef"},
+    )
+    body = r.get_data(as_text=True)
+    assert r.status_code == 503 and "echo: " in body, body
+    assert token not in body
 
 
 def test_a_secret_echoed_inside_a_json_string_is_scrubbed(
