@@ -304,7 +304,7 @@ def specs_from_urls(urls: Sequence[str], source: str) -> list[ProviderSpec]:
         values.update(cls.config_from_url(url))
         values["type"] = type_
         values["name"] = name
-        specs.append(ProviderSpec(name, type_, values, source))
+        specs.append(ProviderSpec(name, type_, values, source, from_url=True))
     return specs
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import base64
 import difflib
 import json
+import math
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from functools import cache
@@ -313,7 +315,9 @@ def decode_json(
     """JSON bytes → a value; bad input is a one-line MessageError at `where` (a JSON-lines
     line says only its column)."""
     try:
-        return json.loads(data.decode(encoding))
+        return json.loads(
+            data.decode(encoding), parse_constant=_refuse_constant, parse_float=_finite
+        )
     except UnicodeDecodeError:
         raise MessageError(f"{where}: not UTF-8") from None
     except RecursionError:
@@ -321,6 +325,26 @@ def decode_json(
     except json.JSONDecodeError as exc:
         at = f"column {exc.colno}" if one_line else f"line {exc.lineno} column {exc.colno}"
         raise MessageError(f"{where}: not valid JSON: {exc.msg} at {at}") from None
+    except ValueError as exc:  # a number over Python's int-string limit, NaN, Infinity
+        raise MessageError(f"{where}: not valid JSON: {_number_words(exc)}") from None
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON number")  # RFC 8259 section 6
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e999 would be read as infinity
+        raise ValueError(f"the number {text[:20]}… is out of range")
+    return value
+
+
+def _number_words(exc: ValueError) -> str:
+    text = str(exc)
+    if "integer string conversion" in text:
+        return f"a number has more than {sys.get_int_max_str_digits()} digits"
+    return text.splitlines()[0][:200] if text else "a bad number"
 
 
 def load_message(

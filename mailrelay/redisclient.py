@@ -5,10 +5,7 @@ logging, concurrent.futures, its cluster client, ...) cost more than the whole s
 state. The state store needs a handful of commands (AUTH, SELECT, EVALSHA, EVAL), so this
 module speaks the protocol itself: https://redis.io/docs/latest/develop/reference/protocol-spec/
 
-- `parse_url` reads the URL forms redis-py reads: `redis://[user[:password]@]host[:port][/db]`,
-  `rediss://...` (TLS), `unix:///path/redis.sock`; query options `db`, `username`, `password`,
-  `ssl_cert_reqs` (`required`, the default, `optional` or `none`) and `ssl_ca_certs` (a CA
-  file). Anything else is refused, so a typo never goes unnoticed.
+- `parse_url` (in `mailrelay.redisurl`, re-exported here) reads a URL into a `Target`.
 - `Connection` opens the socket on first use with one timeout for connect and for each reply,
   and sends the handshake (AUTH, SELECT) in the same write as a read-only first command.
 - `Script` runs a Lua script by its SHA1 (EVALSHA) and sends the body (EVAL, which also
@@ -18,26 +15,29 @@ Replies: simple strings and bulk strings are `bytes`, integers `int`, null bulk 
 null arrays `None`, arrays `list`; an error reply raises `ReplyError` at the top level and is
 a `ReplyError` value inside an array. Lengths are bounded (`MAX_BULK`, `MAX_ARRAY`,
 `MAX_DEPTH`): a reply beyond them is a `ProtocolError`, never a huge allocation.
-Errors: `RedisError` (protocol and server errors) or `OSError` (unreachable, timeout, TLS).
+Errors: `RedisError` (protocol and server errors) or `OSError` (unreachable, timeout, TLS);
+`ReplyLost`, an `OSError`, when the commands were written whole and no reply came (they may
+have run).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import select
 import socket
 import threading
 from collections.abc import Sequence
 from typing import Any, BinaryIO
-from urllib.parse import parse_qsl, unquote, urlsplit
 
-DEFAULT_PORT = 6379
+from mailrelay.redisurl import DEFAULT_PORT as DEFAULT_PORT
+from mailrelay.redisurl import Target as Target
+from mailrelay.redisurl import parse_url as parse_url
+
 MAX_LINE = 64 * 1024  # a status, error or length line
 MAX_BULK = 64 * 1024 * 1024  # one bulk string (Redis itself allows up to 512 MB)
 MAX_ARRAY = 1024 * 1024  # elements of one array
 MAX_DEPTH = 32  # arrays within arrays
-_OPTIONS = ("db", "username", "password", "ssl_cert_reqs", "ssl_ca_certs")
-_CERT_REQS = ("required", "optional", "none")
 
 Arg = str | bytes | int
 
@@ -59,119 +59,9 @@ class ProtocolError(RedisError):
     """A reply that is not RESP2, or beyond this client's limits."""
 
 
-class Target:
-    """Where the server is and how to log in: what `parse_url` read from a URL.
-
-    A plain class, not a dataclass: building one at import costs a cron send milliseconds.
-    """
-
-    __slots__ = _FIELDS = (
-        "host",
-        "port",
-        "path",
-        "db",
-        "username",
-        "password",
-        "tls",
-        "ssl_cert_reqs",
-        "ssl_ca_certs",
-    )
-
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = DEFAULT_PORT,
-        path: str | None = None,  # a unix socket instead of host and port
-        db: int = 0,
-        username: str | None = None,
-        password: str | None = None,
-        tls: bool = False,
-        ssl_cert_reqs: str = "required",
-        ssl_ca_certs: str | None = None,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.path = path
-        self.db = db
-        self.username = username
-        self.password = password
-        self.tls = tls
-        self.ssl_cert_reqs = ssl_cert_reqs
-        self.ssl_ca_certs = ssl_ca_certs
-
-    def replace(self, **changes: Any) -> Target:
-        fields = {name: getattr(self, name) for name in self._FIELDS}
-        return Target(**{**fields, **changes})
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Target):
-            return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self._FIELDS)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:  # never the password
-        where = self.path or f"{self.host}:{self.port}"
-        return f"Target({where!r}, db={self.db}, tls={self.tls})"
-
-    @property
-    def address(self) -> str:
-        if self.path is not None:
-            return self.path
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def parse_url(url: str) -> Target:
-    """The server a `redis://`, `rediss://` or `unix://` URL names; ValueError if it names none.
-
-    The user and password in the authority are percent-decoded and win over `?username=` and
-    `?password=`; the db in the path wins over `?db=` only when the query has none (as redis-py).
-    """
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("redis", "rediss", "unix"):
-        raise ValueError("the scheme must be redis://, rediss:// or unix://")
-    query: dict[str, str] = {}
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key not in _OPTIONS:
-            raise ValueError(f"unknown option {key!r} (known: {', '.join(_OPTIONS)})")
-        query[key] = value
-    username = unquote(parts.username) if parts.username else query.get("username") or None
-    password = unquote(parts.password) if parts.password else query.get("password") or None
-    db_text = query.get("db")
-    if scheme == "unix":
-        if not parts.path:
-            raise ValueError("unix:// needs the socket's path, e.g. unix:///run/redis.sock")
-        fields: dict[str, Any] = {"path": unquote(parts.path)}
-    else:
-        try:
-            port = parts.port  # ValueError when it is not a number in 0-65535
-        except ValueError:
-            port = 0
-        if port == 0:
-            raise ValueError("the port must be a number from 1 to 65535")
-        fields = {"host": parts.hostname or "127.0.0.1", "port": port or DEFAULT_PORT}
-        path = unquote(parts.path).strip("/")
-        if db_text is None and path:
-            db_text = path
-    try:
-        db = int(db_text or 0)
-    except ValueError:
-        raise ValueError(f"the db must be a number, not {db_text!r}") from None
-    if db < 0:
-        raise ValueError("the db must not be negative")
-    reqs = query.get("ssl_cert_reqs", "required").lower()
-    if reqs not in _CERT_REQS:
-        raise ValueError(f"ssl_cert_reqs must be one of {', '.join(_CERT_REQS)}")
-    return Target(
-        **fields,
-        db=db,
-        username=username,
-        password=password,
-        tls=scheme == "rediss",
-        ssl_cert_reqs=reqs,
-        ssl_ca_certs=query.get("ssl_ca_certs") or None,
-    )
+class ReplyLost(ConnectionError):
+    """The command went out whole and its reply did not come (a timeout, a connection
+    closed): the server may have run it, or may still run it."""
 
 
 def encode(args: Sequence[Arg]) -> bytes:
@@ -268,6 +158,8 @@ class Connection:
             if self._pid != os.getpid():  # forked: the socket is the parent's
                 self._pid = os.getpid()
                 self._drop()
+            if self._sock is not None and self._stale():
+                self._drop()  # closed by the server while idle: a command on it would be lost
             return self._pipeline(commands, readonly)
 
     def _pipeline(self, commands: Sequence[Sequence[Arg]], readonly: bool) -> list[Any]:
@@ -288,10 +180,34 @@ class Connection:
             self.close()  # a refused login: log in again next time
             raise
 
+    def _stale(self) -> bool:
+        """Whether the idle socket has something to read: the server's close, or bytes no
+        command asked for. Checked before reuse, so that a command whose reply is lost went
+        out on a socket the server had not closed before (its fate is then truly unknown)."""
+        sock = self._sock
+        assert sock is not None
+        try:
+            if not select.select([sock], [], [], 0)[0]:
+                return False
+            sock.setblocking(False)
+            try:
+                sock.recv(1)
+            finally:
+                sock.settimeout(self.timeout)
+        except BlockingIOError:
+            return False
+        except OSError as exc:  # TLS: a record with no data for us (a session ticket)
+            return type(exc).__name__ not in ("SSLWantReadError", "SSLWantWriteError")
+        return True  # the server's close (b""), or data nobody asked for
+
     def _round_trip(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         assert self._sock is not None and self._stream is not None
         self._sock.sendall(b"".join(encode(c) for c in commands))
-        return [read_reply(self._stream) for _ in commands]
+        try:
+            return [read_reply(self._stream) for _ in commands]
+        except OSError as exc:  # after a whole write: the fate of the commands is unknown
+            why = f"no reply within {self.timeout:g} s" if isinstance(exc, TimeoutError) else exc
+            raise ReplyLost(f"{self.target.address}: {why}") from None
 
     def _open(self) -> list[list[Arg]]:
         """Connect; the handshake commands to send first."""
@@ -372,11 +288,15 @@ class Script:
         args: Sequence[Arg] = (),
         *,
         readonly: bool = False,
+        whole: bool = False,
     ) -> Any:
+        """`whole`: send the body at once (EVAL), e.g. to resend a call whose EVALSHA may
+        have met a server that had lost its script cache."""
         tail = [len(keys), *keys, *args]
-        try:
-            return conn.execute("EVALSHA", self.sha, *tail, readonly=readonly)
-        except ReplyError as exc:
-            if exc.code != "NOSCRIPT":
-                raise
+        if not whole:
+            try:
+                return conn.execute("EVALSHA", self.sha, *tail, readonly=readonly)
+            except ReplyError as exc:
+                if exc.code != "NOSCRIPT":
+                    raise
         return conn.execute("EVAL", self.source, *tail, readonly=readonly)

@@ -6,6 +6,7 @@ that `scrub()` can blank it out of any text before it is shown or logged.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,14 @@ _known: set[str] = set()
 
 
 def remember(value: str) -> None:
-    """Register a secret value so it is scrubbed from everything mailrelay prints."""
+    """Register a secret value so it is scrubbed from everything mailrelay prints, with its
+    form inside a JSON string (as a JSON body carries it: Mandrill's key, an echo quoted
+    back in a provider's error); `scrub` also finds its percent-encoded form."""
     if value and len(value) >= 3:
         _known.add(value)
+        escaped = json.dumps(value)[1:-1]
+        if escaped != value:
+            _known.add(escaped)
 
 
 def remember_auth(user: str, password: str) -> None:
@@ -67,8 +73,9 @@ class Secret:
             self.kind, self.arg = "literal", spec
             if not spec:
                 raise ConfigError("empty secret", **self._where)
-            self._value = self._checked(spec)
             remember(spec)
+            self._value = self._checked(spec)
+            remember(self._value)  # the form that is sent, without a line end
         elif isinstance(spec, dict):
             keys = set(spec)
             if len(keys) != 1 or not keys <= set(self.FORMS):
@@ -130,6 +137,7 @@ class Secret:
             value = self._resolve()
             remember(value)
             self._value = self._checked(value)
+            remember(self._value)  # the form that is sent, without a line end
         return self._value
 
     def _checked(self, value: str) -> str:

@@ -80,14 +80,17 @@ def json_body(resp: Response) -> Any:
         return None
     try:
         return resp.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # a number over the int-string limit; deep nesting
         return None
 
 
 def error_text(resp: Response) -> str:
     """The provider's own words from an error response, as one short line."""
     body = json_body(resp)
-    text = _text_from_json(body) if body is not None else None
+    try:
+        text = _text_from_json(body) if body is not None else None
+    except RecursionError:  # nested just under the parser's limit: the raw text will do
+        text = None
     if text is None:
         text = " ".join(resp.text.split()) if resp.content else ""
     if not text:

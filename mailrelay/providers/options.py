@@ -34,26 +34,38 @@ class ProviderSpec:
     type: str
     values: dict[str, Any]
     source: str
+    from_url: bool = False  # a `--provider` URL: every value came as text
 
 
 class ProviderConfig:
     """The keys of one table, read with typed getters that name file/provider/key.
 
     Every getter marks its key as used; `finish()` refuses keys nobody asked for, so a
-    misspelt key is an error and not a silent default.
+    misspelt key is an error and not a silent default. A TOML table is `typed`: a number,
+    a boolean or a list must be written as one (`port = 25`, not `port = "25"`); a URL's
+    values are text, and the getters read numbers and booleans from it.
     """
 
-    def __init__(self, name: str, type_: str, values: Mapping[str, Any], source: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        type_: str,
+        values: Mapping[str, Any],
+        source: str,
+        *,
+        typed: bool = True,
+    ) -> None:
         self.name = name
         self.type = type_
         self.source = source
+        self.typed = typed
         self._values = dict(values)
         self._used: set[str] = set(COMMON_PROVIDER_KEYS)
         self.secrets: list[Secret] = []  # every secret asked for, for `config check`
 
     @classmethod
     def of(cls, spec: ProviderSpec) -> ProviderConfig:
-        return cls(spec.name, spec.type, spec.values, spec.source)
+        return cls(spec.name, spec.type, spec.values, spec.source, typed=not spec.from_url)
 
     def error(self, key: str | None, message: str) -> ConfigError:
         return ConfigError(message, source=self.source, provider=self.name, key=key)
@@ -64,6 +76,13 @@ class ProviderConfig:
     def _get(self, key: str) -> Any:
         self._used.add(key)
         return self._values.get(key)
+
+    def _text_in_typed(self, key: str, value: object, what: str, readable: bool) -> None:
+        """Refuse a quoted value where TOML's own type says what the key is (`port = "25"`);
+        `readable`: the text would read as one, so say to drop the quotes."""
+        if self.typed and isinstance(value, str):
+            fix = ": write it without quotes" if readable else ""
+            raise self.error(key, f"must be {what}, not the string {value!r}{fix}")
 
     def get_str(self, key: str, default: str | None = None) -> str | None:
         value = self._get(key)
@@ -83,6 +102,7 @@ class ProviderConfig:
         value = self._get(key)
         if value is None:
             return default
+        self._text_in_typed(key, value, "an integer", _reads_as(int, value))
         if isinstance(value, str):
             try:
                 value = int(value)
@@ -101,6 +121,7 @@ class ProviderConfig:
         value = self._get(key)
         if value is None:
             return default
+        self._text_in_typed(key, value, "a number", _reads_as(float, value))
         if isinstance(value, str):
             try:
                 value = float(value)
@@ -121,6 +142,7 @@ class ProviderConfig:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+            self._text_in_typed(key, value, "true or false", value.lower() in ("true", "false"))
             return value.lower() in _TRUE
         raise self.error(key, "must be true or false")
 
@@ -151,7 +173,7 @@ class ProviderConfig:
         value = self._get(key)
         if value is None:
             return []
-        if isinstance(value, str):
+        if isinstance(value, str):  # one item (sendmail's `command` as a path)
             return [value]
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise self.error(key, "must be a list of non-empty strings")
@@ -172,6 +194,14 @@ class ProviderConfig:
         unknown = self.unknown_keys()
         if unknown:
             raise unknown[0]
+
+
+def _reads_as(kind: type[float], value: object) -> bool:
+    try:
+        kind(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 @record

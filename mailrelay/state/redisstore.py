@@ -15,6 +15,7 @@ This module (and the client) is imported only when the state is a URL.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -51,12 +52,16 @@ return out
 """
 
 # KEYS[1], KEYS[2] as above, then for each provider changed its hash and its cooldown key;
-# ARGV[1] the prefix, ARGV[2] the deltas as JSON (see _encode). Atomic: no update is lost.
+# ARGV[1] the prefix, ARGV[2] the deltas as JSON (see _encode), ARGV[3] the update's id.
+# Atomic: no update is lost; and applied once: an id seen in the last UPDATE_ID_TTL ms (the
+# same update sent again after its reply was lost) changes nothing.
 _UPDATE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local counters = {sent = true, failed = true, consecutive_failures = true}
-local steps_in = cjson.decode(ARGV[2])
+local fresh = redis.call('SET', ARGV[1] .. 'update:' .. ARGV[3], '1', 'NX', 'PX', ARGV[4])
+local steps_in = {}
+if fresh then steps_in = cjson.decode(ARGV[2]) end
 -- what alerts compare with: the last result and each changed provider's failure run, before
 local before = {redis.call('HGET', KEYS[1], 'last_result') or ''}
 for _, step in ipairs(steps_in) do
@@ -96,7 +101,10 @@ for _, step in ipairs(steps_in) do
     else redis.call('HDEL', KEYS[1], 'last_index') end
   end
 end
-""" + _READ.replace("return out", "out[#out + 1] = before\nreturn out")
+""" + _READ.replace(
+    "return out", "out[#out + 1] = before\nout[#out + 1] = fresh and 1 or 0\nreturn out"
+)
+UPDATE_ID_TTL = 300_000  # ms: far longer than a resend's distance from the first send
 
 
 _READ_SCRIPT = redisclient.Script(_READ)  # the SHA1s are computed once, at import
@@ -104,11 +112,18 @@ _UPDATE_SCRIPT = redisclient.Script(_UPDATE)
 
 
 class StateUnavailable(Exception):
-    """Redis cannot be used now (unreachable, login refused, ...); `reason` says why."""
+    """Redis cannot be used now (unreachable, login refused, ...); `reason` says why.
+    `maybe_applied`: the command went out and its reply was lost, so it may have run."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, maybe_applied: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.maybe_applied = maybe_applied
+
+
+class UpdateUncertain(StateUnavailable):
+    """An update went out, and neither it nor its one resend (same id) got an answer: Redis
+    may have applied it, so it must not be applied anywhere else as well."""
 
 
 def masked(url: str) -> str:
@@ -197,21 +212,39 @@ class RedisStateStore:
             steps.append(step)
         # cjson turns an empty JSON object and an empty array alike into an empty table
         argv = [self.prefix, json.dumps(steps, separators=(",", ":"))]
-        reply = self._call(_UPDATE_SCRIPT, keys, argv)
-        after = self._decode(reply[:-1])
+        argv += [os.urandom(12).hex(), str(UPDATE_ID_TTL)]
+        try:
+            reply = self._call(_UPDATE_SCRIPT, keys, argv)
+        except StateUnavailable as exc:
+            if not exc.maybe_applied:
+                raise
+            try:  # one resend on a new connection: its id makes the script apply it once (and
+                # EVAL, as the first EVALSHA may have found no script and changed nothing)
+                reply = self._call(_UPDATE_SCRIPT, keys, argv, whole=True)
+            except StateUnavailable as again:
+                raise UpdateUncertain(again.reason) from None
+        after = self._decode(reply[:-2])
         observed = [d.observer for d in deltas if d.observer is not None]
-        if len(deltas) == 1 and observed:  # one send: the script saw its before and after
-            observed[0].begin(_before(reply[-1]))
+        fresh = reply[-1] == 1  # not a resend of an update the server had already applied
+        if len(deltas) == 1 and observed and fresh:  # one send: its before and after
+            observed[0].begin(_before(reply[-2]))
             observed[0].detect(after)
         return after
 
     def _call(
-        self, script: redisclient.Script, keys: list[str], argv: list[str], readonly: bool = False
+        self,
+        script: redisclient.Script,
+        keys: list[str],
+        argv: list[str],
+        readonly: bool = False,
+        whole: bool = False,
     ) -> Any:
         try:
-            return script(self.client, keys, argv, readonly=readonly)
+            return script(self.client, keys, argv, readonly=readonly, whole=whole)
         except self._errors as exc:
-            raise StateUnavailable(scrub(str(exc) or type(exc).__name__)) from None
+            reason = scrub(str(exc) or type(exc).__name__)
+            lost = isinstance(exc, redisclient.ReplyLost)
+            raise StateUnavailable(reason, maybe_applied=lost) from None
 
     def _decode(self, reply: list[Any]) -> State:
         local_now = datetime.now(timezone.utc)
@@ -324,6 +357,16 @@ class FallbackStore:
                 # ConfigError: e.g. the state_password secret cannot be read now
                 reason = exc.reason if isinstance(exc, StateUnavailable) else str(exc)
                 self._down_until = self.clock() + self.retry_after
+                if isinstance(exc, UpdateUncertain):  # counted in Redis, perhaps: not here too
+                    self._warned = True
+                    self.warn(
+                        scrub(
+                            f"state {self.location}: no answer to an update ({reason}); it "
+                            "may have been recorded there, so it is not recorded in the local "
+                            f"state file {self.fallback.location} as well"
+                        )
+                    )
+                    return self.fallback.load()
                 if not self._warned:
                     self._warned = True
                     self.warn(

@@ -100,7 +100,7 @@ def test_sandbox_drops_the_message(fake: FakeBrevo, httpserver: HTTPServer) -> N
     receipt = provider.send(message(), timeout=5)
     assert last_body(fake)["headers"]["X-Sib-Sandbox"] == "drop"
     assert "sandbox" in receipt.detail
-    build(httpserver, sandbox="false").send(message(), timeout=5)
+    build(httpserver, sandbox=False).send(message(), timeout=5)
     assert "X-Sib-Sandbox" not in last_body(fake)["headers"]
 
 

@@ -94,7 +94,7 @@ def test_empty_subject_is_left_out_and_sendgrid_refuses_it(fake: FakeSendgrid, b
 
 
 def test_sandbox_mode_validates_without_an_id(fake: FakeSendgrid, base: str) -> None:
-    receipt = build({**fake.config(base), "sandbox": "true"}).send(message(), timeout=5)
+    receipt = build({**fake.config(base), "sandbox": True}).send(message(), timeout=5)
     assert fake.sent[0]["mail_settings"] == {"sandbox_mode": {"enable": True}}
     assert receipt.message_id is None and "sandbox" in receipt.detail
 
