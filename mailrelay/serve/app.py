@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 from mailrelay.errors import MailrelayError, MessageError
 from mailrelay.output import jsonable
 from mailrelay.secrets import scrub
-from mailrelay.serve import pages
+from mailrelay.serve import apipage, pages
 from mailrelay.serve.answer import Answer, problem, resting_answer
 from mailrelay.serve.idempotency import (
     INFLIGHT_MARGIN,
@@ -84,7 +84,10 @@ def create_app(
     probes = FileProbeGate(here / "probes", keep=settings.max_cooldown + 60)
     keys = FileKeyStore(here / "idempotency", inflight=settings.timeout + INFLIGHT_MARGIN)
     service = Service(app, tokens, keys, probes)
-    flask = Flask("mailrelay.serve")
+    # Flask's static route serves the Swagger UI files of /api (public, like /api itself)
+    flask = Flask(
+        "mailrelay.serve", static_folder=apipage.swagger_dist(), static_url_path=apipage.ASSETS
+    )
     flask.config["MAX_CONTENT_LENGTH"] = settings.serve.max_request_bytes
     flask.extensions["mailrelay"] = service
 
@@ -92,7 +95,11 @@ def create_app(
     def authenticate() -> Response | None:
         g.started = time.perf_counter()
         path = request.path
-        if path in PUBLIC or service.authorized(request.headers.get("Authorization")):
+        if (
+            path in PUBLIC
+            or path.startswith(apipage.ASSETS + "/")
+            or service.authorized(request.headers.get("Authorization"))
+        ):
             return None
         challenge = 'Basic realm="mailrelay"' if path in PAGES else 'Bearer realm="mailrelay"'
         return json_response(
@@ -180,7 +187,7 @@ def create_app(
 
     @flask.get("/api")
     def api_page() -> Response:
-        return Response(pages.api_page(), content_type="text/html; charset=utf-8")
+        return Response(apipage.api_page(), content_type="text/html; charset=utf-8")
 
     @flask.get("/")
     def status_page() -> Response:

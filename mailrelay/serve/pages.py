@@ -1,6 +1,5 @@
-"""The two pages of the service, made here with nothing from elsewhere (no CDN, no assets):
-`/` the status page (rendered on the server, refreshes itself) and `/api`, a small page
-whose script renders /openapi.json."""
+"""`/`, the status page of the service: rendered on the server, refreshes itself, made here
+with nothing from elsewhere (no CDN, no assets). `/api` is in apipage.py."""
 
 from __future__ import annotations
 
@@ -19,8 +18,6 @@ text-align:left;vertical-align:top}th{background:#f4f4f4}
 .health{font-weight:600;padding:.1em .5em;border-radius:.3em;color:#fff}
 .healthy{background:#2e7d32}.failing{background:#ef6c00}.cooling{background:#c62828}
 .unknown{background:#757575}code{background:#f4f4f4;padding:0 .2em}
-.op{margin:.6em 0;padding:.5em .8em;border:1px solid #ddd;border-radius:.3em}
-.method{font-weight:700;text-transform:uppercase;margin-right:.6em}
 """
 
 
@@ -77,48 +74,4 @@ def status_page(service: Service) -> str:
 </tr></thead><tbody>
 {"".join(rows)}
 </tbody></table></body></html>
-"""
-
-
-def api_page() -> str:
-    return f"""<!doctype html>
-<html lang=en><head><meta charset=utf-8><title>mailrelay API</title>
-<style>{_STYLE}</style></head>
-<body><h1>mailrelay API</h1>
-<p>The machine-readable description: <a href="/openapi.json">/openapi.json</a> (OpenAPI 3.1).
-</p><div id=operations>Loading /openapi.json ...</div>
-<script>
-"use strict";
-function el(tag, cls, text) {{
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}}
-fetch("/openapi.json").then(r => r.json()).then(doc => {{
-  const root = document.getElementById("operations");
-  root.textContent = "";
-  root.appendChild(el("p", "", doc.info.description || ""));
-  for (const [path, item] of Object.entries(doc.paths)) {{
-    for (const [method, op] of Object.entries(item)) {{
-      const box = el("div", "op");
-      box.dataset.operation = op.operationId;
-      const head = el("div");
-      head.appendChild(el("span", "method", method));
-      head.appendChild(el("code", "path", path));
-      head.appendChild(el("span", "", " " + (op.summary || "")));
-      box.appendChild(head);
-      if (op.description) box.appendChild(el("p", "", op.description));
-      const list = el("ul");
-      for (const [code, resp] of Object.entries(op.responses || {{}})) {{
-        list.appendChild(el("li", "", code + ": " + (resp.description || "")));
-      }}
-      box.appendChild(list);
-      root.appendChild(box);
-    }}
-  }}
-}}).catch(err => {{
-  document.getElementById("operations").textContent = "could not load /openapi.json: " + err;
-}});
-</script></body></html>
 """
