@@ -96,9 +96,10 @@ class App:
             if not self._providers:
                 s = self.settings
                 where = f"in {s.source}" if s.source else f"no config file at {s.searched}"
+                init = "" if s.source else "run 'mailrelay config init', "  # not over a config
                 raise ConfigError(
-                    f"no providers configured ({where}); run 'mailrelay config init', add "
-                    "[[providers]] to the config, or give --provider URL / $MAILRELAY_PROVIDERS"
+                    f"no providers configured ({where}); {init}add [[providers]] to the "
+                    "config, or give --provider URL / $MAILRELAY_PROVIDERS"
                 )
         return self._providers
 
