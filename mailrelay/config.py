@@ -24,6 +24,7 @@ from mailrelay.state import is_state_url
 if TYPE_CHECKING:
     from mailrelay.alerts import AlertSettings
     from mailrelay.providers.base import Provider
+    from mailrelay.telemetry import TelemetrySettings
 
 # ProviderConfig, ProviderSpec and ProviderURL are read here, and live with the providers
 __all__ = [
@@ -155,6 +156,7 @@ class Settings:
     queue_max_age: float = DEFAULT_QUEUE_MAX_AGE
     providers: list[ProviderSpec] = field(default_factory=list)
     alerts: AlertSettings | None = None  # the [alerts] table; None when there is none
+    telemetry: TelemetrySettings | None = None  # the [telemetry] table (OpenTelemetry traces)
     serve: ServeSettings = field(default_factory=ServeSettings)
     warnings: list[str] = field(default_factory=list)
 
@@ -363,12 +365,13 @@ def load_settings(
     if raw is not None:
         settings.source = source
         data = parse_toml(raw, source)
-        for key in sorted(set(data) - {"defaults", "providers", "alerts", "serve"}):
-            hint = did_you_mean(key, ("defaults", "providers", "alerts", "serve"))
+        tables = ("defaults", "providers", "alerts", "serve", "telemetry")
+        for key in sorted(set(data) - set(tables)):
+            hint = did_you_mean(key, tables)
             _report(
                 ConfigError(
                     f"unknown top-level key{hint}; "
-                    "known: [defaults], [[providers]], [alerts], [serve]",
+                    "known: [defaults], [[providers]], [alerts], [serve], [telemetry]",
                     source=source,
                     key=key,
                 ),
@@ -383,6 +386,10 @@ def load_settings(
             settings.alerts = read_alerts(data["alerts"], source)
         if "serve" in data:
             settings.serve = _read_serve(data["serve"], source)
+        if "telemetry" in data:
+            from mailrelay.telemetry import read_telemetry
+
+            settings.telemetry = read_telemetry(data["telemetry"], source)
         mode = stat.S_IMODE(path.stat().st_mode)
         alert_urls = data["alerts"].get("urls") if settings.alerts is not None else None
         literal_tokens = any(t.is_literal for t in settings.serve.tokens)

@@ -32,6 +32,7 @@ from mailrelay.serve.idempotency import (
 from mailrelay.serve.metrics import CONTENT_TYPE
 from mailrelay.serve.openapi import openapi_document
 from mailrelay.serve.service import Service
+from mailrelay.telemetry import valid_traceparent
 
 if TYPE_CHECKING:
     from mailrelay.config import Settings
@@ -328,6 +329,7 @@ def create_app(
         except MessageError as exc:
             return problem(400, "Bad message", str(exc))
         message.idempotency = key
+        message.traceparent = valid_traceparent(request.headers.get("traceparent"))
         return answer_for(engine, deliver(engine, message, queue=queue))
 
     return flask
