@@ -68,15 +68,18 @@ def test_schemathesis_every_operation_as_documented(server: Server, tmp_path: Pa
     assert tested == documented_routes()  # every documented operation was exercised
 
 
-def dump_dom(url: str, tmp: Path) -> str:
+def dump_dom(url: str, tmp: Path, budget_ms: int = 5000) -> str:
     """The page's DOM after its scripts ran, in a chromium that can reach loopback only: no
-    name resolves but 127.0.0.1's, and everything else goes to a proxy that is not there."""
+    name resolves but 127.0.0.1's, and everything else goes to a proxy that is not there.
+    The budget of virtual time stays under the status page's refresh (10 s): a reload in
+    the middle would leave nothing to dump."""
     if not os.path.exists(CHROMIUM):
         pytest.skip("no chromium here (apt-get install chromium): the pages are not checked")
     result = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
          "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={tmp / 'chromium'}", "--virtual-time-budget=10000",
+         "--disable-sync", f"--user-data-dir={tmp / 'chromium'}",
+         f"--virtual-time-budget={budget_ms}",
          "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
          "--proxy-server=http://127.0.0.1:9",  # loopback itself bypasses a proxy
          "--dump-dom", url],
@@ -102,7 +105,7 @@ def test_api_page_is_swagger_ui_with_one_block_per_operation(
 ) -> None:
     from mailrelay.serve.openapi import openapi_document
 
-    dom = dump_dom(server.url + "/api", tmp_path)
+    dom = dump_dom(server.url + "/api", tmp_path, budget_ms=8000)
     assert 'class="swagger-ui"' in dom  # Swagger UI itself rendered, not a fallback
     operations = [
         op["operationId"] for item in openapi_document()["paths"].values() for op in item.values()
