@@ -25,6 +25,7 @@ from mailrelay.state import is_state_url
 if TYPE_CHECKING:
     from mailrelay.alerts import AlertSettings
     from mailrelay.providers.base import Provider
+    from mailrelay.telemetry import TelemetrySettings
 
 # ProviderConfig, ProviderSpec and ProviderURL are read here, and live with the providers
 __all__ = [
@@ -153,6 +154,7 @@ class Settings:
     aliases_file: Path | None = None  # an aliases(5) file, read when a local name needs it
     providers: list[ProviderSpec] = field(default_factory=list)
     alerts: AlertSettings | None = None  # the [alerts] table; None when there is none
+    telemetry: TelemetrySettings | None = None  # the [telemetry] table (OpenTelemetry traces)
     serve: ServeSettings = field(default_factory=ServeSettings)
     warnings: list[str] = field(default_factory=list)
 
@@ -370,13 +372,13 @@ def load_settings(
     if raw is not None:
         settings.source = source
         data = parse_toml(raw, source)
-        tables = ("defaults", "providers", "aliases", "alerts", "serve")
+        tables = ("defaults", "providers", "aliases", "alerts", "serve", "telemetry")
         for key in sorted(set(data) - set(tables)):
             hint = did_you_mean(key, tables)
             _report(
                 ConfigError(
                     f"unknown top-level key{hint}; "
-                    "known: [defaults], [[providers]], [aliases], [alerts], [serve]",
+                    "known: [defaults], [[providers]], [aliases], [alerts], [serve], [telemetry]",
                     source=source,
                     key=key,
                 ),
@@ -395,6 +397,10 @@ def load_settings(
             settings.alerts = read_alerts(data["alerts"], source)
         if "serve" in data:
             settings.serve = _read_serve(data["serve"], source)
+        if "telemetry" in data:
+            from mailrelay.telemetry import read_telemetry
+
+            settings.telemetry = read_telemetry(data["telemetry"], source)
         mode = stat.S_IMODE(path.stat().st_mode)
         alert_urls = data["alerts"].get("urls") if settings.alerts is not None else None
         literal_tokens = any(t.is_literal for t in settings.serve.tokens)

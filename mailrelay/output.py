@@ -23,9 +23,6 @@ def _isatty(stream: IO[str]) -> bool:
         return False
 
 
-LONG_CELL_WIDTH = 40  # a long error is wrapped to this width and cut after two rows
-
-
 class Styled(str):
     """A table cell with a colour for terminals ("green", "red", "yellow"); plain elsewhere."""
 
@@ -40,16 +37,6 @@ class Styled(str):
 def health_cell(text: str, *, ok: bool, cooling: bool = False) -> Styled:
     """Healthy green, failing red, cooling yellow."""
     return Styled(text, "red" if not ok else "yellow" if cooling else "green")
-
-
-def two_rows(text: str, width: int = LONG_CELL_WIDTH) -> str:
-    """`text` in at most two rows of `width`, the rest cut with …"""
-    import textwrap
-
-    rows = textwrap.wrap(text, width=width, break_long_words=True) or [""]
-    if len(rows) > 2:
-        rows = [rows[0], rows[1][: width - 1].rstrip() + "…"]
-    return "\n".join(rows)
 
 
 # C0 controls (TAB, CR and LF among them), DEL, the C1 controls and the Unicode line and
@@ -134,39 +121,34 @@ class Output:
         rows: Sequence[Sequence[str]],
         *,
         long: Sequence[str] = (),
+        wide_only: Sequence[str] = (),
+        wide: bool = False,
     ) -> None:
-        """A rich table on a terminal (colours unless $NO_COLOR; the `long` columns take at
-        most two rows); tab-free aligned plain lines otherwise."""
+        """On a terminal, a table that fits its width (termtable.py: colours unless
+        $NO_COLOR; what does not fit beside a row goes under it, in full; the `wide_only`
+        columns only when `wide`); tab-free aligned plain lines of every column otherwise."""
         styles = [[getattr(c, "style", None) for c in row] for row in rows]
         rows = [[scrub(c) for c in row] for row in rows]
         if _isatty(self.stdout):
             from rich.console import Console
-            from rich.table import Table
             from rich.text import Text
+
+            from mailrelay.termtable import render
 
             console = Console(
                 file=self.stdout, no_color=bool(os.environ.get("NO_COLOR")), highlight=False
             )
-            cut = [c in long for c in columns]
-            # the long columns share what the others leave of the terminal, 40 at most each
-            natural = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
-            rest = console.width - 3 * len(columns) - 1
-            rest -= sum(w for w, is_long in zip(natural, cut, strict=True) if not is_long)
-            width = max(12, min(LONG_CELL_WIDTH, rest // max(1, sum(cut))))
-            table = Table(title=title, title_justify="left")
-            for col, is_long in zip(columns, cut, strict=True):
-                if is_long:
-                    table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=width)
-                else:
-                    table.add_column(col, overflow="fold")
-            for row, row_styles in zip(rows, styles, strict=True):
-                table.add_row(
-                    *(
-                        Text(two_rows(c, width) if cut[i] else c, style=row_styles[i] or "")
-                        for i, c in enumerate(row)
-                    )
-                )
-            console.print(table)
+            shown = [i for i, c in enumerate(columns) if wide or c not in wide_only]
+            lines = render(
+                [columns[i] for i in shown],
+                [[r[i] for i in shown] for r in rows],
+                [[s[i] for i in shown] for s in styles],
+                long=long,
+                width=console.width,
+            )
+            console.print(Text(title, style="italic"), overflow="fold")
+            for pieces in lines:
+                console.print(Text.assemble(*((t, s or "") for t, s in pieces)), soft_wrap=True)
             return
         widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
         for line in [list(columns), *rows]:

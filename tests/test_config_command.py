@@ -97,12 +97,13 @@ def test_check_lists_every_problem_one_line_each(tmp_path: Path) -> None:
     r = mailrelay("--config", str(cfg), "config", "check", input=None)
     assert r.returncode == 78
     lines = r.stderr.splitlines()
-    assert len(lines) == 5, r.stderr
+    assert len(lines) == 6, r.stderr
     assert "defaults.polcy" in lines[0] and "did you mean 'policy'?" in lines[0]
     assert "'securty'" in lines[1] and "did you mean 'security'?" in lines[1]
     assert "environment variable MAILRELAY_TEST_UNSET is not set" in lines[2]
     assert "provider 'mailgun'" in lines[3] and "secret command 'false' exited with 1" in lines[3]
     assert "base_url" in lines[4] and "must be an http(s) URL" in lines[4]
+    assert "provider 'sendgrid'" in lines[5] and "MAILRELAY_TEST_UNSET is not set" in lines[5]
     assert "Traceback" not in r.stderr
 
 

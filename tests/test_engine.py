@@ -201,7 +201,9 @@ def test_permanent_stops_at_once_and_changes_no_cooldown(store, clock, message) 
     assert before.providers.get("p1") is None
     # the attempt is counted by its class, and nothing else about p1's health changes
     assert after.providers["p1"].outcomes == {"permanent": 1}
+    assert list(after.providers["p1"].minutes.values()) == [1]  # and in its minute
     after.providers["p1"].outcomes.clear()
+    after.providers["p1"].minutes.clear()
     assert after.providers["p1"] == ProviderState()
     assert after.last_provider is None
 

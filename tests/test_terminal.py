@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
+import struct
 import subprocess
+import termios
 from pathlib import Path
 
 from tests.smtpserver import SmtpServer
@@ -14,15 +17,17 @@ from tests.test_e2e import mailrelay, mailrelay_command
 from tests.test_queue import config
 
 
-def on_terminal(*args: str, timeout: float = 60) -> tuple[int, str]:
-    """Run mailrelay with stdout and stderr on a pseudo-terminal; its exit code and output."""
+def on_terminal(*args: str, timeout: float = 60, columns: int = 100) -> tuple[int, str]:
+    """Run mailrelay with stdout and stderr on a pseudo-terminal `columns` wide; its exit
+    code and output."""
     master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     proc = subprocess.Popen(
         [mailrelay_command(), *args],
         stdin=subprocess.DEVNULL,
         stdout=slave,
         stderr=slave,
-        env={**os.environ, "COLUMNS": "100", "TERM": "xterm"},
+        env={**os.environ, "COLUMNS": str(columns), "TERM": "xterm"},
     )
     os.close(slave)
     chunks: list[bytes] = []

@@ -1,6 +1,7 @@
-"""Tables on a terminal: health in colour (none with NO_COLOR or off a terminal), long errors
-in at most two rows, one header case; `queue flush` with nothing due says what waits. The
-installed command runs under a real pseudo-terminal (tests/test_terminal.py)."""
+"""Tables on a terminal: health in colour (none with NO_COLOR or off a terminal), within the
+terminal's width with no word split and the last error in full, one header case; `queue
+flush` with nothing due says what waits. The installed command runs under a real
+pseudo-terminal (tests/test_terminal.py)."""
 
 from __future__ import annotations
 
@@ -74,33 +75,79 @@ def test_no_colour_with_no_color_or_off_a_terminal(
     assert "FAILING" in r.stdout and "\x1b[" not in r.stdout
 
 
-def table_rows(output: str) -> list[list[str]]:
-    """The body rows of a rich table, each as the screen lines it takes."""
-    rows: list[list[str]] = []
-    body = output.split("┩", 1)[1]
-    for line in body.splitlines():
-        if not line.startswith("│"):
-            continue
-        first_cell = line.split("│")[1].strip()
-        if first_cell:
-            rows.append([line])
-        else:
-            rows[-1].append(line)
-    return rows
+def plain(output: str) -> list[str]:
+    """The lines of stdout on the terminal (the diagnostics on stderr left out)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", output.replace("\r", ""))
+    return [line for line in text.splitlines() if not line.startswith("mailrelay: ")]
 
 
-def test_a_long_error_takes_at_most_two_rows(tmp_path: Path) -> None:
+def unwrapped(lines: list[str]) -> str:
+    """The text of the lines as one string, the wrapping undone."""
+    return " ".join(line.strip() for line in lines)
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_status_reads_whole_at_80_and_120_columns(tmp_path: Path, columns: int) -> None:
     with SmtpServer() as server:
         cfg = mixed_config(tmp_path, server.port)
-        _, output = on_terminal("--config", str(cfg), "status")
+        _, output = on_terminal("--config", str(cfg), "status", columns=columns)
         r = mailrelay("--config", str(cfg), "status", "--json", input=None)
-    plain = re.sub(r"\x1b\[[0-9;]*m", "", output)
-    rows = table_rows(plain)
-    assert len(rows) == 2, plain
-    assert all(len(lines) <= 2 for lines in rows), plain
-    assert "…" in plain and LONG_VAR not in plain
+    lines = plain(output)
+    assert all(len(line) <= columns for line in lines), "\n".join(lines)
+    relay = next(line for line in lines if line.startswith("relay "))
+    api = next(line for line in lines if line.startswith("api "))
+    assert relay.split()[:2] == ["relay", "smtp"] and api.split()[:2] == ["api", "sendgrid"]
+    assert "…" not in output
     detail = json.loads(r.stdout)["providers"][1]["detail"]
-    assert LONG_VAR in detail  # the whole text
+    assert LONG_VAR in detail and detail in unwrapped(lines)  # the whole reason, on the screen
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_providers_keep_words_whole_and_settings_for_wide(
+    cooling: tuple[Path, Path], columns: int
+) -> None:
+    cfg, state = cooling
+    args = ("--config", str(cfg), "--state", str(state), "providers")
+    _, output = on_terminal(*args, columns=columns)
+    lines = plain(output)
+    assert all(len(line) <= columns for line in lines), "\n".join(lines)
+    header = next(line for line in lines if line.startswith("#"))
+    assert header.split()[:3] == ["#", "name", "type"] and "settings" not in header
+    assert "host=127.0.0.1" not in output
+    row = next(line for line in lines if line.startswith("1 "))
+    assert row.split()[1:3] == ["relay", "smtp"]
+    error = json.loads(mailrelay(*args, "--json", input=None).stdout)["providers"][0]
+    assert error["last_error"].startswith("transient: ")
+    assert error["last_error"] in unwrapped(lines)  # in full, under the row if need be
+    for wide in (("--wide",), ("-v",)):
+        _, output = on_terminal(*args, *wide, columns=columns)
+        assert "host=127.0.0.1" in unwrapped(plain(output)), wide
+        assert all(len(line) <= columns for line in plain(output)), output
+
+
+def test_off_a_terminal_every_column_is_on_its_row(cooling: tuple[Path, Path]) -> None:
+    cfg, state = cooling
+    r = mailrelay("--config", str(cfg), "--state", str(state), "providers", input=None)
+    header, relay = r.stdout.splitlines()[:2]
+    assert header.split()[-3:] == ["settings", "last", "error"]  # the plain layout, as before
+    assert "host=127.0.0.1" in relay and "transient: " in relay
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_queue_list_reads_whole(tmp_path: Path, dead_port: int, columns: int) -> None:
+    cfg = config(tmp_path, dead_port, password=False, on_failure="queue")
+    subject = "the nightly backup of the accounting database finished with warnings"
+    r = mailrelay("--config", str(cfg), "send", "-s", subject, "ops@example.com")
+    assert r.returncode == 0, r.stderr
+    _, output = on_terminal("--config", str(cfg), "queue", "list", columns=columns)
+    lines = plain(output)
+    assert all(len(line) <= columns for line in lines), "\n".join(lines)
+    entry = json.loads(mailrelay("--config", str(cfg), "queue", "list", "--json").stdout)
+    (only,) = entry if isinstance(entry, list) else entry["messages"]
+    ident = only["id"]
+    assert any(line.startswith(ident + " ") for line in lines), lines
+    text = unwrapped(lines)
+    assert subject in text and "connection refused" in text
 
 
 def test_the_three_tables_share_one_header_case(tmp_path: Path, dead_port: int) -> None:

@@ -96,9 +96,10 @@ class App:
             if not self._providers:
                 s = self.settings
                 where = f"in {s.source}" if s.source else f"no config file at {s.searched}"
+                init = "" if s.source else "run 'mailrelay config init', "  # not over a config
                 raise ConfigError(
-                    f"no providers configured ({where}); run 'mailrelay config init', add "
-                    "[[providers]] to the config, or give --provider URL / $MAILRELAY_PROVIDERS"
+                    f"no providers configured ({where}); {init}add [[providers]] to the "
+                    "config, or give --provider URL / $MAILRELAY_PROVIDERS"
                 )
         return self._providers
 
@@ -161,13 +162,24 @@ class App:
         return Queueing(self.spool(), retry=s.queue_retry, max_retry=s.queue_max_retry)
 
     def listeners(self) -> list[Listener]:
-        """Who hears of every attempt: the audit log, when --log-file or log_file is set."""
-        path = self.log_file or self.settings.log_file
-        if not path:
-            return []
-        from mailrelay.audit import AuditLog
+        """Who hears of every attempt: the audit log, when --log-file or log_file is set;
+        OpenTelemetry traces, when $OTEL_EXPORTER_OTLP_ENDPOINT or [telemetry] turns them on."""
+        import os
 
-        return [AuditLog(path)]
+        found: list[Listener] = []
+        path = self.log_file or self.settings.log_file
+        if path:
+            from mailrelay.audit import AuditLog
+
+            found.append(AuditLog(path))
+        telemetry = self.settings.telemetry
+        if telemetry is not None or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+            from mailrelay.telemetry import listener_for
+
+            tracing = listener_for(telemetry, os.environ, self.out.warn)
+            if tracing is not None:
+                found.append(tracing)
+        return found
 
     def alerter(self) -> Dispatcher | None:
         """Where alert events go ([alerts] in the config), or None when nowhere."""

@@ -96,14 +96,20 @@ def status_document(app: App, timeout: float) -> dict[str, Any]:
 
 
 @click.group(invoke_without_command=True, context_settings={"max_content_width": 100})
+@click.option(
+    "--wide",
+    is_flag=True,
+    help="On a terminal, show each provider's settings too (as -v does).",
+)
 @global_options()
 @json_option
 @pass_app
-def providers(app: App, json_mode: bool) -> None:
+def providers(app: App, wide: bool, json_mode: bool) -> None:
     """List the configured providers in order, with the state's counters.
 
     The provider marked "sticky" took the last message; "next" is where the next send starts.
-    `mailrelay providers reset NAME...` ends a provider's cooldown.
+    On a terminal the settings are left out unless --wide or -v; off a terminal every column
+    is printed. `mailrelay providers reset NAME...` ends a provider's cooldown.
 
     \b
     Examples:
@@ -146,6 +152,8 @@ def providers(app: App, json_mode: bool) -> None:
         ["#", "name", "type", "mark", "sent", "failed", "cooldown until", "settings", "last error"],
         table_rows,
         long=["last error"],
+        wide_only=["settings"],
+        wide=wide or app.verbose > 0,
     )
 
 

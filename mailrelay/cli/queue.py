@@ -24,10 +24,9 @@ if TYPE_CHECKING:
 
 
 def _relative(when: datetime, now: datetime) -> str:
-    from mailrelay.spool import age_text
+    from mailrelay.spool.listing import relative
 
-    seconds = (when - now).total_seconds()
-    return "due" if seconds <= 0 else f"in {age_text(seconds)}"
+    return relative(when, now)
 
 
 @click.group(cls=HintingGroup, context_settings={"max_content_width": 100})
@@ -77,50 +76,12 @@ def list_command(app: App, failed: bool, json_mode: bool) -> None:
         where = spool.failed_dir if failed else spool.path
         out.note(f"no messages in {where}")
         return
-    from mailrelay.output import fmt_time
-    from mailrelay.spool import age_text
+    from mailrelay.spool.listing import FAILED_COLUMNS, QUEUED_COLUMNS, failed_rows, queued_rows
 
     if failed:
-        columns = ["id", "queued", "age", "tries", "to", "subject", "why"]
-        rows = [
-            [
-                e.id,
-                fmt_time(e.created),
-                age_text((now - e.created).total_seconds()),
-                str(e.tries),
-                ", ".join(e.recipients),
-                e.subject,
-                e.failed_reason or "",
-            ]
-            for e in entries
-        ]
+        columns, rows = FAILED_COLUMNS, failed_rows(entries, now)
     else:
-        columns = ["id", "queued", "age", "tries", "next try", "to", "subject", "last error"]
-        rows = [
-            [
-                h.id,
-                fmt_time(h.created),
-                age_text((now - h.created).total_seconds()),
-                "0",
-                "held",  # until the configuration allows sending (the reason says why)
-                ", ".join(h.recipients),
-                h.subject,
-                f"held: {h.reason}",
-            ]
-            for h in held
-        ] + [
-            [
-                e.id,
-                fmt_time(e.created),
-                age_text((now - e.created).total_seconds()),
-                str(e.tries),
-                _relative(e.next_try, now),
-                ", ".join(e.recipients),
-                e.subject,
-                e.last_error or "",
-            ]
-            for e in entries
-        ]
+        columns, rows = QUEUED_COLUMNS, queued_rows(held, entries, now)
     title = f"{len(entries) + len(held)} message(s) in {spool.failed_dir if failed else spool.path}"
     if held:
         title += f", {len(held)} held until the configuration allows sending"

@@ -73,6 +73,8 @@ class Message:
     # A client's Idempotency-Key (`serve`): the providers' own idempotency keys derive from it,
     # so the client's retries of one request are one message to them too
     idempotency: str | None = None
+    # the W3C traceparent the send's trace continues (serve's request; kept in the spool)
+    traceparent: str | None = None
 
     def __post_init__(self) -> None:
         if not self.message_id:

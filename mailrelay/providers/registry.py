@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from mailrelay.errors import ConfigError
+from mailrelay.errors import ConfigError, did_you_mean
 from mailrelay.providers.base import Provider
 from mailrelay.providers.options import ProviderConfig, ProviderSpec
 
@@ -69,8 +69,10 @@ def get(type_: str, *, source: str | None = None, provider: str | None = None) -
     """The class for a provider type; an unknown type is a configuration error."""
     target = BUILTIN.get(type_) or _plugins().get(type_)
     if target is None:
+        known = types()
         raise ConfigError(
-            f"unknown provider type {type_!r}; known: {', '.join(types())}",
+            f"unknown provider type {type_!r}{did_you_mean(type_, known)}; known: "
+            + ", ".join(known),
             source=source,
             provider=provider,
             key="type",
@@ -93,13 +95,35 @@ def build(spec: ProviderSpec) -> Provider:
     return provider
 
 
+# stands in for a missing required key while `problems` reads on (a literal secret, too)
+PLACEHOLDER = "mailrelay-config-check-stand-in"
+
+
 def problems(spec: ProviderSpec) -> list[ConfigError]:
-    """Everything wrong with a spec, each secret resolved (`config check`)."""
-    try:
-        _, cfg = _build(spec)
-    except ConfigError as exc:
-        return [exc]
-    found = cfg.unknown_keys()
+    """Everything wrong with a spec, each secret resolved (`config check`).
+
+    A provider's from_config stops at its first bad key; to name every problem, the spec is
+    read again without that key (a bad value) or with a stand-in (a missing key), once per
+    key, so the keys after it are read too, and the unknown keys (with the one likely meant,
+    `hots` for `host`) are named along with the missing one."""
+    found: list[ConfigError] = []
+    values = dict(spec.values)
+    tried: set[str] = set()
+    while True:
+        try:
+            _, cfg = _build(ProviderSpec(spec.name, spec.type, values, spec.source))
+            break
+        except ConfigError as exc:
+            key = exc.key
+            if key is None or key == "type" or key in tried:
+                return found if key in tried else [*found, exc]
+            found.append(exc)
+            tried.add(key)
+            if key in values:
+                del values[key]  # a bad value: read on as if it were not given
+            else:
+                values[key] = PLACEHOLDER  # missing: read on as if it were given
+    found += cfg.unknown_keys()
     for secret in cfg.secrets:
         try:
             secret.reveal()

@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 from mailrelay.errors import MailrelayError, MessageError
 from mailrelay.output import escape_controls, jsonable
 from mailrelay.secrets import scrub
-from mailrelay.serve import pages
+from mailrelay.serve import apipage, pages
 from mailrelay.serve.answer import Answer, problem, resting_answer
 from mailrelay.serve.idempotency import (
     INFLIGHT_MARGIN,
@@ -32,6 +32,7 @@ from mailrelay.serve.idempotency import (
 from mailrelay.serve.metrics import CONTENT_TYPE
 from mailrelay.serve.openapi import openapi_document
 from mailrelay.serve.service import Service, serve_tokens
+from mailrelay.telemetry import valid_traceparent
 
 if TYPE_CHECKING:
     from mailrelay.config import Settings
@@ -84,7 +85,10 @@ def create_app(
     probes = FileProbeGate(here / "probes", keep=settings.max_cooldown + 60)
     keys = FileKeyStore(here / "idempotency", inflight=settings.timeout + INFLIGHT_MARGIN)
     service = Service(app, tokens, keys, probes)
-    flask = Flask("mailrelay.serve")
+    # Flask's static route serves the Swagger UI files of /api (public, like /api itself)
+    flask = Flask(
+        "mailrelay.serve", static_folder=apipage.swagger_dist(), static_url_path=apipage.ASSETS
+    )
     flask.config["MAX_CONTENT_LENGTH"] = settings.serve.max_request_bytes
     flask.extensions["mailrelay"] = service
 
@@ -92,7 +96,11 @@ def create_app(
     def authenticate() -> Response | None:
         g.started = time.perf_counter()
         path = request.path
-        if path in PUBLIC or service.authorized(request.headers.get("Authorization")):
+        if (
+            path in PUBLIC
+            or path.startswith(apipage.ASSETS + "/")
+            or service.authorized(request.headers.get("Authorization"))
+        ):
             return None
         challenge = 'Basic realm="mailrelay"' if path in PAGES else 'Bearer realm="mailrelay"'
         return json_response(
@@ -184,7 +192,7 @@ def create_app(
 
     @flask.get("/api")
     def api_page() -> Response:
-        return Response(pages.api_page(), content_type="text/html; charset=utf-8")
+        return Response(apipage.api_page(), content_type="text/html; charset=utf-8")
 
     @flask.get("/")
     def status_page() -> Response:
@@ -325,6 +333,7 @@ def create_app(
         except MessageError as exc:
             return problem(400, "Bad message", str(exc))
         message.idempotency = key
+        message.traceparent = valid_traceparent(request.headers.get("traceparent"))
         return answer_for(engine, deliver(engine, message, queue=queue))
 
     return flask

@@ -47,6 +47,14 @@ def _iso(value: datetime) -> str:
     return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def _traceparent(value: object) -> str | None:
+    from mailrelay.telemetry import valid_traceparent
+
+    if value is not None and valid_traceparent(value) is None:
+        raise ValueError("traceparent: expected a W3C traceparent")
+    return valid_traceparent(value)
+
+
 def _parse_time(doc: dict[str, Any], key: str) -> datetime:
     value = doc.get(key)
     if not isinstance(value, str):
@@ -76,6 +84,7 @@ class QueuedMessage:
     failed_at: datetime | None = None
     path: Path | None = None
     sent_at: datetime | None = None  # accepted, but the file could not be removed then
+    traceparent: str | None = None  # the first send's W3C trace context: retries join it
 
     @property
     def subject(self) -> str:
@@ -94,11 +103,13 @@ class QueuedMessage:
     def message(self, *, max_size: int | None = None) -> Message:
         from mailrelay.message import DEFAULT_MAX_SIZE, message_from_dict
 
-        return message_from_dict(
+        message = message_from_dict(
             self.message_doc,
             where=f"spool file {self.path or self.id}",
             max_size=max_size or DEFAULT_MAX_SIZE,
         )
+        message.traceparent = self.traceparent
+        return message
 
     def to_document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -116,6 +127,8 @@ class QueuedMessage:
             doc["failed_at"] = _iso(self.failed_at or utcnow())
         if self.sent_at is not None:
             doc["sent_at"] = _iso(self.sent_at)
+        if self.traceparent is not None:
+            doc["traceparent"] = self.traceparent
         return doc
 
     def info(self, now: datetime) -> dict[str, Any]:
@@ -181,6 +194,7 @@ class QueuedMessage:
             failed_at=_parse_time(doc, "failed_at") if "failed_at" in doc else None,
             path=path,
             sent_at=_parse_time(doc, "sent_at") if "sent_at" in doc else None,
+            traceparent=_traceparent(doc.get("traceparent")),
         )
 
 

@@ -121,6 +121,7 @@ class SpoolStore:
             recipients=[str(a) for a in message.recipients()],
             message_doc=message_to_dict(message),
             history=[{"time": _iso(now), "attempts": [a.to_dict() for a in attempts]}],
+            traceparent=message.traceparent,
         )
         entry.path = self._write_new(self.path, entry)
         return entry

@@ -21,7 +21,7 @@ Change = Callable[[State], None]
 
 
 def _copy_state(state: State) -> State:
-    # ProviderState holds ints, strings, immutable datetimes and one dict of counters; a
+    # ProviderState holds ints, strings, immutable datetimes and two dicts of counters; a
     # record keeps its fields in __dict__, and copying that is a fifth of copy.copy's cost
     # (serve copies the state a few times per request)
     providers = {}
@@ -29,6 +29,7 @@ def _copy_state(state: State) -> State:
         providers[name] = duplicate = object.__new__(ProviderState)
         duplicate.__dict__.update(entry.__dict__)
         duplicate.outcomes = dict(entry.outcomes)
+        duplicate.minutes = dict(entry.minutes)
     return State(
         last_provider=state.last_provider,
         last_index=state.last_index,

@@ -24,9 +24,28 @@ class ProviderState:
     cooldown_until: datetime | None = None
     # attempts by outcome class ("accepted", "transient", ...): what metrics count
     outcomes: dict[str, int] = field(default_factory=dict)
+    # the last hour's attempts by minute and outcome, "MINUTE:OUTCOME" (MINUTE: Unix time //
+    # 60) -> count, for the status page's chart; minutes older than an hour are dropped
+    minutes: dict[str, int] = field(default_factory=dict)
 
-    def count_outcome(self, outcome: str) -> None:
+    def count_outcome(self, outcome: str, now: datetime | None = None) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        if now is not None:
+            minute = int(now.timestamp()) // 60
+            key = f"{minute}:{outcome}"
+            self.minutes[key] = self.minutes.get(key, 0) + 1
+            self.minutes = recent_minutes(self.minutes, minute)
+
+
+HOUR_MINUTES = 60
+
+
+def recent_minutes(minutes: dict[str, int], minute: int) -> dict[str, int]:
+    """The per-minute counts of the hour up to `minute` (a count older than that is dropped,
+    so the table stays at most 60 minutes long)."""
+    return {
+        key: n for key, n in minutes.items() if int(key.partition(":")[0]) > minute - HOUR_MINUTES
+    }
 
 
 @record
@@ -77,7 +96,7 @@ class ProviderChange:
 
     def apply(self, state: State, now: datetime) -> None:
         entry = state.provider(self.provider)
-        self._add_counts(entry)
+        self._add_counts(entry, now)
         for key in self.clear:
             setattr(entry, key, 0 if key in _ZEROED else None)
         for key in self.stamp:
@@ -97,7 +116,7 @@ class ProviderChange:
         newest = all(
             stamp is None or stamp <= now for stamp in (entry.last_success, entry.last_failure)
         )
-        self._add_counts(entry)
+        self._add_counts(entry, now)
         for key in self.stamp:
             current = getattr(entry, key)
             if current is None or current < now:
@@ -106,11 +125,11 @@ class ProviderChange:
             for key, text in self.texts.items():
                 setattr(entry, key, text)
 
-    def _add_counts(self, entry: ProviderState) -> None:
+    def _add_counts(self, entry: ProviderState, now: datetime) -> None:
         for key, n in self.add.items():
             setattr(entry, key, getattr(entry, key) + n)
         if self.count is not None:
-            entry.count_outcome(self.count)
+            entry.count_outcome(self.count, now)
 
 
 @record

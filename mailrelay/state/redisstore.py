@@ -36,6 +36,7 @@ _INTS = ("sent", "failed", "consecutive_failures")
 _TIMES = ("last_success", "last_failure")
 _TEXTS = ("last_error", "last_outcome")
 _OUTCOME = "outcome:"  # hash fields counting attempts per outcome class
+_MINUTE = "minute:"  # hash fields "minute:MINUTE:OUTCOME", the last hour's attempts
 _MESSAGE = "message:"  # failover hash fields counting messages by final result
 
 # KEYS[1] failover hash, KEYS[2] set of provider names; ARGV[1] the key prefix "{p}:".
@@ -79,7 +80,16 @@ for _, step in ipairs(steps_in) do
     local h, cool = KEYS[c.k], KEYS[c.k + 1]
     redis.call('SADD', KEYS[2], c.name)
     for key, n in pairs(c.add) do redis.call('HINCRBY', h, key, n) end
-    if c.count then redis.call('HINCRBY', h, 'outcome:' .. c.count, 1) end
+    if c.count then
+      redis.call('HINCRBY', h, 'outcome:' .. c.count, 1)
+      -- the last hour by minute (the status page's chart): count this one, drop the older
+      local minute = math.floor(now / 60000)
+      redis.call('HINCRBY', h, 'minute:' .. minute .. ':' .. c.count, 1)
+      for _, f in ipairs(redis.call('HKEYS', h)) do
+        local m = tonumber(string.match(f, '^minute:(%d+):'))
+        if m and m <= minute - 60 then redis.call('HDEL', h, f) end
+      end
+    end
     for _, key in ipairs(c.clear) do
       if key == 'cooldown_until' then redis.call('DEL', cool)
       elseif counters[key] then redis.call('HSET', h, key, 0)
@@ -272,6 +282,8 @@ class RedisStateStore:
             for key, value in fields.items():
                 if key.startswith(_OUTCOME):
                     entry.outcomes[key[len(_OUTCOME) :]] = _int(value)
+                elif key.startswith(_MINUTE):
+                    entry.minutes[key[len(_MINUTE) :]] = _int(value)
             pttl = int(reply[i + 2])
             if pttl > 0:  # the key's time to live, on this host's clock
                 entry.cooldown_until = local_now + timedelta(milliseconds=pttl)

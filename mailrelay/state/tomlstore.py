@@ -301,6 +301,10 @@ def _state_from_document(document: dict[str, Any]) -> State:
         outcomes = _table(table, "outcomes", f"{where}.outcomes")
         for outcome, count in outcomes.items():
             entry.outcomes[outcome] = _counter(count, f"{where}.outcomes.{_key(outcome)}")
+        for minute, count in _table(table, "minutes", f"{where}.minutes").items():
+            if not re.fullmatch(r"\d+:[a-z_]+", minute):
+                raise _Corrupt(f"{where}.minutes.{_key(minute)}: expected MINUTE:OUTCOME")
+            entry.minutes[minute] = _counter(count, f"{where}.minutes.{_key(minute)}")
         state.providers[name] = entry
     for result, count in _table(document, "messages", "messages").items():
         state.messages[result] = _counter(count, f"messages.{_key(result)}")
@@ -367,7 +371,7 @@ def render_state(state: State) -> str:
         table: dict[str, Any] = {}
         for key in record_fields(entry):  # the documented order
             value = getattr(entry, key)
-            if value is None or (key == "outcomes" and not value):
+            if value is None or (key in ("outcomes", "minutes") and not value):
                 continue
             if key in _TIMES:
                 value = _to_utc(value, milliseconds=key == "cooldown_until")
