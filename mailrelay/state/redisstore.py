@@ -145,6 +145,8 @@ def split_prefix(url: str) -> tuple[str, str]:
 class RedisStateStore:
     """The state in Redis: one script call per read, one atomic script per update."""
 
+    shared = True  # read by other hosts: a local problem is never recorded here
+
     def __init__(self, url: str, *, password: str | None = None, timeout: float = TIMEOUT) -> None:
         self.location = masked(url)
         target, prefix = split_prefix(url)
@@ -273,6 +275,8 @@ def _int(value: str | None) -> int:
 
 class FallbackStore:
     """Redis while it answers; the local TOML file (one warning) while it does not."""
+
+    shared = True  # a local problem is never recorded, in Redis nor in the stand-in file
 
     def __init__(
         self,
