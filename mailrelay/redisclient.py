@@ -3,14 +3,19 @@
 Why not redis-py: a cron send is a fresh process, and `import redis` alone (it loads asyncio,
 logging, concurrent.futures, its cluster client, ...) cost more than the whole send with file
 state. The state store needs a handful of commands (AUTH, SELECT, EVALSHA, EVAL), so this
-module speaks the protocol itself: https://redis.io/docs/latest/develop/reference/protocol-spec/
+module speaks the protocol itself (resp.py): https://redis.io/docs/latest/develop/reference/protocol-spec/
 
-- `parse_url` reads the URL forms redis-py reads: `redis://[user[:password]@]host[:port][/db]`,
-  `rediss://...` (TLS), `unix:///path/redis.sock`; query options `db`, `username`, `password`,
-  `ssl_cert_reqs` (`required`, the default, `optional` or `none`) and `ssl_ca_certs` (a CA
-  file). Anything else is refused, so a typo never goes unnoticed.
+- `parse_url` (redisurl.py) reads the URL forms redis-py reads, and Redis Sentinel's
+  `redis+sentinel://host:26379,host2:26379/mymaster/0`.
 - `Connection` opens the socket on first use with one timeout for connect and for each reply,
-  and sends the handshake (AUTH, SELECT) in the same write as a read-only first command.
+  and sends the handshake (AUTH, SELECT) in the same write as a read-only first command. A
+  socket kept between commands is checked before reuse: one the server closed while it was
+  idle (its `timeout`, a restart, CLIENT KILL, a NAT) is replaced before anything is sent, and
+  a read-only or idempotent command whose reused connection breaks is sent once more on a new
+  one. Any other command is never sent twice: its reply may have been lost after it ran.
+- With Sentinel, each new connection asks the sentinels where the master is
+  (SENTINEL get-master-addr-by-name), connects there and checks ROLE says master; a READONLY
+  reply (a demoted master) drops the connection, so the next command asks again.
 - `Script` runs a Lua script by its SHA1 (EVALSHA) and sends the body (EVAL, which also
   caches it) only when the server answers NOSCRIPT: one round trip in the common case.
 
@@ -25,211 +30,44 @@ from __future__ import annotations
 
 import hashlib
 import os
+import select
 import socket
 import threading
 from collections.abc import Sequence
 from typing import Any, BinaryIO
-from urllib.parse import parse_qsl, unquote, urlsplit
 
-DEFAULT_PORT = 6379
-MAX_LINE = 64 * 1024  # a status, error or length line
-MAX_BULK = 64 * 1024 * 1024  # one bulk string (Redis itself allows up to 512 MB)
-MAX_ARRAY = 1024 * 1024  # elements of one array
-MAX_DEPTH = 32  # arrays within arrays
-_OPTIONS = ("db", "username", "password", "ssl_cert_reqs", "ssl_ca_certs")
-_CERT_REQS = ("required", "optional", "none")
+from mailrelay.redisurl import DEFAULT_PORT, SENTINEL_SCHEME, Target, parse_url
+from mailrelay.resp import (
+    MAX_ARRAY,
+    MAX_BULK,
+    MAX_DEPTH,
+    MAX_LINE,
+    Arg,
+    ProtocolError,
+    RedisError,
+    ReplyError,
+    encode,
+    read_reply,
+)
 
-Arg = str | bytes | int
-
-
-class RedisError(Exception):
-    """Something the server said or sent that is not a usable reply."""
-
-
-class ReplyError(RedisError):
-    """An error reply (`-ERR ...`, `-WRONGPASS ...`, `-NOSCRIPT ...`); `code` is its first word."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = message.split(" ", 1)[0]
-
-
-class ProtocolError(RedisError):
-    """A reply that is not RESP2, or beyond this client's limits."""
-
-
-class Target:
-    """Where the server is and how to log in: what `parse_url` read from a URL.
-
-    A plain class, not a dataclass: building one at import costs a cron send milliseconds.
-    """
-
-    __slots__ = _FIELDS = (
-        "host",
-        "port",
-        "path",
-        "db",
-        "username",
-        "password",
-        "tls",
-        "ssl_cert_reqs",
-        "ssl_ca_certs",
-    )
-
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = DEFAULT_PORT,
-        path: str | None = None,  # a unix socket instead of host and port
-        db: int = 0,
-        username: str | None = None,
-        password: str | None = None,
-        tls: bool = False,
-        ssl_cert_reqs: str = "required",
-        ssl_ca_certs: str | None = None,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.path = path
-        self.db = db
-        self.username = username
-        self.password = password
-        self.tls = tls
-        self.ssl_cert_reqs = ssl_cert_reqs
-        self.ssl_ca_certs = ssl_ca_certs
-
-    def replace(self, **changes: Any) -> Target:
-        fields = {name: getattr(self, name) for name in self._FIELDS}
-        return Target(**{**fields, **changes})
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Target):
-            return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self._FIELDS)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:  # never the password
-        where = self.path or f"{self.host}:{self.port}"
-        return f"Target({where!r}, db={self.db}, tls={self.tls})"
-
-    @property
-    def address(self) -> str:
-        if self.path is not None:
-            return self.path
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def parse_url(url: str) -> Target:
-    """The server a `redis://`, `rediss://` or `unix://` URL names; ValueError if it names none.
-
-    The user and password in the authority are percent-decoded and win over `?username=` and
-    `?password=`; the db in the path wins over `?db=` only when the query has none (as redis-py).
-    """
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("redis", "rediss", "unix"):
-        raise ValueError("the scheme must be redis://, rediss:// or unix://")
-    query: dict[str, str] = {}
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key not in _OPTIONS:
-            raise ValueError(f"unknown option {key!r} (known: {', '.join(_OPTIONS)})")
-        query[key] = value
-    username = unquote(parts.username) if parts.username else query.get("username") or None
-    password = unquote(parts.password) if parts.password else query.get("password") or None
-    db_text = query.get("db")
-    if scheme == "unix":
-        if not parts.path:
-            raise ValueError("unix:// needs the socket's path, e.g. unix:///run/redis.sock")
-        fields: dict[str, Any] = {"path": unquote(parts.path)}
-    else:
-        try:
-            port = parts.port  # ValueError when it is not a number in 0-65535
-        except ValueError:
-            port = 0
-        if port == 0:
-            raise ValueError("the port must be a number from 1 to 65535")
-        fields = {"host": parts.hostname or "127.0.0.1", "port": port or DEFAULT_PORT}
-        path = unquote(parts.path).strip("/")
-        if db_text is None and path:
-            db_text = path
-    try:
-        db = int(db_text or 0)
-    except ValueError:
-        raise ValueError(f"the db must be a number, not {db_text!r}") from None
-    if db < 0:
-        raise ValueError("the db must not be negative")
-    reqs = query.get("ssl_cert_reqs", "required").lower()
-    if reqs not in _CERT_REQS:
-        raise ValueError(f"ssl_cert_reqs must be one of {', '.join(_CERT_REQS)}")
-    return Target(
-        **fields,
-        db=db,
-        username=username,
-        password=password,
-        tls=scheme == "rediss",
-        ssl_cert_reqs=reqs,
-        ssl_ca_certs=query.get("ssl_ca_certs") or None,
-    )
-
-
-def encode(args: Sequence[Arg]) -> bytes:
-    """One command as a RESP array of bulk strings."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
-
-
-def read_reply(stream: BinaryIO, depth: int = 0) -> Any:
-    """One reply from a buffered stream; an error reply is returned as a `ReplyError`."""
-    line = stream.readline(MAX_LINE)
-    if not line:
-        raise ConnectionError("the server closed the connection")
-    if not line.endswith(b"\r\n"):
-        raise ProtocolError("a reply line is too long or cut short")
-    kind, body = line[:1], line[1:-2]
-    if kind == b"+":
-        return body
-    if kind == b"-":
-        return ReplyError(body.decode("utf-8", "replace"))
-    if kind == b":":
-        return _number(body)
-    if kind == b"$":
-        n = _length(body, MAX_BULK, "bytes in a bulk string")
-        if n < 0:
-            return None
-        data = stream.read(n + 2)
-        if len(data) < n + 2:
-            raise ConnectionError("the server closed the connection within a reply")
-        if data[n:] != b"\r\n":
-            raise ProtocolError("a bulk string does not end with CRLF")
-        return data[:n]
-    if kind == b"*":
-        n = _length(body, MAX_ARRAY, "elements in an array")
-        if n < 0:
-            return None
-        if depth >= MAX_DEPTH:
-            raise ProtocolError("arrays nested beyond the limit")
-        return [read_reply(stream, depth + 1) for _ in range(n)]
-    raise ProtocolError(f"unknown reply type {kind!r}")
-
-
-def _length(body: bytes, limit: int, what: str) -> int:
-    """A bulk string's or an array's length (-1: null), refused beyond `limit`."""
-    n = _number(body)
-    if n > limit:
-        raise ProtocolError(f"{n} {what} is beyond the limit of {limit}")
-    return n
-
-
-def _number(body: bytes) -> int:
-    try:
-        return int(body)
-    except ValueError:
-        raise ProtocolError("a malformed number in a reply") from None
+__all__ = [
+    "DEFAULT_PORT",
+    "MAX_ARRAY",
+    "MAX_BULK",
+    "MAX_DEPTH",
+    "MAX_LINE",
+    "SENTINEL_SCHEME",
+    "Arg",
+    "Connection",
+    "ProtocolError",
+    "RedisError",
+    "ReplyError",
+    "Script",
+    "Target",
+    "encode",
+    "parse_url",
+    "read_reply",
+]
 
 
 class Connection:
@@ -246,29 +84,57 @@ class Connection:
         self._stream: BinaryIO | None = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        self._where = target.address  # the server the socket is connected to
 
     def __repr__(self) -> str:
         return f"Connection({self.target!r})"
 
-    def execute(self, *args: Arg, readonly: bool = False) -> Any:
+    def execute(self, *args: Arg, readonly: bool = False, idempotent: bool = False) -> Any:
         """Send one command and return its reply; an error reply raises `ReplyError`."""
-        (reply,) = self.pipeline([args], readonly=readonly)
+        (reply,) = self.pipeline([args], readonly=readonly, idempotent=idempotent)
         if isinstance(reply, ReplyError):
             raise reply
         return reply
 
-    def pipeline(self, commands: Sequence[Sequence[Arg]], *, readonly: bool = False) -> list[Any]:
+    def pipeline(
+        self,
+        commands: Sequence[Sequence[Arg]],
+        *,
+        readonly: bool = False,
+        idempotent: bool = False,
+    ) -> list[Any]:
         """Send the commands in one write, read their replies (errors as `ReplyError` values).
 
         A new connection's handshake goes in the same write when every command is `readonly`:
         if the login fails, the commands after it failed too, and wrote nothing. Before a
-        command that writes, the handshake's replies are read first.
+        command that writes, the handshake's replies are read first. `readonly` and
+        `idempotent` commands (running them twice does what running them once does) are sent
+        again, once, when the connection they were sent on was an old one and broke.
         """
         with self._lock:
             if self._pid != os.getpid():  # forked: the socket is the parent's
                 self._pid = os.getpid()
                 self._drop()
-            return self._pipeline(commands, readonly)
+            if self._sock is not None and self._closed_by_server():
+                self._drop()  # nothing was sent on it: a new connection is safe for any command
+            reused = self._sock is not None
+            try:
+                return self._pipeline(commands, readonly)
+            except ConnectionError:  # reset, broken pipe, closed; not a timeout
+                if not reused or not (readonly or idempotent):
+                    raise
+            return self._pipeline(commands, readonly)  # once, on a new connection
+
+    def _closed_by_server(self) -> bool:
+        """Whether the idle socket has something to read: between round trips that can only
+        be its end (EOF, a reset) or a stray reply, and either way it is unusable."""
+        assert self._sock is not None
+        poller = select.poll()
+        try:
+            poller.register(self._sock, select.POLLIN)
+            return bool(poller.poll(0))
+        except (OSError, ValueError):
+            return True
 
     def _pipeline(self, commands: Sequence[Sequence[Arg]], readonly: bool) -> list[Any]:
         try:
@@ -276,17 +142,29 @@ class Connection:
                 handshake = self._open()
                 if handshake and readonly:
                     replies = self._round_trip([*handshake, *commands])
-                    _raise_first(replies[: len(handshake)])
-                    return replies[len(handshake) :]
+                    self._check_handshake(replies[: len(handshake)])
+                    return self._checked(replies[len(handshake) :])
                 if handshake:
-                    _raise_first(self._round_trip(handshake))
-            return self._round_trip(commands)
+                    self._check_handshake(self._round_trip(handshake))
+            return self._checked(self._round_trip(commands))
         except (OSError, ProtocolError):
             self.close()  # the stream's position is unknown: start afresh next time
             raise
         except ReplyError:
             self.close()  # a refused login: log in again next time
             raise
+
+    def _check_handshake(self, replies: list[Any]) -> None:
+        _raise_first(replies)
+        if self.target.sentinels:  # the last command was ROLE: is this still the master?
+            role = replies[-1]
+            if not (isinstance(role, list) and role and role[0] == b"master"):
+                raise ConnectionError(f"{self._where} is not the master of {self.target.service}")
+
+    def _checked(self, replies: list[Any]) -> list[Any]:
+        if any(isinstance(r, ReplyError) and r.code == "READONLY" for r in replies):
+            self.close()  # a replica now (a failover): find the master again next time
+        return replies
 
     def _round_trip(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         assert self._sock is not None and self._stream is not None
@@ -296,6 +174,8 @@ class Connection:
     def _open(self) -> list[list[Arg]]:
         """Connect; the handshake commands to send first."""
         t = self.target
+        host, port = self._locate() if t.sentinels else (t.host, t.port)
+        self._where = f"{host}:{port}" if t.path is None else t.path
         try:
             if t.path is not None:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -306,10 +186,12 @@ class Connection:
                     sock.close()
                     raise
             else:
-                sock = socket.create_connection((t.host, t.port), timeout=self.timeout)
+                sock = socket.create_connection((host, port), timeout=self.timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as exc:
-            raise ConnectionError(f"cannot connect to {t.address}: {exc.strerror or exc}") from None
+            raise ConnectionError(
+                f"cannot connect to {self._where}: {exc.strerror or exc}"
+            ) from None
         try:
             if t.tls:
                 sock = self._wrap(sock)
@@ -325,7 +207,36 @@ class Connection:
             handshake.append(["AUTH", *user, t.password or ""])
         if t.db:
             handshake.append(["SELECT", t.db])
+        if t.sentinels:
+            handshake.append(["ROLE"])
         return handshake
+
+    def _locate(self) -> tuple[str, int]:
+        """Where the sentinels say the master is: the first that answers is believed, and
+        asked first next time (the Sentinel client guidelines,
+        https://redis.io/docs/latest/develop/reference/sentinel-clients/)."""
+        t = self.target
+        problems = []
+        for i, (host, port) in enumerate(t.sentinels):
+            sentinel = Connection(
+                Target(host, port, password=t.sentinel_password), timeout=self.timeout
+            )
+            try:
+                reply = sentinel.execute(
+                    "SENTINEL", "get-master-addr-by-name", t.service or "", readonly=True
+                )
+            except (OSError, RedisError) as exc:
+                problems.append(f"sentinel {host}:{port}: {exc}")
+                continue
+            finally:
+                sentinel.close()
+            if isinstance(reply, list) and len(reply) == 2:
+                if i:
+                    rest = t.sentinels[:i] + t.sentinels[i + 1 :]
+                    self.target = t.replace(sentinels=((host, port), *rest))
+                return reply[0].decode("utf-8", "replace"), int(reply[1])
+            problems.append(f"sentinel {host}:{port} knows no master {t.service!r}")
+        raise ConnectionError("; ".join(problems))
 
     def _wrap(self, sock: socket.socket) -> socket.socket:
         import ssl  # only for rediss://
@@ -372,11 +283,13 @@ class Script:
         args: Sequence[Arg] = (),
         *,
         readonly: bool = False,
+        idempotent: bool = False,
     ) -> Any:
         tail = [len(keys), *keys, *args]
+        again = {"readonly": readonly, "idempotent": idempotent}
         try:
-            return conn.execute("EVALSHA", self.sha, *tail, readonly=readonly)
+            return conn.execute("EVALSHA", self.sha, *tail, **again)
         except ReplyError as exc:
             if exc.code != "NOSCRIPT":
                 raise
-        return conn.execute("EVAL", self.source, *tail, readonly=readonly)
+        return conn.execute("EVAL", self.source, *tail, **again)
