@@ -127,14 +127,30 @@ class Connection:
 
     def _closed_by_server(self) -> bool:
         """Whether the idle socket has something to read: between round trips that can only
-        be its end (EOF, a reset) or a stray reply, and either way it is unusable."""
-        assert self._sock is not None
+        be its end (EOF, a reset) or a stray reply, and either way it is unusable. Under TLS
+        a readable socket may hold only a record for the TLS layer (a TLS 1.3 session
+        ticket): a read that wants more data says the connection is fine."""
+        sock = self._sock
+        assert sock is not None
         poller = select.poll()
         try:
-            poller.register(self._sock, select.POLLIN)
-            return bool(poller.poll(0))
-        except (OSError, ValueError):
+            poller.register(sock, select.POLLIN)
+            if not poller.poll(0):
+                return False
+            if not self.target.tls:
+                return True
+            sock.setblocking(False)
+            try:
+                sock.recv(1)
+            finally:
+                sock.settimeout(self.timeout)
+        except OSError as exc:
+            import ssl  # only for rediss://, where it is loaded already
+
+            return not isinstance(exc, (BlockingIOError, ssl.SSLWantReadError))
+        except ValueError:
             return True
+        return True  # the end of the stream, or bytes nobody asked for
 
     def _pipeline(self, commands: Sequence[Sequence[Arg]], readonly: bool) -> list[Any]:
         try:

@@ -346,3 +346,28 @@ def test_with_a_file_state_an_unset_secret_rests_the_provider_on_that_host(
     state = str(tmp_path / "state.toml")
     assert a.send(state) == ["pm", "box"]
     assert a.send(state) == ["box"]  # one host's cron: the next run goes straight on
+
+
+def test_client_kill_between_requests_costs_no_fallback_and_no_count(
+    server: RedisServer,
+    redis_url: str,
+    tmp_path: Path,
+    httpserver: HTTPServer,
+    hosts: list[FleetHost],
+) -> None:
+    fake = SlowPostmark(httpserver, pause=0)
+    host = FleetHost(tmp_path, "a", postmark_table(fake.base), {"PM_TOKEN": PM_TOKEN})
+    host.serve(redis_url)
+    hosts.append(host)
+    client = admin(server)
+    for i in range(12):
+        assert host.post(f"key-{i}").status_code == 200
+        # every idle connection of both workers (state, keys, probes) dropped, as Redis's
+        # `timeout`, a restart or a NAT would
+        client.client_kill_filter(_type="normal", skipme=True)
+    host.stop()
+    log = host.log.read_text()
+    assert "unavailable" not in log and "local state file" not in log, log
+    entry = RedisStateStore(redis_url).load().providers["pm"]
+    assert (entry.sent, entry.outcomes, fake.sends) == (12, {"accepted": 12}, 12)
+    assert not (host.data / "state.toml").exists()
