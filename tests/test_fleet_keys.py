@@ -371,3 +371,24 @@ def test_client_kill_between_requests_costs_no_fallback_and_no_count(
     entry = RedisStateStore(redis_url).load().providers["pm"]
     assert (entry.sent, entry.outcomes, fake.sends) == (12, {"accepted": 12}, 12)
     assert not (host.data / "state.toml").exists()
+
+
+def test_an_smtp_password_missing_on_one_host_does_not_rest_the_relay_for_another(
+    redis_url: str, tmp_path: Path
+) -> None:
+    from tests.smtpserver import SmtpServer
+
+    with SmtpServer(auth={"ops": "relay-pw-3f1"}) as relay:
+        providers = (
+            f'[[providers]]\nname = "relay"\ntype = "smtp"\nhost = "{HOST}"\n'
+            f'port = {relay.port}\nsecurity = "none"\nusername = "ops"\n'
+            'password = { env = "RELAY_PW" }\n'
+            f'[[providers]]\nname = "box"\ntype = "outbox"\npath = "{tmp_path / "outbox"}"\n'
+        )
+        first = 'policy = "priority"\n'
+        a = FleetHost(tmp_path, "a", providers, {}, first)
+        b = FleetHost(tmp_path, "b", providers, {"RELAY_PW": "relay-pw-3f1"}, first)
+        assert "RELAY_PW" not in os.environ
+        assert a.send(redis_url) == ["relay", "box"]
+        assert b.send(redis_url) == ["relay"]
+        assert relay.logins == ["ops"]
