@@ -210,3 +210,12 @@ def test_a_sentinel_url_names_the_sentinels_the_master_and_the_db() -> None:
 def test_a_bad_sentinel_url_says_what_is_wrong(url: str, says: str) -> None:
     with pytest.raises(ValueError, match=says):
         parse_url(url)
+
+
+def test_a_sentinel_url_is_shown_without_either_password() -> None:
+    from mailrelay.state.redisstore import masked
+
+    url = "redis+sentinel://u:s3cret@h1:26379,h2/mymaster/0?sentinel_password=zz9&prefix=ops"
+    shown = masked(url)
+    assert "s3cret" not in shown and "zz9" not in shown
+    assert shown.startswith("redis+sentinel://u:***@h1:26379,h2/mymaster/0?")

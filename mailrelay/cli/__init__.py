@@ -192,7 +192,8 @@ def global_options(*, merge: bool = True) -> Callable[[F], F]:
             metavar="PATH|URL",
             type=path,
             help="State file, or a redis://, rediss://, unix:// or redis+sentinel:// URL to "
-            "share it across hosts (default: $MAILRELAY_STATE, else the user data dir's mailrelay/state.toml).",
+            "share it across hosts (default: $MAILRELAY_STATE, else the user data dir's "
+            "mailrelay/state.toml).",
             **extra,
         ),
         click.option(

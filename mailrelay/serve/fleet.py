@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
     from mailrelay.config import Settings
     from mailrelay.policy import ProbeGate
     from mailrelay.state.redisstore import RedisStateStore
+
+RETRY_AFTER = 5.0  # seconds before trying a Redis that failed again (the state store's pause)
 
 _NOW = """
 local t = redis.call('TIME')
@@ -119,14 +122,22 @@ class _Redis:
         self._store: RedisStateStore | None = None
         self._warn = warn
         self._warned = False
+        self._down_until: float | None = None  # no request waits on a Redis that is down
         self._lock = threading.Lock()
 
     def call(self, script: redisclient.Script, keys: list[str], args: list[str]) -> Any:
-        with self._lock:
-            if self._store is None:
-                self._store = self._connect()
-            store = self._store
-        reply = script(store.client, keys, args, idempotent=True)
+        if self._down_until is not None and time.monotonic() < self._down_until:
+            raise ConnectionError("not tried again yet")  # as the state store: a pause
+        try:
+            with self._lock:
+                if self._store is None:
+                    self._store = self._connect()
+                store = self._store
+            reply = script(store.client, keys, args, idempotent=True)
+        except _ERRORS:
+            self._down_until = time.monotonic() + RETRY_AFTER
+            raise
+        self._down_until = None
         self._warned = False
         return reply
 

@@ -32,6 +32,7 @@ TIMEOUT = 0.5  # connect and reply: the state must never hold mail up
 RETRY_AFTER = 5.0  # seconds before a long-running process tries an unreachable Redis again
 
 _INTS = ("sent", "failed", "consecutive_failures")
+_SECRET_OPTIONS = ("password", "sentinel_password")
 _TIMES = ("last_success", "last_failure")
 _TEXTS = ("last_error", "last_outcome")
 _OUTCOME = "outcome:"  # hash fields counting attempts per outcome class
@@ -117,8 +118,8 @@ def masked(url: str) -> str:
     parts = urlsplit(url)
     base, _, query = url.partition("?")
     pairs = parse_qsl(query, keep_blank_values=True)
-    if any(key == "password" for key, _ in pairs):
-        shown = [(k, REDACTED if k == "password" else v) for k, v in pairs]
+    if any(key in _SECRET_OPTIONS for key, _ in pairs):
+        shown = [(k, REDACTED if k in _SECRET_OPTIONS else v) for k, v in pairs]
         url = f"{base}?{urlencode(shown, safe='*/')}"
     if parts.password is None:
         return url
@@ -156,9 +157,10 @@ class RedisStateStore:
             raise ConfigError(f"state URL {self.location}: {scrub(str(exc))}") from None
         if server.password is None and password is not None:
             server = server.replace(password=password)
-        if server.password:
-            remember(server.password)
-            remember(quote(server.password, safe=""))
+        for secret in (server.password, server.sentinel_password):
+            if secret:
+                remember(secret)
+                remember(quote(secret, safe=""))
         self.prefix = f"{{{prefix}}}:"  # the hash tag: every key in one cluster slot
         self._keys = [self.prefix + "failover", self.prefix + "providers"]
         self.client = redisclient.Connection(server, timeout=timeout)
