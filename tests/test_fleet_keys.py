@@ -291,8 +291,19 @@ def test_one_probe_per_cooldown_period_for_the_whole_fleet(redis_url: str, tmp_p
     assert not gates[0].claim("pm", later)
 
 
-def test_an_unset_secret_on_one_host_does_not_rest_the_provider_for_another(
-    redis_url: str, tmp_path: Path, httpserver: HTTPServer
+@pytest.mark.parametrize(
+    ("a_env", "says"),
+    [
+        ({}, "PM_TOKEN"),  # the secret's variable is not set on host a (cron)
+        (  # a proxy variable host a's client cannot use
+            {"PM_TOKEN": PM_TOKEN, "HTTP_PROXY": "socks5://127.0.0.1:1", "NO_PROXY": ""},
+            "HTTP_PROXY",
+        ),
+    ],
+    ids=["unset-secret", "unusable-proxy"],
+)
+def test_a_local_problem_on_one_host_does_not_rest_the_provider_for_another(
+    redis_url: str, tmp_path: Path, httpserver: HTTPServer, a_env: dict[str, str], says: str
 ) -> None:
     fake = SlowPostmark(httpserver, pause=0)
     providers = postmark_table(fake.base) + (
@@ -300,7 +311,7 @@ def test_an_unset_secret_on_one_host_does_not_rest_the_provider_for_another(
     )
     # priority: each send starts at pm unless it rests (sticky would start where box won)
     first = 'policy = "priority"\n'
-    a = FleetHost(tmp_path, "a", providers, {}, first)  # PM_TOKEN is not set here (cron)
+    a = FleetHost(tmp_path, "a", providers, {"no_proxy": "", **a_env}, first)
     b = FleetHost(tmp_path, "b", providers, {"PM_TOKEN": PM_TOKEN}, first)
     assert "PM_TOKEN" not in os.environ
     r = a.run(redis_url, "send", "--json", "-s", "hi", "--text", "b", "x@example.com")
@@ -310,7 +321,7 @@ def test_an_unset_secret_on_one_host_does_not_rest_the_provider_for_another(
         ("pm", "provider"),
         ("box", "accepted"),
     ]
-    assert "PM_TOKEN" in attempts[0]["detail"]  # reported on this host
+    assert says in attempts[0]["detail"]  # reported on this host
     shared = RedisStateStore(redis_url).load().providers
     assert "pm" not in shared or (shared["pm"].failed, shared["pm"].cooldown_until) == (0, None)
     assert b.send(redis_url) == ["pm"]  # b is not sent elsewhere by a's problem
