@@ -133,8 +133,10 @@ class FleetHost:
                 raise AssertionError(f"serve did not start:\n{self.log.read_text()}")
             time.sleep(0.1)
 
-    def post(self, key: str) -> requests.Response:
-        headers = {"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": key}
+    def post(self, key: str | None = None) -> requests.Response:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        if key is not None:
+            headers["Idempotency-Key"] = key
         return requests.post(self.url + "/v1/messages", json=MESSAGE, headers=headers, timeout=60)
 
     def stop(self) -> None:
@@ -403,3 +405,60 @@ def test_an_smtp_password_missing_on_one_host_does_not_rest_the_relay_for_anothe
         assert a.send(redis_url) == ["relay", "box"]
         assert b.send(redis_url) == ["relay"]
         assert relay.logins == ["ops"]
+
+
+class Hangup:
+    """A loopback listener that accepts connections and closes them at once (an SMTP relay
+    that is down: a transient failure); counts the connections."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.listener = socket.socket()
+        self.listener.bind((HOST, 0))
+        self.listener.listen(16)
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                peer, _ = self.listener.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            peer.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+def test_a_resting_provider_is_probed_once_per_period_by_the_whole_fleet(
+    redis_url: str, tmp_path: Path, hosts: list[FleetHost]
+) -> None:
+    down = Hangup()
+    try:
+        providers = (
+            f'[[providers]]\nname = "relay"\ntype = "smtp"\nhost = "{HOST}"\n'
+            f'port = {down.port}\nsecurity = "none"\ntimeout = 5\n'
+        )
+        for name in ("a", "b"):
+            host = FleetHost(tmp_path, name, providers, {}, "cooldown = 300\n")
+            host.serve(redis_url)
+            hosts.append(host)
+        a, b = hosts
+        assert a.post().status_code == 503  # the relay fails: it rests, this was its try
+        assert down.accepted == 1
+        for _ in range(4):  # the other host knows the period's one try was made
+            answer = b.post()
+            assert answer.status_code == 503 and "Retry-After" in answer.headers
+        assert down.accepted == 1
+    finally:
+        down.close()
