@@ -23,7 +23,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from mailrelay.serve.answer import Answer
-from mailrelay.serve.fleet import RedisKeyStore, RedisProbeGate, _Redis
+from mailrelay.serve.fleet import RedisAccess, RedisKeyStore, RedisProbeGate
 from mailrelay.serve.idempotency import FileKeyStore, FileProbeGate, owner
 from mailrelay.state.redisstore import RedisStateStore
 from tests.conftest import free_port
@@ -199,7 +199,7 @@ def test_one_key_through_two_hosts_is_one_delivery_and_the_replay_is_the_first_a
 
 
 def stores(url: str, tmp: Path, inflight: float = 90.0) -> RedisKeyStore:
-    redis = _Redis(lambda: RedisStateStore(url), lambda _m: None)
+    redis = RedisAccess(lambda: RedisStateStore(url), lambda _m: None)
     return RedisKeyStore(redis, FileKeyStore(tmp / "keys"), inflight=inflight)
 
 
@@ -251,7 +251,7 @@ def test_release_frees_the_key_for_a_retry(redis_url: str, tmp_path: Path) -> No
 def test_redis_down_the_keys_use_this_hosts_folder_with_one_warning(tmp_path: Path) -> None:
     warnings: list[str] = []
     url = f"redis://{HOST}:{free_port()}/0"
-    redis = _Redis(lambda: RedisStateStore(url), warnings.append)
+    redis = RedisAccess(lambda: RedisStateStore(url), warnings.append)
     keys = RedisKeyStore(redis, FileKeyStore(tmp_path / "keys"), inflight=90)
     assert keys.begin("k", "p").kind == "new"
     assert keys.begin("k", "p").kind == "busy"
@@ -265,7 +265,7 @@ def test_one_probe_per_cooldown_period_for_the_whole_fleet(redis_url: str, tmp_p
 
     gates = [
         RedisProbeGate(
-            _Redis(lambda: RedisStateStore(redis_url), lambda _m: None),
+            RedisAccess(lambda: RedisStateStore(redis_url), lambda _m: None),
             FileProbeGate(tmp_path / name, keep=60),
         )
         for name in ("a", "b")

@@ -113,7 +113,7 @@ _PROBE_SCRIPT = redisclient.Script(_PROBE)
 _ERRORS = (redisclient.RedisError, OSError, ConfigError)  # ConfigError: the password secret
 
 
-class _Redis:
+class RedisAccess:
     """The state store's URL, login and prefix, on a connection of its own (built on first
     use); `unavailable` says, once per outage, that the local stand-in is used."""
 
@@ -159,7 +159,7 @@ class RedisKeyStore:
     """Idempotency-Key claims and answers in Redis (see the module's docstring)."""
 
     def __init__(
-        self, redis: _Redis, local: FileKeyStore, *, inflight: float, ttl: float = KEY_TTL
+        self, redis: RedisAccess, local: FileKeyStore, *, inflight: float, ttl: float = KEY_TTL
     ) -> None:
         self.redis = redis
         self.local = local  # while Redis cannot be reached
@@ -244,7 +244,7 @@ class RedisKeyStore:
 class RedisProbeGate:
     """Policy.skip_cooling's one probe per cooldown period, for every host of the fleet."""
 
-    def __init__(self, redis: _Redis, local: FileProbeGate) -> None:
+    def __init__(self, redis: RedisAccess, local: FileProbeGate) -> None:
         self.redis = redis
         self.local = local
 
@@ -278,7 +278,7 @@ def fleet_stores(
         secret = settings.state_password
         return RedisStateStore(url, password=secret.reveal() if secret else None)
 
-    redis = _Redis(connect, warn)
+    redis = RedisAccess(connect, warn)
     inflight = settings.timeout + INFLIGHT_MARGIN
     keys = RedisKeyStore(
         redis, FileKeyStore(local / "idempotency", inflight=inflight), inflight=inflight
