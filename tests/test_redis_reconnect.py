@@ -219,3 +219,29 @@ def test_a_sentinel_url_is_shown_without_either_password() -> None:
     shown = masked(url)
     assert "s3cret" not in shown and "zz9" not in shown
     assert shown.startswith("redis+sentinel://u:***@h1:26379,h2/mymaster/0?")
+
+
+@needs_server
+def test_over_tls_a_kept_connection_is_reused_and_a_killed_one_replaced(
+    server: RedisServer, tmp_path: object
+) -> None:
+    import trustme
+
+    from tests.test_redis_client import TlsFront
+
+    flush(server)
+    ca = trustme.CA()
+    ca_file = f"{tmp_path}/ca.pem"
+    ca.cert_pem.write_to_path(ca_file)
+    with TlsFront(server.port, ca.issue_cert("127.0.0.1")) as front:
+        c = Connection(parse_url(f"rediss://{HOST}:{front.port}/0?ssl_ca_certs={ca_file}"))
+        try:
+            for n in range(1, 21):
+                assert c.execute("INCR", "n") == n
+            assert len(front.threads) - 1 == 1  # one TLS connection for all of them
+            kill_clients(server)  # the terminator's backend: it closes our TLS connection
+            front.threads[1].join(10)  # ... and has closed it (nothing sent on it meanwhile)
+            assert c.execute("INCR", "n") == 21  # replaced before the write, counted once
+            assert len(front.threads) - 1 == 2
+        finally:
+            c.close()
