@@ -195,7 +195,8 @@ class RedisKeyStore:
         if reply[0] == b"new":
             self._hold(key, token)
             return Seen("new")
-        assert isinstance(doc, dict)
+        if not isinstance(doc, dict) or not isinstance(doc.get("answer", {}), dict):
+            return Seen("busy")  # not a value of ours: it expires with its 24 hours
         if doc.get("answer") is None:
             return Seen("busy")
         if doc.get("fingerprint") != fingerprint:
