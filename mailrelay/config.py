@@ -142,7 +142,7 @@ class Settings:
     max_cooldown: float = DEFAULT_MAX_COOLDOWN
     max_size: int | None = None
     state_file: Path | None = None
-    state_url: str | None = None  # state_file given as redis://, rediss:// or unix://
+    state_url: str | None = None  # state_file given as a URL (redis://, redis+sentinel://, …)
     state_password: Secret | None = None  # for a state URL without a password in it
     on_failure: OnFailure = "fail"  # "queue": spool a message every provider refused for now
     log_file: Path | None = None  # JSON-lines audit log; off by default

@@ -231,6 +231,7 @@ class Engine:
                 status=exc.status,
                 retry_after=exc.retry_after,
                 capability=isinstance(exc, CapabilityError),
+                local=exc.local,
             )
         except ConfigError as exc:  # e.g. a secret's env var is unset: fail over, show it
             return Attempt(
@@ -240,6 +241,7 @@ class Engine:
                 scrub(str(exc)),
                 self.clock() - started,
                 config_error=True,
+                local=True,
             )
         except Exception as exc:  # a bug in an adapter must not cost the mail
             if self.raise_bugs:
@@ -278,9 +280,12 @@ class Engine:
             from mailrelay.alerts import Transitions
 
             transitions = delta.observer = Transitions(tried, counted, delta.now)
+        shared = getattr(self.store, "shared", False)
         for a in tried:
             if a.capability:
                 continue  # needs what this provider lacks: not the provider's failure
+            if a.local and shared:
+                continue  # this host's problem: it must not rest the provider for the fleet
             change = ProviderChange(a.provider, count=a.outcome.value)
             delta.changes.append(change)
             if a.outcome is Outcome.PERMANENT:

@@ -3,11 +3,19 @@
 Why not redis-py: a cron send is a fresh process, and `import redis` alone (it loads asyncio,
 logging, concurrent.futures, its cluster client, ...) cost more than the whole send with file
 state. The state store needs a handful of commands (AUTH, SELECT, EVALSHA, EVAL), so this
-module speaks the protocol itself: https://redis.io/docs/latest/develop/reference/protocol-spec/
+module speaks the protocol itself (resp.py): https://redis.io/docs/latest/develop/reference/protocol-spec/
 
-- `parse_url` (in `mailrelay.redisurl`, re-exported here) reads a URL into a `Target`.
+- `parse_url` (redisurl.py) reads the URL forms redis-py reads, and Redis Sentinel's
+  `redis+sentinel://host:26379,host2:26379/mymaster/0`.
 - `Connection` opens the socket on first use with one timeout for connect and for each reply,
-  and sends the handshake (AUTH, SELECT) in the same write as a read-only first command.
+  and sends the handshake (AUTH, SELECT) in the same write as a read-only first command. A
+  socket kept between commands is checked before reuse: one the server closed while it was
+  idle (its `timeout`, a restart, CLIENT KILL, a NAT) is replaced before anything is sent, and
+  a read-only or idempotent command whose reused connection breaks is sent once more on a new
+  one. Any other command is never sent twice: its reply may have been lost after it ran.
+- With Sentinel, each new connection asks the sentinels where the master is
+  (SENTINEL get-master-addr-by-name), connects there and checks ROLE says master; a READONLY
+  reply (a demoted master) drops the connection, so the next command asks again.
 - `Script` runs a Lua script by its SHA1 (EVALSHA) and sends the body (EVAL, which also
   caches it) only when the server answers NOSCRIPT: one round trip in the common case.
 
@@ -15,7 +23,7 @@ Replies: simple strings and bulk strings are `bytes`, integers `int`, null bulk 
 null arrays `None`, arrays `list`; an error reply raises `ReplyError` at the top level and is
 a `ReplyError` value inside an array. Lengths are bounded (`MAX_BULK`, `MAX_ARRAY`,
 `MAX_DEPTH`): a reply beyond them is a `ProtocolError`, never a huge allocation.
-Errors: `RedisError` (protocol and server errors) or `OSError` (unreachable, timeout, TLS);
+Errors: `RedisError` (protocol and server errors) or `OSError` (unreachable, timeout, TLS):
 `ReplyLost`, an `OSError`, when the commands were written whole and no reply came (they may
 have run).
 """
@@ -30,96 +38,49 @@ import threading
 from collections.abc import Sequence
 from typing import Any, BinaryIO
 
-from mailrelay.redisurl import DEFAULT_PORT as DEFAULT_PORT
-from mailrelay.redisurl import Target as Target
-from mailrelay.redisurl import parse_url as parse_url
+from mailrelay.redisurl import DEFAULT_PORT, SENTINEL_SCHEME, Target, parse_url
+from mailrelay.resp import (
+    MAX_ARRAY,
+    MAX_BULK,
+    MAX_DEPTH,
+    MAX_LINE,
+    Arg,
+    ProtocolError,
+    RedisError,
+    ReplyError,
+    encode,
+    read_reply,
+)
 
-MAX_LINE = 64 * 1024  # a status, error or length line
-MAX_BULK = 64 * 1024 * 1024  # one bulk string (Redis itself allows up to 512 MB)
-MAX_ARRAY = 1024 * 1024  # elements of one array
-MAX_DEPTH = 32  # arrays within arrays
-
-Arg = str | bytes | int
-
-
-class RedisError(Exception):
-    """Something the server said or sent that is not a usable reply."""
-
-
-class ReplyError(RedisError):
-    """An error reply (`-ERR ...`, `-WRONGPASS ...`, `-NOSCRIPT ...`); `code` is its first word."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = message.split(" ", 1)[0]
-
-
-class ProtocolError(RedisError):
-    """A reply that is not RESP2, or beyond this client's limits."""
+__all__ = [
+    "DEFAULT_PORT",
+    "MAX_ARRAY",
+    "MAX_BULK",
+    "MAX_DEPTH",
+    "MAX_LINE",
+    "SENTINEL_SCHEME",
+    "Arg",
+    "Connection",
+    "ProtocolError",
+    "RedisError",
+    "ReplyError",
+    "ReplyLost",
+    "Script",
+    "Target",
+    "encode",
+    "parse_url",
+    "read_reply",
+]
 
 
 class ReplyLost(ConnectionError):
     """The command went out whole and its reply did not come (a timeout, a connection
-    closed): the server may have run it, or may still run it."""
+    closed): the server may have run it, or may still run it. `timed_out` tells a reply that
+    is late (the server may be busy: not resent) from a connection that broke."""
 
-
-def encode(args: Sequence[Arg]) -> bytes:
-    """One command as a RESP array of bulk strings."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
-
-
-def read_reply(stream: BinaryIO, depth: int = 0) -> Any:
-    """One reply from a buffered stream; an error reply is returned as a `ReplyError`."""
-    line = stream.readline(MAX_LINE)
-    if not line:
-        raise ConnectionError("the server closed the connection")
-    if not line.endswith(b"\r\n"):
-        raise ProtocolError("a reply line is too long or cut short")
-    kind, body = line[:1], line[1:-2]
-    if kind == b"+":
-        return body
-    if kind == b"-":
-        return ReplyError(body.decode("utf-8", "replace"))
-    if kind == b":":
-        return _number(body)
-    if kind == b"$":
-        n = _length(body, MAX_BULK, "bytes in a bulk string")
-        if n < 0:
-            return None
-        data = stream.read(n + 2)
-        if len(data) < n + 2:
-            raise ConnectionError("the server closed the connection within a reply")
-        if data[n:] != b"\r\n":
-            raise ProtocolError("a bulk string does not end with CRLF")
-        return data[:n]
-    if kind == b"*":
-        n = _length(body, MAX_ARRAY, "elements in an array")
-        if n < 0:
-            return None
-        if depth >= MAX_DEPTH:
-            raise ProtocolError("arrays nested beyond the limit")
-        return [read_reply(stream, depth + 1) for _ in range(n)]
-    raise ProtocolError(f"unknown reply type {kind!r}")
-
-
-def _length(body: bytes, limit: int, what: str) -> int:
-    """A bulk string's or an array's length (-1: null), refused beyond `limit`."""
-    n = _number(body)
-    if n > limit:
-        raise ProtocolError(f"{n} {what} is beyond the limit of {limit}")
-    return n
-
-
-def _number(body: bytes) -> int:
-    try:
-        return int(body)
-    except ValueError:
-        raise ProtocolError("a malformed number in a reply") from None
+    def __init__(self, message: str, *, timed_out: bool) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 class Connection:
@@ -136,31 +97,74 @@ class Connection:
         self._stream: BinaryIO | None = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        self._where = target.address  # the server the socket is connected to
 
     def __repr__(self) -> str:
         return f"Connection({self.target!r})"
 
-    def execute(self, *args: Arg, readonly: bool = False) -> Any:
+    def execute(self, *args: Arg, readonly: bool = False, idempotent: bool = False) -> Any:
         """Send one command and return its reply; an error reply raises `ReplyError`."""
-        (reply,) = self.pipeline([args], readonly=readonly)
+        (reply,) = self.pipeline([args], readonly=readonly, idempotent=idempotent)
         if isinstance(reply, ReplyError):
             raise reply
         return reply
 
-    def pipeline(self, commands: Sequence[Sequence[Arg]], *, readonly: bool = False) -> list[Any]:
+    def pipeline(
+        self,
+        commands: Sequence[Sequence[Arg]],
+        *,
+        readonly: bool = False,
+        idempotent: bool = False,
+    ) -> list[Any]:
         """Send the commands in one write, read their replies (errors as `ReplyError` values).
 
         A new connection's handshake goes in the same write when every command is `readonly`:
         if the login fails, the commands after it failed too, and wrote nothing. Before a
-        command that writes, the handshake's replies are read first.
+        command that writes, the handshake's replies are read first. `readonly` and
+        `idempotent` commands (running them twice does what running them once does) are sent
+        again, once, when the connection they were sent on was an old one and broke.
         """
         with self._lock:
             if self._pid != os.getpid():  # forked: the socket is the parent's
                 self._pid = os.getpid()
                 self._drop()
-            if self._sock is not None and self._stale():
-                self._drop()  # closed by the server while idle: a command on it would be lost
-            return self._pipeline(commands, readonly)
+            if self._sock is not None and self._closed_by_server():
+                self._drop()  # nothing was sent on it: a new connection is safe for any command
+            reused = self._sock is not None
+            try:
+                return self._pipeline(commands, readonly)
+            except ConnectionError as exc:  # reset, broken pipe, closed; not a timeout
+                late = isinstance(exc, ReplyLost) and exc.timed_out
+                if late or not reused or not (readonly or idempotent):
+                    raise
+            return self._pipeline(commands, readonly)  # once, on a new connection
+
+    def _closed_by_server(self) -> bool:
+        """Whether the idle socket has something to read: between round trips that can only
+        be its end (EOF, a reset) or a stray reply, and either way it is unusable. Under TLS
+        a readable socket may hold only a record for the TLS layer (a TLS 1.3 session
+        ticket): a read that wants more data says the connection is fine."""
+        sock = self._sock
+        assert sock is not None
+        poller = select.poll()
+        try:
+            poller.register(sock, select.POLLIN)
+            if not poller.poll(0):
+                return False
+            if not self.target.tls:
+                return True
+            sock.setblocking(False)
+            try:
+                sock.recv(1)
+            finally:
+                sock.settimeout(self.timeout)
+        except OSError as exc:
+            import ssl  # only for rediss://, where it is loaded already
+
+            return not isinstance(exc, (BlockingIOError, ssl.SSLWantReadError))
+        except ValueError:
+            return True
+        return True  # the end of the stream, or bytes nobody asked for
 
     def _pipeline(self, commands: Sequence[Sequence[Arg]], readonly: bool) -> list[Any]:
         try:
@@ -168,11 +172,11 @@ class Connection:
                 handshake = self._open()
                 if handshake and readonly:
                     replies = self._round_trip([*handshake, *commands])
-                    _raise_first(replies[: len(handshake)])
-                    return replies[len(handshake) :]
+                    self._check_handshake(replies[: len(handshake)])
+                    return self._checked(replies[len(handshake) :])
                 if handshake:
-                    _raise_first(self._round_trip(handshake))
-            return self._round_trip(commands)
+                    self._check_handshake(self._round_trip(handshake))
+            return self._checked(self._round_trip(commands))
         except (OSError, ProtocolError):
             self.close()  # the stream's position is unknown: start afresh next time
             raise
@@ -180,25 +184,17 @@ class Connection:
             self.close()  # a refused login: log in again next time
             raise
 
-    def _stale(self) -> bool:
-        """Whether the idle socket has something to read: the server's close, or bytes no
-        command asked for. Checked before reuse, so that a command whose reply is lost went
-        out on a socket the server had not closed before (its fate is then truly unknown)."""
-        sock = self._sock
-        assert sock is not None
-        try:
-            if not select.select([sock], [], [], 0)[0]:
-                return False
-            sock.setblocking(False)
-            try:
-                sock.recv(1)
-            finally:
-                sock.settimeout(self.timeout)
-        except BlockingIOError:
-            return False
-        except OSError as exc:  # TLS: a record with no data for us (a session ticket)
-            return type(exc).__name__ not in ("SSLWantReadError", "SSLWantWriteError")
-        return True  # the server's close (b""), or data nobody asked for
+    def _check_handshake(self, replies: list[Any]) -> None:
+        _raise_first(replies)
+        if self.target.sentinels:  # the last command was ROLE: is this still the master?
+            role = replies[-1]
+            if not (isinstance(role, list) and role and role[0] == b"master"):
+                raise ConnectionError(f"{self._where} is not the master of {self.target.service}")
+
+    def _checked(self, replies: list[Any]) -> list[Any]:
+        if any(isinstance(r, ReplyError) and r.code == "READONLY" for r in replies):
+            self.close()  # a replica now (a failover): find the master again next time
+        return replies
 
     def _round_trip(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         assert self._sock is not None and self._stream is not None
@@ -206,12 +202,15 @@ class Connection:
         try:
             return [read_reply(self._stream) for _ in commands]
         except OSError as exc:  # after a whole write: the fate of the commands is unknown
-            why = f"no reply within {self.timeout:g} s" if isinstance(exc, TimeoutError) else exc
-            raise ReplyLost(f"{self.target.address}: {why}") from None
+            late = isinstance(exc, TimeoutError)
+            why = f"no reply within {self.timeout:g} s" if late else exc
+            raise ReplyLost(f"{self.target.address}: {why}", timed_out=late) from None
 
     def _open(self) -> list[list[Arg]]:
         """Connect; the handshake commands to send first."""
         t = self.target
+        host, port = self._locate() if t.sentinels else (t.host, t.port)
+        self._where = f"{host}:{port}" if t.path is None else t.path
         try:
             if t.path is not None:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -222,10 +221,12 @@ class Connection:
                     sock.close()
                     raise
             else:
-                sock = socket.create_connection((t.host, t.port), timeout=self.timeout)
+                sock = socket.create_connection((host, port), timeout=self.timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as exc:
-            raise ConnectionError(f"cannot connect to {t.address}: {exc.strerror or exc}") from None
+            raise ConnectionError(
+                f"cannot connect to {self._where}: {exc.strerror or exc}"
+            ) from None
         try:
             if t.tls:
                 sock = self._wrap(sock)
@@ -241,7 +242,36 @@ class Connection:
             handshake.append(["AUTH", *user, t.password or ""])
         if t.db:
             handshake.append(["SELECT", t.db])
+        if t.sentinels:
+            handshake.append(["ROLE"])
         return handshake
+
+    def _locate(self) -> tuple[str, int]:
+        """Where the sentinels say the master is: the first that answers is believed, and
+        asked first next time (the Sentinel client guidelines,
+        https://redis.io/docs/latest/develop/reference/sentinel-clients/)."""
+        t = self.target
+        problems = []
+        for i, (host, port) in enumerate(t.sentinels):
+            sentinel = Connection(
+                Target(host, port, password=t.sentinel_password), timeout=self.timeout
+            )
+            try:
+                reply = sentinel.execute(
+                    "SENTINEL", "get-master-addr-by-name", t.service or "", readonly=True
+                )
+            except (OSError, RedisError) as exc:
+                problems.append(f"sentinel {host}:{port}: {exc}")
+                continue
+            finally:
+                sentinel.close()
+            if isinstance(reply, list) and len(reply) == 2:
+                if i:
+                    rest = t.sentinels[:i] + t.sentinels[i + 1 :]
+                    self.target = t.replace(sentinels=((host, port), *rest))
+                return reply[0].decode("utf-8", "replace"), int(reply[1])
+            problems.append(f"sentinel {host}:{port} knows no master {t.service!r}")
+        raise ConnectionError("; ".join(problems))
 
     def _wrap(self, sock: socket.socket) -> socket.socket:
         import ssl  # only for rediss://
@@ -288,15 +318,17 @@ class Script:
         args: Sequence[Arg] = (),
         *,
         readonly: bool = False,
+        idempotent: bool = False,
         whole: bool = False,
     ) -> Any:
         """`whole`: send the body at once (EVAL), e.g. to resend a call whose EVALSHA may
         have met a server that had lost its script cache."""
         tail = [len(keys), *keys, *args]
+        again = {"readonly": readonly, "idempotent": idempotent}
         if not whole:
             try:
-                return conn.execute("EVALSHA", self.sha, *tail, readonly=readonly)
+                return conn.execute("EVALSHA", self.sha, *tail, **again)
             except ReplyError as exc:
                 if exc.code != "NOSCRIPT":
                     raise
-        return conn.execute("EVAL", self.source, *tail, readonly=readonly)
+        return conn.execute("EVAL", self.source, *tail, **again)

@@ -1,9 +1,11 @@
-"""Where a Redis server is and how to log in, from a URL (`mailrelay.redisclient` uses it).
+"""Where a Redis server is and how to log in: `Target`, read from a URL by `parse_url`.
 
-`parse_url` reads the URL forms redis-py reads: `redis://[user[:password]@]host[:port][/db]`,
-`rediss://...` (TLS), `unix:///path/redis.sock`; query options `db`, `username`, `password`,
-`ssl_cert_reqs` (`required`, the default, `optional` or `none`) and `ssl_ca_certs` (a CA
-file). Anything else is refused, so a typo never goes unnoticed.
+The forms redis-py reads: `redis://[user[:password]@]host[:port][/db]`, `rediss://...` (TLS),
+`unix:///path/redis.sock`; query options `db`, `username`, `password`, `ssl_cert_reqs`
+(`required`, the default, `optional` or `none`) and `ssl_ca_certs` (a CA file). And Redis
+Sentinel as Celery and Kombu spell it: `redis+sentinel://host:26379,host2:26379/mymaster/0`
+(https://redis.io/docs/latest/operate/oss_and_stack/management/sentinel/). Anything else is
+refused, so a typo never goes unnoticed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 DEFAULT_PORT = 6379
+SENTINEL_PORT = 26379
+SENTINEL_SCHEME = "redis+sentinel"
 _OPTIONS = ("db", "username", "password", "ssl_cert_reqs", "ssl_ca_certs")
 _CERT_REQS = ("required", "optional", "none")
 
@@ -32,6 +36,9 @@ class Target:
         "tls",
         "ssl_cert_reqs",
         "ssl_ca_certs",
+        "sentinels",
+        "service",
+        "sentinel_password",
     )
 
     def __init__(
@@ -45,6 +52,9 @@ class Target:
         tls: bool = False,
         ssl_cert_reqs: str = "required",
         ssl_ca_certs: str | None = None,
+        sentinels: tuple[tuple[str, int], ...] = (),  # ask these where the master is
+        service: str | None = None,  # the master's name the sentinels monitor
+        sentinel_password: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -55,6 +65,9 @@ class Target:
         self.tls = tls
         self.ssl_cert_reqs = ssl_cert_reqs
         self.ssl_ca_certs = ssl_ca_certs
+        self.sentinels = sentinels
+        self.service = service
+        self.sentinel_password = sentinel_password
 
     def replace(self, **changes: Any) -> Target:
         fields = {name: getattr(self, name) for name in self._FIELDS}
@@ -68,31 +81,36 @@ class Target:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:  # never the password
-        where = self.path or f"{self.host}:{self.port}"
-        return f"Target({where!r}, db={self.db}, tls={self.tls})"
+        return f"Target({self.address!r}, db={self.db}, tls={self.tls})"
 
     @property
     def address(self) -> str:
         if self.path is not None:
             return self.path
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        if self.sentinels:
+            hosts = ",".join(_hostport(h, p) for h, p in self.sentinels)
+            return f"sentinel {hosts} ({self.service})"
+        return _hostport(self.host, self.port)
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def parse_url(url: str) -> Target:
-    """The server a `redis://`, `rediss://` or `unix://` URL names; ValueError if it names none.
+    """The server a `redis://`, `rediss://`, `unix://` or `redis+sentinel://` URL names;
+    ValueError if it names none.
 
     The user and password in the authority are percent-decoded and win over `?username=` and
     `?password=`; the db in the path wins over `?db=` only when the query has none (as redis-py).
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
+    if scheme == SENTINEL_SCHEME:
+        return _parse_sentinel(url)
     if scheme not in ("redis", "rediss", "unix"):
-        raise ValueError("the scheme must be redis://, rediss:// or unix://")
-    query: dict[str, str] = {}
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key not in _OPTIONS:
-            raise ValueError(f"unknown option {key!r} (known: {', '.join(_OPTIONS)})")
-        query[key] = value
+        raise ValueError(f"the scheme must be redis://, rediss://, unix:// or {SENTINEL_SCHEME}://")
+    query = _query(parts.query, _OPTIONS)
     username = unquote(parts.username) if parts.username else query.get("username") or None
     password = unquote(parts.password) if parts.password else query.get("password") or None
     db_text = query.get("db")
@@ -129,3 +147,67 @@ def parse_url(url: str) -> Target:
         ssl_cert_reqs=reqs,
         ssl_ca_certs=query.get("ssl_ca_certs") or None,
     )
+
+
+def _query(text: str, known: tuple[str, ...]) -> dict[str, str]:
+    query: dict[str, str] = {}
+    for key, value in parse_qsl(text, keep_blank_values=True):
+        if key not in known:
+            raise ValueError(f"unknown option {key!r} (known: {', '.join(known)})")
+        query[key] = value
+    return query
+
+
+def _parse_sentinel(url: str) -> Target:
+    """`redis+sentinel://[user:password@]host:26379[,host2:26379...]/SERVICE[/db]`: the
+    sentinels to ask where SERVICE's master is; the user and password log in to the master,
+    `?sentinel_password=` to the sentinels. (Celery and Kombu spell it this way.)"""
+    rest = url.split("://", 1)[1]
+    rest, _, query_text = rest.partition("?")
+    authority, _, path = rest.partition("/")
+    auth, at, hosts = authority.rpartition("@")
+    query = _query(query_text, ("db", "username", "password", "sentinel_password"))
+    username = password = None
+    if at:
+        user_text, colon, password_text = auth.partition(":")
+        username = unquote(user_text) or None
+        password = unquote(password_text) if colon else None
+    username = username or query.get("username") or None
+    password = password or query.get("password") or None
+    sentinels = []
+    for item in hosts.split(","):
+        host, port = _sentinel_host(item.strip())
+        sentinels.append((host, port))
+    names = [unquote(p) for p in path.split("/") if p]
+    if not names:
+        raise ValueError(
+            f"name the master after the hosts: {SENTINEL_SCHEME}://HOST:26379/mymaster"
+        )
+    if len(names) > 2:
+        raise ValueError("the path is /SERVICE or /SERVICE/DB")
+    db_text = names[1] if len(names) == 2 else query.get("db", "0")
+    if not db_text.isdigit():
+        raise ValueError(f"the db must be a number, not {db_text!r}")
+    return Target(
+        db=int(db_text),
+        username=username,
+        password=password,
+        sentinels=tuple(sentinels),
+        service=names[0],
+        sentinel_password=query.get("sentinel_password") or None,
+    )
+
+
+def _sentinel_host(item: str) -> tuple[str, int]:
+    if not item:
+        raise ValueError("a sentinel's host is missing")
+    if item.startswith("["):  # [::1]:26379
+        host, _, tail = item[1:].partition("]")
+        port_text = tail.removeprefix(":")
+    else:
+        host, _, port_text = item.partition(":")
+    if not port_text:
+        return host, SENTINEL_PORT
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"a sentinel's port must be a number from 1 to 65535, not {port_text!r}")
+    return host, int(port_text)

@@ -31,6 +31,8 @@ class Attempt:
     config_error: bool = False
     tried: bool = True
     capability: bool = False  # refused for what the provider cannot carry: not its failure
+    # this host's problem (a secret or command missing here): not the provider's shared health
+    local: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -191,8 +191,9 @@ def global_options(*, merge: bool = True) -> Callable[[F], F]:
             "--state",
             metavar="PATH|URL",
             type=path,
-            help="State file, or a redis://, rediss:// or unix:// URL to share it across "
-            "hosts (default: $MAILRELAY_STATE, else the user data dir's mailrelay/state.toml).",
+            help="State file, or a redis://, rediss://, unix:// or redis+sentinel:// URL to "
+            "share it across hosts (default: $MAILRELAY_STATE, else the user data dir's "
+            "mailrelay/state.toml).",
             **extra,
         ),
         click.option(

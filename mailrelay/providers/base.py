@@ -102,7 +102,11 @@ class Health:
 
 
 class ProviderError(Exception):
-    """One attempt failed; `outcome` says how, `message` says why in the provider's words."""
+    """One attempt failed; `outcome` says how, `message` says why in the provider's words.
+
+    `local`: the failure is this host's, not the provider's (a command missing here, ...):
+    it is reported, but never recorded as the provider's health in a state other hosts share.
+    """
 
     def __init__(
         self,
@@ -111,12 +115,14 @@ class ProviderError(Exception):
         *,
         status: int | None = None,
         retry_after: float | None = None,
+        local: bool = False,
     ) -> None:
         super().__init__(message)
         self.outcome = outcome
         self.message = message
         self.status = status
         self.retry_after = retry_after
+        self.local = local
 
     def __str__(self) -> str:
         return f"{self.outcome}: {self.message}"

@@ -157,8 +157,8 @@ class SendmailProvider(Provider):
     def describe(self) -> dict[str, str]:
         return {"command": " ".join(self.command)}
 
-    def _error(self, outcome: Outcome, text: str) -> ProviderError:
-        return ProviderError(outcome, f"{self.program}: {text}")
+    def _error(self, outcome: Outcome, text: str, *, local: bool = False) -> ProviderError:
+        return ProviderError(outcome, f"{self.program}: {text}", local=local)
 
     def _deliver(self, message: Message, *, timeout: float) -> Receipt:
         if os.environ.get(CHILD_ENV):
@@ -166,9 +166,12 @@ class SendmailProvider(Provider):
                 Outcome.PROVIDER,
                 f"refusing to run: this mailrelay was itself started by a sendmail provider "
                 f"({CHILD_ENV} is set), so this would loop",
+                local=True,
             )
         if calls_mailrelay(self.command):
-            raise self._error(Outcome.PROVIDER, "refusing to run: it would call mailrelay itself")
+            raise self._error(
+                Outcome.PROVIDER, "refusing to run: it would call mailrelay itself", local=True
+            )
         argv = [*self.command, "-i", "-f", message.return_path.email, "--"]
         argv += [a.email for a in message.recipients()]
         # local submission takes UNIX line ends (sendmail's non-SMTP mailers use E=\n; PHP
@@ -189,14 +192,18 @@ class SendmailProvider(Provider):
                     start_new_session=True,  # so a timeout kills its children too
                 )
             except FileNotFoundError:
-                raise self._error(Outcome.PROVIDER, f"{self.command[0]} not found") from None
+                raise self._error(
+                    Outcome.PROVIDER, f"{self.command[0]} not found", local=True
+                ) from None
             except PermissionError:
                 raise self._error(
-                    Outcome.PROVIDER, f"{self.command[0]} is not executable"
+                    Outcome.PROVIDER, f"{self.command[0]} is not executable", local=True
                 ) from None
             except OSError as exc:
                 raise self._error(
-                    Outcome.PROVIDER, f"cannot start {self.command[0]}: {exc.strerror}"
+                    Outcome.PROVIDER,
+                    f"cannot start {self.command[0]}: {exc.strerror}",
+                    local=True,
                 ) from None
             written = threading.Event()
             writer = threading.Thread(
@@ -226,7 +233,10 @@ class SendmailProvider(Provider):
                     detail=f"{self.program} exit 0",
                 )
             reason = _first_line(err) or _first_line(out)
-            raise self._error(exit_outcome(code), _describe_exit(code, reason))
+            # 126/127: a wrapper could not run its command here, not the MTA's answer
+            raise self._error(
+                exit_outcome(code), _describe_exit(code, reason), local=code in (126, 127)
+            )
 
     def check(self, *, timeout: float) -> Health:
         command = self.command[0]

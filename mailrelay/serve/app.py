@@ -35,8 +35,12 @@ from mailrelay.serve.service import Service, serve_tokens
 from mailrelay.telemetry import valid_traceparent
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mailrelay.config import Settings
     from mailrelay.message import Message
+    from mailrelay.policy import ProbeGate
+    from mailrelay.serve.idempotency import KeyStore
 
 # Routes anyone may read: liveness and readiness for orchestrators, the API's description.
 PUBLIC = frozenset({"/healthz", "/readyz", "/openapi.json", "/api"})
@@ -53,6 +57,28 @@ def json_response(answer: Answer) -> Response:
     )
 
 
+def key_and_probe_stores(
+    settings: Settings, state: str | None, warn: Callable[[str], None]
+) -> tuple[KeyStore, ProbeGate]:
+    """Where Idempotency-Key claims and probe claims live: in Redis when the state is a
+    Redis URL (the whole fleet shares them), else in files beside the state file."""
+    import os
+
+    from mailrelay.state import default_state_path, state_path, state_url
+
+    url = state_url(state, os.environ, settings.state_url)
+    if url is not None:
+        from mailrelay.serve.fleet import fleet_stores
+
+        return fleet_stores(
+            settings, url, (settings.state_file or default_state_path()).parent, warn
+        )
+    here = state_path(state, os.environ, settings.state_file).parent
+    probes = FileProbeGate(here / "probes", keep=settings.max_cooldown + 60)
+    keys = FileKeyStore(here / "idempotency", inflight=settings.timeout + INFLIGHT_MARGIN)
+    return keys, probes
+
+
 def create_app(
     settings: Settings,
     *,
@@ -66,7 +92,6 @@ def create_app(
     import os
 
     from mailrelay.cli import App
-    from mailrelay.state import state_path
 
     app = App(
         config=None,
@@ -81,9 +106,7 @@ def create_app(
     app.providers()  # a config problem shows now, not at the first request
     if tokens is None:
         tokens = serve_tokens(settings)
-    here = state_path(state, os.environ, settings.state_file).parent
-    probes = FileProbeGate(here / "probes", keep=settings.max_cooldown + 60)
-    keys = FileKeyStore(here / "idempotency", inflight=settings.timeout + INFLIGHT_MARGIN)
+    keys, probes = key_and_probe_stores(settings, state, app.out.warn)
     service = Service(app, tokens, keys, probes)
     # Flask's static route serves the Swagger UI files of /api (public, like /api itself)
     flask = Flask(

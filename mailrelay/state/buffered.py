@@ -54,6 +54,7 @@ class BufferedStore:
             raise ValueError("max_pending must be at least 1")
         self.inner = inner
         self.location = inner.location
+        self.shared: bool = getattr(inner, "shared", False)  # other hosts read the inner store
         self.max_pending = max_pending
         self.max_delay = max_delay
         self.clock = clock

@@ -10,7 +10,7 @@ from pathlib import Path
 STATE_ENV = "MAILRELAY_STATE"
 
 
-STATE_URL_SCHEMES = ("redis", "rediss", "unix")  # the forms redis-py's from_url reads
+STATE_URL_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")  # redis-py's, and Sentinel
 
 
 def is_state_url(text: str) -> bool:

@@ -33,6 +33,7 @@ TIMEOUT = 0.5  # connect and reply: the state must never hold mail up
 RETRY_AFTER = 5.0  # seconds before a long-running process tries an unreachable Redis again
 
 _INTS = ("sent", "failed", "consecutive_failures")
+_SECRET_OPTIONS = ("password", "sentinel_password")
 _TIMES = ("last_success", "last_failure")
 _TEXTS = ("last_error", "last_outcome")
 _OUTCOME = "outcome:"  # hash fields counting attempts per outcome class
@@ -142,8 +143,8 @@ def masked(url: str) -> str:
     parts = urlsplit(url)
     base, _, query = url.partition("?")
     pairs = parse_qsl(query, keep_blank_values=True)
-    if any(key == "password" for key, _ in pairs):
-        shown = [(k, REDACTED if k == "password" else v) for k, v in pairs]
+    if any(key in _SECRET_OPTIONS for key, _ in pairs):
+        shown = [(k, REDACTED if k in _SECRET_OPTIONS else v) for k, v in pairs]
         url = f"{base}?{urlencode(shown, safe='*/')}"
     if parts.password is None:
         return url
@@ -170,6 +171,8 @@ def split_prefix(url: str) -> tuple[str, str]:
 class RedisStateStore:
     """The state in Redis: one script call per read, one atomic script per update."""
 
+    shared = True  # read by other hosts: a local problem is never recorded here
+
     def __init__(self, url: str, *, password: str | None = None, timeout: float = TIMEOUT) -> None:
         self.location = masked(url)
         target, prefix = split_prefix(url)
@@ -179,9 +182,10 @@ class RedisStateStore:
             raise ConfigError(f"state URL {self.location}: {scrub(str(exc))}") from None
         if server.password is None and password is not None:
             server = server.replace(password=password)
-        if server.password:
-            remember(server.password)
-            remember(quote(server.password, safe=""))
+        for secret in (server.password, server.sentinel_password):
+            if secret:
+                remember(secret)
+                remember(quote(secret, safe=""))
         self.prefix = f"{{{prefix}}}:"  # the hash tag: every key in one cluster slot
         self._keys = [self.prefix + "failover", self.prefix + "providers"]
         self.client = redisclient.Connection(server, timeout=timeout)
@@ -318,6 +322,8 @@ def _int(value: str | None) -> int:
 
 class FallbackStore:
     """Redis while it answers; the local TOML file (one warning) while it does not."""
+
+    shared = True  # a local problem is never recorded, in Redis nor in the stand-in file
 
     def __init__(
         self,

@@ -64,6 +64,10 @@ _LOCK_POLL_MAX = 0.025  # longest sleep between two tries at the lock
 class TomlStateStore:
     """The state as a TOML file, locked with flock and replaced atomically."""
 
+    # one host's file: a local problem (an unset secret) rests the provider here, as the
+    # user of a single-host cron job expects; a store other hosts read sets this True
+    shared = False
+
     def __init__(
         self,
         path: Path,

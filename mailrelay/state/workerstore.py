@@ -81,6 +81,7 @@ class WorkerStore:
         self.inner = inner
         self.warn = warn or (lambda _message: None)
         self.location = inner.location
+        self.shared: bool = getattr(inner, "shared", False)
         self.flush_interval = flush_interval
         self.writes = 0  # updates handed to the file (for tests)
         self._lock = threading.Lock()  # guards everything below

@@ -179,8 +179,8 @@ class SmtpProvider(Provider):
             remember_auth(self.username or "", password)  # AUTH PLAIN / LOGIN forms
             return password
         except Exception as exc:  # a missing env var or a failing command: this provider only
-            raise ProviderError(
-                Outcome.PROVIDER, f"{self.label}: cannot get the password: {exc}"
+            raise ProviderError(  # and this host only: other hosts may well have the secret
+                Outcome.PROVIDER, f"{self.label}: cannot get the password: {exc}", local=True
             ) from None
 
     # --- the contract ------------------------------------------------------------------
