@@ -66,6 +66,8 @@ DEFAULTS_KEYS = (
     "queue_retry",
     "queue_max_retry",
     "queue_max_age",
+    "suppress_bounces_for",
+    "message_status_for",
 )
 SERVE_KEYS = ("bind", "workers", "threads", "tokens", "max_request_bytes", "flush_interval")
 DEFAULT_BIND = "127.0.0.1:8025"
@@ -117,6 +119,8 @@ DURATION_LIMITS: dict[str, float] = {
     "queue_retry": 30 * _DAY,
     "queue_max_retry": 30 * _DAY,
     "queue_max_age": 3650 * _DAY,
+    "suppress_bounces_for": 3650 * _DAY,  # 0: a hard bounce is suppressed until removed
+    "message_status_for": 365 * _DAY,
 }
 
 
@@ -153,6 +157,8 @@ class Settings:
     queue_retry: float = DEFAULT_QUEUE_RETRY
     queue_max_retry: float = DEFAULT_QUEUE_MAX_RETRY
     queue_max_age: float = DEFAULT_QUEUE_MAX_AGE
+    suppress_bounces_for: float = 0.0  # seconds a hard bounce stays suppressed (0: always)
+    message_status_for: float = 7 * _DAY  # seconds a message's status is kept
     providers: list[ProviderSpec] = field(default_factory=list)
     alerts: AlertSettings | None = None  # the [alerts] table; None when there is none
     serve: ServeSettings = field(default_factory=ServeSettings)

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from mailrelay.result import Listener
     from mailrelay.spool import Spool
     from mailrelay.state import StateStore
+    from mailrelay.state.records import RecordStore
+    from mailrelay.suppression import SuppressionList
 
 
 class App:
@@ -135,6 +137,30 @@ class App:
             return TomlStateStore(settings.state_file or default_state_path(), warn=self.out.warn)
 
         return FallbackStore(connect, masked(url), local, warn=self.out.warn)
+
+    def records(self) -> RecordStore:
+        """The records beside the state (suppressions, events seen, message statuses): in
+        the same Redis as the state, or in a file beside the state file."""
+        from mailrelay.state import state_path, state_url
+        from mailrelay.state.records import FileRecordStore, records_path
+
+        settings = self.settings
+        url = state_url(self.state_override, os.environ, settings.state_url)
+        if url is None:
+            path = state_path(self.state_override, os.environ, settings.state_file)
+            return FileRecordStore(records_path(path))
+        from mailrelay.state.redisrecords import RedisRecordStore
+        from mailrelay.state.redisstore import RedisStateStore
+
+        secret = settings.state_password
+        store = RedisStateStore(url, password=secret.reveal() if secret else None)
+        return RedisRecordStore(store)
+
+    def suppressions(self) -> SuppressionList:
+        from mailrelay.suppression import SuppressionList
+
+        expiry = self.settings.suppress_bounces_for
+        return SuppressionList(self.records(), bounce_expiry=expiry)
 
     def hold_connections(self) -> None:
         """Many messages follow: providers keep connections between them (close() ends them)."""

@@ -146,6 +146,11 @@ def read_text_file(path: str, what: str, out: Output, limit: int) -> str:
     "failing over among them).",
 )
 @click.option("--dry-run", is_flag=True, help="Show the plan and the message; send nothing.")
+@click.option(
+    "--ignore-suppression",
+    is_flag=True,
+    help="Send to suppressed addresses too (see `mailrelay suppressions`).",
+)
 @global_options()
 @json_option
 @pass_app
@@ -177,6 +182,7 @@ def send(
     timeout: float | None,
     via: tuple[str, ...],
     dry_run: bool,
+    ignore_suppression: bool,
     json_mode: bool,
 ) -> None:
     """Send one message through the first provider that accepts it.
@@ -278,7 +284,7 @@ def send(
     if dry_run:
         show_plan(app, engine, engine.store.load(), message)
         return
-    outcome = deliver(app, engine, message, queue=queue_on_failure)
+    outcome = deliver(app, engine, message, queue=queue_on_failure, check=not ignore_suppression)
     click.get_current_context().exit(outcome.exit_code)
 
 
@@ -388,13 +394,24 @@ def message_from_options(
     )
 
 
-def deliver(app: App, engine: Engine, message: Message, *, queue: bool) -> Delivery:
+def deliver(
+    app: App, engine: Engine, message: Message, *, queue: bool, check: bool = True
+) -> Delivery:
     """Send through the engine and report (mailrelay.delivery decides what becomes of it);
-    with `queue`, a message every provider refused for now goes to the spool, exit 0."""
+    with `queue`, a message every provider refused for now goes to the spool, exit 0; with
+    `check`, suppressed recipients are left out (all of them suppressed: exit 65)."""
     from mailrelay.cli.render import show_delivery
     from mailrelay.delivery import deliver as deliver_message
 
-    outcome = deliver_message(engine, message, queue=app.queueing() if queue else None)
+    suppressions = app.suppressions() if check else None
+    queueing = app.queueing() if queue else None
+    outcome = deliver_message(engine, message, queue=queueing, suppressions=suppressions)
+    if outcome.result is None and outcome.skipped:
+        from mailrelay.suppression import SuppressedError
+
+        raise SuppressedError(outcome.reason)
+    for skipped in outcome.skipped or []:
+        app.out.warn(f"not sent to {skipped.describe()}")
     show_delivery(app.out, outcome)
     if outcome.spool_error is not None:
         from mailrelay.spool import SpoolError

@@ -1,0 +1,82 @@
+"""The records of `records.py` in Redis, beside the state and under its hash tag: one
+string key per record (`{prefix}:rec:<kind>:<key>`, JSON, with a PX expiry when it has
+one) and one set per kind naming its keys, pruned of expired keys when listed."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from mailrelay import redisclient
+from mailrelay.errors import StateError
+from mailrelay.secrets import scrub
+from mailrelay.state.records import EXPIRES, Record
+from mailrelay.state.redisstore import RedisStateStore
+
+
+class RedisRecordStore:
+    def __init__(self, store: RedisStateStore) -> None:
+        self.client = store.client
+        self.prefix = store.prefix
+        self.location = store.location
+
+    def __repr__(self) -> str:
+        return f"RedisRecordStore({self.location!r})"
+
+    def _key(self, kind: str, key: str) -> str:
+        return f"{self.prefix}rec:{kind}:{key}"
+
+    def _index(self, kind: str) -> str:
+        return f"{self.prefix}recs:{kind}"
+
+    def _run(self, *commands: list[Any], readonly: bool = False) -> list[Any]:
+        try:
+            replies = self.client.pipeline(list(commands), readonly=readonly)
+        except (redisclient.RedisError, OSError) as exc:
+            raise StateError(f"state {self.location}: {scrub(str(exc))}") from None
+        for reply in replies:
+            if isinstance(reply, redisclient.ReplyError):
+                raise StateError(f"state {self.location}: {scrub(str(reply))}")
+        return replies
+
+    def put(self, kind: str, key: str, value: Record, ttl: float | None = None) -> None:
+        record = {k: v for k, v in value.items() if v is not None}
+        if ttl is not None:
+            record[EXPIRES] = time.time() + ttl
+        data = json.dumps(record)
+        expiry = ["PX", max(1, int(ttl * 1000))] if ttl is not None else []
+        self._run(["SET", self._key(kind, key), data, *expiry], ["SADD", self._index(kind), key])
+
+    def claim(self, kind: str, key: str, ttl: float) -> bool:
+        px = max(1, int(ttl * 1000))
+        reply, _ = self._run(
+            ["SET", self._key(kind, key), "{}", "NX", "PX", px], ["SADD", self._index(kind), key]
+        )
+        return reply is not None
+
+    def get(self, kind: str, key: str) -> Record | None:
+        return self.get_many(kind, [key]).get(key)
+
+    def get_many(self, kind: str, keys: list[str]) -> dict[str, Record]:
+        if not keys:
+            return {}
+        [values] = self._run(["MGET", *(self._key(kind, k) for k in keys)], readonly=True)
+        out: dict[str, Record] = {}
+        for key, raw in zip(keys, values, strict=True):
+            if raw is not None:
+                out[key] = json.loads(raw)
+        return out
+
+    def remove(self, kind: str, key: str) -> bool:
+        deleted, _ = self._run(["DEL", self._key(kind, key)], ["SREM", self._index(kind), key])
+        return bool(deleted)
+
+    def items(self, kind: str) -> dict[str, Record]:
+        [members] = self._run(["SMEMBERS", self._index(kind)], readonly=True)
+        keys = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+        found = self.get_many(kind, keys)
+        gone = [k for k in keys if k not in found]
+        if gone:
+            self._run(["SREM", self._index(kind), *gone])
+        return found
