@@ -60,7 +60,11 @@ def test_a_bounce_expires_after_the_configured_period_and_a_complaint_does_not(
 
 
 def test_generic_and_esp_csv_exports_are_read() -> None:
-    postmark = "Email,Reason,Origin,CreatedAt\nA@x.org,HardBounce,Recipient,2026-01-01\nb@x.org,SpamComplaint,Recipient,2026-01-01\n"
+    postmark = (
+        "Email,Reason,Origin,CreatedAt\n"
+        "A@x.org,HardBounce,Recipient,2026-01-01\n"
+        "b@x.org,SpamComplaint,Recipient,2026-01-01\n"
+    )
     assert read_csv(postmark) == [("a@x.org", "bounced"), ("b@x.org", "complained")]
     sendgrid = "email,created,reason,status\nc@x.org,1690000000,550 unknown user,5.1.1\n"
     assert read_csv(sendgrid, default_reason="bounced") == [("c@x.org", "bounced")]
