@@ -125,4 +125,3 @@ def import_command(app: App, csv_file: str, reason: str, json_mode: bool) -> Non
         out.emit_json({"imported": len(pairs), "file": csv_file})
     else:
         out.note(f"imported {len(pairs)} address(es) from {csv_file}")
-
