@@ -53,6 +53,7 @@ class App:
         self.debug = debug
         self._settings: Settings | None = settings
         self._providers: list[Provider] | None = None
+        self._suppressions: SuppressionList | None = None
         self.via: list[str] = []  # send --via / status NAME: only these providers, this order
         self.out = self.output(json_mode=False)
 
@@ -157,10 +158,13 @@ class App:
         return RedisRecordStore(store)
 
     def suppressions(self) -> SuppressionList:
-        from mailrelay.suppression import SuppressionList
+        """The suppression list (made once: `serve` asks at every request)."""
+        if self._suppressions is None:
+            from mailrelay.suppression import SuppressionList
 
-        expiry = self.settings.suppress_bounces_for
-        return SuppressionList(self.records(), bounce_expiry=expiry)
+            expiry = self.settings.suppress_bounces_for
+            self._suppressions = SuppressionList(self.records(), bounce_expiry=expiry)
+        return self._suppressions
 
     def hold_connections(self) -> None:
         """Many messages follow: providers keep connections between them (close() ends them)."""

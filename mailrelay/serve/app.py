@@ -32,6 +32,8 @@ from mailrelay.serve.idempotency import (
 from mailrelay.serve.metrics import CONTENT_TYPE
 from mailrelay.serve.openapi import openapi_document
 from mailrelay.serve.service import Service
+from mailrelay.serve.webhooks import PREFIX as WEBHOOKS
+from mailrelay.serve.webhooks import webhooks
 
 if TYPE_CHECKING:
     from mailrelay.config import Settings
@@ -87,12 +89,17 @@ def create_app(
     flask = Flask("mailrelay.serve")
     flask.config["MAX_CONTENT_LENGTH"] = settings.serve.max_request_bytes
     flask.extensions["mailrelay"] = service
+    flask.register_blueprint(webhooks)  # provider events: their own auth (serve/webhooks.py)
 
     @flask.before_request
     def authenticate() -> Response | None:
         g.started = time.perf_counter()
         path = request.path
-        if path in PUBLIC or service.authorized(request.headers.get("Authorization")):
+        if (
+            path in PUBLIC
+            or path.startswith(WEBHOOKS)
+            or service.authorized(request.headers.get("Authorization"))
+        ):
             return None
         challenge = 'Basic realm="mailrelay"' if path in PAGES else 'Bearer realm="mailrelay"'
         return json_response(
@@ -321,7 +328,8 @@ def create_app(
         except MessageError as exc:
             return problem(400, "Bad message", str(exc))
         message.idempotency = key
-        return answer_for(engine, deliver(engine, message, queue=queue))
+        suppressions = app.suppressions()
+        return answer_for(engine, deliver(engine, message, queue=queue, suppressions=suppressions))
 
     return flask
 
