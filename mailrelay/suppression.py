@@ -103,6 +103,17 @@ class SuppressionList:
         expires = datetime.fromtimestamp(time.time() + ttl, timezone.utc) if ttl else None
         return Suppression(normalise(address), reason, provider, since, detail[:300], expires)
 
+    def add_many(self, pairs: Iterable[tuple[str, str]], *, detail: str = "") -> int:
+        """Add (address, reason) pairs by hand (an import): no expiry, one write each."""
+        since = time.time()
+        return self.records.put_many(
+            KIND,
+            (
+                (normalise(a), {"reason": r, "provider": "", "since": since, "detail": detail})
+                for a, r in pairs
+            ),
+        )
+
     def add_event(self, event: Event) -> Suppression | None:
         reason = reason_for(event)
         if reason is None or not event.recipient:

@@ -118,9 +118,7 @@ def import_command(app: App, csv_file: str, reason: str, json_mode: bool) -> Non
         pairs = read_csv(raw.decode("utf-8-sig"), default_reason=reason)
     except UnicodeDecodeError:
         raise UsageError(f"CSV file {csv_file}: not UTF-8 text") from None
-    suppression_list = app.suppressions()
-    for address, why in pairs:
-        suppression_list.add(address, why, detail=f"imported from {csv_file}")
+    app.suppressions().add_many(pairs, detail=f"imported from {csv_file}")
     if out.json_mode:
         out.emit_json({"imported": len(pairs), "file": csv_file})
     else:
