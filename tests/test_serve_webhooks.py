@@ -203,3 +203,20 @@ def test_through_gunicorn_a_bounce_then_the_send_api_answers_422(tmp_path: Path)
         assert bad.status_code == 401
     finally:
         assert server.stop() == 0
+
+
+def test_a_key_that_cannot_be_read_is_a_500_naming_it_not_a_traceback(tmp_path: Path) -> None:
+    from mailrelay.config import load_settings
+    from mailrelay.serve.app import create_app
+
+    hook = {"name": "pm", "type": "postmark", "server_token": UNSET}
+    cfg = config(tmp_path, [outbox(tmp_path), hook])
+    cfg.write_text(
+        cfg.read_text() + 'webhook_basic_auth = [{ env = "MAILRELAY_TEST_NO_SUCH_VAR" }]\n'
+    )
+    app = create_app(load_settings(cfg), state=str(tmp_path / "state.toml"), log=False)
+    answer = app.test_client().post("/v1/webhooks/pm", data=b"{}", headers=sign.basic_header())
+    assert answer.status_code == 500
+    assert answer.get_json()["title"] == "Webhook misconfigured"
+    assert "MAILRELAY_TEST_NO_SUCH_VAR is not set" in answer.get_json()["detail"]
+    assert "pm" in answer.get_json()["detail"]

@@ -159,3 +159,29 @@ def test_two_processes_share_the_list_through_one_valkey(tmp_path: Path) -> None
             )
         finally:
             client.close()
+
+
+def test_a_batch_line_to_a_suppressed_address_is_refused_and_the_others_sent(
+    tmp_path: Path,
+) -> None:
+    config, box = _outbox_config(tmp_path)
+    assert (
+        mailrelay("--config", str(config), "suppressions", "add", "gone@example.org").returncode
+        == 0
+    )
+    lines = [
+        {"to": ["gone@example.org"], "subject": "a", "text": "x"},
+        {"to": ["ok@example.org"], "subject": "b", "text": "x"},
+        {"to": ["ok@example.org", "gone@example.org"], "subject": "c", "text": "x"},
+    ]
+    batch = tmp_path / "b.jsonl"
+    batch.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    run = mailrelay("--config", str(config), "send", "--batch", str(batch), input=None)
+    assert run.returncode == 65, run.stderr
+    assert "b.jsonl:1: not sent: every recipient is suppressed" in run.stderr
+    assert len(list(box.glob("*.eml"))) == 2
+    forced = mailrelay(
+        "--config", str(config), "send", "--batch", str(batch), "--ignore-suppression", input=None
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert len(list(box.glob("*.eml"))) == 5

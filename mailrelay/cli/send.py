@@ -251,6 +251,7 @@ def send(
             policy=policy,
             timeout=timeout,
             default_sender=sender or settings.sender,
+            check_suppression=not ignore_suppression,
         )
         click.get_current_context().exit(int(code))
     if eml is not None or message_file is not None:

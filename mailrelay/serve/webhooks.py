@@ -101,6 +101,8 @@ def receive(name: str) -> Response:
     except WebhookError as exc:
         service.metrics.count_refused(name, exc.kind)
         return _json(problem(exc.http_status, f"Webhook refused ({exc.kind})", str(exc)))
+    except ConfigError as exc:  # a key in env/command/file form that cannot be read now
+        return _json(problem(500, "Webhook misconfigured", str(exc)))
     done = handle(reading.events, _sinks(service))
     doc = done.to_dict()
     if reading.confirmed:
