@@ -28,6 +28,7 @@ def make(
     raw_event: str,
     description: object = "",
     tags: Any = None,
+    rfc_message_id: object = None,
 ) -> Event:
     """One Event from what a parser read: `source` is (provider name, type), `mapped` the
     normalised (event, reject reason)."""
@@ -43,4 +44,5 @@ def make(
         description=str(description or "")[:500],
         raw_event=raw_event,
         tags=[t for t in tags if isinstance(t, str)] if isinstance(tags, list) else [],
+        rfc_message_id=str(rfc_message_id).strip().strip("<>") if rfc_message_id else None,
     )

@@ -75,6 +75,7 @@ class Event:
     description: str = ""  # the provider's own words (its event name, a bounce text)
     raw_event: str = ""  # the provider's event name, e.g. "hard_bounce"
     tags: list[str] = field(default_factory=list)
+    rfc_message_id: str | None = None  # the message's Message-ID, when the ESP reports it
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mailrelay.events.common import make
-from mailrelay.events.model import Event, as_dict, malformed, utc_from_iso
+from mailrelay.events.model import Event, as_dict, malformed, sub, utc_from_iso
 
 Source = tuple[str, str]
 Mapped = tuple[str, str | None]
@@ -78,6 +78,7 @@ def parse_ses(envelope: Mapping[str, object], source: Source) -> list[Event]:
             message_id=mail.get("messageId"),
             raw_event=name,
             description=description,
+            rfc_message_id=sub(mail, "commonHeaders").get("messageId"),
         )
         for i, to in enumerate(recipients or [None])
     ]

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from flask import Blueprint, Response, current_app, request
+from flask.blueprints import BlueprintSetupState
 
 from mailrelay.errors import ConfigError
 from mailrelay.serve.answer import Answer, problem
@@ -19,10 +20,28 @@ from mailrelay.serve.answer import Answer, problem
 if TYPE_CHECKING:
     from mailrelay.events.handle import EventSinks
     from mailrelay.events.settings import WebhookSettings
+    from mailrelay.events.status import StatusLog
     from mailrelay.serve.service import Service
 
 PREFIX = "/v1/webhooks/"  # serve's bearer token is not asked for under it
 webhooks = Blueprint("webhooks", __name__)
+
+
+@webhooks.record_once
+def _attach(setup: BlueprintSetupState) -> None:
+    """Every send of this app keeps its message's status (GET /v1/messages/<id>)."""
+    from mailrelay.events.status import StatusLog
+
+    service: Service = setup.app.extensions["mailrelay"]
+    app = service.app
+    log = StatusLog(app.records(), keep=app.settings.message_status_for)
+    service.engine.listeners.append(log)
+    setup.app.extensions["mailrelay.status"] = log
+
+
+def _status_log() -> StatusLog:
+    log: StatusLog = current_app.extensions["mailrelay.status"]
+    return log
 
 
 def _service() -> Service:
@@ -58,6 +77,7 @@ def _sinks(service: Service) -> EventSinks:
         sinks.audit = [log for log in app.listeners() if isinstance(log, AuditLog)]
         sinks.count = lambda e: service.metrics.count_event(e.provider, e.event)
         sinks.alert = app.alerter()
+        sinks.also = [_status_log().apply]
         current_app.extensions["mailrelay.event_sinks"] = sinks
     return sinks
 
@@ -107,4 +127,16 @@ def receive(name: str) -> Response:
     doc = done.to_dict()
     if reading.confirmed:
         doc["subscription"] = "confirmed"
+    return _json(Answer(200, doc))
+
+
+@webhooks.get("/v1/messages/<path:message_id>")
+def message_status(message_id: str) -> Response:
+    """What became of a message sent through this service, per recipient (bearer token)."""
+    doc = _status_log().lookup(message_id)
+    if doc is None:
+        keep = current_app.extensions["mailrelay"].app.settings.message_status_for
+        detail = f"no status kept for message {message_id!r} (kept {keep / 86400:g} days)"
+        return _json(problem(404, "No such message", detail))
+    doc.pop("expires", None)
     return _json(Answer(200, doc))
