@@ -69,7 +69,8 @@ DEFAULTS_KEYS = (
     "suppress_bounces_for",
     "message_status_for",
 )
-SERVE_KEYS = ("bind", "workers", "threads", "tokens", "max_request_bytes", "flush_interval")
+SERVE_KEYS: tuple[str, ...] = ("bind", "workers", "threads", "tokens", "max_request_bytes")
+SERVE_KEYS += ("flush_interval", "events_url", "events_secret")
 DEFAULT_BIND = "127.0.0.1:8025"
 DEFAULT_MAX_REQUEST_BYTES = 30 * 1000 * 1000  # a 25 MB attachment, base64-encoded, fits
 DEFAULT_FLUSH_INTERVAL = 60.0  # seconds between two flushes of the spool inside `serve`
@@ -134,6 +135,8 @@ class ServeSettings:
     tokens: list[Secret] = field(default_factory=list)
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     flush_interval: float = DEFAULT_FLUSH_INTERVAL
+    events_url: str | None = None  # provider events are forwarded there, signed with:
+    events_secret: Secret | None = None
 
 
 @record
@@ -228,6 +231,10 @@ def _read_serve(table: object, source: str) -> ServeSettings:
             "max_request_bytes", serve.max_request_bytes, least=1024
         )
         serve.flush_interval = cfg.get_float("flush_interval", serve.flush_interval)
+        serve.events_url = cfg.get_str("events_url")
+        serve.events_secret = cfg.get_secret("events_secret")
+        if serve.events_url and (serve.events_secret is None or "://" not in serve.events_url):
+            raise cfg.error("events_url", "needs an http(s):// URL and events_secret beside it")
     except ConfigError as exc:
         raise ConfigError(exc.reason, source=source, key=f"serve.{exc.key or '?'}") from None
     tokens = table.get("tokens", [])

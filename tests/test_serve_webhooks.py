@@ -220,3 +220,46 @@ def test_a_key_that_cannot_be_read_is_a_500_naming_it_not_a_traceback(tmp_path: 
     assert answer.get_json()["title"] == "Webhook misconfigured"
     assert "MAILRELAY_TEST_NO_SUCH_VAR is not set" in answer.get_json()["detail"]
     assert "pm" in answer.get_json()["detail"]
+
+
+def test_new_events_are_forwarded_signed_to_events_url(httpserver: Any, tmp_path: Path) -> None:
+    import hashlib
+    import hmac
+
+    from mailrelay.config import load_settings
+    from mailrelay.serve.app import create_app
+
+    got: list[Any] = []
+
+    def receive(request: Any) -> Any:
+        from werkzeug import Response
+
+        got.append((dict(request.headers), request.get_data()))
+        return Response("ok")
+
+    httpserver.expect_request("/hooks", method="POST").respond_with_handler(receive)
+    hook = {
+        "name": "pm",
+        "type": "postmark",
+        "server_token": UNSET,
+        "webhook_basic_auth": [sign.BASIC],
+    }
+    cfg = config(tmp_path, [outbox(tmp_path), hook])
+    text = cfg.read_text().replace(
+        "[serve]\n",
+        f'[serve]\nevents_url = "{httpserver.url_for("/hooks")}"\n'
+        'events_secret = "our-forwarding-secret"\n',
+    )
+    cfg.write_text(text)
+    app = create_app(load_settings(cfg), state=str(tmp_path / "state.toml"), log=False)
+    client = app.test_client()
+    body, headers = payload("postmark", ["gone@example.org"])
+    assert client.post("/v1/webhooks/pm", data=body, headers=headers).status_code == 200
+    assert client.post("/v1/webhooks/pm", data=body, headers=headers).get_json()["duplicates"] == 1
+    app.extensions["mailrelay.event_sinks"].forward.drain()
+    [(got_headers, got_body)] = got  # the replay was not forwarded
+    stamp = got_headers["X-Mailrelay-Timestamp"]
+    mac = hmac.new(b"our-forwarding-secret", stamp.encode() + b"." + got_body, hashlib.sha256)
+    assert got_headers["X-Mailrelay-Signature"] == "v1=" + mac.hexdigest()
+    [event] = json.loads(got_body)["events"]
+    assert event["event"] == "bounced" and event["recipient"] == "gone@example.org"

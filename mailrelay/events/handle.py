@@ -45,16 +45,19 @@ class EventSinks:
     count: Callable[[Event], None] | None = None
     alert: Callable[[Sequence[AlertEvent]], None] | None = None
     also: list[Callable[[Event], None]] = field(default_factory=list)  # e.g. message status
+    forward: Callable[[Sequence[Event]], None] | None = None  # the new events, to events_url
 
 
 def handle(events: Sequence[Event], sinks: EventSinks) -> Handled:
     done = Handled()
     alerts = []
+    new: list[Event] = []
     for event in events:
         if not sinks.records.claim(SEEN, f"{event.provider}:{event.event_id}", SEEN_FOR):
             done.duplicates += 1
             continue
         done.events += 1
+        new.append(event)
         suppression = sinks.suppressions.add_event(event)
         if suppression is not None:
             done.suppressed.append(suppression)
@@ -67,6 +70,8 @@ def handle(events: Sequence[Event], sinks: EventSinks) -> Handled:
             call(event)
     if alerts and sinks.alert is not None:
         sinks.alert(alerts)
+    if new and sinks.forward is not None:
+        sinks.forward(new)
     return done
 
 

@@ -78,6 +78,12 @@ def _sinks(service: Service) -> EventSinks:
         sinks.count = lambda e: service.metrics.count_event(e.provider, e.event)
         sinks.alert = app.alerter()
         sinks.also = [_status_log().apply]
+        serve = app.settings.serve
+        if serve.events_url and serve.events_secret is not None:
+            from mailrelay.events.forward import Forwarder
+
+            secret = serve.events_secret.reveal()
+            sinks.forward = Forwarder(serve.events_url, secret, warn=app.out.warn)
         current_app.extensions["mailrelay.event_sinks"] = sinks
     return sinks
 
