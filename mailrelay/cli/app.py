@@ -150,12 +150,20 @@ class App:
         if url is None:
             path = state_path(self.state_override, os.environ, settings.state_file)
             return FileRecordStore(records_path(path))
-        from mailrelay.state.redisrecords import RedisRecordStore
+        from mailrelay.state import default_state_path
+        from mailrelay.state.redisrecords import FallbackRecordStore, RedisRecordStore
         from mailrelay.state.redisstore import RedisStateStore
 
-        secret = settings.state_password
-        store = RedisStateStore(url, password=secret.reveal() if secret else None)
-        return RedisRecordStore(store)
+        def connect() -> RecordStore:
+            secret = settings.state_password
+            return RedisRecordStore(
+                RedisStateStore(url, password=secret.reveal() if secret else None)
+            )
+
+        def local() -> RecordStore:  # while Redis cannot be reached (the state says so)
+            return FileRecordStore(records_path(settings.state_file or default_state_path()))
+
+        return FallbackRecordStore(connect, local)
 
     def suppressions(self) -> SuppressionList:
         """The suppression list (made once: `serve` asks at every request)."""

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from mailrelay import redisclient
 from mailrelay.errors import StateError
 from mailrelay.secrets import scrub
-from mailrelay.state.records import EXPIRES, Record
-from mailrelay.state.redisstore import RedisStateStore
+from mailrelay.state.records import EXPIRES, Record, RecordStore
+from mailrelay.state.redisstore import RETRY_AFTER, RedisStateStore
+
+T = TypeVar("T")
 
 
 class RedisRecordStore:
@@ -96,3 +98,56 @@ class RedisRecordStore:
         if gone:
             self._run(["SREM", self._index(kind), *gone])
         return found
+
+
+class FallbackRecordStore:
+    """The records in Redis, or, while Redis cannot be reached, in the local folder beside
+    this user's state file: as FallbackStore does for the state, which already warned once
+    (the suppression list checked there is this host's only until Redis is back). Redis is
+    tried again after RETRY_AFTER seconds."""
+
+    def __init__(
+        self, primary: Callable[[], RecordStore], local: Callable[[], RecordStore]
+    ) -> None:
+        self._primary_factory = primary
+        self._local_factory = local
+        self._primary: RecordStore | None = None
+        self._local: RecordStore | None = None
+        self._down_until = 0.0
+
+    def __repr__(self) -> str:
+        return "FallbackRecordStore()"
+
+    def _use(self, call: Callable[[RecordStore], T]) -> T:
+        if time.monotonic() >= self._down_until:
+            try:
+                if self._primary is None:
+                    self._primary = self._primary_factory()
+                return call(self._primary)
+            except (StateError, OSError):
+                self._down_until = time.monotonic() + RETRY_AFTER
+        if self._local is None:
+            self._local = self._local_factory()
+        return call(self._local)
+
+    def put(self, kind: str, key: str, value: Record, ttl: float | None = None) -> None:
+        self._use(lambda s: s.put(kind, key, value, ttl))
+
+    def put_many(self, kind: str, items: Iterable[tuple[str, Record]]) -> int:
+        listed = list(items)
+        return self._use(lambda s: s.put_many(kind, listed))
+
+    def claim(self, kind: str, key: str, ttl: float) -> bool:
+        return self._use(lambda s: s.claim(kind, key, ttl))
+
+    def get(self, kind: str, key: str) -> Record | None:
+        return self._use(lambda s: s.get(kind, key))
+
+    def get_many(self, kind: str, keys: list[str]) -> dict[str, Record]:
+        return self._use(lambda s: s.get_many(kind, keys))
+
+    def remove(self, kind: str, key: str) -> bool:
+        return self._use(lambda s: s.remove(kind, key))
+
+    def items(self, kind: str) -> dict[str, Record]:
+        return self._use(lambda s: s.items(kind))
