@@ -31,6 +31,7 @@ class Attempt:
     config_error: bool = False
     tried: bool = True
     capability: bool = False  # refused for what the provider cannot carry: not its failure
+    refused: tuple[tuple[str, str], ...] = ()  # recipients it refused, taking the rest
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +44,7 @@ class Attempt:
             "latency_ms": round(self.latency * 1000, 1),
             "retry_after": self.retry_after,
             "tried": self.tried,
+            **({"refused": dict(self.refused)} if self.refused else {}),
         }
 
 

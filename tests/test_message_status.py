@@ -97,3 +97,29 @@ def test_an_ambiguous_send_an_ses_event_shows_delivered_reads_delivered(tmp_path
     log.apply(event)
     doc = log.lookup(message.message_id)
     assert doc is not None and doc["recipients"]["a@example.org"]["status"] == "delivered"
+
+
+def test_recipients_mandrill_refused_in_its_answer_read_rejected(
+    httpserver: HTTPServer, tmp_path: Path
+) -> None:
+    from mailrelay.config import load_settings
+    from mailrelay.serve.app import create_app
+    from tests.esp.fake_mandrill import FakeMandrill
+    from tests.esp.fakebase import server_base_url
+
+    fake = FakeMandrill()
+    fake.install(httpserver)
+    fake.rejects["b@example.org"] = "hard-bounce"
+    cfg = config(tmp_path, [fake.config(server_base_url(httpserver))])
+    app = create_app(load_settings(cfg), state=str(tmp_path / "state.toml"), log=False)
+    client = app.test_client()
+    doc = {"to": ["a@example.org", "b@example.org"], "subject": "s", "text": "t"}
+    sent = client.post("/v1/messages", json=doc, headers=AUTH).get_json()
+    assert sent["attempts"][0]["refused"] == {
+        "b@example.org": "b@example.org rejected (hard-bounce)"
+    }
+    status = client.get(f"/v1/messages/{sent['message_id']}", headers=AUTH).get_json()
+    assert {r: e["status"] for r, e in status["recipients"].items()} == {
+        "a@example.org": "accepted",
+        "b@example.org": "rejected",
+    }

@@ -65,6 +65,8 @@ class StatusLog:
                 a.email.lower(): {"status": status, "at": _now()} for a in message.recipients()
             },
         }
+        for address, words in chosen.refused if chosen is not None else ():
+            doc["recipients"][address] = {"status": "rejected", "at": _now(), "detail": words}
         self.records.put(KIND, key, doc, self.keep)
         if chosen is not None and doc["provider_message_id"]:
             index = f"{chosen.provider}:{doc['provider_message_id']}"
