@@ -24,6 +24,7 @@ from mailrelay.errors import ExitCode, MailrelayError
 if TYPE_CHECKING:
     from mailrelay.events.model import Event
     from mailrelay.message import Message
+    from mailrelay.result import SendResult
     from mailrelay.state.records import Record, RecordStore
 
 KIND = "suppression"
@@ -152,6 +153,30 @@ def withhold(
     kept.bcc = [a for a in message.bcc if normalise(a.email) not in found]
     skipped = list(found.values())
     return (kept if kept.recipients() else None), skipped
+
+
+def suppressing(
+    send: Callable[[Message], SendResult],
+    suppressions: SuppressionList,
+    *,
+    warn: Callable[[str], None],
+) -> Callable[[Message], SendResult]:
+    """`send` (an engine's, as the spool's flush takes it) leaving suppressed recipients
+    out; a message with none left is refused without contacting a provider (a queued one
+    moves to failed/ with the suppression as its reason)."""
+
+    def run(message: Message) -> SendResult:
+        from mailrelay.providers.base import Outcome
+        from mailrelay.result import Attempt, SendResult
+
+        kept, skipped = withhold(message, suppressions, warn=warn)
+        if kept is not None:
+            return send(kept)
+        why = "every recipient is suppressed: " + "; ".join(s.describe() for s in skipped)
+        refusal = Attempt("suppression", "suppression", Outcome.PERMANENT, why, tried=False)
+        return SendResult(message.message_id, [refusal])
+
+    return run
 
 
 def normalise(address: str) -> str:

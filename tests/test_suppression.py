@@ -185,3 +185,27 @@ def test_a_batch_line_to_a_suppressed_address_is_refused_and_the_others_sent(
     )
     assert forced.returncode == 0, forced.stderr
     assert len(list(box.glob("*.eml"))) == 5
+
+
+def test_a_queued_message_to_an_address_suppressed_since_moves_to_failed(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    dead = {"name": "dead", "type": "smtp", "host": "127.0.0.1", "port": free_port()}
+    dead.update(security="none", timeout=5)
+    config = write_config(tmp_path / "c.toml", [dead])
+    state = ["--config", str(config), "--state", str(tmp_path / "state.toml")]
+    queued = mailrelay(*state, "send", "--queue", "-s", "s", "--text", "t", "gone@example.org",
+                       input=None)  # fmt: skip
+    assert queued.returncode == 0, queued.stderr
+    box = tmp_path / "box"
+    write_config(config, [{"name": "box", "type": "outbox", "path": str(box)}])
+    assert (
+        mailrelay(
+            *state, "suppressions", "add", "gone@example.org", "--reason", "bounced"
+        ).returncode
+        == 0
+    )
+    flushed = mailrelay(*state, "queue", "flush", "--now", "--json", input=None)
+    [item] = json.loads(flushed.stdout)["messages"]
+    assert item["outcome"] == "failed" and "gone@example.org is suppressed" in item["detail"]
+    assert not box.exists() or not list(box.glob("*.eml"))
