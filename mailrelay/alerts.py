@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from mailrelay.state import State
 
 DEFAULT_TIMEOUT = 5.0
-EVENTS = ("provider_down", "provider_up", "all_failed", "queued", "expired")
+EVENTS = ("provider_down", "provider_up", "all_failed", "queued", "expired", "suppressed")
 UNSENT = ("queued", "failed")  # message results that mean no provider took it
 MAX_DETAIL = 1000
 

@@ -69,8 +69,10 @@ DEFAULTS_KEYS = (
     "queue_max_retry",
     "queue_max_age",
     "aliases_file",
+    "suppress_bounces_for",
+    "message_status_for",
 )
-SERVE_KEYS = (
+SERVE_KEYS: tuple[str, ...] = (
     "bind",
     "workers",
     "threads",
@@ -79,6 +81,8 @@ SERVE_KEYS = (
     "flush_interval",
     "header_timeout",
     "body_timeout",
+    "events_url",
+    "events_secret",
 )
 DEFAULT_BIND = "127.0.0.1:8025"
 DEFAULT_MAX_REQUEST_BYTES = 30 * 1000 * 1000  # a 25 MB attachment, base64-encoded, fits
@@ -112,6 +116,8 @@ DURATION_LIMITS: dict[str, float] = {
     "queue_retry": 30 * _DAY,
     "queue_max_retry": 30 * _DAY,
     "queue_max_age": 3650 * _DAY,
+    "suppress_bounces_for": 3650 * _DAY,  # 0: a hard bounce is suppressed until removed
+    "message_status_for": 365 * _DAY,
 }
 
 
@@ -127,6 +133,8 @@ class ServeSettings:
     flush_interval: float = DEFAULT_FLUSH_INTERVAL
     header_timeout: float = 5.0  # seconds a client has for its request line and headers
     body_timeout: float = 60.0  # seconds a client has for its request body
+    events_url: str | None = None  # provider events are forwarded there, signed with:
+    events_secret: Secret | None = None
 
 
 @record
@@ -152,6 +160,8 @@ class Settings:
     queue_max_age: float = DEFAULT_QUEUE_MAX_AGE
     aliases: dict[str, list[str]] = field(default_factory=dict)  # [aliases]: local names
     aliases_file: Path | None = None  # an aliases(5) file, read when a local name needs it
+    suppress_bounces_for: float = 0.0  # seconds a hard bounce stays suppressed (0: always)
+    message_status_for: float = 7 * _DAY  # seconds a message's status is kept
     providers: list[ProviderSpec] = field(default_factory=list)
     alerts: AlertSettings | None = None  # the [alerts] table; None when there is none
     telemetry: TelemetrySettings | None = None  # the [telemetry] table (OpenTelemetry traces)
@@ -224,6 +234,10 @@ def _read_serve(table: object, source: str) -> ServeSettings:
         serve.flush_interval = cfg.get_float("flush_interval", serve.flush_interval)
         serve.header_timeout = cfg.get_float("header_timeout", serve.header_timeout, most=3600)
         serve.body_timeout = cfg.get_float("body_timeout", serve.body_timeout, most=_DAY)
+        serve.events_url = cfg.get_str("events_url")
+        serve.events_secret = cfg.get_secret("events_secret")
+        if serve.events_url and (serve.events_secret is None or "://" not in serve.events_url):
+            raise cfg.error("events_url", "needs an http(s):// URL and events_secret beside it")
     except ConfigError as exc:
         raise ConfigError(exc.reason, source=source, key=f"serve.{exc.key or '?'}") from None
     tokens = table.get("tokens", [])

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from mailrelay.message import Message
     from mailrelay.result import SendResult
     from mailrelay.spool import FlushItem, HeldMessage, Spool
+    from mailrelay.suppression import Suppression, SuppressionList
 
 Status = Literal["sent", "queued", "held", "failed"]
 
@@ -72,6 +73,7 @@ class Delivery:
     reason: str = ""
     path: Path | None = None  # the spool file of a queued or held message
     spool_error: str | None = None  # queuing was wanted, the spool could not be written
+    skipped: list[Suppression] | None = None  # suppressed recipients not sent to
 
     @property
     def kept(self) -> bool:
@@ -92,6 +94,8 @@ class Delivery:
             doc["reason"] = self.reason
         if self.spool_error is not None:
             doc["queue_error"] = self.spool_error
+        if self.skipped:
+            doc["suppressed"] = [s.to_dict() for s in self.skipped]
         return doc
 
 
@@ -126,13 +130,39 @@ def deliver(
     *,
     queue: Queueing | None,
     hold: Callable[[SendResult], Delivery | None] | None = None,
+    suppressions: SuppressionList | None = None,
 ) -> Delivery:
     """Send `message` through `engine` and settle the result (see the module docstring).
 
     The spool is written inside the send, before the engine records it, so the state counts
     the message once with what became of it (queued, or failed when the spool refused it).
     `hold` may keep a message that failed for now in held/ instead (sendmail mode: when
-    only a configuration change can mend it, see `needs_config_change`)."""
+    only a configuration change can mend it, see `needs_config_change`). With
+    `suppressions`, suppressed recipients are left out before any provider is
+    contacted: the message goes to the others (`skipped` names the ones left out), or, when
+    every recipient is suppressed, it fails with exit 65 and no provider tried."""
+    skipped: list[Suppression] = []
+    if suppressions is not None:
+        from mailrelay.suppression import withhold
+
+        kept_message, skipped = withhold(message, suppressions, warn=engine.warn)
+        if kept_message is None:
+            why = "; ".join(s.describe() for s in skipped)
+            reason = f"not sent: every recipient is suppressed: {why}"
+            return Delivery("failed", int(ExitCode.DATAERR), reason=reason, skipped=skipped)
+        message = kept_message
+    outcome = _deliver(engine, message, queue=queue, hold=hold)
+    outcome.skipped = skipped or None
+    return outcome
+
+
+def _deliver(
+    engine: Engine,
+    message: Message,
+    *,
+    queue: Queueing | None,
+    hold: Callable[[SendResult], Delivery | None] | None,
+) -> Delivery:
     kept: list[Delivery] = []
 
     def keep(result: SendResult) -> str:

@@ -262,6 +262,7 @@ class Engine:
             scrub(receipt.detail),
             self.clock() - started,
             message_id=receipt.message_id,
+            refused=receipt.refused,
         )
 
     def record(self, result: SendResult) -> list[Event]:

@@ -33,6 +33,7 @@ class Attempt:
     capability: bool = False  # refused for what the provider cannot carry: not its failure
     # this host's problem (a secret or command missing here): not the provider's shared health
     local: bool = False
+    refused: tuple[tuple[str, str], ...] = ()  # recipients it refused, taking the rest
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +46,7 @@ class Attempt:
             "latency_ms": round(self.latency * 1000, 1),
             "retry_after": self.retry_after,
             "tried": self.tried,
+            **({"refused": dict(self.refused)} if self.refused else {}),
         }
 
 

@@ -286,10 +286,22 @@ def test_docs_name_the_serve_families_and_only_metrics_it_has() -> None:
     metrics = ServeMetrics(["pm"])
     metrics.count_request("/v1/messages", 200)
     metrics.attempt(None, Attempt("pm", "postmark", Outcome.ACCEPTED, "ok", latency=0.1))
+    metrics.count_event("pm", "bounced")
+    metrics.count_refused("pm", "forged")
     page = metrics.page(State(), SpoolStats(), ["pm"])
     own = {family.name for family in text_string_to_metric_families(metrics.render())}
-    assert own == {"mailrelay_http_requests", "mailrelay_send_duration_seconds"}
-    for name in ("mailrelay_http_requests_total", "mailrelay_send_duration_seconds"):
+    assert own == {
+        "mailrelay_http_requests",
+        "mailrelay_send_duration_seconds",
+        "mailrelay_events",
+        "mailrelay_webhooks_refused",
+    }
+    for name in (
+        "mailrelay_http_requests_total",
+        "mailrelay_send_duration_seconds",
+        "mailrelay_events_total",
+        "mailrelay_webhooks_refused_total",
+    ):
         assert f"| `{name}` |" in section, name  # a row of the section's table
     families = list(text_string_to_metric_families(page))
     exposed = {f.name for f in families} | {s.name for f in families for s in f.samples}

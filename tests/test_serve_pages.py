@@ -64,7 +64,8 @@ def test_schemathesis_every_operation_as_documented(server: Server, tmp_path: Pa
     for report in (tmp_path / "report").glob("*.xml"):
         for case in ElementTree.parse(report).iter("testcase"):
             method, _, path = case.get("name", "").partition(" ")
-            tested.add((method, path))
+            if method != "Stateful":  # the links phase (send → GET /v1/messages/{message_id})
+                tested.add((method, path))
     assert tested == documented_routes()  # every documented operation was exercised
 
 

@@ -77,6 +77,11 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
         "queue",
         "List, send and drop the messages waiting in the spool.",
     ),
+    "suppressions": (
+        "mailrelay.cli.suppressions",
+        "suppressions",
+        "List, add, remove and import suppressed addresses.",
+    ),
     "metrics": (
         "mailrelay.cli.metrics",
         "metrics",

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from mailrelay.result import Listener
     from mailrelay.spool import Spool
     from mailrelay.state import StateStore
+    from mailrelay.state.records import RecordStore
+    from mailrelay.suppression import SuppressionList
 
 
 class App:
@@ -51,6 +53,7 @@ class App:
         self.debug = debug
         self._settings: Settings | None = settings
         self._providers: list[Provider] | None = None
+        self._suppressions: SuppressionList | None = None
         self.via: list[str] = []  # send --via / status NAME: only these providers, this order
         self.out = self.output(json_mode=False)
 
@@ -136,6 +139,41 @@ class App:
             return TomlStateStore(settings.state_file or default_state_path(), warn=self.out.warn)
 
         return FallbackStore(connect, masked(url), local, warn=self.out.warn)
+
+    def records(self) -> RecordStore:
+        """The records beside the state (suppressions, events seen, message statuses): in
+        the same Redis as the state, or in a file beside the state file."""
+        from mailrelay.state import state_path, state_url
+        from mailrelay.state.records import FileRecordStore, records_path
+
+        settings = self.settings
+        url = state_url(self.state_override, os.environ, settings.state_url)
+        if url is None:
+            path = state_path(self.state_override, os.environ, settings.state_file)
+            return FileRecordStore(records_path(path))
+        from mailrelay.state import default_state_path
+        from mailrelay.state.redisrecords import FallbackRecordStore, RedisRecordStore
+        from mailrelay.state.redisstore import RedisStateStore
+
+        def connect() -> RecordStore:
+            secret = settings.state_password
+            return RedisRecordStore(
+                RedisStateStore(url, password=secret.reveal() if secret else None)
+            )
+
+        def local() -> RecordStore:  # while Redis cannot be reached (the state says so)
+            return FileRecordStore(records_path(settings.state_file or default_state_path()))
+
+        return FallbackRecordStore(connect, local)
+
+    def suppressions(self) -> SuppressionList:
+        """The suppression list (made once: `serve` asks at every request)."""
+        if self._suppressions is None:
+            from mailrelay.suppression import SuppressionList
+
+            expiry = self.settings.suppress_bounces_for
+            self._suppressions = SuppressionList(self.records(), bounce_expiry=expiry)
+        return self._suppressions
 
     def hold_connections(self) -> None:
         """Many messages follow: providers keep connections between them (close() ends them)."""

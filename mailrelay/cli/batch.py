@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from mailrelay.engine import Engine
     from mailrelay.message import Message
     from mailrelay.result import SendResult
+    from mailrelay.suppression import SuppressionList
 
 # exit codes of unsent lines, worst first (see the module docstring and the README)
 _PRECEDENCE = (
@@ -129,6 +130,7 @@ class _Batch:
         self.default_sender = default_sender
         self.max_size = max_size
         self.queue = queue
+        self.suppressions: SuppressionList | None = None  # recipients left out (send does)
 
     def parse(self, lineno: int, raw: bytes) -> Message:
         from mailrelay.msgjson import decode_json, message_from_json
@@ -153,7 +155,11 @@ class _Batch:
             return LineResult(lineno, error=f"{self.name}:{lineno}: JSON nested too deeply")
         from mailrelay.delivery import deliver
 
-        outcome = deliver(self.engine, message, queue=self.queue)
+        outcome = deliver(self.engine, message, queue=self.queue, suppressions=self.suppressions)
+        if outcome.result is None and outcome.skipped:  # every recipient suppressed
+            return LineResult(
+                lineno, error=f"{self.name}:{lineno}: {outcome.reason}", error_code=65
+            )
         return LineResult(
             lineno,
             result=outcome.result,
@@ -292,6 +298,7 @@ def run_batch(
     policy: str | None,
     timeout: float | None,
     default_sender: str | None,
+    check_suppression: bool = True,
 ) -> int:
     """Send every line of `path` ('-' = stdin); returns the exit code (module docstring)."""
     from mailrelay.message import DEFAULT_MAX_SIZE
@@ -313,6 +320,7 @@ def run_batch(
             max_size=settings.max_size or DEFAULT_MAX_SIZE,
             queue=app.queueing() if queue else None,
         )
+        batch.suppressions = app.suppressions() if check_suppression else None
         total = _count_lines(path) if app.out.interactive and not app.out.json_mode else None
         report = _Report(app, name, total)
         try:

@@ -190,10 +190,18 @@ def reset(app: App, names: tuple[str, ...]) -> None:
 @click.command(context_settings={"max_content_width": 100})
 @click.argument("names", nargs=-1, metavar="[NAME]...", shell_complete=complete_provider_names)
 @probe_timeout_option("How long each probe may take (they run at once).")
+@click.option(
+    "--message",
+    "message_id",
+    metavar="ID",
+    help="Show what became of the message ID (sent through serve): per recipient, probing none.",
+)
 @global_options()
 @json_option
 @pass_app
-def status(app: App, names: tuple[str, ...], timeout: float, json_mode: bool) -> None:
+def status(
+    app: App, names: tuple[str, ...], timeout: float, message_id: str | None, json_mode: bool
+) -> None:
     """Probe every provider (or those NAMEd) without sending and say who is healthy.
 
     SMTP: connect, EHLO, TLS, AUTH, NOOP, QUIT. HTTP APIs: a read-only request that proves
@@ -205,8 +213,14 @@ def status(app: App, names: tuple[str, ...], timeout: float, json_mode: bool) ->
       mailrelay status
       mailrelay status --json --timeout 5
       mailrelay status backup
+      mailrelay status --message '<20261204.1a2b@example.com>'
     """
     out = app.output(json_mode=json_mode)
+    if message_id is not None:
+        from mailrelay.cli.messagestatus import show_message_status
+
+        show_message_status(app, message_id)
+        return
     app.via = list(names)
     doc = status_document(app, timeout)
     rows = doc["providers"]

@@ -212,7 +212,7 @@ def flush_command(app: App, now: bool, json_mode: bool) -> None:
     settings = app.settings
     engine: Engine | None = None
 
-    def send(message: Message) -> SendResult:
+    def send_one(message: Message) -> SendResult:
         nonlocal engine
         if engine is None:  # only when something is due: a config problem shows here
             engine = app.engine()
@@ -222,7 +222,9 @@ def flush_command(app: App, now: bool, json_mode: bool) -> None:
 
     from mailrelay.message import DEFAULT_MAX_SIZE
     from mailrelay.output import fmt_time
+    from mailrelay.suppression import suppressing
 
+    send = suppressing(send_one, app.suppressions(), warn=out.warn)  # bounced since queued
     bar = _ProgressBar(out) if _show_progress(out) else None
 
     def progress(item: FlushItem | None) -> None:

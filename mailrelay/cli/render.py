@@ -64,5 +64,9 @@ def show_delivery(out: Output, delivery: Delivery) -> None:
     """Whatever became of the message, as `send` and sendmail mode show it."""
     if delivery.status == "queued":
         show_queued(out, delivery)
+    elif delivery.result is not None and out.json_mode and delivery.skipped:
+        doc = delivery.result.to_dict()  # and the recipients left out, suppressed
+        doc["suppressed"] = [s.to_dict() for s in delivery.skipped]
+        out.emit_json(doc)
     elif delivery.result is not None:
         show_result(out, delivery.result)

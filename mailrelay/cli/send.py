@@ -149,6 +149,11 @@ def read_text_file(path: str, what: str, out: Output, limit: int) -> str:
     "failing over among them).",
 )
 @click.option("--dry-run", is_flag=True, help="Show the plan and the message; send nothing.")
+@click.option(
+    "--ignore-suppression",
+    is_flag=True,
+    help="Send to suppressed addresses too (see `mailrelay suppressions`).",
+)
 @global_options()
 @json_option
 @pass_app
@@ -180,6 +185,7 @@ def send(
     timeout: float | None,
     via: tuple[str, ...],
     dry_run: bool,
+    ignore_suppression: bool,
     json_mode: bool,
 ) -> None:
     """Send one message through the first provider that accepts it.
@@ -248,6 +254,7 @@ def send(
             policy=policy,
             timeout=timeout,
             default_sender=sender or settings.sender,
+            check_suppression=not ignore_suppression,
         )
         click.get_current_context().exit(int(code))
     if eml is not None or message_file is not None:
@@ -281,7 +288,7 @@ def send(
     if dry_run:
         show_plan(app, engine, engine.store.load(), message)
         return
-    outcome = deliver(app, engine, message, queue=queue_on_failure)
+    outcome = deliver(app, engine, message, queue=queue_on_failure, check=not ignore_suppression)
     click.get_current_context().exit(outcome.exit_code)
 
 
@@ -398,14 +405,24 @@ def deliver(
     *,
     queue: bool,
     hold: Callable[[SendResult], Delivery | None] | None = None,
+    check: bool = True,
 ) -> Delivery:
     """Send through the engine and report (mailrelay.delivery decides what becomes of it);
     with `queue`, a message every provider refused for now goes to the spool, exit 0;
-    `hold` may keep it in held/ instead (sendmail mode)."""
+    `hold` may keep it in held/ instead (sendmail mode); with `check`, suppressed recipients
+    are left out (all of them suppressed: exit 65)."""
     from mailrelay.cli.render import show_delivery
     from mailrelay.delivery import deliver as deliver_message
 
-    outcome = deliver_message(engine, message, queue=app.queueing() if queue else None, hold=hold)
+    suppressions = app.suppressions() if check else None
+    queueing = app.queueing() if queue else None
+    outcome = deliver_message(engine, message, queue=queueing, hold=hold, suppressions=suppressions)
+    if outcome.result is None and outcome.skipped:
+        from mailrelay.suppression import SuppressedError
+
+        raise SuppressedError(outcome.reason)
+    for skipped in outcome.skipped or []:
+        app.out.warn(f"not sent to {skipped.describe()}")
     show_delivery(app.out, outcome)
     if outcome.spool_error is not None:
         from mailrelay.spool import SpoolError

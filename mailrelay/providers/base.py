@@ -90,6 +90,9 @@ class Receipt:
     provider: str
     message_id: str | None = None
     detail: str = ""
+    # recipients the provider refused while taking the message for the others: address ->
+    # its words (Mandrill answers per recipient)
+    refused: tuple[tuple[str, str], ...] = ()
 
 
 @record(frozen=True)

@@ -164,12 +164,19 @@ class MailersendProvider(HttpProvider):
                     self.error_message(resp, f"{text} ({who})" if who else text),
                     status=resp.status_code,
                 )
-        detail = "; ".join(
-            f"{w.get('message') or w.get('type')} ({_suppressed(w)})"
-            for w in warnings
-            if w.get("type") == "SOME_SUPPRESSED"
+        some = [w for w in warnings if w.get("type") == "SOME_SUPPRESSED"]
+        detail = "; ".join(f"{w.get('message') or w.get('type')} ({_suppressed(w)})" for w in some)
+        refused = tuple(
+            (
+                str(r["email"]).lower(),
+                f"{r['email']} suppressed by MailerSend ({_suppressed_why(r)})",
+            )
+            for w in some
+            for r in w.get("recipients") or []
+            if isinstance(r, dict) and r.get("email")
         )
-        return Receipt(self.name, resp.headers.get("X-Message-Id") or None, detail)
+        message_id = resp.headers.get("X-Message-Id") or None
+        return Receipt(self.name, message_id, detail, refused=refused)
 
     def error_words(self, resp: HttpResponse) -> str | None:
         return _describe(json_body(resp))
@@ -227,8 +234,12 @@ def _suppressed(warning: dict[str, Any]) -> str:
     for r in warning.get("recipients") or []:
         if not isinstance(r, dict):
             continue
-        # the docs' example says "reasons", anymail reads "reason": accept both
-        reasons = r.get("reasons") or r.get("reason") or []
-        why = ", ".join(str(x) for x in reasons) if isinstance(reasons, list) else str(reasons)
+        why = _suppressed_why(r)
         parts.append(f"{r.get('email')}: {why}" if why else str(r.get("email")))
     return "; ".join(parts)
+
+
+def _suppressed_why(recipient: dict[str, Any]) -> str:
+    # the docs' example says "reasons", anymail reads "reason": accept both
+    reasons = recipient.get("reasons") or recipient.get("reason") or []
+    return ", ".join(str(x) for x in reasons) if isinstance(reasons, list) else str(reasons)

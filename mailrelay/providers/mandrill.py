@@ -150,7 +150,8 @@ class MandrillProvider(ApiKeyProvider):
         queued = sorted({str(r["queued_reason"]) for r in accepted if r.get("queued_reason")})
         if queued:
             detail = "; ".join(filter(None, [detail, "queued: " + ", ".join(queued)]))
-        return Receipt(provider=self.name, message_id=message_id, detail=detail)
+        refusals = tuple((str(r.get("email", "?")).lower(), _describe(r)) for r in refused)
+        return Receipt(self.name, message_id=message_id, detail=detail, refused=refusals)
 
     def _all_refused(self, resp: HttpResponse, refused: list[dict[str, Any]]) -> ProviderError:
         """Every recipient rejected or invalid: the sender's setup, or the recipients' fault."""

@@ -18,7 +18,9 @@ from mailrelay.datarecord import record
 from mailrelay.errors import ConfigError, did_you_mean
 from mailrelay.secrets import Secret
 
-COMMON_PROVIDER_KEYS = ("name", "type", "enabled")
+# read by serve's webhooks (mailrelay.events.settings), not by the adapters
+WEBHOOK_KEYS = ("webhook_signing_key", "webhook_basic_auth", "sns_topic_arns", "webhook_url")
+COMMON_PROVIDER_KEYS = ("name", "type", "enabled", *WEBHOOK_KEYS)
 
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")

@@ -68,6 +68,10 @@ def answer_for(engine: Engine, outcome: Delivery) -> Answer:
     """The HTTP answer for what mailrelay.delivery made of a message (the CLI's rule)."""
     result = outcome.result
     doc = result.to_dict() if result is not None else {}
+    if outcome.skipped:  # recipients left out before any provider was contacted
+        doc["suppressed"] = [s.to_dict() for s in outcome.skipped]
+    if result is None and outcome.skipped:
+        return problem(422, "Every recipient is suppressed", outcome.reason, result=doc)
     if outcome.status == "sent":
         return Answer(200, doc)
     if outcome.status == "queued":

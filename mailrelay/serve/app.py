@@ -32,6 +32,8 @@ from mailrelay.serve.idempotency import (
 from mailrelay.serve.metrics import CONTENT_TYPE
 from mailrelay.serve.openapi import openapi_document
 from mailrelay.serve.service import Service, serve_tokens
+from mailrelay.serve.webhooks import PREFIX as WEBHOOKS
+from mailrelay.serve.webhooks import webhooks
 from mailrelay.telemetry import valid_traceparent
 
 if TYPE_CHECKING:
@@ -114,6 +116,7 @@ def create_app(
     )
     flask.config["MAX_CONTENT_LENGTH"] = settings.serve.max_request_bytes
     flask.extensions["mailrelay"] = service
+    flask.register_blueprint(webhooks)  # provider events: their own auth (serve/webhooks.py)
 
     @flask.before_request
     def authenticate() -> Response | None:
@@ -122,6 +125,7 @@ def create_app(
         if (
             path in PUBLIC
             or path.startswith(apipage.ASSETS + "/")
+            or path.startswith(WEBHOOKS)
             or service.authorized(request.headers.get("Authorization"))
         ):
             return None
@@ -357,7 +361,8 @@ def create_app(
             return problem(400, "Bad message", str(exc))
         message.idempotency = key
         message.traceparent = valid_traceparent(request.headers.get("traceparent"))
-        return answer_for(engine, deliver(engine, message, queue=queue))
+        suppressions = app.suppressions()
+        return answer_for(engine, deliver(engine, message, queue=queue, suppressions=suppressions))
 
     return flask
 

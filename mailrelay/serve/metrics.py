@@ -38,6 +38,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LABELS = {  # label order in the page; prometheus-client's merge sorts them by name
     "mailrelay_http_requests": ("route", "code"),
     "mailrelay_send_duration_seconds": ("provider", "le"),
+    "mailrelay_events": ("provider", "event"),
+    "mailrelay_webhooks_refused": ("provider", "reason"),
 }
 SUFFIXES = ("", "_bucket", "_count", "_sum")  # not _created: multiprocess mode has none
 # mail APIs answer in tens of milliseconds to a few seconds; an SMTP relay or a provider
@@ -76,11 +78,30 @@ class ServeMetrics:
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
+        self.events = Counter(
+            "mailrelay_events",
+            "Provider events received by webhook (duplicates not counted), by provider and "
+            "normalised event.",
+            ["provider", "event"],
+            registry=self.registry,
+        )
+        self.refused = Counter(
+            "mailrelay_webhooks_refused",
+            "Webhook requests refused, by provider and reason (forged, stale, malformed).",
+            ["provider", "reason"],
+            registry=self.registry,
+        )
         for name in providers:  # a series from the start (0), so rate() sees the first one
             self._guarded(partial(self.duration.labels, provider=name))
 
     def count_request(self, route: str, code: int) -> None:
         self._guarded(lambda: self.requests.labels(route=route, code=str(code)).inc())
+
+    def count_event(self, provider: str, event: str) -> None:
+        self._guarded(lambda: self.events.labels(provider=provider, event=event).inc())
+
+    def count_refused(self, provider: str, reason: str) -> None:
+        self._guarded(lambda: self.refused.labels(provider=provider, reason=reason).inc())
 
     # --- engine Listener ---------------------------------------------------------------
 

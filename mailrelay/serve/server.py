@@ -94,8 +94,10 @@ class Flusher:
         if all(engine.cooling_until(state, p) is not None for p in engine.providers):
             return  # nobody to send through: the entries keep their tries and backoff
         settings = app.settings
+        from mailrelay.suppression import suppressing
+
         report = spool.flush(
-            engine.send,
+            suppressing(engine.send, app.suppressions(), warn=app.out.warn),
             retry=settings.queue_retry,
             max_retry=settings.queue_max_retry,
             max_age=settings.queue_max_age,

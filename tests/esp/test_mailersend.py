@@ -99,6 +99,10 @@ def test_some_suppressed_is_accepted_with_a_note(
     receipt = provider(fake, httpserver).send(msg, timeout=5)
     assert receipt.message_id == fake.last_message_id
     assert "b@example.com: hard_bounced" in receipt.detail
+    # carried per recipient (send --json attempts[].refused, message status "rejected")
+    assert receipt.refused == (
+        ("b@example.com", "b@example.com suppressed by MailerSend (hard_bounced)"),
+    )
 
 
 def test_headers_refused_by_the_plan_fail_over(

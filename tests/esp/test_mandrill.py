@@ -140,6 +140,8 @@ def test_some_recipients_rejected_is_still_accepted(
     receipt = build(httpserver).send(message(), timeout=5)
     assert receipt.message_id == fake.last_message_id and len(fake.sent) == 1
     assert "a@example.com rejected (hard-bounce)" in receipt.detail
+    # carried per recipient into the attempt (send --json, message status)
+    assert receipt.refused == (("a@example.com", "a@example.com rejected (hard-bounce)"),)
 
 
 @pytest.mark.parametrize(
