@@ -302,7 +302,9 @@ def hold_message(app: App, data: bytes, options: dict[str, Any], reason: str) ->
     from mailrelay.delivery import hold
     from mailrelay.errors import ConfigError
     from mailrelay.spool import Spool, default_spool_dir
+    from mailrelay.spool.protocol import QueueStore
 
+    spool: QueueStore
     try:
         spool = app.spool()
     except ConfigError:
@@ -312,7 +314,8 @@ def hold_message(app: App, data: bytes, options: dict[str, Any], reason: str) ->
         app.out.error(f"{reason}; the message could not be kept either: {outcome.spool_error}")
     else:
         app.out.error(
-            f"{reason}; the message is held as {outcome.queue_id} in {outcome.path}; "
+            f"{reason}; the message is held as {outcome.queue_id} in "
+            f"{outcome.path or spool.where}; "
             "'mailrelay queue flush' sends it once the configuration allows"
         )
     return outcome.exit_code

@@ -58,6 +58,7 @@ def create_app(
     state: str | None = None,
     log_file: str | None = None,
     tokens: list[str] | None = None,
+    spool: str | None = None,
     log: bool = True,
 ) -> Flask:
     """The service for `settings`: `tokens` are the secrets a client may present (None:
@@ -70,6 +71,7 @@ def create_app(
     app = App(
         config=None,
         state=state,
+        spool=spool,
         providers=(),
         verbose=0,
         quiet=False,

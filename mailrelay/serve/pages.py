@@ -44,7 +44,7 @@ def status_page(service: Service) -> str:
     doc = providers_document(app)
     now = datetime.now(timezone.utc)
     try:
-        depth = str(len(app.spool().files()))
+        depth = str(app.spool().depth())
     except OSError:
         depth = "unreadable"
     rows = []

@@ -90,6 +90,8 @@ class SpoolStore:
         self.held_dir = self.path / HELD
         self.warn = warn or (lambda _msg: None)
         self.now = now
+        self.where = str(self.path)  # what messages and `queue list` call this spool
+        self.failed_where = str(self.failed_dir)
 
     def __repr__(self) -> str:
         return f"Spool({str(self.path)!r})"
@@ -156,6 +158,31 @@ class SpoolStore:
         for directory in self.held_dirs():
             files += self._listdir(directory)
         return sorted(files, key=lambda p: p.name)
+
+    def held_keys(self) -> list[Path]:
+        """What take_held, held_exists and move_corrupt take: the held files' paths."""
+        return self.held_files()
+
+    def held_exists(self, key: Path) -> bool:
+        return key.exists()
+
+    def depth(self) -> int:
+        """How many messages wait (queued and held)."""
+        return len(self.files()) + len(self.held_files())
+
+    def pending(self) -> bool:
+        return bool(self.files()) or bool(self.held_files())
+
+    def place(self, entry: QueuedMessage) -> str:
+        """Where an entry is, for a person: its file."""
+        return str(entry.path)
+
+    def close(self) -> None:
+        """Nothing to let go of (the spool in Redis closes its connection)."""
+
+    def durability_warning(self) -> str | None:
+        """None: a queued message's file is fsynced before the command says so."""
+        return None
 
     def held(self) -> list[HeldMessage]:
         """Every readable held message, oldest first."""
