@@ -158,6 +158,8 @@ class App:
     def spool_dir(self) -> Path:
         """The local spool folder: the spool itself, or where messages wait while the spool's
         Redis cannot be reached (`spool_dir` when it is a folder, else the user data dir)."""
+        from pathlib import Path
+
         from mailrelay.spool import default_spool_dir
 
         where = self.spool_location()
@@ -165,6 +167,8 @@ class App:
 
     def spool(self) -> QueueStore:
         """The spool of queued messages: a folder, or the fleet's queue in Redis."""
+        from pathlib import Path
+
         from mailrelay.spool import Spool
 
         if self._spool is not None:

@@ -18,6 +18,7 @@ from mailrelay.spool import redisscripts as lua
 from mailrelay.spool.backoff import next_try_time
 from mailrelay.spool.entry import QueuedMessage, _age_text, _iso, _load_json
 from mailrelay.spool.flush import FlushItem, FlushReport, Sender
+from mailrelay.spool.redisheld import RedisDown
 
 if TYPE_CHECKING:
     from mailrelay.spool.redisspool import RedisSpool
@@ -78,8 +79,6 @@ class RedisFlush:
         max_size: int | None,
         progress: Callable[[FlushItem | None], None] | None,
     ) -> FlushReport:
-        from mailrelay.spool.redisspool import RedisDown
-
         s = self.spool
         report = FlushReport()
         try:
@@ -118,8 +117,6 @@ class RedisFlush:
         try:
             raw, sent = s.client.pipeline([["HGET", s.docs, ident], ["EXISTS", s.sent_key(ident)]])
         except (OSError, RedisError) as exc:
-            from mailrelay.spool.redisspool import RedisDown
-
             raise RedisDown(str(exc)) from None
         if sent == 1 or not isinstance(raw, bytes):  # delivered already, or dropped
             self.finish(sid, ident, "forget")
