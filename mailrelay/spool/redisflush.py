@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mailrelay.errors import MailrelayError
 from mailrelay.redisclient import RedisError
@@ -18,16 +18,14 @@ from mailrelay.spool import redisscripts as lua
 from mailrelay.spool.backoff import next_try_time
 from mailrelay.spool.entry import QueuedMessage, _age_text, _iso, _load_json
 from mailrelay.spool.flush import FlushItem, FlushReport, Sender
-from mailrelay.spool.redisheld import RedisDown
+from mailrelay.spool.redisheld import RedisDown, RedisHeld
 
-if TYPE_CHECKING:
-    from mailrelay.spool.redisspool import RedisSpool
 
 PROMOTE_BATCH = 1000
 
 
 class RedisFlush:
-    def __init__(self, spool: RedisSpool, consumer: str) -> None:
+    def __init__(self, spool: RedisHeld, consumer: str) -> None:
         self.spool = spool
         self.consumer = consumer
         self.cursor: bytes | str = "0-0"

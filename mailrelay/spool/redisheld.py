@@ -37,6 +37,8 @@ class RedisHeld:
     prefix: str
     docs: str
     retry: str
+    stream: str
+    sids: str
     failed: str
     corrupt: str
     held_key: str

@@ -1,0 +1,166 @@
+"""The spool in Redis, in process against a real valkey-server: the consumer group, the
+takeover of an entry a dead flusher held, the atomic "sent", each message once, and the
+server's persistence read at start. The fleet itself (hosts, serve, kills) is in
+tests/test_fleet_queue.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailrelay.message import Message, build_message
+from mailrelay.result import Attempt, Outcome, SendResult
+from mailrelay.spool import Spool
+from mailrelay.spool.redisflush import RedisFlush
+from mailrelay.spool.redisspool import RedisSpool
+from tests.redisserver import RedisServer, flush, server_binary
+
+BINARY = server_binary()
+pytestmark = pytest.mark.skipif(BINARY is None, reason="no redis-server or valkey-server")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    assert BINARY is not None
+    with RedisServer(BINARY) as s:
+        yield s
+
+
+@pytest.fixture
+def url(server: RedisServer) -> str:
+    flush(server)
+    return server.url
+
+
+def spool(url: str, tmp_path: Path, claim_idle: float = 60.0) -> RedisSpool:
+    return RedisSpool(url, local=Spool(tmp_path / "local"), claim_idle=claim_idle)
+
+
+def message(subject: str) -> Message:
+    return build_message(sender="ops@example.com", to=["a@example.com"], subject=subject, text="b")
+
+
+FAILED = [Attempt("relay", "smtp", Outcome.TRANSIENT, "connection refused")]
+
+
+class Relay:
+    """The send a flush calls: accepts every message and remembers its subject."""
+
+    def __init__(self) -> None:
+        self.subjects: list[str] = []
+
+    def __call__(self, msg: Message) -> SendResult:
+        self.subjects.append(msg.subject)
+        return SendResult(msg.message_id, [Attempt("relay", "smtp", Outcome.ACCEPTED, "250")])
+
+
+def flush_all(s: RedisSpool, send: Relay) -> list[str]:
+    report = s.flush(send, retry=60, max_retry=600, max_age=86400, ignore_backoff=True)
+    return [item.outcome for item in report.items]
+
+
+def test_two_spools_on_one_server_share_one_queue(url: str, tmp_path: Path) -> None:
+    a, b = spool(url, tmp_path / "a"), spool(url, tmp_path / "b")
+    queued = [a.add(message(f"m{i}"), FAILED, retry=60, max_retry=600) for i in range(3)]
+    assert [e.id for e in b.entries()] == [e.id for e in queued]
+    assert b.find(queued[1].id[:6]).subject == "m1"
+    b.drop(queued[1].id)
+    relay = Relay()
+    assert flush_all(a, relay) == ["sent", "sent"]
+    assert sorted(relay.subjects) == ["m0", "m2"]
+    assert b.entries() == [] and b.depth() == 0
+    assert flush_all(b, relay) == []  # nothing left to send twice
+
+
+def test_an_entry_a_dead_flusher_held_is_taken_over_once_idle(url: str, tmp_path: Path) -> None:
+    a = spool(url, tmp_path / "a", claim_idle=0.3)
+    for i in range(3):
+        a.add(message(f"m{i}"), FAILED, retry=60, max_retry=600)
+    dead = RedisFlush(a, "killed-host")  # takes one entry and never finishes it (SIGKILL)
+    dead.promote(everything=True)
+    held = dead.next()
+    assert held is not None
+    b = spool(url, tmp_path / "b", claim_idle=0.3)
+    relay = Relay()
+    assert flush_all(b, relay) == ["sent", "sent"]  # the held one is not idle long enough
+    assert b.depth() == 1
+    time.sleep(0.5)  # longer than claim_idle: the holder is presumed dead
+    assert flush_all(b, relay) == ["sent"]
+    assert sorted(relay.subjects) == ["m0", "m1", "m2"]  # each once
+    assert b.depth() == 0
+    pending = b.call("XPENDING", b.stream, "flushers")
+    assert pending[0] == 0
+
+
+def test_sent_is_recorded_in_the_step_that_acknowledges(url: str, tmp_path: Path) -> None:
+    a = spool(url, tmp_path)
+    entry = a.add(message("m"), FAILED, retry=60, max_retry=600)
+    assert flush_all(a, Relay()) == ["sent"]
+    assert a.call("EXISTS", a.sent_key(entry.id)) == 1
+    assert a.call("HLEN", a.docs) == 0 and a.call("ZCARD", a.retry) == 0
+    assert a.call("XLEN", a.stream) == 0
+    # a copy of the delivered message (say a local spool file moved in again) is refused
+    assert a.put(entry, keep_id=True) is False
+    assert a.depth() == 0
+
+
+def test_a_retry_waits_in_the_sorted_set_by_its_next_try(url: str, tmp_path: Path) -> None:
+    a = spool(url, tmp_path)
+    entry = a.add(message("m"), FAILED, retry=60, max_retry=600)
+
+    def down(msg: Message) -> SendResult:
+        return SendResult(msg.message_id, FAILED)
+
+    report = a.flush(down, retry=60, max_retry=600, max_age=86400, ignore_backoff=True)
+    assert [i.outcome for i in report.items] == ["queued"]
+    score = float(a.call("ZSCORE", a.retry, entry.id))
+    assert score > (time.time() + 60) * 1000  # 2 tries: 2 * retry from now
+    report = a.flush(down, retry=60, max_retry=600, max_age=86400)
+    assert [i.outcome for i in report.items] == ["not_due"]
+    assert a.entries()[0].tries == 2
+
+
+def test_a_message_past_max_age_moves_to_failed(url: str, tmp_path: Path) -> None:
+    a = spool(url, tmp_path)
+    a.add(message("old"), FAILED, retry=60, max_retry=600)
+    report = a.flush(Relay(), retry=60, max_retry=600, max_age=-1, ignore_backoff=True)
+    assert [i.outcome for i in report.items] == ["failed"]
+    assert a.entries() == [] and [e.subject for e in a.entries(failed=True)] == ["old"]
+
+
+def test_persistence_is_read_from_the_server(url: str, server: RedisServer, tmp_path: Path) -> None:
+    a = spool(url, tmp_path)
+    warning = a.durability_warning()
+    assert warning is not None and "appendonly" in warning
+    assert a._wait_command() is None  # no AOF, no replica: nothing to wait for
+    a.call("CONFIG", "SET", "appendonly", "yes")
+    try:
+        b = spool(url, tmp_path)
+        assert b.durability_warning() is None
+        assert b._wait_command() == ["WAITAOF", 1, 0, 1000]
+        b.add(message("m"), FAILED, retry=60, max_retry=600)  # waits for the fsync
+        assert b.depth() == 1
+    finally:
+        a.call("CONFIG", "SET", "appendonly", "no")
+
+
+def test_redis_down_queues_locally_then_moves_each_message_once(tmp_path: Path) -> None:
+    assert BINARY is not None
+    warnings: list[str] = []
+    with RedisServer(BINARY) as server:
+        a = RedisSpool(server.url, local=Spool(tmp_path / "local"), warn=warnings.append)
+        server.stop()
+        local = [a.add(message(f"m{i}"), FAILED, retry=60, max_retry=600) for i in range(2)]
+        assert all(e.path is not None for e in local) and len(warnings) == 1
+        assert "queuing in the local spool" in warnings[0]
+        server.start()
+        assert a.migrate() == 2 and a.local.files() == []
+        assert a.migrate() == 0
+        assert sorted(e.id for e in a.entries()) == sorted(e.id for e in local)
+        relay = Relay()
+        assert flush_all(a, relay) == ["sent", "sent"]
+        assert sorted(relay.subjects) == ["m0", "m1"]
