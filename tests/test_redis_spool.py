@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from mailrelay.message import Message, build_message
-from mailrelay.result import Attempt, Outcome, SendResult
+from mailrelay.providers.base import Outcome
+from mailrelay.result import Attempt, SendResult
 from mailrelay.spool import Spool
 from mailrelay.spool.redisflush import RedisFlush
 from mailrelay.spool.redisspool import RedisSpool

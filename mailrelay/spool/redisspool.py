@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 TIMEOUT = 3.0  # connect and each reply (a queued answer may wait for the server's fsync)
 WAIT_MS = 1000  # WAITAOF / WAIT: how long a queued answer waits for the fsync or a replica
-CLAIM_MARGIN = 60.0  # beyond the send's deadline before another host takes over an entry
+CLAIM_MARGIN = 15.0  # beyond the send's deadline (timeout) before another host takes an entry over
 DOC_SLACK = 256 * 1024  # a document's envelope, history and JSON beyond the message itself
 
 
