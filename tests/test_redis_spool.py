@@ -11,13 +11,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Response
 
+from mailrelay.config import specs_from_urls
 from mailrelay.message import Message, build_message
+from mailrelay.providers import registry
 from mailrelay.providers.base import Outcome
 from mailrelay.result import Attempt, SendResult
 from mailrelay.spool import Spool
 from mailrelay.spool.redisflush import RedisFlush
 from mailrelay.spool.redisspool import RedisSpool
+from tests.esp.fake_resend import FakeResend
+from tests.esp.fakebase import server_base_url
 from tests.redisserver import RedisServer, flush, server_binary
 
 BINARY = server_binary()
@@ -165,3 +171,37 @@ def test_redis_down_queues_locally_then_moves_each_message_once(tmp_path: Path) 
         relay = Relay()
         assert flush_all(a, relay) == ["sent", "sent"]
         assert sorted(relay.subjects) == ["m0", "m1"]
+
+
+def test_a_taken_over_entry_resent_to_resend_carries_the_same_idempotency_key(
+    url: str, tmp_path: Path, httpserver: HTTPServer
+) -> None:
+    """The one duplicate window (a provider accepted, the host died before recording it) is
+    closed where the provider takes an idempotency key: every try sends the same one."""
+    from mailrelay.engine import Engine
+    from mailrelay.policy import Policy
+    from mailrelay.state import TomlStateStore
+
+    fake = FakeResend()
+    fake.install(httpserver)
+    resend = registry.build(specs_from_urls([fake.url(server_base_url(httpserver))], "test")[0])
+    engine = Engine([resend], TomlStateStore(tmp_path / "state.toml"), Policy(cooldown=0))
+    msg = message("m")
+    fake.fail_next(Response('{"name": "internal_server_error"}', status=500))
+    first = engine.send(msg)  # failed for now: queued
+    assert first.fate == "retry"
+    a = spool(url, tmp_path / "a", claim_idle=0.3)
+    a.add(msg, first.attempts, retry=60, max_retry=600)
+    dead = RedisFlush(a, "killed-host")
+    dead.promote(everything=True)
+    taken = dead.next()
+    assert taken is not None
+    assert dead.spool.find(taken[1]).subject == "m"
+    assert engine.send(msg).delivered  # accepted, then the host was killed: not recorded
+    time.sleep(0.5)
+    b = spool(url, tmp_path / "b", claim_idle=0.3)
+    report = b.flush(engine.send, retry=60, max_retry=600, max_age=86400)
+    assert [i.outcome for i in report.items] == ["sent"]
+    keys = {request.headers.get("Idempotency-Key") for request in fake.requests}
+    assert len(fake.requests) == 3 and len(keys) == 1 and None not in keys
+    assert fake.replays == 1  # Resend answers the repeat from its store: one email
