@@ -149,10 +149,25 @@ def test_persistence_is_read_from_the_server(url: str, server: RedisServer, tmp_
         b = spool(url, tmp_path)
         assert b.durability_warning() is None
         assert b._wait_command() == ["WAITAOF", 1, 0, 1000]
+        b.call("CONFIG", "RESETSTAT")
         b.add(message("m"), FAILED, retry=60, max_retry=600)  # waits for the fsync
-        assert b.depth() == 1
+        assert waitaof_calls(b) == 1
+        with b.deferred_durability():  # a batch: one wait at its end covers every add
+            for i in range(4):
+                b.add(message(f"b{i}"), FAILED, retry=60, max_retry=600)
+            assert waitaof_calls(b) == 1
+        assert waitaof_calls(b) == 2
+        assert b.depth() == 5
     finally:
         a.call("CONFIG", "SET", "appendonly", "no")
+
+
+def waitaof_calls(s: RedisSpool) -> int:
+    info = s.call("INFO", "commandstats").decode()
+    for line in info.splitlines():
+        if line.startswith("cmdstat_waitaof:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
 
 
 def test_redis_down_queues_locally_then_moves_each_message_once(tmp_path: Path) -> None:

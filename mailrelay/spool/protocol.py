@@ -64,6 +64,8 @@ class QueueStore(Protocol):
 
     def durability_warning(self) -> str | None: ...
 
+    def deferred_durability(self) -> AbstractContextManager[None]: ...
+
     def flush(
         self,
         send: Sender,

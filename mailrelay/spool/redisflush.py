@@ -20,7 +20,6 @@ from mailrelay.spool.entry import QueuedMessage, _age_text, _iso, _load_json
 from mailrelay.spool.flush import FlushItem, FlushReport, Sender
 from mailrelay.spool.redisheld import RedisDown, RedisHeld
 
-
 PROMOTE_BATCH = 1000
 
 

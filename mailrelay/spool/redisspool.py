@@ -17,11 +17,12 @@ warning, and a flush on this host moves it into Redis once Redis answers, each m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mailrelay import redisclient
@@ -100,6 +101,7 @@ class RedisSpool(RedisHeld):
         self.where = f"{self.location} (spool)"
         self.failed_where = f"{self.location} (spool, failed)"
         self._persistence: dict[str, Any] | None = None
+        self._deferred = self._unsynced = self._wait_warned = False
         self._down_warned = False
         self._tokens: dict[str, str] = {}
 
@@ -162,9 +164,38 @@ class RedisSpool(RedisHeld):
             return ["WAIT", 1, WAIT_MS]
         return None
 
+    @contextlib.contextmanager
+    def deferred_durability(self) -> Iterator[None]:
+        """Within: each add does not wait for the server's fsync; at the end one wait covers
+        them all (a batch's exit status is its answer)."""
+        self._deferred = True
+        try:
+            yield
+        finally:
+            self._deferred = False
+            if self._unsynced:
+                self._unsynced = False
+                try:
+                    wait = self._wait_command()
+                    if wait is not None:
+                        self._check_wait(self.client.execute(*wait))
+                except (OSError, redisclient.RedisError, RedisDown) as exc:
+                    self.warn(f"spool {self.location}: cannot wait for the server's fsync ({exc})")
+
+    def _check_wait(self, reply: Any) -> None:
+        """WAITAOF answers [local fsyncs, replicas], WAIT the replicas: warn when none."""
+        done = reply[0] if isinstance(reply, list) else reply
+        if done == 0 and not self._wait_warned:
+            self._wait_warned = True
+            self.warn(
+                f"spool {self.location}: the server did not confirm the queued messages on disk "
+                f"(or on a replica) within {WAIT_MS} ms"
+            )
+
     def _add_durably(self, keys: Sequence[redisclient.Arg], args: Sequence[Any]) -> int:
         """The ADD script and the durability wait in one round trip (EVAL when not cached)."""
-        wait = self._wait_command()
+        wait = None if self._deferred else self._wait_command()
+        self._unsynced = self._deferred
         script = lua.ADD
         commands: list[list[redisclient.Arg]] = [["EVALSHA", script.sha, len(keys), *keys, *args]]
         if wait is not None:
@@ -179,6 +210,8 @@ class RedisSpool(RedisHeld):
             raise RedisDown(scrub(str(exc) or type(exc).__name__)) from None
         if isinstance(replies[0], redisclient.ReplyError):
             raise RedisDown(scrub(replies[0].message))
+        if wait is not None and len(replies) > 1:
+            self._check_wait(replies[1])
         return int(replies[0])
 
     # --- writing ---------------------------------------------------------------------------

@@ -180,6 +180,10 @@ class SpoolStore:
     def close(self) -> None:
         """Nothing to let go of (the spool in Redis closes its connection)."""
 
+    def deferred_durability(self) -> contextlib.AbstractContextManager[None]:
+        """Each file is fsynced as it is written: nothing to defer."""
+        return contextlib.nullcontext()
+
     def durability_warning(self) -> str | None:
         """None: a queued message's file is fsynced before the command says so."""
         return None
