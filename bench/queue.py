@@ -1,8 +1,9 @@
 """The `redis_queue` scenario: the queue in Redis beside the local spool folder, in the same
 rounds. Each round queues N messages in an outage (`send --batch --queue`, the provider a
 port nobody listens on) into each spool, then sends them (`queue flush --now`) to the
-aiosmtpd sink; both commands are timed. The Redis server runs as advised for a queue:
-`appendonly yes`, `appendfsync everysec` (a queued answer waits for the fsync, WAITAOF).
+aiosmtpd sink; both commands are timed, and so is one `send --queue` of a single message
+(its answer waits for the server's fsync; the batch waits once, at its end). The Redis
+server runs as advised for a queue: `appendonly yes`, `appendfsync everysec`.
 """
 
 from __future__ import annotations
@@ -53,6 +54,17 @@ def redis_queue(bench: Bench, http: Server, smtp: Server) -> None:
                 env=bench.env,
                 per=n,
             )
+        one = {
+            name: Variant(
+                f"send --queue (1 message), {name}",
+                bench.mr(down, *where, *bench.send_args(), "--queue", state=state),
+                env=bench.env,
+            )
+            for name, where, state in (
+                ("local spool", spools["local spool"], "queue-local"),
+                ("Redis", spools["Redis"], server.url),
+            )
+        }
         runs = 2 if bench.quick else max(3, bench.runs // 2)
         for _ in range(runs):
             for name in spools:
@@ -61,7 +73,10 @@ def redis_queue(bench: Bench, http: Server, smtp: Server) -> None:
                 left = _queued(bench, up, spools[name])
                 if left:
                     raise SystemExit(f"bench: {left} message(s) left in the {name} after a flush")
+            for name in spools:
+                run_once(one[name])  # what a single queued answer costs (the fsync wait)
     variants = [queue["local spool"], queue["Redis"], flush["local spool"], flush["Redis"]]
+    variants += [one["local spool"], one["Redis"]]
     bench.record("redis_queue", variants, Path(binary).name)
     for what, pair in (("queueing", queue), ("flush", flush)):
         ratio = pair["Redis"].median / pair["local spool"].median

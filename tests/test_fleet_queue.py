@@ -296,3 +296,15 @@ def test_spool_option_and_variable_name_a_folder_or_a_url(
     assert json.loads(show.stdout)["files"]["spool"] == str(folder)
     show = a.run("config", "show", "--json")  # no spool setting: the queue is with the state
     assert json.loads(show.stdout)["files"]["spool"] == f"{valkey.url} (spool)"
+
+
+def test_metrics_count_the_queue_in_redis(
+    tmp_path: Path, valkey: RedisServer, relay: SmtpServer
+) -> None:
+    a, b = (Host(tmp_path, name, valkey.url, relay.port) for name in ("a", "b"))
+    for i in range(2):
+        r = a.run("send", "--queue", "-s", f"m{i}", "ops@example.com", input="b\n")
+        assert r.returncode == 0, r.stderr
+    r = b.run("metrics")  # another host: the fleet's queue, not its own folder
+    assert r.returncode == 0, r.stderr
+    assert 'mailrelay_spool_messages{folder="queued"} 2' in r.stdout

@@ -169,10 +169,8 @@ def create_app(
 
     @flask.get("/metrics")
     def metrics() -> Response:
-        from mailrelay.metrics import spool_stats
-
         state = service.engine.store.load()
-        spool = spool_stats(app.spool_dir())
+        spool = app.spool().stats()
         names = [p.name for p in service.engine.providers]
         return Response(service.metrics.page(state, spool, names), content_type=CONTENT_TYPE)
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from mailrelay.message import Message
+    from mailrelay.metrics import SpoolStats
     from mailrelay.result import Attempt
     from mailrelay.spool.entry import HeldMessage, Now, QueuedMessage
     from mailrelay.spool.flush import FlushItem, FlushReport, Sender
@@ -63,6 +64,8 @@ class QueueStore(Protocol):
     def close(self) -> None: ...
 
     def durability_warning(self) -> str | None: ...
+
+    def stats(self) -> SpoolStats: ...
 
     def deferred_durability(self) -> AbstractContextManager[None]: ...
 

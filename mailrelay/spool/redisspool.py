@@ -47,6 +47,7 @@ from mailrelay.spool.store import QueueIdBusy, SpoolError, UnknownQueueId
 
 if TYPE_CHECKING:
     from mailrelay.message import Message
+    from mailrelay.metrics import SpoolStats
     from mailrelay.result import Attempt
 
 TIMEOUT = 3.0  # connect and each reply (a queued answer may wait for the server's fsync)
@@ -304,6 +305,20 @@ class RedisSpool(RedisHeld):
         except (OSError, redisclient.RedisError):
             pass
         return count
+
+    def stats(self) -> SpoolStats:
+        """The local folder's counts plus Redis's (no oldest age: ids are not by time)."""
+        stats = self.local.stats()
+        keys = {"queued": self.docs, "failed": self.failed, "corrupt": self.corrupt}
+        keys["held"] = self.held_key
+        try:
+            replies = self.client.pipeline([["HLEN", key] for key in keys.values()])
+        except (OSError, redisclient.RedisError):
+            return stats
+        for folder, n in zip(keys, replies, strict=True):
+            if isinstance(n, int):
+                stats.counts[folder] = stats.counts.get(folder, 0) + n
+        return stats
 
     def pending(self) -> bool:
         return self.depth() > 0

@@ -42,6 +42,7 @@ from mailrelay.spool.entry import (
 
 if TYPE_CHECKING:
     from mailrelay.message import Message
+    from mailrelay.metrics import SpoolStats
     from mailrelay.result import Attempt
 
 
@@ -179,6 +180,12 @@ class SpoolStore:
 
     def close(self) -> None:
         """Nothing to let go of (the spool in Redis closes its connection)."""
+
+    def stats(self) -> SpoolStats:
+        """What `metrics` reports: messages per folder, the oldest queued one's age."""
+        from mailrelay.metrics import spool_stats
+
+        return spool_stats(self.path)
 
     def deferred_durability(self) -> contextlib.AbstractContextManager[None]:
         """Each file is fsynced as it is written: nothing to defer."""
