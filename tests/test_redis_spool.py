@@ -101,6 +101,7 @@ def test_an_entry_a_dead_flusher_held_is_taken_over_once_idle(url: str, tmp_path
     assert b.depth() == 0
     pending = b.call("XPENDING", b.stream, "flushers")
     assert pending[0] == 0
+    assert b.call("XINFO", "CONSUMERS", b.stream, "flushers") == []  # the dead one too
 
 
 def test_sent_is_recorded_in_the_step_that_acknowledges(url: str, tmp_path: Path) -> None:
@@ -220,3 +221,64 @@ def test_a_taken_over_entry_resent_to_resend_carries_the_same_idempotency_key(
     keys = {request.headers.get("Idempotency-Key") for request in fake.requests}
     assert len(fake.requests) == 3 and len(keys) == 1 and None not in keys
     assert fake.replays == 1  # Resend answers the repeat from its store: one email
+
+
+def test_a_batch_from_threads_waits_for_each_connections_fsync(url: str, tmp_path: Path) -> None:
+    import threading
+
+    a = spool(url, tmp_path)
+    a.call("CONFIG", "SET", "appendonly", "yes")
+    try:
+        a.call("CONFIG", "RESETSTAT")
+        backoff = {"retry": 1, "max_retry": 1}
+        with a.deferred_durability():
+            workers = [
+                threading.Thread(target=a.add, args=(message(f"t{i}"), FAILED), kwargs=backoff)
+                for i in range(2)
+            ]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+        assert waitaof_calls(a) == 2  # WAITAOF covers its own connection's writes only
+        assert a.depth() == 2
+    finally:
+        a.call("CONFIG", "SET", "appendonly", "no")
+
+
+def test_drop_refuses_an_entry_a_flush_is_sending(url: str, tmp_path: Path) -> None:
+    from mailrelay.spool import QueueIdBusy
+
+    a = spool(url, tmp_path)
+    entry = a.add(message("m"), FAILED, retry=60, max_retry=600)
+    flusher = RedisFlush(a, "busy-host")
+    flusher.promote(everything=True)
+    assert flusher.next() is not None  # held by a flush, its send in flight
+    with pytest.raises(QueueIdBusy):
+        a.drop(entry.id)
+    stale = spool(url, tmp_path, claim_idle=0.0)  # idle beyond the claim time: its host died
+    assert stale.drop(entry.id).id == entry.id
+    assert stale.depth() == 0 and stale.call("XPENDING", a.stream, "flushers")[0] == 0
+
+
+def test_held_messages_wait_in_redis_until_a_flush_sends_them(url: str, tmp_path: Path) -> None:
+    from mailrelay.delivery import Queueing, flush_held
+    from mailrelay.errors import ConfigError
+    from mailrelay.spool import HeldMessage
+
+    a = spool(url, tmp_path)
+    raw = b"From: ops@example.com\nTo: a@example.com\nSubject: held\n\nbody\n"
+    held = a.hold(raw, reason="no providers", options={"recipients": []}, message_id="<x@y>")
+    assert held.path is None and [h.subject for h in spool(url, tmp_path / "b").held()] == ["held"]
+    queue = Queueing(a, retry=60, max_retry=600)
+
+    def still_not(entry: HeldMessage) -> Message:
+        raise ConfigError("still no providers")
+
+    items = flush_held(a, still_not, Relay(), queue=queue)
+    assert [(i.outcome, i.detail) for i in items] == [("held", "still no providers")]
+    assert a.held()[0].reason == "still no providers"
+    relay = Relay()
+    items = flush_held(a, lambda entry: message(entry.subject), relay, queue=queue)
+    assert [i.outcome for i in items] == ["sent"] and relay.subjects == ["held"]
+    assert a.held() == [] and a.depth() == 0

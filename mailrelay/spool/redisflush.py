@@ -90,7 +90,8 @@ class RedisFlush:
                 for i in range(0, len(flat) - 1, 2):
                     when = datetime.fromtimestamp(float(flat[i + 1]) / 1000, timezone.utc)
                     report.items.append(FlushItem(flat[i].decode(), "not_due", next_try=when))
-            s.run(lua.FORGET_CONSUMER, [s.stream], [lua.GROUP, self.consumer])
+            idle = int(s.claim_idle * 1000)
+            s.run(lua.FORGET_CONSUMER, [s.stream], [lua.GROUP, self.consumer, idle])
         except RedisDown as exc:
             s.warn(f"spool {s.location}: the flush stopped ({exc.reason}); the rest waits")
         return report
@@ -141,7 +142,14 @@ class RedisFlush:
         fate = result.fate
         if fate == "sent":
             winner = result.winner
-            self.finish(sid, ident, "sent", _iso(tried_at), lua.SENT_TTL)
+            try:
+                self.finish(sid, ident, "sent", _iso(tried_at), lua.SENT_TTL)
+            except RedisDown as exc:
+                s.warn(
+                    f"sent {ident} but cannot record it in {s.location} ({exc.reason}); "
+                    "another flush will send it again once it has waited its claim time"
+                )
+                raise
             detail = f"via {winner.provider}" if winner else ""
             return FlushItem(ident, "sent", detail, result=result)
         if fate == "refused":

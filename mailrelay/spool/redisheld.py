@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,11 @@ class RedisDown(Exception):
 class RedisHeld:
     """RedisSpool's base: talking to Redis, and the held messages."""
 
-    client: redisclient.Connection
+    _server: redisclient.Target
+    _timeout: float
+    _per_thread: threading.local
+    _conns: list[redisclient.Connection]
+    _conns_lock: threading.Lock
     local: Spool
     prefix: str
     docs: str
@@ -51,6 +56,17 @@ class RedisHeld:
     _tokens: dict[str, str]
 
     # --- talking to Redis ------------------------------------------------------------------
+
+    @property
+    def client(self) -> redisclient.Connection:
+        """This thread's connection (opened on first use)."""
+        conn: redisclient.Connection | None = getattr(self._per_thread, "conn", None)
+        if conn is None:
+            conn = redisclient.Connection(self._server, timeout=self._timeout)
+            self._per_thread.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
 
     def call(self, *args: redisclient.Arg) -> Any:
         try:

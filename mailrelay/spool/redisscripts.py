@@ -125,11 +125,23 @@ return 1
 """
 )
 
-# KEYS: stream; ARGV: group, consumer. Removes the consumer when it holds no entry.
+# KEYS: stream; ARGV: group, consumer, idle ms. Removes this flush's consumer, and those of
+# flushes that were killed (idle longer than a claim, their entries taken over), when they
+# hold no entry: DELCONSUMER would drop a holder's pending entries.
 FORGET_CONSUMER = Script(
     """
-local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
-if ok and #p == 0 then redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) end
-return 1
+local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if not ok then return 0 end
+local removed = 0
+for _, c in ipairs(consumers) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  local gone = f['name'] == ARGV[2] or tonumber(f['idle']) > tonumber(ARGV[3])
+  if tonumber(f['pending']) == 0 and gone then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    removed = removed + 1
+  end
+end
+return removed
 """
 )

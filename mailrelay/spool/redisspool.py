@@ -22,6 +22,7 @@ import json
 import os
 import secrets
 import socket
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -84,7 +85,10 @@ class RedisSpool(RedisHeld):
             server = server.replace(password=password)
         if server.password:
             remember(server.password)
-        self.client = redisclient.Connection(server, timeout=timeout)
+        self._server, self._timeout = server, timeout
+        self._per_thread = threading.local()  # a connection per thread: a WAITAOF blocks it
+        self._conns: list[redisclient.Connection] = []
+        self._conns_lock = threading.Lock()
         self.local = local
         self.claim_idle = claim_idle
         self.max_doc = 2 * (max_size or DEFAULT_MAX_SIZE) + DOC_SLACK  # base64 and JSON
@@ -102,7 +106,8 @@ class RedisSpool(RedisHeld):
         self.where = f"{self.location} (spool)"
         self.failed_where = f"{self.location} (spool, failed)"
         self._persistence: dict[str, Any] | None = None
-        self._deferred = self._unsynced = self._wait_warned = False
+        self._deferred = self._wait_warned = False
+        self._unsynced: set[redisclient.Connection] = set()  # wrote without waiting
         self._down_warned = False
         self._tokens: dict[str, str] = {}
 
@@ -110,7 +115,9 @@ class RedisSpool(RedisHeld):
         return f"RedisSpool({self.location!r})"
 
     def close(self) -> None:
-        self.client.close()
+        with self._conns_lock:
+            for conn in self._conns:
+                conn.close()
 
     # --- durability ------------------------------------------------------------------------
 
@@ -174,14 +181,14 @@ class RedisSpool(RedisHeld):
             yield
         finally:
             self._deferred = False
-            if self._unsynced:
-                self._unsynced = False
-                try:
-                    wait = self._wait_command()
+            conns, self._unsynced = self._unsynced, set()
+            try:  # WAITAOF covers the writes of the connection it is sent on: each one's
+                wait = self._wait_command() if conns else None
+                for conn in conns:
                     if wait is not None:
-                        self._check_wait(self.client.execute(*wait))
-                except (OSError, redisclient.RedisError, RedisDown) as exc:
-                    self.warn(f"spool {self.location}: cannot wait for the server's fsync ({exc})")
+                        self._check_wait(conn.execute(*wait))
+            except (OSError, redisclient.RedisError, RedisDown) as exc:
+                self.warn(f"spool {self.location}: cannot wait for the server's fsync ({exc})")
 
     def _check_wait(self, reply: Any) -> None:
         """WAITAOF answers [local fsyncs, replicas], WAIT the replicas: warn when none."""
@@ -196,7 +203,8 @@ class RedisSpool(RedisHeld):
     def _add_durably(self, keys: Sequence[redisclient.Arg], args: Sequence[Any]) -> int:
         """The ADD script and the durability wait in one round trip (EVAL when not cached)."""
         wait = None if self._deferred else self._wait_command()
-        self._unsynced = self._deferred
+        if self._deferred:
+            self._unsynced.add(self.client)
         script = lua.ADD
         commands: list[list[redisclient.Arg]] = [["EVALSHA", script.sha, len(keys), *keys, *args]]
         if wait is not None:
