@@ -70,7 +70,9 @@ class App:
             attr = names.get(name, name)
             setattr(self, attr, value)
         self._settings = None
-        self._spool = None
+        if self._spool is not None:  # built from the settings before this option
+            self._spool.close()
+            self._spool = None
         self.output(json_mode=self.out.json_mode)
 
     def output(self, *, json_mode: bool) -> Output:
