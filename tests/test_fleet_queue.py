@@ -298,6 +298,18 @@ def test_spool_option_and_variable_name_a_folder_or_a_url(
     assert json.loads(show.stdout)["files"]["spool"] == f"{valkey.url} (spool)"
 
 
+def test_send_queue_json_names_the_queue_id_and_no_file(
+    tmp_path: Path, valkey: RedisServer, relay: SmtpServer
+) -> None:
+    a = Host(tmp_path, "a", valkey.url, relay.port)
+    r = a.run("send", "--queue", "--json", "-s", "j", "ops@example.com", input="b\n")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["queued"] is True and doc["spool_file"] is None
+    shown = json.loads(a.run("queue", "show", doc["queue_id"], "--json").stdout)
+    assert shown["path"] is None and shown["where"] == f"{valkey.url} (spool) {doc['queue_id']}"
+
+
 def test_metrics_count_the_queue_in_redis(
     tmp_path: Path, valkey: RedisServer, relay: SmtpServer
 ) -> None:
