@@ -282,3 +282,13 @@ def test_held_messages_wait_in_redis_until_a_flush_sends_them(url: str, tmp_path
     items = flush_held(a, lambda entry: message(entry.subject), relay, queue=queue)
     assert [i.outcome for i in items] == ["sent"] and relay.subjects == ["held"]
     assert a.held() == [] and a.depth() == 0
+
+
+def test_a_refused_entry_moves_to_failed_in_one_step(url: str, tmp_path: Path) -> None:
+    a = spool(url, tmp_path)
+    entry = a.add(message("refused"), FAILED, retry=60, max_retry=600)
+    assert a.fail(entry, "refused permanently: 550") is None
+    assert a.call("ZSCORE", a.retry, entry.id) is None and a.call("HLEN", a.docs) == 0
+    (failed,) = a.entries(failed=True)
+    assert failed.failed_reason == "refused permanently: 550"
+    assert a.place(failed) == f"{a.failed_where} {entry.id}"

@@ -82,6 +82,16 @@ class RedisHeld:
         except (OSError, redisclient.RedisError) as exc:
             raise RedisDown(scrub(str(exc) or type(exc).__name__)) from None
 
+    def atomically(self, *commands: list[redisclient.Arg]) -> None:
+        """The commands in one MULTI/EXEC: all of them or none."""
+        try:
+            replies = self.client.pipeline([["MULTI"], *commands, ["EXEC"]])
+        except (OSError, redisclient.RedisError) as exc:
+            raise RedisDown(scrub(str(exc) or type(exc).__name__)) from None
+        failed = [r for r in replies if isinstance(r, redisclient.ReplyError)]
+        if failed:
+            raise RedisDown(scrub(failed[0].message))
+
     def sent_key(self, ident: str) -> str:
         return f"{self.prefix}sent:{ident}"
 
@@ -141,8 +151,7 @@ class RedisHeld:
             return self.local.move_corrupt(key)
         doc = self.call("HGET", self.held_key, key)
         if doc is not None:
-            self.call("HSET", self.corrupt, key, doc)
-            self.call("HDEL", self.held_key, key)
+            self.atomically(["HSET", self.corrupt, key, doc], ["HDEL", self.held_key, key])
         return None
 
     def fail(self, entry: QueuedMessage, reason: str) -> Path | None:
@@ -151,9 +160,11 @@ class RedisHeld:
             return self.local.fail(entry, reason)
         entry.failed_reason, entry.failed_at = reason, self.now()
         doc = json.dumps(entry.to_document(), separators=(",", ":"), ensure_ascii=False)
-        self.call("HSET", self.failed, entry.id, doc)
-        self.call("ZREM", self.retry, entry.id)
-        self.call("HDEL", self.docs, entry.id)
+        self.atomically(
+            ["HSET", self.failed, entry.id, doc],
+            ["ZREM", self.retry, entry.id],
+            ["HDEL", self.docs, entry.id],
+        )
         return None
 
 
@@ -174,9 +185,11 @@ class _TakeHeld:
         try:
             entry = HeldMessage.from_document(_load_json(doc))
         except ValueError as exc:
-            s.call("HSET", s.corrupt, self.ident, doc)
-            s.call("HDEL", s.held_key, self.ident)
-            s.call("DEL", lock)
+            s.atomically(
+                ["HSET", s.corrupt, self.ident, doc],
+                ["HDEL", s.held_key, self.ident],
+                ["DEL", lock],
+            )
             raise ValueError(f"unreadable ({exc}); moved to {s.where} corrupt") from None
         s._tokens[entry.id] = token
         return entry
