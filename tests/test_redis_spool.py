@@ -292,3 +292,12 @@ def test_a_refused_entry_moves_to_failed_in_one_step(url: str, tmp_path: Path) -
     (failed,) = a.entries(failed=True)
     assert failed.failed_reason == "refused permanently: 550"
     assert a.place(failed) == f"{a.failed_where} {entry.id}"
+
+
+def test_drop_removes_a_held_message_in_redis(url: str, tmp_path: Path) -> None:
+    a = spool(url, tmp_path)
+    raw = b"From: ops@example.com\nTo: a@example.com\nSubject: held\n\nbody\n"
+    options = {"recipients": ["a@example.com"]}
+    held = a.hold(raw, reason="no providers", options=options, message_id=None)
+    assert a.drop(held.id[:6]).recipients == ["a@example.com"]
+    assert a.held() == []

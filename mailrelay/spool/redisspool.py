@@ -364,7 +364,11 @@ class RedisSpool(RedisHeld):
             raise InputFileError(f"message {name} in {self.where} is unreadable: {exc}") from None
 
     def drop(self, ident: str) -> QueuedMessage:
-        entry = self.find(ident)
+        """Remove a queued, failed or held message for good (not one a flush is sending)."""
+        try:
+            entry = self.find(ident)
+        except UnknownQueueId:
+            entry = self._held_entry(ident)
         if entry.path is not None:
             return self.local.drop(ident)
         keys = [self.docs, self.retry, self.stream, self.sids, self.failed, self.held_key]
@@ -378,6 +382,15 @@ class RedisSpool(RedisHeld):
         if where == b"none":
             raise UnknownQueueId(f"queue: no message {ident} (sent meanwhile)")
         return entry
+
+    def _held_entry(self, ident: str) -> QueuedMessage:
+        """A held message in Redis by id or a unique start of one, as `drop` reports it."""
+        ident = ident.strip()
+        found = self._scan(self.held_key, f"{ident}*") if ident.isalnum() else []
+        if len(found) != 1:
+            raise UnknownQueueId(f"queue: no message {ident} in {self.where}")
+        held = HeldMessage.from_document(_load_json(found[0][1]))
+        return QueuedMessage(held.id, held.created, 0, held.created, "", held.recipients, {})
 
     # --- flushing --------------------------------------------------------------------------
 
