@@ -42,7 +42,6 @@ from mailrelay.spool.entry import (
 
 if TYPE_CHECKING:
     from mailrelay.message import Message
-    from mailrelay.metrics import SpoolStats
     from mailrelay.result import Attempt
 
 
@@ -159,41 +158,6 @@ class SpoolStore:
         for directory in self.held_dirs():
             files += self._listdir(directory)
         return sorted(files, key=lambda p: p.name)
-
-    def held_keys(self) -> list[Path]:
-        """What take_held, held_exists and move_corrupt take: the held files' paths."""
-        return self.held_files()
-
-    def held_exists(self, key: Path) -> bool:
-        return key.exists()
-
-    def depth(self) -> int:
-        """How many messages wait (queued and held)."""
-        return len(self.files()) + len(self.held_files())
-
-    def pending(self) -> bool:
-        return bool(self.files()) or bool(self.held_files())
-
-    def place(self, entry: QueuedMessage) -> str:
-        """Where an entry is, for a person: its file."""
-        return str(entry.path)
-
-    def close(self) -> None:
-        """Nothing to let go of (the spool in Redis closes its connection)."""
-
-    def stats(self) -> SpoolStats:
-        """What `metrics` reports: messages per folder, the oldest queued one's age."""
-        from mailrelay.metrics import spool_stats
-
-        return spool_stats(self.path)
-
-    def deferred_durability(self) -> contextlib.AbstractContextManager[None]:
-        """Each file is fsynced as it is written: nothing to defer."""
-        return contextlib.nullcontext()
-
-    def durability_warning(self) -> str | None:
-        """None: a queued message's file is fsynced before the command says so."""
-        return None
 
     def held(self) -> list[HeldMessage]:
         """Every readable held message, oldest first."""
