@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.queue import redis_queue
+from bench.queue import redis_queue, redis_queue_fleet
 from bench.servers import Server, dead_port, serve
 
 HERE = Path(__file__).resolve().parent
@@ -740,6 +740,7 @@ SCENARIOS: dict[str, Callable[[Bench, Server, Server], None]] = {
     "redis_send": Bench.redis_send,
     "redis_fleet": Bench.redis_fleet,
     "redis_queue": redis_queue,
+    "redis_queue_fleet": redis_queue_fleet,
     "serve": Bench.serve,
 }
 

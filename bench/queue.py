@@ -9,6 +9,7 @@ server runs as advised for a queue: `appendonly yes`, `appendfsync everysec`.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,69 @@ def _queued(bench: Bench, config: Path, where: list[str]) -> int:
     out = subprocess.run(argv, capture_output=True, env=bench.env, check=True).stdout
     count: int = json.loads(out)["count"]
     return count
+
+
+def redis_queue_fleet(bench: Bench, http: Server, smtp: Server) -> None:
+    """Three hosts flushing one queue in Redis at once, against one host alone, to a relay
+    that takes 50 ms to answer each message: the consumer group shares the work out."""
+    from tests.redisserver import RedisServer
+    from tests.smtpserver import SmtpServer
+
+    runner = sys.modules[type(bench).__module__]
+    Variant, run_once = runner.Variant, runner.run_once
+    binary = bench.redis_binary()
+    if binary is None:
+        return
+    n = 150 if bench.quick else 600
+    relay = SmtpServer(data_delay=0.05)
+    relay.start()
+    try:
+        cfg = bench.config("queue-fleet", [bench.smtp(relay.port)])
+        with RedisServer(binary) as server:
+            flush = bench.mr(cfg, "queue", "flush", "--now", state=server.url)
+            one = Variant(f"1 host: queue flush --now ({n})", flush, env=bench.env, per=n)
+            script = []
+            for i in range(3):
+                host = bench.work / f"queue-fleet-host-{i}"
+                env = f"HOME={host} XDG_DATA_HOME={host}/data XDG_CONFIG_HOME={host}/config"
+                script.append(f"{env} {shlex.join(flush)} &")
+            script.append("for job in $(jobs -p); do wait $job || exit 1; done")
+            three = Variant(
+                f"3 hosts at once: queue flush --now ({n})",
+                ["bash", "-ec", "\n".join(script)],
+                env=bench.env,
+                per=n,
+            )
+            for _ in range(1 if bench.quick else 2):
+                for v in (one, three):
+                    _fill(server.url, bench.work / "queue-fleet-fill", n)
+                    before = len(relay.messages)
+                    run_once(v)
+                    if len(relay.messages) - before != n:
+                        got = len(relay.messages) - before
+                        raise SystemExit(f"bench: {v.label} delivered {got} of {n}")
+    finally:
+        relay.stop()
+    bench.record("redis_queue_fleet", [one, three], "relay: 50 ms a message")
+    ratio = one.median / three.median
+    bench.check("redis_queue_fleet", "3 hosts / 1 host (rate)", ratio, "≥ 2.5", ratio >= 2.5)
+
+
+def _fill(url: str, folder: Path, n: int) -> None:
+    """Queue n messages in Redis, as a failed first try would (in this process: quick)."""
+    from mailrelay.message import build_message
+    from mailrelay.providers.base import Outcome
+    from mailrelay.result import Attempt
+    from mailrelay.spool import Spool
+    from mailrelay.spool.redisspool import RedisSpool
+
+    spool = RedisSpool(url, local=Spool(folder))
+    failed = [Attempt("relay", "smtp", Outcome.TRANSIENT, "connection refused")]
+    try:
+        for i in range(n):
+            msg = build_message(
+                sender="bench@example.com", to=["ops@example.com"], subject=f"q{i}", text="b"
+            )
+            spool.add(msg, failed, retry=300, max_retry=300)
+    finally:
+        spool.close()
