@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.queue import redis_queue, redis_queue_fleet
 from bench.servers import Server, dead_port, serve
 
 HERE = Path(__file__).resolve().parent
@@ -738,6 +739,8 @@ SCENARIOS: dict[str, Callable[[Bench, Server, Server], None]] = {
     "memory": Bench.memory,
     "redis_send": Bench.redis_send,
     "redis_fleet": Bench.redis_fleet,
+    "redis_queue": redis_queue,
+    "redis_queue_fleet": redis_queue_fleet,
     "serve": Bench.serve,
 }
 

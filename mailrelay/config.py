@@ -155,6 +155,7 @@ class Settings:
     on_failure: OnFailure = "fail"  # "queue": spool a message every provider refused for now
     log_file: Path | None = None  # JSON-lines audit log; off by default
     spool_dir: Path | None = None  # default: the user data dir's mailrelay/spool
+    spool_url: str | None = None  # spool_dir given as redis://, rediss:// or unix://
     queue_retry: float = DEFAULT_QUEUE_RETRY
     queue_max_retry: float = DEFAULT_QUEUE_MAX_RETRY
     queue_max_age: float = DEFAULT_QUEUE_MAX_AGE
@@ -201,6 +202,8 @@ def _read_defaults(
             value = cfg.get_str(key)
             if value and key == "state_file" and is_state_url(value):
                 settings.state_url = value
+            elif value and key == "spool_dir" and is_state_url(value):
+                settings.spool_url = value
             elif value:
                 setattr(settings, key, Path(value).expanduser())
     except ConfigError as exc:

@@ -47,7 +47,8 @@ if TYPE_CHECKING:
     from mailrelay.engine import Engine
     from mailrelay.message import Message
     from mailrelay.result import SendResult
-    from mailrelay.spool import FlushItem, HeldMessage, Spool
+    from mailrelay.spool import FlushItem, HeldMessage
+    from mailrelay.spool.protocol import QueueStore
     from mailrelay.suppression import Suppression, SuppressionList
 
 Status = Literal["sent", "queued", "held", "failed"]
@@ -57,7 +58,7 @@ Status = Literal["sent", "queued", "held", "failed"]
 class Queueing:
     """Queuing is on: where failed-for-now messages go and when they are tried again."""
 
-    spool: Spool
+    spool: QueueStore
     retry: float
     max_retry: float
 
@@ -217,7 +218,7 @@ def _unspooled(result: SendResult, error: str) -> Delivery:
 
 
 def hold(
-    spool: Spool,
+    spool: QueueStore,
     raw: bytes,
     *,
     reason: str,
@@ -278,7 +279,7 @@ def _now_text() -> str:
     return format_datetime(datetime.now(timezone.utc))
 
 
-def forget_held(spool: Spool, message_id: str) -> int:
+def forget_held(spool: QueueStore, message_id: str) -> int:
     """Remove held copies of a message that was just sent (resent by hand, say); how many.
 
     Costs a directory listing, and a read only when held/ holds anything."""
@@ -286,8 +287,8 @@ def forget_held(spool: Spool, message_id: str) -> int:
 
     removed = 0
     try:
-        for path in spool.held_files():
-            with spool.take_held(path) as entry:
+        for key in spool.held_keys():
+            with spool.take_held(key) as entry:
                 if entry is not None and entry.message_id == message_id:
                     spool.release(entry)
                     removed += 1
@@ -297,7 +298,7 @@ def forget_held(spool: Spool, message_id: str) -> int:
 
 
 def flush_held(
-    spool: Spool,
+    spool: QueueStore,
     load: Callable[[HeldMessage], Message],
     send: Callable[[Message], SendResult],
     *,
@@ -307,16 +308,19 @@ def flush_held(
     (raising ConfigError, or NoSenderError, while it still does not allow sending: the
     message stays held with the new reason; any other MessageError moves it to corrupt/).
     Sent: removed. Failed for now: queued in its place. Refused: queued, then failed/."""
+    from pathlib import Path
+
     from mailrelay.errors import ConfigError, MessageError, NoSenderError
     from mailrelay.spool import FlushItem
 
     items: list[FlushItem] = []
-    for path in spool.held_files():
-        ident = path.stem
+    for key in spool.held_keys():
+        ident = key.stem if isinstance(key, Path) else str(key)
+        path = key if isinstance(key, Path) else None
         try:
-            with spool.take_held(path) as entry:
+            with spool.take_held(key) as entry:
                 if entry is None:
-                    if path.exists():
+                    if spool.held_exists(key):
                         items.append(FlushItem(ident, "locked", "being sent by another flush"))
                     continue
                 try:
@@ -326,7 +330,7 @@ def flush_held(
                     items.append(FlushItem(ident, "held", str(exc), path=path))
                     continue
                 except MessageError as exc:
-                    aside = spool.move_corrupt(path)
+                    aside = spool.move_corrupt(key)
                     items.append(FlushItem(ident, "corrupt", f"unreadable ({exc})", path=aside))
                     continue
                 result = send(message)
@@ -342,7 +346,9 @@ def flush_held(
     return items
 
 
-def _held_item(spool: Spool, entry: HeldMessage, message: Message, outcome: Delivery) -> FlushItem:
+def _held_item(
+    spool: QueueStore, entry: HeldMessage, message: Message, outcome: Delivery
+) -> FlushItem:
     from mailrelay.spool import FlushItem, SpoolError
 
     if outcome.spool_error is not None:  # not queued: it stays held, nothing is lost

@@ -197,7 +197,7 @@ class SmtpServer:
                 tls_context = server_ctx
         kwargs: dict[str, Any] = {
             "hostname": HOST,
-            "port": 0,
+            "port": self.port,  # 0 at first; a restart keeps the port
             "server_hostname": SERVER_NAME,
             "ssl_context": ssl_context,
             "tls_context": tls_context,

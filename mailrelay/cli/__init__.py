@@ -202,6 +202,15 @@ def global_options(*, merge: bool = True) -> Callable[[F], F]:
             **extra,
         ),
         click.option(
+            "--spool",
+            metavar="PATH|URL",
+            type=path,
+            help="Spool folder, or a redis://, rediss:// or unix:// URL to share the queue "
+            "across hosts (default: $MAILRELAY_SPOOL, else spool_dir in the config, else the "
+            "state's Redis when the state is a URL, else the user data dir's mailrelay/spool).",
+            **extra,
+        ),
+        click.option(
             "--provider",
             "providers",
             metavar="URL",
@@ -241,6 +250,7 @@ def cli(
     ctx: click.Context,
     config: str | None,
     state: str | None,
+    spool: str | None,
     providers: tuple[str, ...],
     log_file: str | None,
     verbose: int,
@@ -264,6 +274,7 @@ def cli(
     app = App(
         config=config,
         state=state,
+        spool=spool,
         providers=providers,
         verbose=verbose,
         quiet=quiet,

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from mailrelay.providers.base import Provider
     from mailrelay.providers.options import ProviderSpec
     from mailrelay.result import Listener
-    from mailrelay.spool import Spool
+    from mailrelay.spool.protocol import QueueStore
     from mailrelay.state import StateStore
     from mailrelay.state.records import RecordStore
     from mailrelay.suppression import SuppressionList
@@ -38,6 +38,7 @@ class App:
         config: str | None,
         state: str | None,
         providers: Sequence[str],
+        spool: str | None = None,
         verbose: int,
         quiet: bool,
         debug: bool,
@@ -47,6 +48,8 @@ class App:
         self.log_file = log_file
         self.config_path = config
         self.state_override = state
+        self.spool_override = spool
+        self._spool: QueueStore | None = None
         self.provider_urls = list(providers)
         self.verbose = verbose
         self.quiet = quiet
@@ -66,9 +69,13 @@ class App:
         elif name in ("quiet", "debug"):
             setattr(self, name, True)
         else:
-            attr = {"config": "config_path", "state": "state_override"}.get(name, name)
+            names = {"config": "config_path", "state": "state_override", "spool": "spool_override"}
+            attr = names.get(name, name)
             setattr(self, attr, value)
         self._settings = None
+        if self._spool is not None:  # built from the settings before this option
+            self._spool.close()
+            self._spool = None
         self.output(json_mode=self.out.json_mode)
 
     def output(self, *, json_mode: bool) -> Output:
@@ -180,17 +187,50 @@ class App:
         for provider in self.providers():
             provider.hold_connections()
 
+    def spool_location(self) -> str | Path:
+        """Where the spool is: a folder, or a Redis URL (mailrelay.spool.location)."""
+        from mailrelay.spool.location import spool_location
+        from mailrelay.state import state_url
+
+        s = self.settings
+        state = state_url(self.state_override, os.environ, s.state_url)
+        return spool_location(self.spool_override, os.environ, s.spool_url or s.spool_dir, state)
+
     def spool_dir(self) -> Path:
-        """Where the spool is: `spool_dir` in the config, else the user data dir."""
+        """The local spool folder: the spool itself, or where messages wait while the spool's
+        Redis cannot be reached (`spool_dir` when it is a folder, else the user data dir)."""
+        from pathlib import Path
+
         from mailrelay.spool import default_spool_dir
 
-        return self.settings.spool_dir or default_spool_dir()
+        where = self.spool_location()
+        return where if isinstance(where, Path) else self.settings.spool_dir or default_spool_dir()
 
-    def spool(self) -> Spool:
-        """The spool of queued messages (see spool_dir)."""
+    def spool(self) -> QueueStore:
+        """The spool of queued messages: a folder, or the fleet's queue in Redis."""
+        from pathlib import Path
+
         from mailrelay.spool import Spool
 
-        return Spool(self.spool_dir(), warn=self.out.warn)
+        if self._spool is not None:
+            return self._spool
+        where = self.spool_location()
+        local = Spool(self.spool_dir(), warn=self.out.warn)
+        if isinstance(where, Path):
+            return local
+        from mailrelay.spool.redisspool import CLAIM_MARGIN, RedisSpool
+
+        s = self.settings
+        secret = s.state_password
+        self._spool = RedisSpool(
+            where,
+            local=local,
+            password=secret.reveal() if secret else None,
+            claim_idle=s.timeout + CLAIM_MARGIN,
+            max_size=s.max_size,
+            warn=lambda text: self.out.warn(text),
+        )
+        return self._spool
 
     def queueing(self) -> Queueing:
         """Queuing on: the spool and the retry settings (mailrelay.delivery writes it)."""
@@ -264,5 +304,7 @@ class App:
         )
 
     def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
         for provider in self._providers or []:
             provider.close()

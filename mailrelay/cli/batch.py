@@ -14,6 +14,7 @@ not be written to the spool), 75 (a message failed for now and was not queued), 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -311,6 +312,7 @@ def run_batch(
         store = BufferedStore(app.store(), max_pending=STATE_MAX_PENDING, max_delay=STATE_MAX_DELAY)
         engine = app.engine(policy=policy, timeout=timeout, store=store)
         app.hold_connections()
+        queueing = app.queueing() if queue else None
         batch = _Batch(
             app,
             engine,
@@ -318,13 +320,15 @@ def run_batch(
             base_dir=None if path == "-" else os.path.dirname(os.path.abspath(path)),
             default_sender=default_sender,
             max_size=settings.max_size or DEFAULT_MAX_SIZE,
-            queue=app.queueing() if queue else None,
+            queue=queueing,
         )
         batch.suppressions = app.suppressions() if check_suppression else None
         total = _count_lines(path) if app.out.interactive and not app.out.json_mode else None
         report = _Report(app, name, total)
+        durable = queueing.spool.deferred_durability() if queueing else contextlib.nullcontext()
         try:
-            _drive(batch, report, _lines(stream, name), concurrency)
+            with durable:  # one wait for the spool's fsync, before the exit status
+                _drive(batch, report, _lines(stream, name), concurrency)
         finally:
             report.stop()
             _flush_state(app, store)

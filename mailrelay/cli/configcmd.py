@@ -130,6 +130,13 @@ def check_command(app: App, probe: bool, timeout: float) -> None:
             else:
                 app.out.error(f"{p.provider}: failing: {p.health.detail}")
                 code = int(ExitCode.UNAVAILABLE)
+    try:
+        spool_warning = app.spool().durability_warning()
+    except ConfigError as exc:
+        app.out.error(str(exc))
+        click.get_current_context().exit(int(ExitCode.CONFIG))
+    if spool_warning:
+        app.out.warn(spool_warning)
     if not code:
         where = settings.source or "no config file, providers from URLs"
         app.out.note(f"config ok: {len(settings.providers)} provider(s) ({where})")
@@ -162,7 +169,7 @@ def _locations(app: App, settings: Settings) -> dict[str, Any]:
     return {
         "config": settings.source or f"{settings.searched} (none there)",
         "state": str(state_path(app.state_override, os.environ, settings.state_file)),
-        "spool": str(app.spool_dir()),
+        "spool": app.spool().where,
         "outbox": outboxes,
         "log_file": str(app.log_file or settings.log_file or "") or None,
     }

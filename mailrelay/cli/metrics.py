@@ -33,11 +33,11 @@ def metrics(app: App, output: str | None) -> None:
       mailrelay metrics
       mailrelay metrics --output /var/lib/node_exporter/textfile/mailrelay.prom
     """
-    from mailrelay.metrics import render, spool_stats, write_atomically
+    from mailrelay.metrics import render, write_atomically
 
     settings = app.settings
     state = app.store().load()
-    spool = spool_stats(app.spool_dir())
+    spool = app.spool().stats()
     text = render(state, spool, providers=[spec.name for spec in settings.providers])
     if output is None:
         sys.stdout.write(text)

@@ -257,7 +257,7 @@ def status(
             ],
             long=["detail", "last error"],
         )
-        held = len(app.spool().held_files())
+        held = len(app.spool().held_keys())
         if held:  # sendmail mode keeps these until the configuration is mended
             out.warn(
                 f"{held} message(s) held until the configuration allows sending them; "

@@ -64,7 +64,7 @@ def list_command(app: App, failed: bool, json_mode: bool) -> None:
     if out.json_mode:
         out.emit_json(
             {
-                "spool": str(spool.path),
+                "spool": spool.where,
                 "failed": failed,
                 "count": len(entries) + len(held),
                 "held": len(held),
@@ -73,7 +73,7 @@ def list_command(app: App, failed: bool, json_mode: bool) -> None:
         )
         return
     if not entries and not held:
-        where = spool.failed_dir if failed else spool.path
+        where = spool.failed_where if failed else spool.where
         out.note(f"no messages in {where}")
         return
     from mailrelay.spool.listing import FAILED_COLUMNS, QUEUED_COLUMNS, failed_rows, queued_rows
@@ -82,7 +82,8 @@ def list_command(app: App, failed: bool, json_mode: bool) -> None:
         columns, rows = FAILED_COLUMNS, failed_rows(entries, now)
     else:
         columns, rows = QUEUED_COLUMNS, queued_rows(held, entries, now)
-    title = f"{len(entries) + len(held)} message(s) in {spool.failed_dir if failed else spool.path}"
+    where = spool.failed_where if failed else spool.where
+    title = f"{len(entries) + len(held)} message(s) in {where}"
     if held:
         title += f", {len(held)} held until the configuration allows sending"
     out.table(title, columns, rows, long=["why", "last error"])
@@ -123,7 +124,8 @@ def show_command(app: App, queue_id: str, json_mode: bool) -> None:
     if out.json_mode:
         info = entry.info(now)
         info.update(doc)
-        info["path"] = str(entry.path)
+        info["path"] = str(entry.path) if entry.path else None
+        info["where"] = spool.place(entry)
         info["message"] = summary
         info["history"] = entry.history
         if app.verbose:
@@ -137,7 +139,7 @@ def show_command(app: App, queue_id: str, json_mode: bool) -> None:
     )
     lines = [
         f"id:          {entry.id}",
-        f"file:        {entry.path}",
+        f"file:        {spool.place(entry)}",
         f"state:       {state}",
         f"created:     {fmt_time(entry.created)} ({age_text((now - entry.created).total_seconds())}"
         " ago)",
@@ -184,7 +186,7 @@ def drop_command(app: App, queue_id: str) -> None:
     """
     spool = app.spool()
     entry = spool.drop(queue_id)
-    where = "failed/" if entry.path and entry.path.parent == spool.failed_dir else "the queue"
+    where = "failed/" if entry.failed_reason is not None else "the queue"
     app.out.note(f"dropped {entry.id} from {where} (to {', '.join(entry.recipients) or '?'})")
 
 
@@ -203,11 +205,11 @@ def flush_command(app: App, now: bool, json_mode: bool) -> None:
     """
     out = app.output(json_mode=json_mode)
     spool = app.spool()
-    if not spool.files() and not spool.held_files():  # cron runs this often: nothing is silent
+    if not spool.pending():  # cron runs this often: nothing is silent
         if out.json_mode:
             from mailrelay.spool import FlushReport
 
-            out.emit_json({"spool": str(spool.path), **FlushReport().to_dict()})
+            out.emit_json({"spool": spool.where, **FlushReport().to_dict()})
         click.get_current_context().exit(0)
     settings = app.settings
     engine: Engine | None = None
@@ -234,7 +236,7 @@ def flush_command(app: App, now: bool, json_mode: bool) -> None:
             _report_item(app, out, item)
 
     held_items: list[FlushItem] = []
-    if spool.held_files():
+    if spool.held_keys():
         from mailrelay.cli.held import load_held
         from mailrelay.delivery import flush_held
 
@@ -263,7 +265,7 @@ def flush_command(app: App, now: bool, json_mode: bool) -> None:
 
         alerter.dispatch([expired_event(moved)])
     if out.json_mode:
-        out.emit_json({"spool": str(spool.path), **report.to_dict()})
+        out.emit_json({"spool": spool.where, **report.to_dict()})
     else:
         counts = [
             (report.count("sent"), "sent"),

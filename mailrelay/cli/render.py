@@ -48,7 +48,7 @@ def show_queued(out: Output, delivery: Delivery) -> None:
             exit_code=0,
             queued=True,
             queue_id=delivery.queue_id,
-            spool_file=str(delivery.path),
+            spool_file=str(delivery.path) if delivery.path else None,
         )
         out.emit_json(doc)
     elif out.verbose:

@@ -284,7 +284,7 @@ def sendmail(ctx: click.Context) -> None:
         app, engine, message, queue=True, hold=partial(_hold_after, app, data, options, message)
     )
     if outcome.status == "held":
-        _say_held(app, outcome)
+        _say_held(app, outcome, app.spool().where)
     elif outcome.status == "sent":
         forget_held(app.spool(), message.message_id)  # a held copy resent by hand
     ctx.exit(outcome.exit_code)
@@ -356,23 +356,26 @@ def hold_message(app: App, data: bytes, options: dict[str, Any], reason: str) ->
     from mailrelay.delivery import hold
     from mailrelay.errors import ConfigError
     from mailrelay.spool import Spool, default_spool_dir
+    from mailrelay.spool.protocol import QueueStore
 
+    spool: QueueStore
     try:
         spool = app.spool()
     except ConfigError:
         spool = Spool(default_spool_dir(), warn=app.out.warn)
     outcome = hold(spool, data, reason=reason, options=options)
-    _say_held(app, outcome)
+    _say_held(app, outcome, spool.where)
     return outcome.exit_code
 
 
-def _say_held(app: App, outcome: Delivery) -> None:
+def _say_held(app: App, outcome: Delivery, where: str) -> None:
     reason = outcome.reason
     if outcome.spool_error is not None:
         app.out.error(f"{reason}; the message could not be kept either: {outcome.spool_error}")
     else:
         app.out.error(
-            f"{reason}; the message is held as {outcome.queue_id} in {outcome.path}; "
+            f"{reason}; the message is held as {outcome.queue_id} in "
+            f"{outcome.path or where}; "
             "'mailrelay queue flush' sends it once the configuration allows"
         )
 

@@ -105,14 +105,19 @@ def serve(
     from mailrelay.serve.app import create_app
     from mailrelay.serve.server import ServeApplication, gunicorn_options
 
-    state, log_file = app.state_override, app.log_file
+    state, log_file, spool = app.state_override, app.log_file, app.spool_override
 
     def factory() -> object:
-        return create_app(settings, state=state, log_file=log_file, tokens=tokens)
+        return create_app(settings, state=state, log_file=log_file, tokens=tokens, spool=spool)
 
     workers = workers or conf.workers
     threads = threads or conf.threads
     grace = settings.timeout + 5  # a send in flight may take the whole --timeout
+    queue = app.spool()
+    warning = queue.durability_warning()  # once, here: not once per worker
+    if warning:
+        app.out.warn(warning)
+    queue.close()
     app.out.note(
         f"serving on http://{bind} ({workers} workers, {threads} threads each); "
         "SIGTERM or Ctrl-C stops after the sends in flight"

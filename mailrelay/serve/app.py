@@ -87,6 +87,7 @@ def create_app(
     state: str | None = None,
     log_file: str | None = None,
     tokens: list[str] | None = None,
+    spool: str | None = None,
     log: bool = True,
 ) -> Flask:
     """The service for `settings`: `tokens` are the secrets a client may present (None:
@@ -98,6 +99,7 @@ def create_app(
     app = App(
         config=None,
         state=state,
+        spool=spool,
         providers=(),
         verbose=0,
         quiet=False,
@@ -206,10 +208,8 @@ def create_app(
 
     @flask.get("/metrics")
     def metrics() -> Response:
-        from mailrelay.metrics import spool_stats
-
         state = service.engine.store.load()
-        spool = spool_stats(app.spool_dir())
+        spool = app.spool().stats()
         names = [p.name for p in service.engine.providers]
         return Response(service.metrics.page(state, spool, names), content_type=CONTENT_TYPE)
 

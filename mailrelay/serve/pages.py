@@ -178,7 +178,7 @@ def _queue(app: App) -> tuple[str, str]:
         f"<h2>Queue</h2><p><strong id=queued>{len(entries)}</strong> queued, "
         f"<strong id=held>{len(held)}</strong> held, "
         f"<strong id=failed>{len(failed)}</strong> failed "
-        f"(<code>{escape(str(spool.path))}</code>)</p>"
+        f"(<code>{escape(spool.where)}</code>)</p>"
     ]
     if entries or held:
         parts.append(_table("queue", QUEUED_COLUMNS, queued_rows(held, entries, now)))

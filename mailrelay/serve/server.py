@@ -86,7 +86,7 @@ class Flusher:
 
         app = self.app
         spool = app.spool()
-        if not spool.files():
+        if not spool.pending():
             return
         engine = app.engine()
         engine.listeners.extend(self.listeners)

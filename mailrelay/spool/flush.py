@@ -5,6 +5,7 @@ of an entry is the rule every front end follows (`SendResult.fate`, see mailrela
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from mailrelay.spool.store import SpoolError, SpoolStore
 
 if TYPE_CHECKING:
     from mailrelay.message import Message
+    from mailrelay.metrics import SpoolStats
     from mailrelay.result import SendResult
 
 
@@ -78,7 +80,45 @@ Sender = Callable[["Message"], "SendResult"]
 
 
 class Spool(SpoolStore):
-    """The spool folder: `<id>.json` files, plus `failed/` and `corrupt/` beside them."""
+    """The spool folder: `<id>.json` files, plus `failed/` and `corrupt/` beside them (the
+    folder's QueueStore, mailrelay.spool.protocol)."""
+
+    # --- what every spool answers (QueueStore) ------------------------------------------
+
+    def held_keys(self) -> list[Path]:
+        """What take_held, held_exists and move_corrupt take: the held files' paths."""
+        return self.held_files()
+
+    def held_exists(self, key: Path) -> bool:
+        return key.exists()
+
+    def depth(self) -> int:
+        """How many messages wait (queued and held)."""
+        return len(self.files()) + len(self.held_files())
+
+    def pending(self) -> bool:
+        return bool(self.files()) or bool(self.held_files())
+
+    def place(self, entry: QueuedMessage) -> str:
+        """Where an entry is, for a person: its file."""
+        return str(entry.path)
+
+    def close(self) -> None:
+        """Nothing to let go of (the spool in Redis closes its connection)."""
+
+    def stats(self) -> SpoolStats:
+        """What `metrics` reports: messages per folder, the oldest queued one's age."""
+        from mailrelay.metrics import spool_stats
+
+        return spool_stats(self.path)
+
+    def deferred_durability(self) -> contextlib.AbstractContextManager[None]:
+        """Each file is fsynced as it is written: nothing to defer."""
+        return contextlib.nullcontext()
+
+    def durability_warning(self) -> str | None:
+        """None: a queued message's file is fsynced before the command says so."""
+        return None
 
     # --- flushing --------------------------------------------------------------------------
 

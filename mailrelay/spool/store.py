@@ -94,6 +94,8 @@ class SpoolStore:
         self.warn = warn or (lambda _msg: None)
         self.now = now
         self.rand = rand  # the jitter of each retry's wait (mailrelay.backoff)
+        self.where = str(self.path)  # what messages and `queue list` call this spool
+        self.failed_where = str(self.failed_dir)
 
     def __repr__(self) -> str:
         return f"Spool({str(self.path)!r})"
