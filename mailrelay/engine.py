@@ -25,7 +25,11 @@ from mailrelay.secrets import scrub
 if TYPE_CHECKING:
     from mailrelay.alerts import Event
     from mailrelay.message import Message
+    from mailrelay.ratelimit.pacer import Pacer
     from mailrelay.state import State, StateStore
+
+# what a limited attempt counts in the state's per-provider outcomes (the metrics' source)
+LIMITED_COUNTS = {"rate": "rate_limited", "quota": "quota_spent"}
 
 # what became of a message no provider took, decided before the state is written: "queued"
 # (kept in the spool), "failed", or None (not counted: a queue flush's retry stays queued)
@@ -51,6 +55,7 @@ class Engine:
         listeners: Sequence[Listener] = (),
         alert: AlertSink | None = None,
         probe_gate: ProbeGate | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.providers = list(providers)
         self.alert = alert  # told of the transitions each state update made
@@ -63,6 +68,7 @@ class Engine:
         self.raise_bugs = raise_bugs  # --debug: let an adapter's bug surface as a traceback
         self._clamped: set[str] = set()  # providers whose state cooldown was clamped
         self.probe_gate = probe_gate or LocalProbeGate()  # skip_cooling's bookkeeping
+        self.pacer = pacer  # rate limits: waits for a provider's budget, learns its answers
 
     # --- order ---------------------------------------------------------------------------
 
@@ -168,7 +174,15 @@ class Engine:
                     )
                 )
                 continue
+            if self.pacer is not None:  # its turn in the budget, or passed over for now
+                held = self.pacer.turn(provider, message, remaining)
+                if held is not None:
+                    result.attempts.append(held)
+                    continue
+                remaining = max(deadline - self.clock(), 0.001)
             attempt = self.attempt(provider, message, min(provider.timeout, remaining))
+            if self.pacer is not None:
+                self.pacer.observe(provider, attempt)
             result.attempts.append(attempt)
             self._tell(result, partial(_tell_attempt, message=message, attempt=attempt))
             if attempt.outcome in (Outcome.ACCEPTED, Outcome.PERMANENT):
@@ -231,6 +245,8 @@ class Engine:
                 status=exc.status,
                 retry_after=exc.retry_after,
                 capability=isinstance(exc, CapabilityError),
+                limited=exc.limited,
+                rate=exc.rate,
             )
         except ConfigError as exc:  # e.g. a secret's env var is unset: fail over, show it
             return Attempt(
@@ -260,6 +276,7 @@ class Engine:
             scrub(receipt.detail),
             self.clock() - started,
             message_id=receipt.message_id,
+            rate=receipt.rate,
         )
 
     def record(self, result: SendResult) -> list[Event]:
@@ -285,6 +302,10 @@ class Engine:
             delta.changes.append(change)
             if a.outcome is Outcome.PERMANENT:
                 continue  # the message was bad, not the provider
+            if a.limited is not None:  # a limit, not an outage: no failure, cooldown or alert
+                change.count = LIMITED_COUNTS[a.limited]  # the budget holds it back (ratelimit/)
+                change.texts["last_error"] = f"{a.outcome.value}: {a.detail}"
+                continue
             change.texts["last_outcome"] = a.outcome.value
             if a.outcome is Outcome.ACCEPTED:
                 change.add["sent"] = 1

@@ -11,6 +11,7 @@ from mailrelay.providers.base import Outcome
 
 if TYPE_CHECKING:
     from mailrelay.message import Message
+    from mailrelay.ratelimit.learn import Observed
 
 # What becomes of the message, by the one rule of mailrelay.delivery (SendResult.fate)
 Fate = Literal["sent", "retry", "refused"]
@@ -31,6 +32,8 @@ class Attempt:
     config_error: bool = False
     tried: bool = True
     capability: bool = False  # refused for what the provider cannot carry: not its failure
+    limited: str | None = None  # "rate" or "quota": held back by a limit, not a failure
+    rate: Observed | None = None  # the limit the answer told (header fields)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +46,7 @@ class Attempt:
             "latency_ms": round(self.latency * 1000, 1),
             "retry_after": self.retry_after,
             "tried": self.tried,
+            "rate_limited": self.limited,
         }
 
 

@@ -15,9 +15,10 @@ not be written to the spool), 75 (a message failed for now and was not queued), 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import IO, TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from mailrelay.delivery import Queueing
     from mailrelay.engine import Engine
     from mailrelay.message import Message
+    from mailrelay.providers.base import Provider
     from mailrelay.result import SendResult
 
 # exit codes of unsent lines, worst first (see the module docstring and the README)
@@ -316,7 +318,8 @@ def run_batch(
         total = _count_lines(path) if app.out.interactive and not app.out.json_mode else None
         report = _Report(app, name, total)
         try:
-            _drive(batch, report, _lines(stream, name), concurrency)
+            workers = budget_concurrency(engine.providers, concurrency)  # rate limits
+            _drive(batch, report, _lines(stream, name), workers)
         finally:
             report.stop()
             _flush_state(app, store)
@@ -324,6 +327,15 @@ def run_batch(
     finally:
         if path != "-":
             stream.close()
+
+
+def budget_concurrency(providers: Sequence[Provider], concurrency: int) -> int:
+    """No more sends at once than the budgets let go in a second: the sum of each provider's
+    tightest pace, when every provider has one (threads beyond it would only wait)."""
+    if not providers or any(not p.budget.limits for p in providers):
+        return concurrency
+    rates = [min(limit.per_second for limit in p.budget.limits) for p in providers]
+    return max(1, min(concurrency, math.ceil(sum(rates))))
 
 
 def _drive(
