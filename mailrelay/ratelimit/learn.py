@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from mailrelay.datarecord import record
+from mailrelay.ratelimit.spec import BURST_FROM, SAFETY
 
 _EPOCH_FROM = 365 * 86400.0  # a "reset" above this is a Unix time, not seconds
 _PARAM = re.compile(r";\s*([a-z]+)\s*=\s*([0-9.]+)")
@@ -35,16 +36,19 @@ class Observed:
     reset: float | None = None
     window: float | None = None
 
-    @property
-    def interval(self) -> float | None:
-        """Seconds between requests that spends what remains evenly until the reset (or the
-        policy's pace), whichever is slower; None when the answer says too little."""
-        paces = []
-        if self.remaining is not None and self.remaining > 0 and self.reset:
-            paces.append(self.reset / self.remaining)
-        if self.limit and self.window:
-            paces.append(self.window / self.limit)
-        return max(paces) if paces else None
+    def interval(self, window: float | None = None) -> float | None:
+        """Seconds between requests that keep within the limit: the limit over its window
+        (the policy's `w`, else `window`, the longest reset seen: a reset counts down within
+        its window), else what remains spread evenly until the reset; None when the answer
+        says too little. Short windows get the safety margin of configured limits."""
+        window = self.window or window
+        if self.limit and window:
+            pace = window / self.limit
+        elif self.remaining and self.reset:
+            pace = self.reset / self.remaining
+        else:
+            return None
+        return pace * SAFETY if (window or self.reset or 0.0) < BURST_FROM else pace
 
     @property
     def expires(self) -> float:

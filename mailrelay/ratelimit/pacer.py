@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from mailrelay.providers.base import Outcome
 from mailrelay.ratelimit.bucket import BudgetStore
 from mailrelay.ratelimit.quota import to_midnight, until_text
+from mailrelay.ratelimit.spec import BURST_FROM
 from mailrelay.result import Attempt
 from mailrelay.secrets import scrub
 
@@ -38,6 +39,7 @@ class Pacer:
         self.sleep = sleep
         self.warn = warn or (lambda _msg: None)
         self._warned = False
+        self._windows: dict[str, float] = {}  # the longest reset each provider has told
 
     @staticmethod
     def applies(provider: Provider) -> bool:
@@ -93,9 +95,14 @@ class Pacer:
     def _learn(self, provider: Provider, attempt: Attempt) -> None:
         seen = attempt.rate
         if seen is not None:
+            if seen.reset and seen.reset < BURST_FROM:
+                window = max(self._windows.get(provider.name, 1.0), seen.reset)
+                self._windows[provider.name] = window
             if seen.remaining == 0 and seen.reset:
                 self.store.block(provider.name, seen.reset, "rate")
-            self.store.learn(provider.name, seen.interval, seen.expires)
+            interval = seen.interval(self._windows.get(provider.name))
+            if interval is not None:
+                self.store.learn(provider.name, interval, seen.expires)
         if attempt.limited == "quota":
             self.store.block(provider.name, attempt.retry_after or to_midnight(), "quota")
         elif attempt.limited == "rate":
