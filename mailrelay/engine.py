@@ -19,6 +19,7 @@ from mailrelay.clock import Clock, Now, utcnow
 from mailrelay.errors import ConfigError, MailrelayError, StateError
 from mailrelay.policy import COOLDOWN_CEILING, LocalProbeGate, Policy, ProbeGate
 from mailrelay.providers.base import CapabilityError, Outcome, Provider, ProviderError
+from mailrelay.ratelimit.spec import LIMITED_COUNTS
 from mailrelay.result import Attempt, Listener, SendResult
 from mailrelay.secrets import scrub
 
@@ -27,9 +28,6 @@ if TYPE_CHECKING:
     from mailrelay.message import Message
     from mailrelay.ratelimit.pacer import Pacer
     from mailrelay.state import State, StateStore
-
-# what a limited attempt counts in the state's per-provider outcomes (the metrics' source)
-LIMITED_COUNTS = {"rate": "rate_limited", "quota": "quota_spent"}
 
 # what became of a message no provider took, decided before the state is written: "queued"
 # (kept in the spool), "failed", or None (not counted: a queue flush's retry stays queued)
@@ -303,7 +301,8 @@ class Engine:
             if a.outcome is Outcome.PERMANENT:
                 continue  # the message was bad, not the provider
             if a.limited is not None:  # a limit, not an outage: no failure, cooldown or alert
-                change.count = LIMITED_COUNTS[a.limited]  # the budget holds it back (ratelimit/)
+                # (the budget holds the provider back: ratelimit/); counted for the metrics
+                delta.changes.append(ProviderChange(a.provider, count=LIMITED_COUNTS[a.limited]))
                 change.texts["last_error"] = f"{a.outcome.value}: {a.detail}"
                 continue
             change.texts["last_outcome"] = a.outcome.value

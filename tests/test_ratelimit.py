@@ -269,6 +269,8 @@ def test_three_hosts_on_one_redis_spend_one_budget(tmp_path: Path, fake: RateFak
         flush(server)
         hosts = [Host(tmp_path, n, fake, rate_limit="20/s", unit="requests") for n in "abc"]
         _wait([_spawn(h, server.url, h.batch(30)) for h in hosts])
+        page = hosts[1].run(server.url, "metrics").stdout
+        assert 'mailrelay_provider_budget_remaining{provider="limited",limit="20/s"}' in page
         fallback = sum(h.fallback_count() for h in hosts)
         assert fake.accepted + fallback == 90
         assert fake.limited <= 2, (fake.limited, fake.accepted)  # (almost) never too fast
@@ -330,3 +332,6 @@ def test_a_spent_quota_rests_the_provider_until_it_resets(tmp_path: Path) -> Non
         seen = host.providers(None)["limited"]
         assert seen["budget"]["held"]["text"] == "quota spent until 00:00 UTC"
         assert seen["consecutive_failures"] == 0 and seen["outcomes"].get("quota_spent") == 1
+        page = host.run(None, "metrics").stdout
+        assert 'mailrelay_provider_rate_limited_total{provider="limited",kind="quota"} 1' in page
+        assert 'mailrelay_send_attempts_total{provider="limited",outcome="quota_spent"}' not in page

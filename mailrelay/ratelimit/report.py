@@ -3,13 +3,18 @@ each has left, and what holds the provider back now (a rate 429's wait, a spent 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mailrelay.ratelimit.quota import until_text
+from mailrelay.ratelimit.spec import LIMITED_COUNTS
 
 if TYPE_CHECKING:
+    from mailrelay.engine import Engine
+    from mailrelay.metrics import Family
     from mailrelay.providers.base import Provider
     from mailrelay.ratelimit.bucket import BudgetStore, Remaining
+    from mailrelay.state import State
 
 
 def held_text(kind: str, seconds: float) -> str:
@@ -50,3 +55,43 @@ def budget_document(store: BudgetStore | None, provider: Provider) -> dict[str, 
             "text": held_text(left.kind, left.blocked),
         }
     return doc
+
+
+def metric_families(
+    state: State, providers: Sequence[Provider], store: BudgetStore | None
+) -> list[Family]:
+    """mailrelay_provider_rate_limited_total (from the state's counts, so every process's
+    429s add up) and mailrelay_provider_budget_remaining (from the shared budgets)."""
+    from mailrelay.metrics import Family
+
+    limited = Family(
+        "mailrelay_provider_rate_limited_total",
+        "counter",
+        "Answers that said a provider's limit was reached: kind rate (a 429 of the pace; "
+        "no failure) or quota (a spent daily/monthly quota; rests until it resets).",
+    )
+    remaining = Family(
+        "mailrelay_provider_budget_remaining",
+        "gauge",
+        "What a provider's budget could still take within each configured limit's period "
+        "(requests or recipients); 0 while a rate 429's wait or a spent quota holds it.",
+    )
+    for provider in providers:
+        entry = state.providers.get(provider.name)
+        outcomes = entry.outcomes if entry else {}
+        for kind, name in LIMITED_COUNTS.items():
+            limited.add(outcomes.get(name, 0), provider=provider.name, kind=kind)
+        left = peek(store, provider)
+        if left is None:
+            continue
+        for text, tokens in left.tokens.items():
+            remaining.add(0.0 if left.blocked > 0 else tokens, provider=provider.name, limit=text)
+    return [limited, remaining]
+
+
+def engine_metrics(state: State, engine: Engine) -> str:
+    """The rate-limit families of an engine's providers, formatted (serve's /metrics)."""
+    from mailrelay.metrics import format_families
+
+    store = engine.pacer.store if engine.pacer is not None else None
+    return format_families(metric_families(state, engine.providers, store))

@@ -15,6 +15,10 @@ from mailrelay.datarecord import record
 if TYPE_CHECKING:
     from mailrelay.providers.options import ProviderConfig
 
+# what a rate 429 and a spent quota count in the state's per-provider `outcomes`, beside
+# the attempt's class: mailrelay_provider_rate_limited_total{kind} reads them
+LIMITED_COUNTS = {"rate": "rate_limited", "quota": "quota_spent"}
+
 Unit = Literal["requests", "recipients"]
 UNITS: tuple[Unit, ...] = ("requests", "recipients")
 
