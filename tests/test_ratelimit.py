@@ -45,6 +45,7 @@ class Host:
             + fake.table(**keys)
             + f'[[providers]]\nname = "fallback"\ntype = "outbox"\npath = "{self.outbox}"\n'
         )
+        self.config.chmod(0o600)
         self.env = {
             "HOME": str(self.home),
             "XDG_CONFIG_HOME": str(self.home / "config"),
