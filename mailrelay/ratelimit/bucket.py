@@ -245,5 +245,7 @@ class FileBudgets:
         self._change(name, lambda entry, now: block_in(entry, seconds, kind, now))
 
     def peek(self, name: str, limits: Sequence[Limit]) -> Remaining:
+        if not self.path.exists():  # a look creates nothing (`providers` on a fresh host)
+            return peek_in({}, limits, time.time())
         result: Remaining = self._change(name, lambda entry, now: peek_in(entry, limits, now))
         return result

@@ -98,9 +98,11 @@ class Pacer:
             if seen.reset and seen.reset < BURST_FROM:
                 window = max(self._windows.get(provider.name, 1.0), seen.reset)
                 self._windows[provider.name] = window
-            if seen.remaining == 0 and seen.reset:
-                self.store.block(provider.name, seen.reset, "rate")
             interval = seen.interval(self._windows.get(provider.name))
+            # nothing left: wait for the reset, unless a pace is known and the reset is a
+            # whole second rounded up (it may be 1 ms away; the pace spaces the sends anyway)
+            if seen.remaining == 0 and seen.reset and (interval is None or seen.reset > 1.0):
+                self.store.block(provider.name, seen.reset, "rate")
             if interval is not None:
                 self.store.learn(provider.name, interval, seen.expires)
         if attempt.limited == "quota":
