@@ -336,3 +336,52 @@ def test_a_spent_quota_rests_the_provider_until_it_resets(tmp_path: Path) -> Non
         page = host.run(None, "metrics").stdout
         assert 'mailrelay_provider_rate_limited_total{provider="limited",kind="quota"} 1' in page
         assert 'mailrelay_send_attempts_total{provider="limited",outcome="quota_spent"}' not in page
+
+
+# --- the three stores keep one arithmetic ---------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "file", "redis"])
+def budgets(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    from mailrelay.ratelimit.bucket import MemoryBudgets
+
+    if request.param == "memory":
+        yield MemoryBudgets()
+    elif request.param == "file":
+        yield FileBudgets(tmp_path / "ratelimit.json")
+    else:
+        if BINARY is None:
+            pytest.skip("no redis-server or valkey-server")
+        from mailrelay.ratelimit.redisbucket import connect
+
+        with RedisServer(BINARY) as server:
+            yield connect(server.url + "?prefix=t", None)
+
+
+def test_each_store_paces_blocks_and_tells_alike(budgets: Any) -> None:
+    ten = [parse_limit("10/s")]
+    first = budgets.reserve("p", ten, 1.0, 5.0)
+    assert first.go and first.wait == 0.0
+    second = budgets.reserve("p", ten, 1.0, 5.0)  # reserved: its turn is one token later
+    assert second.go and 0.05 < second.wait <= 0.103 and second.kind == "rate"
+    refused = budgets.reserve("p", ten, 1.0, 0.01)  # does not fit: nothing is reserved
+    assert not refused.go and 0.1 < refused.wait <= 0.206
+    assert budgets.reserve("p", ten, 1.0, 5.0).wait <= 0.206  # the refusal spent nothing
+
+    day = [parse_limit("100/day")]
+    assert budgets.reserve("q", day, 5.0, 1.0).go  # five recipients, at once (a day bursts)
+    assert round(budgets.peek("q", day).tokens["100/day"]) == 95
+
+    budgets.block("q", 50.0, "quota")
+    budgets.block("q", 1.0, "rate")  # a rate 429 while the quota is spent changes nothing
+    held = budgets.reserve("q", day, 1.0, 10.0)
+    assert not held.go and held.kind == "quota" and 45 < held.wait <= 50
+    left = budgets.peek("q", day)
+    assert left.kind == "quota" and 45 < left.blocked <= 50
+
+    budgets.learn("r", 0.5, 10.0)  # a pace learned from the answers, no limit configured
+    assert budgets.reserve("r", [], 1.0, 5.0).wait == 0.0
+    paced = budgets.reserve("r", [], 1.0, 5.0)
+    assert paced.go and 0.4 < paced.wait <= 0.5
+    budgets.learn("r", None, 0.0)  # forgotten: free again
+    assert budgets.reserve("r", [], 1.0, 0.0).go
