@@ -385,3 +385,20 @@ def test_each_store_paces_blocks_and_tells_alike(budgets: Any) -> None:
     assert paced.go and 0.4 < paced.wait <= 0.5
     budgets.learn("r", None, 0.0)  # forgotten: free again
     assert budgets.reserve("r", [], 1.0, 0.0).go
+
+
+def test_a_queue_flush_paces_through_the_budget(tmp_path: Path, dead_port: int) -> None:
+    with RateFake(5) as fake:
+        host = Host(tmp_path, "a", fake, rate_limit="5/s", unit="requests")
+        down = host.home / "down.toml"  # the same host while its only provider is down
+        down.write_text(
+            '[defaults]\nfrom = "ops@example.com"\n[[providers]]\nname = "relay"\n'
+            f'type = "smtp"\nhost = "127.0.0.1"\nport = {dead_port}\nsecurity = "none"\n'
+        )
+        argv = ["--config", str(down), "send", "--queue", "--batch", str(host.batch(12))]
+        queued = mailrelay(*argv, input=None, env=host.env)
+        assert queued.returncode == 0, queued.stderr
+        flushed = host.run(None, "queue", "flush", "--now")
+        assert flushed.returncode == 0, flushed.stderr
+        assert fake.accepted == 12 and fake.limited == 0  # one queue, paced at 5/s
+        assert host.fallback_count() == 0
