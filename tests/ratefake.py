@@ -4,7 +4,8 @@ each fixed one-second window, answering beyond it with Resend's 429
 `rate_limit_exceeded`, `retry-after` and the draft-06 `ratelimit-limit/-remaining/-reset`
 fields it sends on every answer (resend.com/docs/api-reference/rate-limit).
 
-`quota_spent = True` answers every send with the 429 `daily_quota_exceeded` instead.
+`quota_spent = True` answers every send with the 429 `daily_quota_exceeded` instead;
+`refuse = N` answers the next N sends with the rate 429 (`retry-after: 1`).
 `latency` holds every answer that long (a provider across the internet). Threaded, so
 several hosts' batches arrive at once as they would. Used by tests and bench/.
 """
@@ -29,6 +30,7 @@ class RateFake:
         self.latency = latency
         self.headers = headers
         self.quota_spent = False
+        self.refuse = 0  # answer this many next sends with a rate 429, whatever the window
         self.accepted = 0
         self.limited = 0  # 429 rate_limit_exceeded answers
         self.quota = 0  # 429 daily_quota_exceeded answers
@@ -91,9 +93,12 @@ class RateFake:
             if window != self._window:
                 self._window, self._count = window, 0
             reset = str(max(1, math.ceil(window + 1 - now)))
-            if self.limit is not None and self._count >= self.limit:
+            if self.refuse or (self.limit is not None and self._count >= self.limit):
+                self.refuse = max(self.refuse - 1, 0)
                 self.limited += 1
-                words = f"Too many requests. You can only make {self.limit} requests per second."
+                words = (
+                    f"Too many requests. You can only make {self.limit or 1} requests per second."
+                )
                 fields = {"retry-after": reset, **self._fields(0, reset)}
                 return 429, {"name": "rate_limit_exceeded", "message": words}, fields
             self._count += 1

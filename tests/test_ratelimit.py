@@ -300,9 +300,10 @@ def test_without_a_configured_limit_a_batch_learns_it_from_the_answers(
 
 
 def test_a_rate_429_does_not_rest_the_provider(tmp_path: Path) -> None:
-    with RateFake(1, headers=False) as fake:  # nothing to learn from: the 429 is the news
+    with RateFake(None, headers=False) as fake:  # nothing to learn from: the 429 is the news
         host = Host(tmp_path, "a", fake, rate_limit=[])
         first = host.run(None, "send", "--json", "-s", "s", "--text", "t", "x@example.com")
+        fake.refuse = 1
         second = host.run(None, "send", "--json", "-s", "s", "--text", "t", "x@example.com")
         assert json.loads(first.stdout)["provider"] == "limited"
         attempts = json.loads(second.stdout)["attempts"]
@@ -402,3 +403,37 @@ def test_a_queue_flush_paces_through_the_budget(tmp_path: Path, dead_port: int) 
         assert flushed.returncode == 0, flushed.stderr
         assert fake.accepted == 12 and fake.limited == 0  # one queue, paced at 5/s
         assert host.fallback_count() == 0
+
+
+def test_serve_paces_through_the_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailrelay.config import load_settings
+    from mailrelay.providers import httpapi
+    from mailrelay.serve.app import create_app
+
+    monkeypatch.setattr(httpapi, "_pool", None)  # a pool of its own, closed below
+    with RateFake(5) as fake:
+        host = Host(tmp_path, "a", fake, rate_limit="5/s", unit="requests")
+        settings = load_settings(str(host.config))
+        app = create_app(settings, state=str(host.home / "state.toml"), tokens=[], log=False)
+        client = app.test_client()
+        message = {"from": "ops@example.com", "to": ["x@example.com"], "subject": "s", "text": "t"}
+        for _ in range(12):
+            answer = client.post("/v1/messages", json=message)
+            assert answer.status_code == 200, answer.get_data(as_text=True)
+            assert answer.get_json()["provider"] == "limited"
+        assert fake.accepted == 12 and fake.limited == 0
+        page = client.get("/metrics").get_data(as_text=True)
+        assert 'mailrelay_provider_rate_limited_total{provider="limited",kind="rate"} 0' in page
+        assert 'mailrelay_provider_budget_remaining{provider="limited",limit="5/s"}' in page
+        httpapi.shared_pool().close()  # its keep-alive connections to the fake
+
+
+def test_a_quota_reset_reads_as_the_minute_it_comes_back() -> None:
+    from datetime import datetime, timezone
+
+    from mailrelay.ratelimit.quota import to_midnight, to_month_end, until_text
+
+    for hour in (1, 12, 23):
+        now = datetime(2026, 12, 4, hour, 0, 5, tzinfo=timezone.utc)
+        assert until_text(to_midnight(now) - 0.01, now) == "00:00 UTC"  # stored a bit early
+        assert until_text(to_month_end(now), now) == "2027-01-01 00:00 UTC"

@@ -27,9 +27,11 @@ def to_month_end(now: datetime | None = None) -> float:
 
 
 def until_text(seconds: float, now: datetime | None = None) -> str:
-    """ "00:00 UTC" within the day, "2026-08-01 00:00 UTC" further off."""
+    """ "00:00 UTC" within a day, "2026-08-01 00:00 UTC" further off; to the nearest minute
+    (a reset stored a few milliseconds before midnight is still midnight's)."""
     now = _now(now)
-    when = now + timedelta(seconds=seconds)
-    if seconds < 20 * 3600:
+    when = now + timedelta(seconds=seconds + 30)
+    when = when.replace(second=0, microsecond=0)
+    if seconds < 86400 - 30:
         return when.strftime("%H:%M UTC")
     return when.strftime("%Y-%m-%d %H:%M UTC")
