@@ -2,6 +2,7 @@
 
 The engine knows no provider by name. It walks the configured providers from a start point
 chosen by the policy (policy.py), moves providers in cooldown to the back (never skips them),
+waits for each provider's rate budget or passes it over for now (a Pacer, ratelimit/),
 stops on acceptance or on a permanent message error, bounds the whole send by one deadline,
 and records per-provider counters and cooldowns in the state store. What a send produced
 (`Attempt`, `SendResult`) lives in result.py.
