@@ -311,8 +311,9 @@ class Engine:
                 change.add["sent"] = 1
                 change.stamp = ("last_success",)
                 change.clear = ("consecutive_failures", "cooldown_until")
-                delta.last_provider = a.provider
-                delta.last_index = index.get(a.provider)
+                if not any(x.limited for x in result.attempts):  # a limit is no reason to
+                    delta.last_provider = a.provider  # stick elsewhere: sticky stays put
+                    delta.last_index = index.get(a.provider)
                 continue
             change.add["failed"] = 1
             change.stamp = ("last_failure",)

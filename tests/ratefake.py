@@ -52,6 +52,9 @@ class RateFake:
                 # the client's delayed ACK hold each keep-alive answer ~40 ms
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+            def do_GET(self) -> None:  # `status`'s probe, GET /domains
+                self._answer(200, {"data": []}, {})
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")

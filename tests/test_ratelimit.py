@@ -41,7 +41,7 @@ class Host:
         self.outbox = self.home / "outbox"
         self.config = self.home / "config.toml"
         self.config.write_text(
-            '[defaults]\nfrom = "ops@example.com"\npolicy = "priority"\n'
+            '[defaults]\nfrom = "ops@example.com"\n'  # the default policy: sticky
             + fake.table(**keys)
             + f'[[providers]]\nname = "fallback"\ntype = "outbox"\npath = "{self.outbox}"\n'
         )
