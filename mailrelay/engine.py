@@ -2,6 +2,7 @@
 
 The engine knows no provider by name. It walks the configured providers from a start point
 chosen by the policy (policy.py), moves providers in cooldown to the back (never skips them),
+waits for each provider's rate budget or passes it over for now (a Pacer, ratelimit/),
 stops on acceptance or on a permanent message error, bounds the whole send by one deadline,
 and records per-provider counters and cooldowns in the state store. What a send produced
 (`Attempt`, `SendResult`) lives in result.py.
@@ -19,12 +20,14 @@ from mailrelay.clock import Clock, Now, utcnow
 from mailrelay.errors import ConfigError, MailrelayError, StateError
 from mailrelay.policy import COOLDOWN_CEILING, LocalProbeGate, Policy, ProbeGate
 from mailrelay.providers.base import CapabilityError, Outcome, Provider, ProviderError
+from mailrelay.ratelimit.spec import LIMITED_COUNTS
 from mailrelay.result import Attempt, Listener, SendResult
 from mailrelay.secrets import scrub
 
 if TYPE_CHECKING:
     from mailrelay.alerts import Event
     from mailrelay.message import Message
+    from mailrelay.ratelimit.pacer import Pacer
     from mailrelay.state import State, StateStore
 
 # what became of a message no provider took, decided before the state is written: "queued"
@@ -51,6 +54,7 @@ class Engine:
         listeners: Sequence[Listener] = (),
         alert: AlertSink | None = None,
         probe_gate: ProbeGate | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.providers = list(providers)
         self.alert = alert  # told of the transitions each state update made
@@ -63,6 +67,7 @@ class Engine:
         self.raise_bugs = raise_bugs  # --debug: let an adapter's bug surface as a traceback
         self._clamped: set[str] = set()  # providers whose state cooldown was clamped
         self.probe_gate = probe_gate or LocalProbeGate()  # skip_cooling's bookkeeping
+        self.pacer = pacer  # rate limits: waits for a provider's budget, learns its answers
 
     # --- order ---------------------------------------------------------------------------
 
@@ -168,7 +173,15 @@ class Engine:
                     )
                 )
                 continue
+            if self.pacer is not None:  # its turn in the budget, or passed over for now
+                held = self.pacer.turn(provider, message, remaining)
+                if held is not None:
+                    result.attempts.append(held)
+                    continue
+                remaining = max(deadline - self.clock(), 0.001)
             attempt = self.attempt(provider, message, min(provider.timeout, remaining))
+            if self.pacer is not None:
+                self.pacer.observe(provider, attempt)
             result.attempts.append(attempt)
             self._tell(result, partial(_tell_attempt, message=message, attempt=attempt))
             if attempt.outcome in (Outcome.ACCEPTED, Outcome.PERMANENT):
@@ -232,6 +245,8 @@ class Engine:
                 retry_after=exc.retry_after,
                 capability=isinstance(exc, CapabilityError),
                 local=exc.local,
+                limited=exc.limited,
+                rate=exc.rate,
             )
         except ConfigError as exc:  # e.g. a secret's env var is unset: fail over, show it
             return Attempt(
@@ -263,6 +278,7 @@ class Engine:
             self.clock() - started,
             message_id=receipt.message_id,
             refused=receipt.refused,
+            rate=receipt.rate,
         )
 
     def record(self, result: SendResult) -> list[Event]:
@@ -291,13 +307,19 @@ class Engine:
             delta.changes.append(change)
             if a.outcome is Outcome.PERMANENT:
                 continue  # the message was bad, not the provider
+            if a.limited is not None:  # a limit, not an outage: no failure, cooldown or alert
+                # (the budget holds the provider back: ratelimit/); counted for the metrics
+                delta.changes.append(ProviderChange(a.provider, count=LIMITED_COUNTS[a.limited]))
+                change.texts["last_error"] = f"{a.outcome.value}: {a.detail}"
+                continue
             change.texts["last_outcome"] = a.outcome.value
             if a.outcome is Outcome.ACCEPTED:
                 change.add["sent"] = 1
                 change.stamp = ("last_success",)
                 change.clear = ("consecutive_failures", "cooldown_until")
-                delta.last_provider = a.provider
-                delta.last_index = index.get(a.provider)
+                if not any(x.limited for x in result.attempts):  # a limit is no reason to
+                    delta.last_provider = a.provider  # stick elsewhere: sticky stays put
+                    delta.last_index = index.get(a.provider)
                 continue
             change.add["failed"] = 1
             change.stamp = ("last_failure",)

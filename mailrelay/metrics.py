@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from mailrelay.datarecord import field, record
+from mailrelay.ratelimit.spec import LIMITED_COUNTS
 from mailrelay.state import State
 
 OUTCOMES = ("accepted", "transient", "provider", "rejected", "permanent", "ambiguous")
@@ -132,7 +133,8 @@ def families(
     for name in names:
         entry = state.providers.get(name)
         outcomes = entry.outcomes if entry else {}
-        for outcome in dict.fromkeys([*OUTCOMES, *sorted(outcomes)]):
+        counted = sorted(set(outcomes) - set(LIMITED_COUNTS.values()))  # ratelimit/report.py
+        for outcome in dict.fromkeys([*OUTCOMES, *counted]):
             attempts.add(outcomes.get(outcome, 0), provider=name, outcome=outcome)
         until = entry.cooldown_until if entry else None
         rest = (until - now).total_seconds() if until is not None else 0.0

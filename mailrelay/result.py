@@ -11,6 +11,7 @@ from mailrelay.providers.base import Outcome
 
 if TYPE_CHECKING:
     from mailrelay.message import Message
+    from mailrelay.ratelimit.learn import Observed
 
 # What becomes of the message, by the one rule of mailrelay.delivery (SendResult.fate)
 Fate = Literal["sent", "retry", "refused"]
@@ -34,6 +35,8 @@ class Attempt:
     # this host's problem (a secret or command missing here): not the provider's shared health
     local: bool = False
     refused: tuple[tuple[str, str], ...] = ()  # recipients it refused, taking the rest
+    limited: str | None = None  # "rate" or "quota": held back by a limit, not a failure
+    rate: Observed | None = None  # the limit the answer told (header fields)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +50,7 @@ class Attempt:
             "retry_after": self.retry_after,
             "tried": self.tried,
             **({"refused": dict(self.refused)} if self.refused else {}),
+            "rate_limited": self.limited,
         }
 
 

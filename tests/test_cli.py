@@ -277,8 +277,9 @@ def test_send_json_shape(base: list[str]) -> None:
         "latency_ms",
         "retry_after",
         "tried",
+        "rate_limited",
     }
-    assert attempt["outcome"] == "accepted"
+    assert attempt["outcome"] == "accepted" and attempt["rate_limited"] is None
 
 
 def test_all_dead_exits_75_with_one_line_per_provider(tmp_path: Path, dead_port: int) -> None:

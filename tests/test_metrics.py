@@ -227,7 +227,8 @@ def test_label_values_are_escaped() -> None:
 
 
 def test_every_metric_named_in_the_monitoring_docs_is_exposed(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path / "config.toml", [smtp("relay", 2525)])
+    # a budget (rate_limit) so mailrelay_provider_budget_remaining has a series
+    cfg = write_config(tmp_path / "config.toml", [{**smtp("relay", 2525), "rate_limit": "10/s"}])
     state = tmp_path / "state.toml"
     state.write_text("schema = 1\n[providers.relay]\nlast_success = 2026-11-22T09:00:00Z\n")
     r = mailrelay("--config", str(cfg), "--state", str(state), "metrics", input=None)

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from mailrelay.errors import did_you_mean
 
+BUDGET_FILE = "ratelimit.json"  # the host's rate budgets, beside the state file
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
     from mailrelay.policy import ProbeGate
     from mailrelay.providers.base import Provider
     from mailrelay.providers.options import ProviderSpec
+    from mailrelay.ratelimit.bucket import BudgetStore
+    from mailrelay.ratelimit.pacer import Pacer
     from mailrelay.result import Listener
     from mailrelay.spool.protocol import QueueStore
     from mailrelay.state import StateStore
@@ -301,6 +305,35 @@ class App:
             listeners=self.listeners(),
             alert=alert if alert is not None else self.alerter(),
             probe_gate=probe_gate,
+            pacer=self.pacer(),
+        )
+
+    def pacer(self) -> Pacer | None:
+        """Paces sends through the providers' budgets (rate limits); None when no provider
+        has a budget or could learn one, so such a send touches no budget file at all."""
+        from mailrelay.ratelimit.pacer import Pacer
+
+        if not any(Pacer.applies(p) for p in self.providers()):
+            return None
+        return Pacer(self.budgets(), warn=self.out.warn)
+
+    def budgets(self) -> BudgetStore:
+        """Where the budgets are shared: with the state in Redis, the fleet's (in Redis);
+        else this host's, a small file beside the state file."""
+        from mailrelay.ratelimit.bucket import FileBudgets
+        from mailrelay.state import default_state_path, state_path, state_url
+
+        s = self.settings
+        url = state_url(self.state_override, os.environ, s.state_url)
+        if url is None:
+            path = state_path(self.state_override, os.environ, s.state_file)
+            return FileBudgets(path.parent / BUDGET_FILE)
+        local = FileBudgets((s.state_file or default_state_path()).parent / BUDGET_FILE)
+        from mailrelay.ratelimit.redisbucket import FallbackBudgets, connect
+
+        secret = s.state_password
+        return FallbackBudgets(
+            lambda: connect(url, secret.reveal() if secret else None), local, self.out.warn
         )
 
     def close(self) -> None:

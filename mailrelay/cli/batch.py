@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import IO, TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from mailrelay.delivery import Queueing
     from mailrelay.engine import Engine
     from mailrelay.message import Message
+    from mailrelay.providers.base import Provider
     from mailrelay.result import SendResult
     from mailrelay.suppression import SuppressionList
 
@@ -327,8 +329,9 @@ def run_batch(
         report = _Report(app, name, total)
         durable = queueing.spool.deferred_durability() if queueing else contextlib.nullcontext()
         try:
+            workers = budget_concurrency(engine.providers, concurrency)  # rate limits
             with durable:  # one wait for the spool's fsync, before the exit status
-                _drive(batch, report, _lines(stream, name), concurrency)
+                _drive(batch, report, _lines(stream, name), workers)
         finally:
             report.stop()
             _flush_state(app, store)
@@ -336,6 +339,15 @@ def run_batch(
     finally:
         if path != "-":
             stream.close()
+
+
+def budget_concurrency(providers: Sequence[Provider], concurrency: int) -> int:
+    """No more sends at once than the budgets let go in a second: the sum of each provider's
+    tightest pace, when every provider has one (threads beyond it would only wait)."""
+    if not providers or any(not p.budget.limits for p in providers):
+        return concurrency
+    rates = [min(limit.per_second for limit in p.budget.limits) for p in providers]
+    return max(1, min(concurrency, math.ceil(sum(rates))))
 
 
 def _drive(

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from mailrelay.cli import App, global_options, pass_app
 from mailrelay.errors import StateError
+
+if TYPE_CHECKING:
+    from mailrelay.state import State
 
 
 @click.command(context_settings={"max_content_width": 100})
@@ -39,6 +43,7 @@ def metrics(app: App, output: str | None) -> None:
     state = app.store().load()
     spool = app.spool().stats()
     text = render(state, spool, providers=[spec.name for spec in settings.providers])
+    text += budget_metrics(app, state)
     if output is None:
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -49,3 +54,15 @@ def metrics(app: App, output: str | None) -> None:
     except OSError as exc:
         why = exc.strerror or type(exc).__name__
         raise StateError(f"metrics file {path}: cannot write it: {why}") from None
+
+
+def budget_metrics(app: App, state: State) -> str:
+    """The rate-limit families (mailrelay.ratelimit.report), after the rest of the page."""
+    from mailrelay.metrics import format_families
+    from mailrelay.ratelimit.report import metric_families
+
+    if not app.settings.providers:
+        return ""
+    providers = app.providers()
+    pacer = app.pacer()
+    return format_families(metric_families(state, providers, pacer.store if pacer else None))

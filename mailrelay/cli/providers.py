@@ -41,7 +41,10 @@ def _state_fields(entry: ProviderState | None) -> dict[str, Any]:
 
 def providers_document(app: App) -> dict[str, Any]:
     """The `providers --json` document (also `GET /v1/providers` of `serve`)."""
+    from mailrelay.ratelimit.report import budget_document
+
     engine = app.engine()
+    budgets = engine.pacer.store if engine.pacer is not None else None
     state = engine.store.load()
     plan = engine.plan(state)
     first = plan[0].name if plan else None
@@ -58,6 +61,7 @@ def providers_document(app: App) -> dict[str, Any]:
                 **_state_fields(state.providers.get(p.name)),
                 "cooling": engine.cooling_until(state, p) is not None,
                 "config_problem": next(filter(None, (s.missing() for s in p.secrets)), None),
+                "budget": budget_document(budgets, p),
             }
         )
     return {
@@ -73,8 +77,10 @@ def status_document(app: App, timeout: float) -> dict[str, Any]:
     """The `status --json` document (also `GET /v1/status`): the providers (those of --via /
     `status NAME`, else all) probed at once."""
     from mailrelay.probes import probe
+    from mailrelay.ratelimit.report import budget_document
 
     engine = app.engine()
+    budgets = engine.pacer.store if engine.pacer is not None else None
     state = engine.store.load()
     probes = probe(engine.providers, timeout)
     healthy = sum(1 for p in probes if p.health.ok)
@@ -89,6 +95,7 @@ def status_document(app: App, timeout: float) -> dict[str, Any]:
             **p.to_dict(),
             **_state_fields(state.providers.get(p.provider)),
             "cooling": engine.cooling_until(state, provider) is not None,
+            "budget": budget_document(budgets, provider),
         }
         for p, provider in zip(probes, engine.providers, strict=True)
     ]
@@ -143,7 +150,7 @@ def providers(app: App, wide: bool, json_mode: bool) -> None:
                 str(r["sent"]),
                 str(r["failed"]),
                 cool,
-                " ".join(f"{k}={v}" for k, v in r["settings"].items()) or "-",
+                " ".join(f"{k}={v}" for k, v in _settings(r).items()) or "-",
                 r["last_error"] or "-",
             ]
         )
@@ -269,4 +276,20 @@ def status(
 def _health_text(row: dict[str, Any]) -> str:
     if not row["healthy"]:
         return f"FAILING ({row['outcome'] or 'error'})"
+    held = row["budget"]["held"]
+    if held is not None:  # e.g. "healthy, quota spent until 00:00 UTC"
+        return f"healthy, {held['text']}"
     return "healthy, cooling" if row["cooling"] else "healthy"
+
+
+def _settings(row: dict[str, Any]) -> dict[str, str]:
+    """The provider's settings, with its budget: "budget=20/s (18 left)", what holds it."""
+    settings = dict(row["settings"])
+    budget = row["budget"]
+    if budget["limits"]:
+        left = ", ".join(f"{v:.0f}" for v in budget["remaining"].values())
+        unit = " recipients" if budget["unit"] == "recipients" else ""
+        settings["budget"] = ",".join(budget["limits"]) + unit + (f" ({left} left)" if left else "")
+    if budget["held"] is not None:
+        settings["held"] = budget["held"]["text"]
+    return settings

@@ -19,10 +19,12 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, final
 
 from mailrelay.datarecord import record
+from mailrelay.ratelimit.spec import Budget, Unit
 
 if TYPE_CHECKING:
     from mailrelay.message import Message
     from mailrelay.providers.options import ProviderConfig, ProviderURL
+    from mailrelay.ratelimit.learn import Observed
     from mailrelay.secrets import Secret
 
 
@@ -93,6 +95,7 @@ class Receipt:
     # recipients the provider refused while taking the message for the others: address ->
     # its words (Mandrill answers per recipient)
     refused: tuple[tuple[str, str], ...] = ()
+    rate: Observed | None = None  # the limit the answer's header fields told (ratelimit/)
 
 
 @record(frozen=True)
@@ -119,6 +122,8 @@ class ProviderError(Exception):
         status: int | None = None,
         retry_after: float | None = None,
         local: bool = False,
+        limited: str | None = None,
+        rate: Observed | None = None,
     ) -> None:
         super().__init__(message)
         self.outcome = outcome
@@ -126,6 +131,10 @@ class ProviderError(Exception):
         self.status = status
         self.retry_after = retry_after
         self.local = local
+        # "rate" (a 429 of the pace: not a failure of the provider) or "quota" (a spent
+        # daily/monthly quota: the provider rests until it resets); the outcome class stays
+        self.limited = limited
+        self.rate = rate
 
     def __str__(self) -> str:
         return f"{self.outcome}: {self.message}"
@@ -243,6 +252,14 @@ class Provider(ABC):
     """It can deliver to and from local or internal addresses (root@localhost, a dotless or
     .internal domain, an IP literal: `message.is_local_address`); the HTTP APIs cannot."""
     default_timeout: ClassVar[float] = 30.0
+    default_rate_limit: ClassVar[tuple[str, ...]] = ()
+    """The provider's published limit(s), e.g. ("2/s",): the budget when none is configured."""
+    default_rate_unit: ClassVar[Unit] = "requests"
+    """What the budget counts: "requests", or "recipients" (To, Cc and Bcc) where they count."""
+    rate_headers: ClassVar[bool] = False
+    """Its answers may tell its limit in header fields (the HTTP APIs): the pace is learned."""
+    budget: Budget = Budget()
+    """The budget this provider is paced by (`rate_limit`, `unit`; set by the registry)."""
     health_check: ClassVar[str] = ""
     """What `check()` does, for the docs, e.g. "GET /server"."""
 

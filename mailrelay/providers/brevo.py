@@ -82,6 +82,9 @@ class BrevoProvider(ApiKeyProvider):
     needs_body: ClassVar[bool] = True
     needs_subject: ClassVar[bool] = True
     health_check: ClassVar[str] = "GET /v3/account"
+    # POST /v3/smtp/email: 1,000 requests/s on the General plan (developers.brevo.com,
+    # "Rate limits"); higher plans allow more, so it is a floor, never a surprise
+    default_rate_limit: ClassVar[tuple[str, ...]] = ("1000/s",)
 
     def _auth(self) -> dict[str, str]:
         return {"api-key": self.api_key.reveal(), "Accept": "application/json"}

@@ -33,6 +33,7 @@ from mailrelay.providers.httpclient import (
     Response,
     SendFailure,
 )
+from mailrelay.ratelimit.learn import observe
 from mailrelay.secrets import remember_auth
 
 if TYPE_CHECKING:
@@ -151,6 +152,7 @@ class HttpProvider(Provider):
     """What a 2xx body must be for the adapter to read it: "json" (always a JSON object),
     "json-if-any" (empty, or a JSON object). A 2xx the adapter cannot read (a captive
     proxy's HTML page, say) is `ambiguous`: the message may or may not have been sent."""
+    rate_headers: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -237,6 +239,14 @@ class HttpProvider(Provider):
         nothing more than the status (`status_outcome` decides)."""
         return None
 
+    def limit_kind(self, resp: Response) -> str | None:
+        """ "rate" when the answer says "too fast" (429), "quota" when a daily or monthly
+        quota is spent (420, SparkPost's; adapters name their quota 429s), else None. The
+        outcome class is unchanged: this only tells the engine it is no outage."""
+        if resp.status_code == 420:
+            return "quota"
+        return "rate" if resp.status_code == 429 else None
+
     def error_words(self, resp: Response) -> str | None:
         """The provider's words for this error, where its body has a form of its own; None
         for the generic reading (`error_text`)."""
@@ -252,6 +262,8 @@ class HttpProvider(Provider):
             self.error_message(resp),
             status=resp.status_code,
             retry_after=self.retry_after(resp),
+            limited=self.limit_kind(resp),
+            rate=observe(resp.headers),
         )
 
     def error_message(self, resp: Response, text: str | None = None) -> str:
@@ -328,7 +340,11 @@ class HttpProvider(Provider):
         resp = self.perform(self.build_send(message), timeout)
         if 200 <= resp.status_code < 300:
             self._check_success_body(resp)
-            return self.parse_success(resp, message)
+            receipt = self.parse_success(resp, message)
+            seen = observe(resp.headers)  # the pace its header fields tell (ratelimit/)
+            if seen is None:
+                return receipt
+            return Receipt(receipt.provider, receipt.message_id, receipt.detail, rate=seen)
         raise self.classify_error(resp)
 
     def _check_success_body(self, resp: Response) -> None:

@@ -90,6 +90,8 @@ class MailersendProvider(HttpProvider):
     # "to" is required (at least one); cc/bcc-only mail needs another provider
     needs_to: ClassVar[bool] = True
     health_check: ClassVar[str] = "GET /v1/api-quota"
+    # POST /v1/email: 120 requests a minute (developers.mailersend.com/general, "Rate limits")
+    default_rate_limit: ClassVar[tuple[str, ...]] = ("120/min",)
 
     def __init__(self, name: str, *, api_token: Secret, **options: Any) -> None:
         super().__init__(name, **options)
@@ -196,6 +198,15 @@ class MailersendProvider(HttpProvider):
         if status in (408, 421):  # "error on our system" / maintenance: try again later
             return Outcome.TRANSIENT
         return None
+
+    def limit_kind(self, resp: HttpResponse) -> str | None:
+        # #MS42901: the daily request quota is spent (#MS42903 is the per-minute rate)
+        if resp.status_code == 429 and (
+            "MS42901" in self.error_message(resp)
+            or resp.headers.get("x-apiquota-remaining", "").strip() == "0"
+        ):
+            return "quota"
+        return super().limit_kind(resp)
 
     def retry_after(self, resp: HttpResponse) -> float | None:
         """Retry-After wins; else, with the daily API quota used up, wait for its reset."""

@@ -12,6 +12,7 @@ import importlib
 from mailrelay.errors import ConfigError, did_you_mean
 from mailrelay.providers.base import Provider
 from mailrelay.providers.options import ProviderConfig, ProviderSpec
+from mailrelay.ratelimit.spec import budget_from_config
 
 ENTRY_POINT_GROUP = "mailrelay.providers"
 
@@ -85,6 +86,8 @@ def _build(spec: ProviderSpec) -> tuple[Provider, ProviderConfig]:
     cfg = ProviderConfig.of(spec)
     provider = cls.from_config(cfg)
     provider.secrets = tuple(cfg.secrets)
+    # every type takes `rate_limit` and `unit` (mailrelay.ratelimit); the class names defaults
+    provider.budget = budget_from_config(cfg, cls.default_rate_limit, cls.default_rate_unit)
     return provider, cfg
 
 

@@ -31,10 +31,23 @@ from mailrelay.providers.httpapi import (
     coded_words,
     json_body,
 )
+from mailrelay.ratelimit.quota import to_midnight, to_month_end
+from mailrelay.ratelimit.spec import Unit
 
 if TYPE_CHECKING:
     from mailrelay.message import Address, Message
     from mailrelay.providers.httpapi import HttpResponse
+
+# the 429s of a spent email quota (api-reference/errors, api-reference/rate-limit "Email
+# Quotas"): the provider rests until the quota is back, not the second a rate limit takes
+_QUOTAS = {"daily_quota_exceeded": to_midnight, "monthly_quota_exceeded": to_month_end}
+
+
+def _error_name(resp: HttpResponse) -> str | None:
+    body = json_body(resp) if resp.status_code == 429 else None
+    name = body.get("name") if isinstance(body, dict) else None
+    return name if isinstance(name, str) else None
+
 
 # Error `name` → outcome where the name says more than the status (docs: api-reference/errors).
 _ERROR_OUTCOMES: dict[str, Outcome] = {
@@ -73,6 +86,11 @@ class ResendProvider(ApiKeyProvider):
     # Resend answers "Missing `html` or `text` field" (resend-ruby PR #5 error log)
     needs_body: ClassVar[bool] = True
     health_check: ClassVar[str] = "GET /domains"
+    # "2 requests per second per team" (api-reference/introduction, changelog "API Rate
+    # Limit"); a newer copy of api-reference/rate-limit says 5: the lower one until it is
+    # settled. Quotas count each To, Cc and Bcc recipient (knowledge-base, account quotas).
+    default_rate_limit: ClassVar[tuple[str, ...]] = ("2/s",)
+    default_rate_unit: ClassVar[Unit] = "recipients"
 
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key.reveal()}"}
@@ -129,7 +147,16 @@ class ResendProvider(ApiKeyProvider):
             )
         return Receipt(provider=self.name, message_id=body["id"])
 
+    def limit_kind(self, resp: HttpResponse) -> str | None:
+        name = _error_name(resp)
+        if name in _QUOTAS:
+            return "quota"
+        return super().limit_kind(resp)
+
     def retry_after(self, resp: HttpResponse) -> float | None:
+        name = _error_name(resp)
+        if name in _QUOTAS:  # the sending quota is back at the next day or month (UTC)
+            return _QUOTAS[name]()
         # Retry-After wins; on a 429 without it, `ratelimit-reset` is the seconds until reset
         wait = super().retry_after(resp)
         if wait is None and resp.status_code == 429:

@@ -34,6 +34,7 @@ from mailrelay.providers.base import (
     Receipt,
 )
 from mailrelay.providers.httpapi import HttpProvider, HttpRequest, error_text, json_body
+from mailrelay.ratelimit.spec import Unit
 
 if TYPE_CHECKING:
     from mailrelay.message import Address, Message
@@ -94,6 +95,7 @@ TRANSIENT_TYPES = frozenset(
         "ServiceUnavailableException",
     }
 )
+_THROTTLES = frozenset({"TooManyRequestsException", "Throttling", "ThrottlingException"})
 PROVIDER_TYPES = frozenset(
     {
         "MailFromDomainNotVerifiedException",
@@ -180,6 +182,9 @@ class SesProvider(HttpProvider):
     capabilities: ClassVar[frozenset[Capability]] = MIME_PARTS | LABELS
     max_recipients: ClassVar[int | None] = MAX_RECIPIENTS
     health_check: ClassVar[str] = "GET /v2/email/account"
+    # The sending rate and 24-hour quota count recipients ("Sending quotas", SES developer
+    # guide); the rate itself is the account's own (1/s in the sandbox): no default number.
+    default_rate_unit: ClassVar[Unit] = "recipients"
 
     def __init__(
         self,
@@ -346,6 +351,15 @@ class SesProvider(HttpProvider):
         code = error_type(resp)
         words = error_text(resp)
         return f"{code}: {words}" if code and code not in words else words
+
+    def limit_kind(self, resp: HttpResponse) -> str | None:
+        code = error_type(resp)
+        # "Daily message quota exceeded" vs "Maximum sending rate exceeded" (both codes)
+        if code == "LimitExceededException" or (
+            code in _THROTTLES and "quota" in error_text(resp).lower()
+        ):
+            return "quota"
+        return "rate" if code in _THROTTLES else super().limit_kind(resp)
 
     def outcome_for(self, resp: HttpResponse) -> Outcome | None:
         code = error_type(resp)

@@ -208,10 +208,14 @@ def create_app(
 
     @flask.get("/metrics")
     def metrics() -> Response:
+        from mailrelay.ratelimit.report import engine_metrics
+
         state = service.engine.store.load()
         spool = app.spool().stats()
         names = [p.name for p in service.engine.providers]
-        return Response(service.metrics.page(state, spool, names), content_type=CONTENT_TYPE)
+        page = service.metrics.page(state, spool, names)
+        page += engine_metrics(state, service.engine)  # the rate-limit families
+        return Response(page, content_type=CONTENT_TYPE)
 
     @flask.get("/openapi.json")
     def openapi() -> Response:

@@ -145,6 +145,17 @@ class FakeMailersend(FakeESP):
             Outcome.TRANSIENT,
             "Too Many Attempts.",
         ),
+        # developers.mailersend.com "Daily request quota": the 429 of a spent daily quota
+        "daily_quota": Scenario(
+            lambda: json_response(
+                429,
+                {"message": "Your account reached its API daily quota limit. #MS42901"},
+                _quota_headers(0),
+            ),
+            Outcome.TRANSIENT,
+            "#MS42901",
+            limited="quota",
+        ),
         # developers.mailersend.com: 421 "Service isn't available, try again later"
         "maintenance": Scenario(
             lambda: json_response(421, {"message": "Service Unavailable"}),

@@ -143,6 +143,7 @@ class FakeResend(FakeESP):
             ),
             Outcome.PROVIDER,
             "daily email sending quota",
+            limited="quota",
         ),
         "security_error": Scenario(
             lambda: error(451, "security_error", "The email payload contain invalid characters"),

@@ -571,6 +571,7 @@ class FakeSes(FakeESP):
             lambda: ses_error(400, "LimitExceededException", "Daily message quota exceeded."),
             Outcome.TRANSIENT,
             "Daily message quota exceeded",
+            limited="quota",
         ),
         "rate_limit": Scenario(
             lambda: ses_error(429, "TooManyRequestsException", "Maximum sending rate exceeded."),

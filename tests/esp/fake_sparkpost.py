@@ -94,6 +94,7 @@ class FakeSparkpost(FakeESP):
             lambda: _errors(420, _err("Exceed Sending Limit (hourly)", code="2101")),
             Outcome.PROVIDER,
             "Exceed Sending Limit (hourly)",
+            limited="quota",
         ),
         # index.apib: 429, wait 1-5 s; no body or header documented (this body is assumed)
         "rate_limit": Scenario(

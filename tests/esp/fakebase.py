@@ -44,6 +44,7 @@ class Scenario:
     outcome: Outcome
     words: str  # a piece of the provider's own error text that the user must see
     retry_after: float | None = None  # the wait the adapter must report, when documented
+    limited: str | None = None  # "quota" for a spent quota (ProviderError.limited), checked
 
 
 class FakeESP(ABC):

@@ -246,6 +246,8 @@ def test_each_documented_error_is_classified(fake: FakeESP, httpserver: HTTPServ
         assert scenario.words in err.message, f"{fake.type} {name}: {err.message!r}"
         if scenario.retry_after is not None:
             assert err.retry_after == pytest.approx(scenario.retry_after, abs=2), name
+        if scenario.limited is not None:
+            assert err.limited == scenario.limited, f"{fake.type} {name}: {err.limited}"
         assert_no_secret(fake, str(err), err.message, repr(err))
     assert fake.sent == []
 
@@ -258,6 +260,7 @@ def test_rate_limit_with_retry_after(fake: FakeESP, httpserver: HTTPServer) -> N
     err = send_error(provider)
     assert err.outcome is Outcome.TRANSIENT and err.retry_after == 7
     assert err.status == 429
+    assert err.limited == "rate"  # a pace, not an outage: no failure counted (engine.record)
 
 
 def test_html_503_from_a_proxy(fake: FakeESP, httpserver: HTTPServer) -> None:
