@@ -344,7 +344,13 @@ class HttpProvider(Provider):
             seen = observe(resp.headers)  # the pace its header fields tell (ratelimit/)
             if seen is None:
                 return receipt
-            return Receipt(receipt.provider, receipt.message_id, receipt.detail, rate=seen)
+            return Receipt(
+                receipt.provider,
+                receipt.message_id,
+                receipt.detail,
+                refused=receipt.refused,  # every field of the adapter's receipt, and the pace
+                rate=seen,
+            )
         raise self.classify_error(resp)
 
     def _check_success_body(self, resp: Response) -> None:
