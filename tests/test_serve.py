@@ -721,7 +721,7 @@ def test_config_serve_table_errors_name_the_key(tmp_path: Path) -> None:
 
 
 def test_the_flusher_sends_what_the_spool_holds(tmp_path: Path) -> None:
-    from mailrelay.cli import App
+    from mailrelay.app import App
     from mailrelay.config import load_settings
     from mailrelay.message import build_message
     from mailrelay.serve.server import Flusher
@@ -729,8 +729,8 @@ def test_the_flusher_sends_what_the_spool_holds(tmp_path: Path) -> None:
     settings = load_settings(
         config(tmp_path, [outbox(tmp_path)], spool_dir=str(tmp_path / "spool"), queue_retry=1)
     )
-    app = App(config=None, state=str(tmp_path / "state.toml"), providers=(), verbose=0,
-              quiet=True, debug=False, settings=settings)  # fmt: skip
+    app = App(config=None, state=str(tmp_path / "state.toml"), providers=(), debug=False,
+              warn=lambda _: None, settings=settings)  # fmt: skip
     message = build_message(sender="cron@example.com", to=["ops@example.com"], subject="q")
     queueing = app.queueing()
     entry = queueing.spool.add(message, [], retry=queueing.retry, max_retry=queueing.max_retry)

@@ -27,7 +27,7 @@ from mailrelay.errors import ExitCode, InputFileError, MailrelayError, input_fil
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-    from mailrelay.cli import App
+    from mailrelay.cli import CliApp
     from mailrelay.delivery import Queueing
     from mailrelay.engine import Engine
     from mailrelay.message import Message
@@ -113,7 +113,7 @@ class _Batch:
 
     def __init__(
         self,
-        app: App,
+        app: CliApp,
         engine: Engine,
         *,
         name: str,
@@ -165,7 +165,7 @@ class _Batch:
 class _Report:
     """Counts, per-line output (JSON lines or error lines) and the progress bar."""
 
-    def __init__(self, app: App, name: str, total: int | None) -> None:
+    def __init__(self, app: CliApp, name: str, total: int | None) -> None:
         self.out = app.out
         self.name = name
         self.sent = self.queued = self.failed = self.bad = 0
@@ -284,7 +284,7 @@ def _count_lines(path: str) -> int | None:
 
 
 def run_batch(
-    app: App,
+    app: CliApp,
     path: str,
     *,
     concurrency: int,
@@ -363,7 +363,7 @@ def _settle(
     return pending
 
 
-def _flush_state(app: App, store: Any) -> None:
+def _flush_state(app: CliApp, store: Any) -> None:
     """Write what is still pending; a state problem never turns sent mail into an error."""
     from mailrelay.errors import StateError
 

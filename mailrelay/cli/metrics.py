@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from mailrelay.cli import App, global_options, pass_app
+from mailrelay.cli import CliApp, global_options, pass_app
 from mailrelay.errors import StateError
 
 
@@ -21,7 +21,7 @@ from mailrelay.errors import StateError
     help="Write FILE atomically (for node_exporter's textfile collector) instead of stdout.",
 )
 @pass_app
-def metrics(app: App, output: str | None) -> None:
+def metrics(app: CliApp, output: str | None) -> None:
     """Print Prometheus metrics: attempts, messages, cooldowns, spool depth.
 
     Counters come from the state store (every process that sent mail added to them) and

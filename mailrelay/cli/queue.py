@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mailrelay.cli import App, HintingGroup, global_options, json_option, pass_app
+from mailrelay.cli import CliApp, HintingGroup, global_options, json_option, pass_app
 
 if TYPE_CHECKING:
     from mailrelay.engine import Engine
@@ -51,7 +51,7 @@ def queue() -> None:
 @global_options()
 @json_option
 @pass_app
-def list_command(app: App, failed: bool, json_mode: bool) -> None:
+def list_command(app: CliApp, failed: bool, json_mode: bool) -> None:
     """List the queued messages, oldest first (or those in failed/ with --failed).
 
     Shows each message's id, age, tries, next try, recipients, subject and last error.
@@ -88,7 +88,7 @@ def list_command(app: App, failed: bool, json_mode: bool) -> None:
     out.table(title, columns, rows, long=["why", "last error"])
 
 
-def _describe(app: App, entry: QueuedMessage) -> tuple[dict[str, Any], Message]:
+def _describe(app: CliApp, entry: QueuedMessage) -> tuple[dict[str, Any], Message]:
     from mailrelay.message import DEFAULT_MAX_SIZE
 
     message = entry.message(max_size=app.settings.max_size or DEFAULT_MAX_SIZE)
@@ -100,7 +100,7 @@ def _describe(app: App, entry: QueuedMessage) -> tuple[dict[str, Any], Message]:
 @global_options()
 @json_option
 @pass_app
-def show_command(app: App, queue_id: str, json_mode: bool) -> None:
+def show_command(app: CliApp, queue_id: str, json_mode: bool) -> None:
     """Show one queued, failed or held message: envelope, headers, every try.
 
     The body is shown only with -v. ID may be a unique start of an id.
@@ -177,7 +177,7 @@ def show_command(app: App, queue_id: str, json_mode: bool) -> None:
 @click.argument("queue_id", metavar="ID")
 @global_options()
 @pass_app
-def drop_command(app: App, queue_id: str) -> None:
+def drop_command(app: CliApp, queue_id: str) -> None:
     """Remove a queued or failed message for good, without sending it.
 
     ID may be a unique start of an id.
@@ -193,7 +193,7 @@ def drop_command(app: App, queue_id: str) -> None:
 @global_options()
 @json_option
 @pass_app
-def flush_command(app: App, now: bool, json_mode: bool) -> None:
+def flush_command(app: CliApp, now: bool, json_mode: bool) -> None:
     """Send the queued messages that are due, oldest first, through the providers.
 
     A message that fails again waits twice as long as before (queue_retry, doubling, capped
@@ -294,7 +294,7 @@ def _still_queued(result: SendResult) -> None:
     return None
 
 
-def _report_item(app: App, out: Output, item: FlushItem) -> None:
+def _report_item(app: CliApp, out: Output, item: FlushItem) -> None:
     from mailrelay.output import fmt_time
 
     if item.outcome == "sent":

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
-from mailrelay.cli import App, global_options, json_option, pass_app
+from mailrelay.cli import CliApp, global_options, json_option, pass_app
 from mailrelay.cli.completion import complete_provider_names
 from mailrelay.config import POLICIES
 from mailrelay.errors import UsageError
@@ -153,7 +153,7 @@ def read_text_file(path: str, what: str, out: Output, limit: int) -> str:
 @json_option
 @pass_app
 def send(
-    app: App,
+    app: CliApp,
     recipients: tuple[str, ...],
     to: tuple[str, ...],
     cc: tuple[str, ...],
@@ -300,7 +300,7 @@ def read_input_bytes(path: str, what: str, limit: int) -> bytes:
 
 
 def read_whole_message(
-    app: App,
+    app: CliApp,
     eml: str | None,
     message_file: str | None,
     recipients: tuple[str, ...],
@@ -335,7 +335,7 @@ def read_whole_message(
 
 
 def message_from_options(
-    app: App,
+    app: CliApp,
     *,
     recipients: tuple[str, ...],
     to: tuple[str, ...],
@@ -392,7 +392,7 @@ def message_from_options(
 
 
 def deliver(
-    app: App,
+    app: CliApp,
     engine: Engine,
     message: Message,
     *,
@@ -414,7 +414,7 @@ def deliver(
     return outcome
 
 
-def show_plan(app: App, engine: Engine, state: State, message: Message) -> None:
+def show_plan(app: CliApp, engine: Engine, state: State, message: Message) -> None:
     out = app.out
     plan = engine.plan(state)
     steps: list[dict[str, Any]] = []

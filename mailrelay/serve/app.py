@@ -18,7 +18,8 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from mailrelay.errors import MailrelayError, MessageError
-from mailrelay.output import escape_controls, jsonable
+from mailrelay.logline import escape_controls
+from mailrelay.reports import jsonable
 from mailrelay.secrets import scrub
 from mailrelay.serve import apipage, pages
 from mailrelay.serve.answer import Answer, problem, resting_answer
@@ -57,6 +58,12 @@ def json_response(answer: Answer) -> Response:
     )
 
 
+def log_warning(text: str) -> None:
+    """The App's warnings, in the service's log (stderr), as the CLI words them."""
+    sys.stderr.write(scrub(f"mailrelay: warning: {text}") + "\n")
+    sys.stderr.flush()
+
+
 def key_and_probe_stores(
     settings: Settings, state: str | None, warn: Callable[[str], None]
 ) -> tuple[KeyStore, ProbeGate]:
@@ -91,22 +98,21 @@ def create_app(
     resolve [serve] tokens; an empty list: no auth, for a loopback `--no-auth`)."""
     import os
 
-    from mailrelay.cli import App
+    from mailrelay.app import App
 
     app = App(
         config=None,
         state=state,
         providers=(),
-        verbose=0,
-        quiet=False,
         debug=False,
+        warn=log_warning,
         log_file=log_file,
         settings=settings,
     )
     app.providers()  # a config problem shows now, not at the first request
     if tokens is None:
         tokens = serve_tokens(settings)
-    keys, probes = key_and_probe_stores(settings, state, app.out.warn)
+    keys, probes = key_and_probe_stores(settings, state, app.warn)
     service = Service(app, tokens, keys, probes)
     # Flask's static route serves the Swagger UI files of /api (public, like /api itself)
     flask = Flask(
@@ -223,13 +229,13 @@ def create_app(
 
     @flask.get("/v1/providers")
     def providers() -> Response:
-        from mailrelay.cli.providers import providers_document
+        from mailrelay.reports import providers_document
 
         return json_response(Answer(200, providers_document(app)))
 
     @flask.get("/v1/status")
     def status() -> Response:
-        from mailrelay.cli.providers import status_document
+        from mailrelay.reports import status_document
 
         return json_response(Answer(200, status_document(app, STATUS_PROBE_TIMEOUT)))
 

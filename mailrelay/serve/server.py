@@ -31,7 +31,7 @@ from mailrelay.serve.worker import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT,
 if TYPE_CHECKING:
     from flask import Flask
 
-    from mailrelay.cli import App
+    from mailrelay.app import App
     from mailrelay.result import Listener
 
 
@@ -75,7 +75,7 @@ class Flusher:
                 try:
                     chore()
                 except Exception as exc:  # a bad spool file or state must not end the thread
-                    from mailrelay.output import escape_controls
+                    from mailrelay.logline import escape_controls
                     from mailrelay.secrets import scrub
 
                     reason = escape_controls(str(exc))

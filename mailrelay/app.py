@@ -1,12 +1,13 @@
-"""`App`: what every command needs, built lazily from the global options — the settings,
-the providers, the state store, the spool, the audit log, the alert dispatcher and the
-failover engine over them. Nothing is loaded before a command asks for it.
+"""`App`, the composition root both front ends stand on: the settings, the providers, the
+state store, the spool, the audit log, the alert dispatcher and the failover engine over
+them, built lazily. Nothing is loaded before a command or a request asks for it. A front end
+gives it a `warn` callback; the CLI's prints through its Output, serve's writes its log.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mailrelay.errors import did_you_mean
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
     from mailrelay.config import Settings
     from mailrelay.delivery import Queueing
     from mailrelay.engine import AlertSink, Engine
-    from mailrelay.output import Output
     from mailrelay.policy import ProbeGate
     from mailrelay.providers.base import Provider
     from mailrelay.providers.options import ProviderSpec
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 
 class App:
-    """What every command needs, built lazily from the global options."""
+    """What every command or request needs, built lazily from the global options."""
 
     def __init__(
         self,
@@ -36,9 +36,8 @@ class App:
         config: str | None,
         state: str | None,
         providers: Sequence[str],
-        verbose: int,
-        quiet: bool,
         debug: bool,
+        warn: Callable[[str], None],
         log_file: str | None = None,
         settings: Settings | None = None,
     ) -> None:
@@ -46,33 +45,22 @@ class App:
         self.config_path = config
         self.state_override = state
         self.provider_urls = list(providers)
-        self.verbose = verbose
-        self.quiet = quiet
         self.debug = debug
+        self.warn = warn  # a problem worth a word that does not stop the work
         self._settings: Settings | None = settings
         self._providers: list[Provider] | None = None
         self.via: list[str] = []  # send --via / status NAME: only these providers, this order
-        self.out = self.output(json_mode=False)
 
     def merge(self, name: str, value: Any) -> None:
-        """A global option given after the command word (see global_options)."""
+        """A global option given after the command word (see cli.global_options)."""
         if name == "providers":
             self.provider_urls.extend(value)
-        elif name == "verbose":
-            self.verbose += value
-        elif name in ("quiet", "debug"):
-            setattr(self, name, True)
+        elif name == "debug":
+            self.debug = True
         else:
             attr = {"config": "config_path", "state": "state_override"}.get(name, name)
             setattr(self, attr, value)
         self._settings = None
-        self.output(json_mode=self.out.json_mode)
-
-    def output(self, *, json_mode: bool) -> Output:
-        from mailrelay.output import Output
-
-        self.out = Output(json_mode=json_mode, verbose=self.verbose, quiet=self.quiet)
-        return self.out
 
     @property
     def settings(self) -> Settings:
@@ -81,7 +69,7 @@ class App:
 
             self._settings = load_settings(self.config_path, self.provider_urls)
             for warning in self._settings.warnings:
-                self.out.warn(warning)
+                self.warn(warning)
         return self._settings
 
     def providers(self) -> list[Provider]:
@@ -125,7 +113,7 @@ class App:
         url = state_url(self.state_override, os.environ, settings.state_url)
         if url is None:
             path = state_path(self.state_override, os.environ, settings.state_file)
-            return TomlStateStore(path, warn=self.out.warn)
+            return TomlStateStore(path, warn=self.warn)
         from mailrelay.state.redisstore import FallbackStore, RedisStateStore, masked
 
         def connect() -> RedisStateStore:
@@ -133,9 +121,9 @@ class App:
             return RedisStateStore(url, password=secret.reveal() if secret else None)
 
         def local() -> TomlStateStore:  # while Redis cannot be reached: this user's file
-            return TomlStateStore(settings.state_file or default_state_path(), warn=self.out.warn)
+            return TomlStateStore(settings.state_file or default_state_path(), warn=self.warn)
 
-        return FallbackStore(connect, masked(url), local, warn=self.out.warn)
+        return FallbackStore(connect, masked(url), local, warn=self.warn)
 
     def hold_connections(self) -> None:
         """Many messages follow: providers keep connections between them (close() ends them)."""
@@ -152,7 +140,7 @@ class App:
         """The spool of queued messages (see spool_dir)."""
         from mailrelay.spool import Spool
 
-        return Spool(self.spool_dir(), warn=self.out.warn)
+        return Spool(self.spool_dir(), warn=self.warn)
 
     def queueing(self) -> Queueing:
         """Queuing on: the spool and the retry settings (mailrelay.delivery writes it)."""
@@ -176,7 +164,7 @@ class App:
         if telemetry is not None or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
             from mailrelay.telemetry import listener_for
 
-            tracing = listener_for(telemetry, os.environ, self.out.warn)
+            tracing = listener_for(telemetry, os.environ, self.warn)
             if tracing is not None:
                 found.append(tracing)
         return found
@@ -188,7 +176,7 @@ class App:
             return None
         from mailrelay.alerts import Dispatcher
 
-        return Dispatcher(alerts, warn=self.out.warn)
+        return Dispatcher(alerts, warn=self.warn)
 
     def engine(
         self,
@@ -218,7 +206,7 @@ class App:
                 max_cooldown=s.max_cooldown,
                 skip_cooling=skip_cooling,
             ),
-            warn=self.out.warn,
+            warn=self.warn,
             raise_bugs=self.debug,
             listeners=self.listeners(),
             alert=alert if alert is not None else self.alerter(),
