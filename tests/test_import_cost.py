@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pytest_httpserver import HTTPServer
 
-from mailrelay.redisclient import Connection, parse_url
+from mailrelay.state.redisclient import Connection, parse_url
 from tests.esp.fake_postmark import FakePostmark
 from tests.esp.fakebase import server_base_url
 from tests.redisserver import RedisServer, server_binary

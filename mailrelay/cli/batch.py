@@ -131,7 +131,7 @@ class _Batch:
         self.queue = queue
 
     def parse(self, lineno: int, raw: bytes) -> Message:
-        from mailrelay.msgjson import decode_json, message_from_json
+        from mailrelay.message.msgjson import decode_json, message_from_json
 
         where = f"{self.name}:{lineno}"
         doc = decode_json(raw, where, one_line=True)
@@ -205,7 +205,7 @@ class _Report:
         if self.progress is not None:  # print above the bar, not through it
             from rich.text import Text
 
-            from mailrelay.output import PROG
+            from mailrelay.cli.output import PROG
             from mailrelay.secrets import scrub
 
             if error or not self.out.quiet:

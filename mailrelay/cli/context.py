@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from mailrelay.app import App
 
 if TYPE_CHECKING:
-    from mailrelay.output import Output
+    from mailrelay.cli.output import Output
 
 
 class CliApp(App):
@@ -52,7 +52,7 @@ class CliApp(App):
         self.output(json_mode=self.out.json_mode)
 
     def output(self, *, json_mode: bool) -> Output:
-        from mailrelay.output import Output
+        from mailrelay.cli.output import Output
 
         self.out = Output(json_mode=json_mode, verbose=self.verbose, quiet=self.quiet)
         return self.out

@@ -9,8 +9,8 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from mailrelay.cli import CliApp
+    from mailrelay.cli.output import Output
     from mailrelay.message import Message
-    from mailrelay.output import Output
     from mailrelay.spool import HeldMessage
 
 
@@ -40,7 +40,7 @@ def load_held(app: CliApp, entry: HeldMessage) -> Message:
 def show_held(app: CliApp, out: Output, entry: HeldMessage, now: datetime) -> None:
     """`queue show` of a held message: why it is held, its envelope and headers as they
     came (it is read again, with the configuration of the day, when a flush sends it)."""
-    from mailrelay.output import fmt_time
+    from mailrelay.cli.output import fmt_time
     from mailrelay.spool import age_text
 
     info = entry.info(now)

@@ -45,7 +45,7 @@ def providers(app: CliApp, wide: bool, json_mode: bool) -> None:
     for r in rows:
         if r["config_problem"]:
             out.warn(f"{r['name']} ({r['type']}) is skipped at send time: {r['config_problem']}")
-    from mailrelay.output import Styled, fmt_time
+    from mailrelay.cli.output import Styled, fmt_time
 
     table_rows = []
     for r in rows:
@@ -131,7 +131,7 @@ def status(app: CliApp, names: tuple[str, ...], timeout: float, json_mode: bool)
     if out.json_mode:
         out.emit_json(doc)
     else:
-        from mailrelay.output import fmt_time, health_cell
+        from mailrelay.cli.output import fmt_time, health_cell
 
         out.table(
             f"status: {healthy} of {doc['total']} healthy",

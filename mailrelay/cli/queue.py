@@ -16,9 +16,9 @@ import click
 from mailrelay.cli import CliApp, HintingGroup, global_options, json_option, pass_app
 
 if TYPE_CHECKING:
+    from mailrelay.cli.output import Output
     from mailrelay.engine import Engine
     from mailrelay.message import Message
-    from mailrelay.output import Output
     from mailrelay.result import SendResult
     from mailrelay.spool import FlushItem, QueuedMessage
 
@@ -105,7 +105,7 @@ def show_command(app: CliApp, queue_id: str, json_mode: bool) -> None:
 
     The body is shown only with -v. ID may be a unique start of an id.
     """
-    from mailrelay.output import fmt_time
+    from mailrelay.cli.output import fmt_time
     from mailrelay.spool import HeldMessage, age_text
 
     out = app.output(json_mode=json_mode)
@@ -220,8 +220,8 @@ def flush_command(app: CliApp, now: bool, json_mode: bool) -> None:
         # a retry that fails again stays queued: counted once already, when it was queued
         return engine.send(message, keep=_still_queued)
 
+    from mailrelay.cli.output import fmt_time
     from mailrelay.message import DEFAULT_MAX_SIZE
-    from mailrelay.output import fmt_time
 
     bar = _ProgressBar(out) if _show_progress(out) else None
 
@@ -295,7 +295,7 @@ def _still_queued(result: SendResult) -> None:
 
 
 def _report_item(app: CliApp, out: Output, item: FlushItem) -> None:
-    from mailrelay.output import fmt_time
+    from mailrelay.cli.output import fmt_time
 
     if item.outcome == "sent":
         if app.verbose or out.interactive:

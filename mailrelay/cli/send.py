@@ -16,10 +16,10 @@ from mailrelay.errors import UsageError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from mailrelay.cli.output import Output
     from mailrelay.delivery import Delivery
     from mailrelay.engine import Engine
     from mailrelay.message import Message
-    from mailrelay.output import Output
     from mailrelay.result import SendResult
     from mailrelay.state import State
 
@@ -322,7 +322,7 @@ def read_whole_message(
             max_size=max_size,
         )
     assert message_file is not None
-    from mailrelay.msgjson import load_message
+    from mailrelay.message.msgjson import load_message
 
     return load_message(
         # JSON carries attachments in base64: 4/3 of their size, and some room
@@ -440,7 +440,7 @@ def show_plan(app: CliApp, engine: Engine, state: State, message: Message) -> No
             }
         )
         return
-    from mailrelay.output import fmt_time
+    from mailrelay.cli.output import fmt_time
 
     out.data(f"dry run: nothing is sent and no state changes (policy {engine.policy.order})")
     for step in steps:

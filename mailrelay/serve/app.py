@@ -249,7 +249,7 @@ def create_app(
 
     def parse_json(body: bytes) -> Message:
         from mailrelay.message import DEFAULT_MAX_SIZE
-        from mailrelay.msgjson import load_message
+        from mailrelay.message.msgjson import load_message
 
         return load_message(
             body,
@@ -262,7 +262,7 @@ def create_app(
 
     def check_json(body: bytes) -> None:
         """What parse_json says of a document that is not JSON or breaks the schema."""
-        from mailrelay.msgjson import decode_json, schema_error
+        from mailrelay.message.msgjson import decode_json, schema_error
 
         doc = decode_json(body, "request body", encoding="utf-8-sig")
         error = schema_error(doc, where="request body")
@@ -337,7 +337,7 @@ def create_app(
 
     def deliver_body(body: bytes, parse: Any, key: str | None) -> Answer:
         from mailrelay.delivery import deliver
-        from mailrelay.msgjson import SchemaError
+        from mailrelay.message.msgjson import SchemaError
         from mailrelay.serve.answer import answer_for
 
         engine = service.engine

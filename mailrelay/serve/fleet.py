@@ -30,7 +30,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mailrelay import redisclient
 from mailrelay.errors import ConfigError
 from mailrelay.secrets import scrub
 from mailrelay.serve.answer import Answer
@@ -44,6 +43,7 @@ from mailrelay.serve.idempotency import (
     owner,
     owner_alive,
 )
+from mailrelay.state import redisclient
 
 if TYPE_CHECKING:
     from mailrelay.config import Settings

@@ -109,7 +109,7 @@ class Output:
             from rich.console import Console
             from rich.text import Text
 
-            from mailrelay.termtable import render
+            from mailrelay.cli.termtable import render
 
             console = Console(
                 file=self.stdout, no_color=bool(os.environ.get("NO_COLOR")), highlight=False
