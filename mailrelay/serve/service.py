@@ -19,6 +19,14 @@ if TYPE_CHECKING:
     from mailrelay.state import StateStore
 
 
+def current_service() -> Service:
+    """The Service of the app handling this request (create_app puts it in its extensions)."""
+    from flask import current_app
+
+    service: Service = current_app.extensions["mailrelay"]
+    return service
+
+
 def serve_tokens(settings: Settings) -> list[str]:
     """The [serve] tokens' values. One that is blank (spaces, tabs) is refused as an empty
     one is: a client's blank Basic password or Bearer token would match it."""
