@@ -250,7 +250,7 @@ def test_idempotency_key_under_16_parallel_requests(
 
 def test_idempotency_key_store_expires_keys(tmp_path: Path) -> None:
     from mailrelay.serve.answer import Answer
-    from mailrelay.serve.idempotency import FileKeyStore
+    from mailrelay.serve.keys import FileKeyStore
 
     now = [1_000_000.0]
     store = FileKeyStore(tmp_path / "keys", ttl=60, clock=lambda: now[0])
@@ -269,7 +269,7 @@ def test_idempotency_key_store_expires_keys(tmp_path: Path) -> None:
 
 def test_an_abandoned_claim_is_taken_over(tmp_path: Path) -> None:
     from mailrelay.serve.answer import Answer
-    from mailrelay.serve.idempotency import FileKeyStore
+    from mailrelay.serve.keys import FileKeyStore
 
     store = FileKeyStore(tmp_path / "keys", inflight=90)
     assert store.begin("live", "f").kind == "new"  # this process: alive, so busy
@@ -296,7 +296,7 @@ def test_an_abandoned_claim_is_taken_over(tmp_path: Path) -> None:
 def test_probe_claims_are_seen_by_every_worker_of_the_host(tmp_path: Path) -> None:
     from datetime import datetime, timedelta, timezone
 
-    from mailrelay.serve.idempotency import FileProbeGate
+    from mailrelay.serve.probegate import FileProbeGate
 
     until = datetime(2026, 12, 2, 8, 0, tzinfo=timezone.utc)
     one, two = (FileProbeGate(tmp_path / "probes", keep=60) for _ in range(2))  # two workers

@@ -19,7 +19,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from mailrelay.serve.idempotency import owner
+from mailrelay.serve.liveness import owner
 from tests.smtpserver import SmtpServer
 from tests.test_e2e import mailrelay_command
 from tests.test_import_cost import loaded_after

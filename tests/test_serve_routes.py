@@ -351,7 +351,7 @@ def test_same_message_through_send_message_and_the_api(
 def test_409_while_the_key_is_in_flight_then_422_for_another_body(
     tmp_path: Path, clients: list[Client]
 ) -> None:
-    from mailrelay.serve.idempotency import fingerprint
+    from mailrelay.serve.keys import fingerprint
 
     server = start(clients, tmp_path, [outbox(tmp_path)])
     key = "order-4711-confirmation"

@@ -257,7 +257,7 @@ def flush_command(app: CliApp, now: bool, json_mode: bool) -> None:
     moved = [(i.id, i.detail) for i in report.items if i.outcome == "failed"]
     alerter = app.alerter() if moved else None
     if alerter is not None:
-        from mailrelay.alerts import expired_event
+        from mailrelay.state.transitions import expired_event
 
         alerter.dispatch([expired_event(moved)])
     if out.json_mode:

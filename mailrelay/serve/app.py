@@ -21,7 +21,8 @@ from mailrelay.logline import escape_controls
 from mailrelay.secrets import scrub
 from mailrelay.serve import apipage
 from mailrelay.serve.answer import json_response, problem
-from mailrelay.serve.idempotency import INFLIGHT_MARGIN, FileKeyStore, FileProbeGate
+from mailrelay.serve.keys import INFLIGHT_MARGIN, FileKeyStore
+from mailrelay.serve.probegate import FileProbeGate
 from mailrelay.serve.service import Service, current_service, serve_tokens
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
     from mailrelay.config import Settings
     from mailrelay.policy import ProbeGate
-    from mailrelay.serve.idempotency import KeyStore
+    from mailrelay.serve.keys import KeyStore
 
 # Routes anyone may read: liveness and readiness for orchestrators, the API's description.
 PUBLIC = frozenset({"/healthz", "/readyz", "/openapi.json", "/api"})

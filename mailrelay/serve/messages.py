@@ -2,7 +2,7 @@
 as `send --message` does) and `POST /v1/messages/raw` (a whole RFC 5322 message, read as
 `sendmail -t` reads it), each sent through mailrelay.delivery.deliver as `mailrelay send`
 sends; answer.answer_for turns the Delivery into the HTTP answer. An Idempotency-Key holds
-the answer of its first request (serve/idempotency.py, or serve/fleet.py's Redis store)."""
+the answer of its first request (serve/keys.py, or serve/fleet.py's Redis store)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from flask import Blueprint, Response, request
 
 from mailrelay.errors import MessageError
 from mailrelay.serve.answer import Answer, json_response, problem, resting_answer
-from mailrelay.serve.idempotency import MAX_KEY_LENGTH, fingerprint
+from mailrelay.serve.keys import MAX_KEY_LENGTH, fingerprint
 from mailrelay.serve.service import current_service
 from mailrelay.telemetry import valid_traceparent
 

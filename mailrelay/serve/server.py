@@ -192,7 +192,7 @@ def metrics_folder() -> Iterator[str]:
 
 
 def _write_owner(folder: str) -> None:
-    from mailrelay.serve.idempotency import owner
+    from mailrelay.serve.liveness import owner
 
     fd = os.open(
         os.path.join(folder, OWNER_FILE),
@@ -208,7 +208,7 @@ def sweep_metrics_folders() -> int:
     cut leave theirs behind): this user's own folders whose owner file names a process
     that no longer runs. A folder without an owner file (still being made) is left alone, as
     is one whose owner may be alive. Returns how many were removed."""
-    from mailrelay.serve.idempotency import owner_alive
+    from mailrelay.serve.liveness import owner_alive
 
     removed = 0
     try:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from mailrelay.app import App
     from mailrelay.config import Settings
     from mailrelay.policy import ProbeGate
-    from mailrelay.serve.idempotency import KeyStore
+    from mailrelay.serve.keys import KeyStore
     from mailrelay.state import StateStore
 
 
