@@ -1,5 +1,7 @@
-"""`mailrelay serve`: the installed command runs gunicorn on a loopback port; a real HTTP
-client (requests) talks to it; the providers are real loopback servers or the outbox."""
+"""`mailrelay serve` where gunicorn itself matters: the installed command runs it on a
+loopback port and a real HTTP client (requests) talks to it — several workers sharing keys
+and counters, SIGTERM, a killed worker, the flusher, start-up refusals. The routes' answers
+are tested through Flask's test client in test_serve_routes.py."""
 
 from __future__ import annotations
 
