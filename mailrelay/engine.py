@@ -25,10 +25,10 @@ from mailrelay.result import Attempt, Listener, SendResult
 from mailrelay.secrets import scrub
 
 if TYPE_CHECKING:
-    from mailrelay.alerts import Event
     from mailrelay.message import Message
     from mailrelay.ratelimit.pacer import Pacer
     from mailrelay.state import State, StateStore
+    from mailrelay.state.transitions import Event
 
 # what became of a message no provider took, decided before the state is written: "queued"
 # (kept in the spool), "failed", or None (not counted: a queue flush's retry stays queued)
@@ -294,7 +294,7 @@ class Engine:
         delta = StateDelta(self.now(), message=counted)
         transitions = None
         if self.alert is not None:  # nobody to tell: spare the import and the comparison
-            from mailrelay.alerts import Transitions
+            from mailrelay.state.transitions import Transitions
 
             transitions = delta.observer = Transitions(tried, counted, delta.now)
         shared = getattr(self.store, "shared", False)

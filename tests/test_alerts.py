@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from pytest_httpserver import HTTPServer
 
-from mailrelay.alerts import Event, Transitions
 from mailrelay.engine import Engine
 from mailrelay.message import build_message
 from mailrelay.policy import Policy
 from mailrelay.providers.base import Outcome, Receipt
 from mailrelay.result import Attempt
 from mailrelay.state import TomlStateStore
+from mailrelay.state.transitions import Event, Transitions
 from tests.smtpserver import SmtpServer
 from tests.test_e2e import mailrelay, write_config
 from tests.test_engine import Clock, Scripted

@@ -406,7 +406,7 @@ def test_wheel_installs_man_page_completions_and_typing(tmp_path: Path) -> None:
             assert member in names, f"the wheel lacks {installed}"
             assert zf.read(member) == (ROOT / repo_file).read_bytes(), member
         assert "mailrelay/py.typed" in names
-        assert "mailrelay/message.schema.json" in names  # send --message, mailrelay schema
+        assert "mailrelay/message/message.schema.json" in names  # send --message, mailrelay schema
         assert "mailrelay/cli/completion.py" in names
         (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         text = zf.read(entry_points).decode()

@@ -24,7 +24,9 @@ from werkzeug import Request, Response
 
 from mailrelay.serve.answer import Answer
 from mailrelay.serve.fleet import RedisAccess, RedisKeyStore, RedisProbeGate
-from mailrelay.serve.idempotency import FileKeyStore, FileProbeGate, owner
+from mailrelay.serve.keys import FileKeyStore
+from mailrelay.serve.liveness import owner
+from mailrelay.serve.probegate import FileProbeGate
 from mailrelay.state.redisstore import RedisStateStore
 from tests.conftest import free_port
 from tests.esp.fakebase import server_base_url

@@ -162,7 +162,7 @@ def subjects(relay: SmtpServer) -> Counter[str]:
 
 def held_by(valkey: RedisServer, pids: list[int]) -> int:
     """Entries pending in the consumer group for a consumer of one of these processes."""
-    from mailrelay.redisclient import Connection, parse_url
+    from mailrelay.state.redisclient import Connection, parse_url
 
     conn = Connection(parse_url(valkey.url), timeout=5)
     try:

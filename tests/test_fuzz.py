@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from mailrelay.cli import main
 from mailrelay.errors import MessageError
 from mailrelay.message import Address, Attachment, Message, parse_eml, validate_message
-from mailrelay.msgjson import load_message
+from mailrelay.message.msgjson import load_message
 from tests.test_e2e import mailrelay
 
 DOCUMENTED = {0, 64, 65, 66, 69, 73, 75, 78}

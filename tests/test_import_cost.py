@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pytest_httpserver import HTTPServer
 
-from mailrelay.redisclient import Connection, parse_url
+from mailrelay.state.redisclient import Connection, parse_url
 from tests.esp.fake_postmark import FakePostmark
 from tests.esp.fakebase import server_base_url
 from tests.redisserver import RedisServer, server_binary
@@ -43,6 +43,7 @@ def test_help_and_version_load_no_command_module() -> None:
         "mailrelay.cli.sendmail",
         "mailrelay.metrics",
         "mailrelay.alerts",
+        "mailrelay.state.transitions",
         "prometheus_client",
         "apprise",
     )
@@ -68,8 +69,8 @@ def test_an_http_send_loads_neither_requests_nor_email_validator(
     # no [alerts]: the alert machinery is not even imported; apprise never is by a send;
     # nor are the .eml parser and the JSON form of a message (the message package loads a
     # module when one of its names is first used)
-    unused = ("mailrelay.alerts", "apprise", "prometheus_client", "mailrelay.message.eml",
-              "mailrelay.message.jsonform")  # fmt: skip
+    unused = ("mailrelay.alerts", "mailrelay.state.transitions", "apprise", "prometheus_client",
+              "mailrelay.message.eml", "mailrelay.message.jsonform")  # fmt: skip
     assert loaded_after(code, (*HEAVY, *unused)) == []
     assert len(fake.requests) == 1
 

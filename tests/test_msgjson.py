@@ -29,7 +29,7 @@ from mailrelay.message import (
     message_to_dict,
     parse_eml,
 )
-from mailrelay.msgjson import (
+from mailrelay.message.msgjson import (
     PLAIN_FIELDS,
     is_rfc3339,
     load_message,
@@ -354,7 +354,9 @@ def test_schema_command_prints_a_valid_draft_2020_12_schema() -> None:
     printed = json.loads(r.out)
     Draft202012Validator.check_schema(printed)
     assert printed["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert printed == json.loads((ROOT / "mailrelay" / "message.schema.json").read_text())
+    assert printed == json.loads(
+        (ROOT / "mailrelay" / "message" / "message.schema.json").read_text()
+    )
     # a standard validator (no mailrelay code) agrees with mailrelay on good and bad input
     validator = Draft202012Validator(printed, format_checker=FormatChecker())
     assert validator.is_valid(GOOD)
@@ -485,7 +487,7 @@ json_values = st.recursive(
 def test_the_plain_fields_fast_path_agrees_with_the_schema(doc: dict[str, object]) -> None:
     """schema_error skips jsonschema for documents of the plain fields only: it must say
     valid exactly when jsonschema does, for such documents."""
-    from mailrelay.msgjson import _plainly_valid
+    from mailrelay.message.msgjson import _plainly_valid
 
     valid = Draft202012Validator(message_schema()).is_valid(doc)
     if set(doc) <= set(PLAIN_FIELDS):

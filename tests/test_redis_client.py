@@ -1,4 +1,4 @@
-"""mailrelay.redisclient: URL parsing, and RESP2 replies from a real server (never a mock).
+"""mailrelay.state.redisclient: URL parsing, and RESP2 replies from a real server (never a mock).
 
 Replies come from the session's Redis-protocol server (tests/redisserver.py): a Lua script
 returns nested arrays, integers, nils and errors, and the client must read them as the
@@ -20,8 +20,9 @@ from urllib.parse import quote
 
 import pytest
 
-from mailrelay import redisclient
-from mailrelay.redisclient import (
+from mailrelay.secrets import scrub
+from mailrelay.state import redisclient
+from mailrelay.state.redisclient import (
     Connection,
     ProtocolError,
     ReplyError,
@@ -31,7 +32,6 @@ from mailrelay.redisclient import (
     parse_url,
     read_reply,
 )
-from mailrelay.secrets import scrub
 from mailrelay.state.redisstore import RedisStateStore, StateUnavailable
 from tests.redisserver import HOST, RedisServer, server_binary
 

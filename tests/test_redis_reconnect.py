@@ -1,4 +1,4 @@
-"""mailrelay.redisclient keeps a connection usable: a socket the server closed while idle is
+"""mailrelay.state.redisclient keeps a connection usable: a socket the server closed while idle is
 replaced before anything is sent on it, a read-only or idempotent command is sent once more
 when a reused connection breaks under it, and nothing else is ever sent twice. Real servers
 on loopback (valkey-server, and a small listener that drops a connection on purpose).
@@ -14,8 +14,8 @@ from types import TracebackType
 
 import pytest
 
-from mailrelay.redisclient import Connection, Target, parse_url
 from mailrelay.state import ProviderChange, StateDelta
+from mailrelay.state.redisclient import Connection, Target, parse_url
 from mailrelay.state.redisstore import FallbackStore, RedisStateStore
 from mailrelay.state.tomlstore import TomlStateStore
 from tests.redisserver import HOST, RedisServer, flush, server_binary

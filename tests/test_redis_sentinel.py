@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mailrelay.redisclient import Connection, RedisError, Target, parse_url
+from mailrelay.state.redisclient import Connection, RedisError, Target, parse_url
 from tests.conftest import free_port
 from tests.redisserver import HOST, RedisServer, server_binary
 from tests.smtpserver import SmtpServer

@@ -1,18 +1,17 @@
-"""`mailrelay serve`: the installed command runs gunicorn on a loopback port; a real HTTP
-client (requests) talks to it; the providers are real loopback servers or the outbox."""
+"""`mailrelay serve` where gunicorn itself matters: the installed command runs it on a
+loopback port and a real HTTP client (requests) talks to it — several workers sharing keys
+and counters, SIGTERM, a killed worker, the flusher, start-up refusals. The routes' answers
+are tested through Flask's test client in test_serve_routes.py."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import re
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
@@ -176,215 +175,6 @@ def outbox_messages(tmp: Path) -> list[bytes]:
 # --- the table -----------------------------------------------------------------------------
 
 
-def test_send_json_is_200_with_the_send_json_document(
-    tmp_path: Path, servers: list[Server]
-) -> None:
-    server = start(servers, tmp_path, [outbox(tmp_path)])
-    r = server.post()
-    assert r.status_code == 200, r.text
-    assert r.headers["Content-Type"] == "application/json"
-    doc = r.json()
-    assert doc["delivered"] is True and doc["provider"] == "box" and doc["exit_code"] == 0
-    assert len(outbox_messages(tmp_path)) == 1
-    log = server.log.read_text()
-    assert '"POST /v1/messages" 200' in log
-    assert TOKEN not in log and "disk" not in log  # no secrets, no subjects in the log
-
-
-def test_raw_message_takes_recipients_from_to_cc_bcc(tmp_path: Path, servers: list[Server]) -> None:
-    server = start(servers, tmp_path, [outbox(tmp_path)])
-    raw = (
-        b"From: cron@example.com\r\nTo: a@example.com\r\nCc: b@example.com\r\n"
-        b"Bcc: hidden@example.com\r\nSubject: raw\r\n\r\nhello\r\n"
-    )
-    r = requests.post(
-        server.url + "/v1/messages/raw",
-        data=raw,
-        timeout=60,
-        headers={**AUTH, "Content-Type": "message/rfc822"},
-    )
-    assert r.status_code == 200, r.text
-    (saved,) = outbox_messages(tmp_path)
-    assert b"X-Envelope-To: a@example.com, b@example.com, hidden@example.com" in saved.replace(
-        b"\r\n ", b" "
-    )
-    assert b"Bcc:" not in saved
-
-
-def test_bad_json_and_schema_errors_are_400_problems(tmp_path: Path, servers: list[Server]) -> None:
-    server = start(servers, tmp_path, [outbox(tmp_path)])
-    r = requests.post(
-        server.url + "/v1/messages",
-        data=b"{nope",
-        timeout=60,
-        headers={**AUTH, "Content-Type": "application/json"},
-    )
-    assert r.status_code == 400
-    assert r.headers["Content-Type"] == "application/problem+json"
-    assert "not valid JSON" in r.json()["detail"]
-    r = server.post(doc={"to": [1], "subject": "x"})
-    assert r.status_code == 400
-    problem = r.json()
-    assert problem["status"] == 400 and problem["title"]
-    assert problem["errors"] == [{"path": "to[0]", "message": "expected a string, got a number"}]
-    assert problem["detail"] == "request body: to[0]: expected a string, got a number"
-    # the server's files are not the client's to attach
-    r = server.post(doc={**MESSAGE, "attachments": [{"path": "/etc/passwd"}]})
-    assert r.status_code == 400
-    assert r.json()["errors"][0]["path"] == "attachments[0].path"
-    assert outbox_messages(tmp_path) == []
-
-
-def test_auth_401_with_www_authenticate(tmp_path: Path, servers: list[Server]) -> None:
-    server = start(servers, tmp_path, [outbox(tmp_path)])
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic !!"}):
-        r = server.post(headers=headers | ({} if headers else {"Authorization": ""}))
-        assert r.status_code == 401
-        assert r.headers["WWW-Authenticate"] == 'Bearer realm="mailrelay"'
-        assert r.headers["Content-Type"] == "application/problem+json"
-    for path in ("/v1/providers", "/v1/status", "/metrics"):
-        assert server.get(path, headers={}).status_code == 401
-    page = server.get("/", headers={})
-    assert page.status_code == 401 and page.headers["WWW-Authenticate"].startswith("Basic ")
-    assert requests.get(server.url + "/", auth=("any", TOKEN), timeout=60).status_code == 200
-    for path in ("/healthz", "/readyz", "/openapi.json", "/api"):
-        assert server.get(path, headers={}).status_code == 200, path
-    assert outbox_messages(tmp_path) == []
-
-
-def test_413_and_415(tmp_path: Path, servers: list[Server]) -> None:
-    server = start(servers, tmp_path, [outbox(tmp_path)])
-    big = {**MESSAGE, "text": "x" * 300_000}
-    r = server.post(doc=big)
-    assert r.status_code == 413
-    assert "max_request_bytes" in r.json()["detail"]
-    r = requests.post(
-        server.url + "/v1/messages",
-        data="hi",
-        timeout=60,
-        headers={**AUTH, "Content-Type": "text/plain"},
-    )
-    assert r.status_code == 415 and r.headers["Content-Type"] == "application/problem+json"
-    r = requests.post(server.url + "/v1/messages/raw", json=MESSAGE, headers=AUTH, timeout=60)
-    assert r.status_code == 415
-    assert outbox_messages(tmp_path) == []
-
-
-def test_422_when_the_provider_refuses_the_message(tmp_path: Path, servers: list[Server]) -> None:
-    with SmtpServer(fail={"rcpt": "550 5.1.1 no such user"}) as relay:
-        server = start(servers, tmp_path, [smtp(relay)])
-        r = server.post()
-    assert r.status_code == 422
-    problem = r.json()
-    assert "no such user" in problem["detail"]
-    assert problem["result"]["exit_code"] == 65
-
-
-def test_502_when_every_provider_fails_none_temporarily(
-    tmp_path: Path, servers: list[Server], httpserver: HTTPServer
-) -> None:
-    pm = CountingPostmark(httpserver).provider("wrong-token-123")
-    server = start(servers, tmp_path, [pm])
-    r = server.post()
-    assert r.status_code == 502, r.text
-    assert r.json()["result"]["exit_code"] == 69
-
-
-def test_503_with_retry_after_then_fast_path_without_contacting(
-    tmp_path: Path, servers: list[Server]
-) -> None:
-    with SmtpServer(fail={"mail": "451 4.3.0 try later"}) as relay:
-        server = start(servers, tmp_path, [smtp(relay)], cooldown=120)
-        r = server.post()
-        assert r.status_code == 503, r.text
-        assert 1 <= int(r.headers["Retry-After"]) <= 120
-        assert relay.connections == 1
-        # now the only provider rests: answered at once by every worker, the relay not
-        # contacted again (the failed send was this cooldown period's one request)
-        answers = [server.post() for _ in range(8)]
-        assert all(a.status_code == 503 for a in answers)
-        assert all(1 <= int(a.headers["Retry-After"]) <= 120 for a in answers)
-        assert relay.connections == 1
-        for a in answers:  # answered before a message was built: no result, no Message-ID
-            doc = a.json()
-            assert doc["title"] == "Every provider is resting" and "result" not in doc
-            assert "(relay)" in doc["detail"] and "none was tried" in doc["detail"]
-        assert server.get("/readyz").status_code == 503
-
-
-def test_while_every_provider_rests_bad_input_is_still_400_and_keys_are_not_kept(
-    tmp_path: Path, servers: list[Server]
-) -> None:
-    server = start(servers, tmp_path, [dead_smtp()], cooldown=300)
-    assert server.post().status_code == 503  # the probe of this period: tried, failed
-    resting = server.post()
-    assert resting.status_code == 503 and "result" not in resting.json()
-    # not JSON, or not the schema: the client's fault says so at once, outage or not
-    r = requests.post(
-        server.url + "/v1/messages",
-        data=b"{nope",
-        timeout=60,
-        headers={**AUTH, "Content-Type": "application/json"},
-    )
-    assert r.status_code == 400 and "not valid JSON" in r.json()["detail"]
-    r = server.post(doc={"to": [1], "subject": "x"})
-    assert r.status_code == 400
-    assert r.json()["errors"] == [{"path": "to[0]", "message": "expected a string, got a number"}]
-    # a raw message is read only when it can be sent
-    r = requests.post(
-        server.url + "/v1/messages/raw",
-        data=b"From: a@example.com\r\nTo: b@example.com\r\n\r\nhi\r\n",
-        timeout=60,
-        headers={**AUTH, "Content-Type": "message/rfc822"},
-    )
-    assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1
-    # a resting 503 is "try again later": the key is free for the retry, not replayed
-    key = {"Idempotency-Key": "resting-1"}
-    first = server.post(headers=key)
-    assert first.status_code == 503 and "Idempotent-Replayed" not in first.headers
-    again = server.post(headers=key)
-    assert again.status_code == 503 and "Idempotent-Replayed" not in again.headers
-
-
-def test_202_when_the_spool_takes_it(tmp_path: Path, servers: list[Server]) -> None:
-    server = start(
-        servers, tmp_path, [dead_smtp()], on_failure="queue", spool_dir=str(tmp_path / "spool")
-    )
-    for _ in range(2):  # the second one takes the fast path (provider cooling): queued too
-        r = server.post()
-        assert r.status_code == 202, r.text
-        doc = r.json()
-        assert doc["queued"] and doc["exit_code"] == 0
-    assert len(list((tmp_path / "spool").glob("*.json"))) == 2
-
-
-def test_202_is_counted_queued_once_like_send(tmp_path: Path, servers: list[Server]) -> None:
-    from mailrelay.state import TomlStateStore
-
-    server = start(
-        servers, tmp_path, [dead_smtp()], on_failure="queue", spool_dir=str(tmp_path / "spool")
-    )
-    assert server.post().status_code == 202
-    assert TomlStateStore(server.state).load().messages == {"queued": 1}
-
-
-def test_503_when_queuing_is_on_and_the_spool_cannot_be_written(
-    tmp_path: Path, servers: list[Server]
-) -> None:
-    blocker = tmp_path / "not-a-dir"
-    blocker.write_text("a file where the spool directory should be\n")
-    server = start(
-        servers, tmp_path, [dead_smtp()], on_failure="queue", spool_dir=str(blocker / "spool")
-    )
-    r = server.post()
-    assert r.status_code == 503, r.text
-    assert int(r.headers["Retry-After"]) >= 1
-    problem = r.json()
-    assert "not queued" in problem["detail"] and "spool" in problem["detail"]
-    assert problem["result"]["delivered"] is False
-    assert blocker.read_text().startswith("a file")
-
-
 def test_counters_add_up_once_the_workers_exit(
     tmp_path: Path, servers: list[Server], httpserver: HTTPServer
 ) -> None:
@@ -434,23 +224,6 @@ def test_providers_status_metrics_openapi(tmp_path: Path, servers: list[Server])
     assert server.get("/openapi.json").json()["openapi"] == "3.1.0"
 
 
-def test_every_route_is_documented_and_every_operation_exists(tmp_path: Path) -> None:
-    from mailrelay.config import load_settings
-    from mailrelay.serve.app import create_app
-    from mailrelay.serve.openapi import documented_routes
-
-    settings = load_settings(config(tmp_path, [outbox(tmp_path)]))
-    app = create_app(settings, state=str(tmp_path / "state.toml"), log=False)
-    routes = {
-        (method, re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule))  # /x/<path:id>: /x/{id}
-        for rule in app.url_map.iter_rules()
-        if rule.endpoint != "static"
-        for method in rule.methods or ()
-        if method not in ("HEAD", "OPTIONS")
-    }
-    assert routes == documented_routes()
-
-
 # --- idempotency ---------------------------------------------------------------------------
 
 
@@ -479,7 +252,7 @@ def test_idempotency_key_under_16_parallel_requests(
 
 def test_idempotency_key_store_expires_keys(tmp_path: Path) -> None:
     from mailrelay.serve.answer import Answer
-    from mailrelay.serve.idempotency import FileKeyStore
+    from mailrelay.serve.keys import FileKeyStore
 
     now = [1_000_000.0]
     store = FileKeyStore(tmp_path / "keys", ttl=60, clock=lambda: now[0])
@@ -498,7 +271,7 @@ def test_idempotency_key_store_expires_keys(tmp_path: Path) -> None:
 
 def test_an_abandoned_claim_is_taken_over(tmp_path: Path) -> None:
     from mailrelay.serve.answer import Answer
-    from mailrelay.serve.idempotency import FileKeyStore
+    from mailrelay.serve.keys import FileKeyStore
 
     store = FileKeyStore(tmp_path / "keys", inflight=90)
     assert store.begin("live", "f").kind == "new"  # this process: alive, so busy
@@ -525,7 +298,7 @@ def test_an_abandoned_claim_is_taken_over(tmp_path: Path) -> None:
 def test_probe_claims_are_seen_by_every_worker_of_the_host(tmp_path: Path) -> None:
     from datetime import datetime, timedelta, timezone
 
-    from mailrelay.serve.idempotency import FileProbeGate
+    from mailrelay.serve.probegate import FileProbeGate
 
     until = datetime(2026, 12, 2, 8, 0, tzinfo=timezone.utc)
     one, two = (FileProbeGate(tmp_path / "probes", keep=60) for _ in range(2))  # two workers
@@ -582,59 +355,6 @@ def test_a_worker_killed_mid_send_does_not_hold_its_key(
 
 
 # --- the same message, and stopping ----------------------------------------------------------
-
-
-def test_same_message_through_send_message_and_the_api(
-    tmp_path: Path, servers: list[Server]
-) -> None:
-    doc = {
-        **MESSAGE,
-        "cc": ["Boss <boss@example.com>"],
-        "headers": {"X-Job": "backup"},
-        "tags": ["ops"],
-        "html": "<p>web1: <b>disk</b></p>",
-        "attachments": [
-            {"filename": "df.txt", "content_base64": base64.b64encode(b"/dev/sda1 91%\n").decode()}
-        ],
-    }
-    server = start(servers, tmp_path, [outbox(tmp_path)])
-    assert server.post(doc=doc).status_code == 200
-    msg_file = tmp_path / "alert.json"
-    msg_file.write_text(json.dumps(doc))
-    cfg = tmp_path / "config.toml"
-    cli = subprocess.run(
-        [
-            mailrelay_command(),
-            "--config",
-            str(cfg),
-            "--state",
-            str(server.state),
-            "send",
-            "--message",
-            str(msg_file),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert cli.returncode == 0, cli.stderr
-    api, sent = outbox_messages(tmp_path)[:2]
-
-    def normal(raw: bytes) -> list[tuple[str, str]]:
-        msg = message_from_bytes(raw)
-        boundary = msg.get_boundary() or ""
-        out = []
-        for part in msg.walk():
-            for name, value in part.items():
-                if name.lower() in ("message-id", "date", "x-envelope-to", "return-path"):
-                    continue
-                out.append((name, str(value).replace(part.get_boundary() or boundary, "B")))
-            if not part.is_multipart():
-                out.append(("body", str(part.get_payload())))
-        return out
-
-    assert len(outbox_messages(tmp_path)) == 2
-    assert normal(api) == normal(sent)
 
 
 def test_sigterm_lets_the_send_in_flight_finish(tmp_path: Path, servers: list[Server]) -> None:
@@ -722,7 +442,7 @@ def test_config_serve_table_errors_name_the_key(tmp_path: Path) -> None:
 
 
 def test_the_flusher_sends_what_the_spool_holds(tmp_path: Path) -> None:
-    from mailrelay.cli import App
+    from mailrelay.app import App
     from mailrelay.config import load_settings
     from mailrelay.message import build_message
     from mailrelay.serve.server import Flusher
@@ -730,8 +450,8 @@ def test_the_flusher_sends_what_the_spool_holds(tmp_path: Path) -> None:
     settings = load_settings(
         config(tmp_path, [outbox(tmp_path)], spool_dir=str(tmp_path / "spool"), queue_retry=1)
     )
-    app = App(config=None, state=str(tmp_path / "state.toml"), providers=(), verbose=0,
-              quiet=True, debug=False, settings=settings)  # fmt: skip
+    app = App(config=None, state=str(tmp_path / "state.toml"), providers=(), debug=False,
+              warn=lambda _: None, settings=settings)  # fmt: skip
     message = build_message(sender="cron@example.com", to=["ops@example.com"], subject="q")
     queueing = app.queueing()
     entry = queueing.spool.add(message, [], retry=queueing.retry, max_retry=queueing.max_retry)

@@ -19,7 +19,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from mailrelay.serve.idempotency import owner
+from mailrelay.serve.liveness import owner
 from tests.smtpserver import SmtpServer
 from tests.test_e2e import mailrelay_command
 from tests.test_import_cost import loaded_after
@@ -59,12 +59,12 @@ def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def queue_one(tmp: Path, cfg: Path) -> None:
     """One message waiting in the spool (not due for an hour), as `send --queue` leaves it."""
-    from mailrelay.cli import App
+    from mailrelay.app import App
     from mailrelay.config import load_settings
     from mailrelay.message import build_message
 
-    app = App(config=None, state=str(tmp / "data" / "state.toml"), providers=(), verbose=0,
-              quiet=True, debug=False, settings=load_settings(cfg))  # fmt: skip
+    app = App(config=None, state=str(tmp / "data" / "state.toml"), providers=(), debug=False,
+              warn=lambda _: None, settings=load_settings(cfg))  # fmt: skip
     queue = app.queueing()
     message = build_message(sender="cron@example.com", to=["q@example.com"], subject="q")
     queue.spool.add(message, [], retry=queue.retry, max_retry=queue.max_retry)

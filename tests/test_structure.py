@@ -92,6 +92,27 @@ def test_no_import_cycle_between_modules() -> None:
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 
+def _in_cli(name: str) -> bool:
+    return name == "mailrelay.cli" or name.startswith("mailrelay.cli.")
+
+
+def _outside_the_cli_importing_it() -> list[str]:
+    return [
+        name
+        for name, path in MODULES.items()
+        if name != "mailrelay.__main__"  # `python -m mailrelay` runs the CLI
+        and not _in_cli(name)
+        and any(_in_cli(target) for target in _imports(name, path))
+    ]
+
+
+def test_only_the_cli_imports_the_cli() -> None:
+    """The library (App, the documents, serve) stands beneath both front ends: nothing outside
+    mailrelay/cli/ imports from it, so serve never pulls in click or the CLI's Output."""
+    offenders = _outside_the_cli_importing_it()
+    assert offenders == [], f"outside mailrelay/cli/, these import it: {offenders}"
+
+
 def test_config_and_the_providers_do_not_import_each_other() -> None:
     """Config is data: the providers' side never imports config.py (the registry builds)."""
     providers = [n for n in MODULES if n.startswith("mailrelay.providers")]
@@ -101,7 +122,7 @@ def test_config_and_the_providers_do_not_import_each_other() -> None:
 
 def test_the_walk_sees_imports_inside_functions_and_under_type_checking() -> None:
     """The cycle check can fail: it counts the imports a function makes (serve's app
-    imports the CLI's App inside create_app) and those made only for type hints."""
+    imports the library's App inside create_app) and those made only for type hints."""
     found = _imports("mailrelay.serve.app", MODULES["mailrelay.serve.app"])
-    assert "mailrelay.cli" in found or "mailrelay.cli.app" in found
+    assert "mailrelay.app" in found
     assert "mailrelay.config" in found  # only for the Settings type hint

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
 
-from mailrelay.cli.app import App
+from mailrelay.app import App
 from mailrelay.config import load_settings
 from mailrelay.delivery import deliver
 from mailrelay.engine import Engine
@@ -55,9 +55,8 @@ def traced_app(
         config=None,
         state=str(tmp_path / "state.toml"),
         providers=(),
-        verbose=0,
-        quiet=True,
         debug=False,
+        warn=lambda _: None,
         log_file=None,
         settings=settings,
     )
@@ -173,11 +172,11 @@ def test_only_w3c_traceparents_are_taken() -> None:
 
 def test_tracing_off_imports_nothing_of_opentelemetry(tmp_path: Path) -> None:
     code = (
-        "from mailrelay.cli.app import App\n"
+        "from mailrelay.app import App\n"
         "from mailrelay.config import load_settings\n"
         f"s = load_settings(None, ['outbox://{tmp_path}/outbox'])\n"
-        "app = App(config=None, state=None, providers=(), verbose=0, quiet=True, debug=False,"
-        " log_file=None, settings=s)\n"
+        "app = App(config=None, state=None, providers=(), debug=False,"
+        " warn=print, log_file=None, settings=s)\n"
         "app.engine()\n"
     )
     assert loaded_after(code, ("opentelemetry", "mailrelay.telemetry")) == []

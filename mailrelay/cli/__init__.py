@@ -14,12 +14,12 @@ from typing import Any, TypeVar
 import click
 
 from mailrelay import __version__
-from mailrelay.cli.app import App as App  # the commands' context object, re-exported
+from mailrelay.cli.context import CliApp as CliApp  # the commands' context object
 from mailrelay.errors import ExitCode, MailrelayError, did_you_mean
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-pass_app = click.make_pass_decorator(App)
+pass_app = click.make_pass_decorator(CliApp)
 
 
 def json_option(f: F) -> F:
@@ -161,13 +161,13 @@ class LazyGroup(HintingGroup):
 
 
 def _merge_global(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    """A global option given after the command word: fold it into the group's App."""
+    """A global option given after the command word: fold it into the group's CliApp."""
     if param.name is None:
         return value
     source = ctx.get_parameter_source(param.name)
     if source in (None, click.core.ParameterSource.DEFAULT):
         return value
-    app = ctx.find_object(App)
+    app = ctx.find_object(CliApp)
     if app is None:  # shell completion parses without running the group: keep it for TAB
         ctx.meta[f"mailrelay.{param.name}"] = value
     else:
@@ -178,7 +178,7 @@ def _merge_global(ctx: click.Context, param: click.Parameter, value: Any) -> Any
 def global_options(*, merge: bool = True) -> Callable[[F], F]:
     """The options every command takes, before or after its word (defined once, here).
 
-    On the group they build the App; on a command (`merge`) they update it, so
+    On the group they build the CliApp; on a command (`merge`) they update it, so
     `mailrelay -v send` and `mailrelay send -v` mean the same.
     """
     extra: dict[str, Any] = {"callback": _merge_global, "expose_value": False} if merge else {}
@@ -271,7 +271,7 @@ def cli(
       mailrelay providers
       mailrelay status
     """
-    app = App(
+    app = CliApp(
         config=config,
         state=state,
         spool=spool,

@@ -29,7 +29,7 @@ from mailrelay.errors import ExitCode, InputFileError, MailrelayError, input_fil
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-    from mailrelay.cli import App
+    from mailrelay.cli import CliApp
     from mailrelay.delivery import Queueing
     from mailrelay.engine import Engine
     from mailrelay.message import Message
@@ -117,7 +117,7 @@ class _Batch:
 
     def __init__(
         self,
-        app: App,
+        app: CliApp,
         engine: Engine,
         *,
         name: str,
@@ -136,7 +136,7 @@ class _Batch:
         self.suppressions: SuppressionList | None = None  # recipients left out (send does)
 
     def parse(self, lineno: int, raw: bytes) -> Message:
-        from mailrelay.msgjson import decode_json, message_from_json
+        from mailrelay.message.msgjson import decode_json, message_from_json
 
         where = f"{self.name}:{lineno}"
         doc = decode_json(raw, where, one_line=True)
@@ -174,7 +174,7 @@ class _Batch:
 class _Report:
     """Counts, per-line output (JSON lines or error lines) and the progress bar."""
 
-    def __init__(self, app: App, name: str, total: int | None) -> None:
+    def __init__(self, app: CliApp, name: str, total: int | None) -> None:
         self.out = app.out
         self.name = name
         self.sent = self.queued = self.failed = self.bad = 0
@@ -214,7 +214,7 @@ class _Report:
         if self.progress is not None:  # print above the bar, not through it
             from rich.text import Text
 
-            from mailrelay.output import PROG
+            from mailrelay.cli.output import PROG
             from mailrelay.secrets import scrub
 
             if error or not self.out.quiet:
@@ -293,7 +293,7 @@ def _count_lines(path: str) -> int | None:
 
 
 def run_batch(
-    app: App,
+    app: CliApp,
     path: str,
     *,
     concurrency: int,
@@ -387,7 +387,7 @@ def _settle(
     return pending
 
 
-def _flush_state(app: App, store: Any) -> None:
+def _flush_state(app: CliApp, store: Any) -> None:
     """Write what is still pending; a state problem never turns sent mail into an error."""
     from mailrelay.errors import StateError
 

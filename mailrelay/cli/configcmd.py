@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mailrelay.cli import (
-    App,
+    CliApp,
     HintingGroup,
     global_options,
     json_option,
@@ -49,7 +49,7 @@ def config() -> None:
 @click.option("--force", is_flag=True, help="Replace the file if it exists.")
 @global_options()
 @pass_app
-def init_command(app: App, force: bool) -> None:
+def init_command(app: CliApp, force: bool) -> None:
     """Write a commented template to the config path (the file mailrelay reads).
 
     Every provider type is there, commented out, with its secrets as { env = ... }. The file
@@ -79,7 +79,7 @@ def init_command(app: App, force: bool) -> None:
 @probe_timeout_option("With --probe: how long each probe may take.")
 @global_options()
 @pass_app
-def check_command(app: App, probe: bool, timeout: float) -> None:
+def check_command(app: CliApp, probe: bool, timeout: float) -> None:
     """Read the config, resolve every secret and print one line per problem.
 
     Finds unknown keys (with the likely meant one), unset environment variables, failing
@@ -158,7 +158,7 @@ def _redacted(value: Any, key: str | None = None) -> Any:
     return value
 
 
-def _locations(app: App, settings: Settings) -> dict[str, Any]:
+def _locations(app: CliApp, settings: Settings) -> dict[str, Any]:
     from mailrelay.state import state_path
 
     outboxes = [
@@ -179,7 +179,7 @@ def _locations(app: App, settings: Settings) -> dict[str, Any]:
 @json_option
 @global_options()
 @pass_app
-def show_command(app: App, json_mode: bool) -> None:
+def show_command(app: CliApp, json_mode: bool) -> None:
     """Print the configuration in effect, secrets redacted, and where the files are.
 
     Defaults are filled in; --provider URLs and $MAILRELAY_PROVIDERS replace the config's

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from mailrelay.cli import App
+    from mailrelay.cli import CliApp
+    from mailrelay.cli.output import Output
     from mailrelay.message import Message
-    from mailrelay.output import Output
     from mailrelay.spool import HeldMessage
 
 
-def load_held(app: App, entry: HeldMessage) -> Message:
+def load_held(app: CliApp, entry: HeldMessage) -> Message:
     """A held message as today's configuration reads it (ConfigError, or NoSenderError,
     while it cannot; "no config file" first in the reason when there is none)."""
     from mailrelay.cli.sendmail import hold_reason, parse_sendmail_message, sendmail_aliases
@@ -37,10 +37,10 @@ def load_held(app: App, entry: HeldMessage) -> Message:
     return message
 
 
-def show_held(app: App, out: Output, entry: HeldMessage, now: datetime) -> None:
+def show_held(app: CliApp, out: Output, entry: HeldMessage, now: datetime) -> None:
     """`queue show` of a held message: why it is held, its envelope and headers as they
     came (it is read again, with the configuration of the day, when a flush sends it)."""
-    from mailrelay.output import fmt_time
+    from mailrelay.cli.output import fmt_time
     from mailrelay.spool import age_text
 
     info = entry.info(now)

@@ -3,7 +3,7 @@ records `serve` keeps (its send result, then the provider's events)."""
 
 from __future__ import annotations
 
-from mailrelay.cli import App
+from mailrelay.cli import CliApp
 from mailrelay.errors import ExitCode, MailrelayError
 
 
@@ -11,7 +11,7 @@ class UnknownMessage(MailrelayError):
     exit_code = ExitCode.NOINPUT
 
 
-def show_message_status(app: App, message_id: str) -> None:
+def show_message_status(app: CliApp, message_id: str) -> None:
     from mailrelay.events.status import StatusLog
 
     out = app.out

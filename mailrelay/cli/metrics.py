@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mailrelay.cli import App, global_options, pass_app
+from mailrelay.cli import CliApp, global_options, pass_app
 from mailrelay.errors import StateError
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     help="Write FILE atomically (for node_exporter's textfile collector) instead of stdout.",
 )
 @pass_app
-def metrics(app: App, output: str | None) -> None:
+def metrics(app: CliApp, output: str | None) -> None:
     """Print Prometheus metrics: attempts, messages, cooldowns, spool depth.
 
     Counters come from the state store (every process that sent mail added to them) and
@@ -56,7 +56,7 @@ def metrics(app: App, output: str | None) -> None:
         raise StateError(f"metrics file {path}: cannot write it: {why}") from None
 
 
-def budget_metrics(app: App, state: State) -> str:
+def budget_metrics(app: CliApp, state: State) -> str:
     """The rate-limit families (mailrelay.ratelimit.report), after the rest of the page."""
     from mailrelay.metrics import format_families
     from mailrelay.ratelimit.report import metric_families

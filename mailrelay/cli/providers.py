@@ -3,103 +3,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-from mailrelay.cli import App, global_options, json_option, pass_app, probe_timeout_option
+from mailrelay.cli import CliApp, global_options, json_option, pass_app, probe_timeout_option
 from mailrelay.cli.completion import complete_provider_names
-from mailrelay.errors import StatusExit
-
-if TYPE_CHECKING:
-    from mailrelay.state import ProviderState
-
-
-def _state_fields(entry: ProviderState | None) -> dict[str, Any]:
-    if entry is None:
-        return {
-            "sent": 0,
-            "failed": 0,
-            "consecutive_failures": 0,
-            "last_success": None,
-            "last_failure": None,
-            "last_error": None,
-            "cooldown_until": None,
-            "outcomes": {},
-        }
-    return {
-        "sent": entry.sent,
-        "failed": entry.failed,
-        "consecutive_failures": entry.consecutive_failures,
-        "last_success": entry.last_success,
-        "last_failure": entry.last_failure,
-        "last_error": entry.last_error,
-        "cooldown_until": entry.cooldown_until,
-        "outcomes": dict(entry.outcomes),
-    }
-
-
-def providers_document(app: App) -> dict[str, Any]:
-    """The `providers --json` document (also `GET /v1/providers` of `serve`)."""
-    from mailrelay.ratelimit.report import budget_document
-
-    engine = app.engine()
-    budgets = engine.pacer.store if engine.pacer is not None else None
-    state = engine.store.load()
-    plan = engine.plan(state)
-    first = plan[0].name if plan else None
-    rows: list[dict[str, Any]] = []
-    for i, p in enumerate(engine.providers, 1):
-        rows.append(
-            {
-                "position": i,
-                "name": p.name,
-                "type": p.type,
-                "sticky": p.name == state.last_provider,
-                "next": p.name == first,
-                "settings": p.describe(),
-                **_state_fields(state.providers.get(p.name)),
-                "cooling": engine.cooling_until(state, p) is not None,
-                "config_problem": next(filter(None, (s.missing() for s in p.secrets)), None),
-                "budget": budget_document(budgets, p),
-            }
-        )
-    return {
-        "policy": engine.policy.order,
-        "config_file": app.settings.source,
-        "state_file": engine.store.location,
-        "last_provider": state.last_provider,
-        "providers": rows,
-    }
-
-
-def status_document(app: App, timeout: float) -> dict[str, Any]:
-    """The `status --json` document (also `GET /v1/status`): the providers (those of --via /
-    `status NAME`, else all) probed at once."""
-    from mailrelay.probes import probe
-    from mailrelay.ratelimit.report import budget_document
-
-    engine = app.engine()
-    budgets = engine.pacer.store if engine.pacer is not None else None
-    state = engine.store.load()
-    probes = probe(engine.providers, timeout)
-    healthy = sum(1 for p in probes if p.health.ok)
-    if healthy == len(probes):
-        code = StatusExit.HEALTHY
-    elif healthy:
-        code = StatusExit.DEGRADED
-    else:
-        code = StatusExit.NONE_HEALTHY
-    rows = [
-        {
-            **p.to_dict(),
-            **_state_fields(state.providers.get(p.provider)),
-            "cooling": engine.cooling_until(state, provider) is not None,
-            "budget": budget_document(budgets, provider),
-        }
-        for p, provider in zip(probes, engine.providers, strict=True)
-    ]
-    return {"healthy": healthy, "total": len(probes), "exit_code": int(code), "providers": rows}
+from mailrelay.reports import providers_document, status_document
 
 
 @click.group(invoke_without_command=True, context_settings={"max_content_width": 100})
@@ -111,7 +21,7 @@ def status_document(app: App, timeout: float) -> dict[str, Any]:
 @global_options()
 @json_option
 @pass_app
-def providers(app: App, wide: bool, json_mode: bool) -> None:
+def providers(app: CliApp, wide: bool, json_mode: bool) -> None:
     """List the configured providers in order, with the state's counters.
 
     The provider marked "sticky" took the last message; "next" is where the next send starts.
@@ -135,7 +45,7 @@ def providers(app: App, wide: bool, json_mode: bool) -> None:
     for r in rows:
         if r["config_problem"]:
             out.warn(f"{r['name']} ({r['type']}) is skipped at send time: {r['config_problem']}")
-    from mailrelay.output import Styled, fmt_time
+    from mailrelay.cli.output import Styled, fmt_time
 
     table_rows = []
     for r in rows:
@@ -170,7 +80,7 @@ def providers(app: App, wide: bool, json_mode: bool) -> None:
 )
 @global_options()
 @pass_app
-def reset(app: App, names: tuple[str, ...]) -> None:
+def reset(app: CliApp, names: tuple[str, ...]) -> None:
     """Clear the cooldown and consecutive failures of the named providers ("it is fixed, use
     it again"), in whichever store the state is: the file or Redis.
 
@@ -207,7 +117,7 @@ def reset(app: App, names: tuple[str, ...]) -> None:
 @json_option
 @pass_app
 def status(
-    app: App, names: tuple[str, ...], timeout: float, message_id: str | None, json_mode: bool
+    app: CliApp, names: tuple[str, ...], timeout: float, message_id: str | None, json_mode: bool
 ) -> None:
     """Probe every provider (or those NAMEd) without sending and say who is healthy.
 
@@ -235,7 +145,7 @@ def status(
     if out.json_mode:
         out.emit_json(doc)
     else:
-        from mailrelay.output import fmt_time, health_cell
+        from mailrelay.cli.output import fmt_time, health_cell
 
         out.table(
             f"status: {healthy} of {doc['total']} healthy",

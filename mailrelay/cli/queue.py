@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mailrelay.cli import App, HintingGroup, global_options, json_option, pass_app
+from mailrelay.cli import CliApp, HintingGroup, global_options, json_option, pass_app
 
 if TYPE_CHECKING:
+    from mailrelay.cli.output import Output
     from mailrelay.engine import Engine
     from mailrelay.message import Message
-    from mailrelay.output import Output
     from mailrelay.result import SendResult
     from mailrelay.spool import FlushItem, QueuedMessage
 
@@ -51,7 +51,7 @@ def queue() -> None:
 @global_options()
 @json_option
 @pass_app
-def list_command(app: App, failed: bool, json_mode: bool) -> None:
+def list_command(app: CliApp, failed: bool, json_mode: bool) -> None:
     """List the queued messages, oldest first (or those in failed/ with --failed).
 
     Shows each message's id, age, tries, next try, recipients, subject and last error.
@@ -89,7 +89,7 @@ def list_command(app: App, failed: bool, json_mode: bool) -> None:
     out.table(title, columns, rows, long=["why", "last error"])
 
 
-def _describe(app: App, entry: QueuedMessage) -> tuple[dict[str, Any], Message]:
+def _describe(app: CliApp, entry: QueuedMessage) -> tuple[dict[str, Any], Message]:
     from mailrelay.message import DEFAULT_MAX_SIZE
 
     message = entry.message(max_size=app.settings.max_size or DEFAULT_MAX_SIZE)
@@ -101,12 +101,12 @@ def _describe(app: App, entry: QueuedMessage) -> tuple[dict[str, Any], Message]:
 @global_options()
 @json_option
 @pass_app
-def show_command(app: App, queue_id: str, json_mode: bool) -> None:
+def show_command(app: CliApp, queue_id: str, json_mode: bool) -> None:
     """Show one queued, failed or held message: envelope, headers, every try.
 
     The body is shown only with -v. ID may be a unique start of an id.
     """
-    from mailrelay.output import fmt_time
+    from mailrelay.cli.output import fmt_time
     from mailrelay.spool import HeldMessage, age_text
 
     out = app.output(json_mode=json_mode)
@@ -179,7 +179,7 @@ def show_command(app: App, queue_id: str, json_mode: bool) -> None:
 @click.argument("queue_id", metavar="ID")
 @global_options()
 @pass_app
-def drop_command(app: App, queue_id: str) -> None:
+def drop_command(app: CliApp, queue_id: str) -> None:
     """Remove a queued or failed message for good, without sending it.
 
     ID may be a unique start of an id.
@@ -195,7 +195,7 @@ def drop_command(app: App, queue_id: str) -> None:
 @global_options()
 @json_option
 @pass_app
-def flush_command(app: App, now: bool, json_mode: bool) -> None:
+def flush_command(app: CliApp, now: bool, json_mode: bool) -> None:
     """Send the queued messages that are due, oldest first, through the providers.
 
     A message that fails again waits twice as long as before (queue_retry, doubling, capped
@@ -222,8 +222,8 @@ def flush_command(app: App, now: bool, json_mode: bool) -> None:
         # a retry that fails again stays queued: counted once already, when it was queued
         return engine.send(message, keep=_still_queued)
 
+    from mailrelay.cli.output import fmt_time
     from mailrelay.message import DEFAULT_MAX_SIZE
-    from mailrelay.output import fmt_time
     from mailrelay.suppression import suppressing
 
     send = suppressing(send_one, app.suppressions(), warn=out.warn)  # bounced since queued
@@ -261,7 +261,7 @@ def flush_command(app: App, now: bool, json_mode: bool) -> None:
     moved = [(i.id, i.detail) for i in report.items if i.outcome == "failed"]
     alerter = app.alerter() if moved else None
     if alerter is not None:
-        from mailrelay.alerts import expired_event
+        from mailrelay.state.transitions import expired_event
 
         alerter.dispatch([expired_event(moved)])
     if out.json_mode:
@@ -298,8 +298,8 @@ def _still_queued(result: SendResult) -> None:
     return None
 
 
-def _report_item(app: App, out: Output, item: FlushItem) -> None:
-    from mailrelay.output import fmt_time
+def _report_item(app: CliApp, out: Output, item: FlushItem) -> None:
+    from mailrelay.cli.output import fmt_time
 
     if item.outcome == "sent":
         if app.verbose or out.interactive:

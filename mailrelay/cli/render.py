@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from mailrelay.cli.output import Output
     from mailrelay.delivery import Delivery
-    from mailrelay.output import Output
     from mailrelay.result import SendResult
 
 

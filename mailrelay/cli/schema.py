@@ -21,6 +21,6 @@ def schema() -> None:
     Examples:
       mailrelay schema > message.schema.json
     """
-    from mailrelay.msgjson import message_schema
+    from mailrelay.message.msgjson import message_schema
 
     click.echo(json.dumps(message_schema(), indent=2, ensure_ascii=False))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
-from mailrelay.cli import App, global_options, json_option, pass_app
+from mailrelay.cli import CliApp, global_options, json_option, pass_app
 from mailrelay.cli.completion import complete_provider_names
 from mailrelay.config import POLICIES
 from mailrelay.errors import UsageError
@@ -16,10 +16,10 @@ from mailrelay.errors import UsageError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from mailrelay.cli.output import Output
     from mailrelay.delivery import Delivery
     from mailrelay.engine import Engine
     from mailrelay.message import Message
-    from mailrelay.output import Output
     from mailrelay.result import SendResult
     from mailrelay.state import State
 
@@ -158,7 +158,7 @@ def read_text_file(path: str, what: str, out: Output, limit: int) -> str:
 @json_option
 @pass_app
 def send(
-    app: App,
+    app: CliApp,
     recipients: tuple[str, ...],
     to: tuple[str, ...],
     cc: tuple[str, ...],
@@ -307,7 +307,7 @@ def read_input_bytes(path: str, what: str, limit: int) -> bytes:
 
 
 def read_whole_message(
-    app: App,
+    app: CliApp,
     eml: str | None,
     message_file: str | None,
     recipients: tuple[str, ...],
@@ -329,7 +329,7 @@ def read_whole_message(
             max_size=max_size,
         )
     assert message_file is not None
-    from mailrelay.msgjson import load_message
+    from mailrelay.message.msgjson import load_message
 
     return load_message(
         # JSON carries attachments in base64: 4/3 of their size, and some room
@@ -342,7 +342,7 @@ def read_whole_message(
 
 
 def message_from_options(
-    app: App,
+    app: CliApp,
     *,
     recipients: tuple[str, ...],
     to: tuple[str, ...],
@@ -399,7 +399,7 @@ def message_from_options(
 
 
 def deliver(
-    app: App,
+    app: CliApp,
     engine: Engine,
     message: Message,
     *,
@@ -431,7 +431,7 @@ def deliver(
     return outcome
 
 
-def show_plan(app: App, engine: Engine, state: State, message: Message) -> None:
+def show_plan(app: CliApp, engine: Engine, state: State, message: Message) -> None:
     out = app.out
     plan = engine.plan(state)
     steps: list[dict[str, Any]] = []
@@ -457,7 +457,7 @@ def show_plan(app: App, engine: Engine, state: State, message: Message) -> None:
             }
         )
         return
-    from mailrelay.output import fmt_time
+    from mailrelay.cli.output import fmt_time
 
     out.data(f"dry run: nothing is sent and no state changes (policy {engine.policy.order})")
     for step in steps:

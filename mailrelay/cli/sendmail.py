@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mailrelay.cli import App
+from mailrelay.cli import CliApp
 from mailrelay.datarecord import field, record
 from mailrelay.errors import MessageError, UsageError
 
@@ -239,7 +239,7 @@ def sendmail(ctx: click.Context) -> None:
       printf 'To: ops@example.com\\nSubject: hi\\n\\nbody\\n' | mailrelay sendmail -t
       mailrelay sendmail -FCronDaemon -i -odi -oem -oi -t -f root < cron-output.eml
     """
-    app = ctx.find_object(App)
+    app = ctx.find_object(CliApp)
     assert app is not None
     args = parse_sendmail_args(ctx.args)
     if args.mode == "help":
@@ -291,7 +291,7 @@ def sendmail(ctx: click.Context) -> None:
 
 
 def _hold_after(
-    app: App, data: bytes, options: dict[str, Any], message: Message, result: SendResult
+    app: CliApp, data: bytes, options: dict[str, Any], message: Message, result: SendResult
 ) -> Delivery | None:
     """Held, not queued, when every provider failed in a way only the config can mend."""
     from mailrelay.delivery import config_change_reason, hold, needs_config_change
@@ -302,7 +302,7 @@ def _hold_after(
     return hold(app.spool(), data, reason=reason, options=options, result=result, message=message)
 
 
-def sendmail_aliases(app: App) -> AliasBook:
+def sendmail_aliases(app: CliApp) -> AliasBook:
     """The config's [aliases] and aliases_file, for the local names a message names."""
     from mailrelay.aliases import AliasBook
 
@@ -310,7 +310,7 @@ def sendmail_aliases(app: App) -> AliasBook:
     return AliasBook(settings.aliases, settings.aliases_file, warn=app.out.warn)
 
 
-def hold_reason(app: App, reason: str) -> str:
+def hold_reason(app: CliApp, reason: str) -> str:
     """Why a message is held, "no config file" first when none was found: cron's mailer
     gets neither the crontab's variables nor /etc/environment, so that is the likely cause."""
     from mailrelay.errors import ConfigError
@@ -350,7 +350,7 @@ def parse_sendmail_message(
     )
 
 
-def hold_message(app: App, data: bytes, options: dict[str, Any], reason: str) -> int:
+def hold_message(app: CliApp, data: bytes, options: dict[str, Any], reason: str) -> int:
     """Keep the message in held/ (the configured spool, else the default one) and say so in
     one line; the exit code (78 held, 73 when even that failed)."""
     from mailrelay.delivery import hold
@@ -368,7 +368,8 @@ def hold_message(app: App, data: bytes, options: dict[str, Any], reason: str) ->
     return outcome.exit_code
 
 
-def _say_held(app: App, outcome: Delivery, where: str) -> None:
+def _say_held(app: CliApp, outcome: Delivery, where: str) -> None:
+
     reason = outcome.reason
     if outcome.spool_error is not None:
         app.out.error(f"{reason}; the message could not be kept either: {outcome.spool_error}")

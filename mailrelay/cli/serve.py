@@ -7,7 +7,7 @@ import ipaddress
 
 import click
 
-from mailrelay.cli import App, global_options, pass_app
+from mailrelay.cli import CliApp, global_options, pass_app
 from mailrelay.errors import ConfigError, UsageError
 
 MISSING = (
@@ -63,7 +63,7 @@ def is_loopback(host: str) -> bool:
 )
 @pass_app
 def serve(
-    app: App, bind: str | None, workers: int | None, threads: int | None, no_auth: bool
+    app: CliApp, bind: str | None, workers: int | None, threads: int | None, no_auth: bool
 ) -> None:
     """Run the HTTP service: the send API, a status page and metrics (gunicorn).
 

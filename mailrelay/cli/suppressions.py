@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from mailrelay.cli import App, HintingGroup, global_options, json_option, pass_app
+from mailrelay.cli import CliApp, HintingGroup, global_options, json_option, pass_app
 from mailrelay.errors import UsageError
 
 REASONS = ("bounced", "complained", "unsubscribed", "manual")
@@ -34,7 +34,7 @@ def suppressions() -> None:
 @global_options()
 @json_option
 @pass_app
-def list_command(app: App, json_mode: bool) -> None:
+def list_command(app: CliApp, json_mode: bool) -> None:
     """List the suppressed addresses with the reason, the provider and the time."""
     out = app.output(json_mode=json_mode)
     found = app.suppressions().all()
@@ -60,7 +60,7 @@ def list_command(app: App, json_mode: bool) -> None:
 @global_options()
 @json_option
 @pass_app
-def add_command(app: App, addresses: tuple[str, ...], reason: str, json_mode: bool) -> None:
+def add_command(app: CliApp, addresses: tuple[str, ...], reason: str, json_mode: bool) -> None:
     """Suppress ADDR (repeatable): no send goes to it until it is removed."""
     out = app.output(json_mode=json_mode)
     from mailrelay.message import parse_address
@@ -79,7 +79,7 @@ def add_command(app: App, addresses: tuple[str, ...], reason: str, json_mode: bo
 @global_options()
 @json_option
 @pass_app
-def remove_command(app: App, addresses: tuple[str, ...], json_mode: bool) -> None:
+def remove_command(app: CliApp, addresses: tuple[str, ...], json_mode: bool) -> None:
     """Lift the suppression of ADDR (repeatable); exit 1 when one was not suppressed."""
     out = app.output(json_mode=json_mode)
     suppression_list = app.suppressions()
@@ -106,7 +106,7 @@ def remove_command(app: App, addresses: tuple[str, ...], json_mode: bool) -> Non
 @global_options()
 @json_option
 @pass_app
-def import_command(app: App, csv_file: str, reason: str, json_mode: bool) -> None:
+def import_command(app: CliApp, csv_file: str, reason: str, json_mode: bool) -> None:
     """Add every address of a CSV export (an ESP's suppression or bounce export: the
     column named Email, Email Address, Recipient or Address; '-' reads standard input)."""
     from mailrelay.cli.send import read_input_bytes

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 from mailrelay.datarecord import field, record
 
 if TYPE_CHECKING:
-    from mailrelay.alerts import Event as AlertEvent
     from mailrelay.audit import AuditLog
     from mailrelay.events.model import Event
     from mailrelay.state.records import RecordStore
+    from mailrelay.state.transitions import Event as AlertEvent
     from mailrelay.suppression import Suppression, SuppressionList
 
 SEEN_FOR = 7 * 86400.0  # seconds an event id is remembered (ESPs retry for a day at most)
@@ -86,8 +86,8 @@ def event_record(event: Event, suppression: Suppression | None) -> dict[str, Any
 
 
 def _alert(event: Event, suppression: Suppression) -> AlertEvent:
-    from mailrelay.alerts import Event as AlertEvent
-    from mailrelay.alerts import hostname
+    from mailrelay.state.transitions import Event as AlertEvent
+    from mailrelay.state.transitions import hostname
 
     detail = f"{suppression.address} suppressed: {event.event} ({event.raw_event})"
     if event.description:

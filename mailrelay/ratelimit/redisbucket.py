@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mailrelay import redisclient
 from mailrelay.ratelimit.bucket import LEARNED, BudgetStore, Remaining, Verdict
 from mailrelay.ratelimit.spec import Limit
 from mailrelay.secrets import remember, scrub
+from mailrelay.state import redisclient
 
 _NOW = """
 local t = redis.call('TIME')

@@ -18,6 +18,8 @@ from mailrelay.datarecord import field, record
 from mailrelay.errors import ExitCode
 
 if TYPE_CHECKING:
+    from flask import Response
+
     from mailrelay.delivery import Delivery
     from mailrelay.engine import Engine
 
@@ -50,6 +52,22 @@ def problem(
     """An RFC 9457 problem document (title, status, detail, and any extension members)."""
     return Answer(
         status, {"title": title, "status": status, "detail": detail, **extra}, headers or {}
+    )
+
+
+def json_response(answer: Answer) -> Response:
+    """The answer as Flask's response: its JSON body (times in RFC 3339, known secrets
+    scrubbed), status and headers."""
+    import json
+
+    from flask import Response
+
+    from mailrelay.reports import jsonable
+    from mailrelay.secrets import scrub
+
+    body = json.dumps(answer.body, default=jsonable, ensure_ascii=False)
+    return Response(
+        scrub(body), status=answer.status, headers=answer.headers, content_type=answer.content_type
     )
 
 

@@ -15,7 +15,7 @@ resting provider gets one probe per cooldown period from the whole fleet, not on
   so the client may send it again when a pooled connection broke under it.
 
 While Redis cannot be reached, the keys and probes of this host's data folder stand in (the
-file stores of idempotency.py), with one warning; a key claimed there is finished there.
+file stores of keys.py and probegate.py), with one warning; a key claimed there is finished there.
 """
 
 from __future__ import annotations
@@ -30,20 +30,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mailrelay import redisclient
 from mailrelay.errors import ConfigError
 from mailrelay.secrets import scrub
 from mailrelay.serve.answer import Answer
-from mailrelay.serve.idempotency import (
-    INFLIGHT_MARGIN,
-    KEY_TTL,
-    FileKeyStore,
-    FileProbeGate,
-    KeyStore,
-    Seen,
-    owner,
-    owner_alive,
-)
+from mailrelay.serve.keys import INFLIGHT_MARGIN, KEY_TTL, FileKeyStore, KeyStore, Seen
+from mailrelay.serve.liveness import owner, owner_alive
+from mailrelay.serve.probegate import FileProbeGate
+from mailrelay.state import redisclient
 
 if TYPE_CHECKING:
     from mailrelay.config import Settings

@@ -149,7 +149,7 @@ class ServeMetrics:
             if self._warned:
                 return
             self._warned = True
-        from mailrelay.output import escape_controls
+        from mailrelay.logline import escape_controls
         from mailrelay.secrets import scrub
 
         reason = escape_controls(f"{type(exc).__name__}: {exc}")

@@ -25,7 +25,7 @@ def _rewrite_refs(node: Any) -> Any:
 
 @cache
 def openapi_document() -> dict[str, Any]:
-    from mailrelay.msgjson import message_schema
+    from mailrelay.message.msgjson import message_schema
 
     text = resources.files("mailrelay.serve").joinpath("openapi.json").read_text("utf-8")
     doc: dict[str, Any] = json.loads(text)

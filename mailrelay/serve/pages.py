@@ -20,7 +20,7 @@ from mailrelay.serve.chart import chart_svg
 from mailrelay.spool.listing import FAILED_COLUMNS, QUEUED_COLUMNS, failed_rows, queued_rows
 
 if TYPE_CHECKING:
-    from mailrelay.cli import App
+    from mailrelay.app import App
     from mailrelay.providers.base import Provider
     from mailrelay.serve.service import Service
 
@@ -189,7 +189,7 @@ def _queue(app: App) -> tuple[str, str]:
 
 
 def status_page(service: Service) -> str:
-    from mailrelay.cli.providers import providers_document
+    from mailrelay.reports import providers_document
     from mailrelay.secrets import scrub
 
     app = service.app

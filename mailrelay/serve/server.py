@@ -31,7 +31,7 @@ from mailrelay.serve.worker import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT,
 if TYPE_CHECKING:
     from flask import Flask
 
-    from mailrelay.cli import App
+    from mailrelay.app import App
     from mailrelay.result import Listener
 
 
@@ -75,7 +75,7 @@ class Flusher:
                 try:
                     chore()
                 except Exception as exc:  # a bad spool file or state must not end the thread
-                    from mailrelay.output import escape_controls
+                    from mailrelay.logline import escape_controls
                     from mailrelay.secrets import scrub
 
                     reason = escape_controls(str(exc))
@@ -97,7 +97,7 @@ class Flusher:
         from mailrelay.suppression import suppressing
 
         report = spool.flush(
-            suppressing(engine.send, app.suppressions(), warn=app.out.warn),
+            suppressing(engine.send, app.suppressions(), warn=app.warn),
             retry=settings.queue_retry,
             max_retry=settings.queue_max_retry,
             max_age=settings.queue_max_age,
@@ -194,7 +194,7 @@ def metrics_folder() -> Iterator[str]:
 
 
 def _write_owner(folder: str) -> None:
-    from mailrelay.serve.idempotency import owner
+    from mailrelay.serve.liveness import owner
 
     fd = os.open(
         os.path.join(folder, OWNER_FILE),
@@ -210,7 +210,7 @@ def sweep_metrics_folders() -> int:
     cut leave theirs behind): this user's own folders whose owner file names a process
     that no longer runs. A folder without an owner file (still being made) is left alone, as
     is one whose owner may be alive. Returns how many were removed."""
-    from mailrelay.serve.idempotency import owner_alive
+    from mailrelay.serve.liveness import owner_alive
 
     removed = 0
     try:

@@ -12,11 +12,19 @@ from mailrelay.state import TomlStateStore
 from mailrelay.state.workerstore import WorkerStore
 
 if TYPE_CHECKING:
-    from mailrelay.cli import App
+    from mailrelay.app import App
     from mailrelay.config import Settings
     from mailrelay.policy import ProbeGate
-    from mailrelay.serve.idempotency import KeyStore
+    from mailrelay.serve.keys import KeyStore
     from mailrelay.state import StateStore
+
+
+def current_service() -> Service:
+    """The Service of the app handling this request (create_app puts it in its extensions)."""
+    from flask import current_app
+
+    service: Service = current_app.extensions["mailrelay"]
+    return service
 
 
 def serve_tokens(settings: Settings) -> list[str]:
@@ -45,7 +53,7 @@ class Service:
         self.app = app
         store: StateStore = app.store()
         if isinstance(store, TomlStateStore):  # counters written behind, cooldowns at once
-            store = WorkerStore(store, warn=app.out.warn)
+            store = WorkerStore(store, warn=app.warn)
         self.store = store
         self.engine = app.engine(skip_cooling=True, probe_gate=probes, store=store)
         self.tokens = [t.encode("utf-8") for t in tokens]

@@ -83,7 +83,7 @@ def _sinks(service: Service) -> EventSinks:
             from mailrelay.events.forward import Forwarder
 
             secret = serve.events_secret.reveal()
-            sinks.forward = Forwarder(serve.events_url, secret, warn=app.out.warn)
+            sinks.forward = Forwarder(serve.events_url, secret, warn=app.warn)
         current_app.extensions["mailrelay.event_sinks"] = sinks
     return sinks
 
@@ -91,7 +91,7 @@ def _sinks(service: Service) -> EventSinks:
 def _json(answer: Answer) -> Response:
     import json
 
-    from mailrelay.output import jsonable
+    from mailrelay.reports import jsonable
     from mailrelay.secrets import scrub
 
     body = scrub(json.dumps(answer.body, default=jsonable, ensure_ascii=False))

@@ -10,10 +10,10 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from mailrelay import redisclient
 from mailrelay.secrets import scrub
 from mailrelay.spool import redisscripts as lua
 from mailrelay.spool.redisheld import RedisDown, RedisHeld
+from mailrelay.state import redisclient
 
 WAIT_MS = 1000  # WAITAOF / WAIT: how long a queued answer waits for the fsync or a replica
 

@@ -13,12 +13,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from mailrelay.errors import MailrelayError
-from mailrelay.redisclient import RedisError
 from mailrelay.spool import redisscripts as lua
 from mailrelay.spool.backoff import next_try_time
 from mailrelay.spool.entry import QueuedMessage, _age_text, _iso, _load_json
 from mailrelay.spool.flush import FlushItem, FlushReport, Sender
 from mailrelay.spool.redisheld import RedisDown, RedisHeld
+from mailrelay.state.redisclient import RedisError
 
 PROMOTE_BATCH = 1000
 

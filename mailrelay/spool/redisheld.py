@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mailrelay import redisclient
 from mailrelay.secrets import scrub
 from mailrelay.spool import redisscripts as lua
 from mailrelay.spool.entry import HeldMessage, Now, QueuedMessage, _load_json
+from mailrelay.state import redisclient
 
 if TYPE_CHECKING:
     from mailrelay.spool.flush import Spool

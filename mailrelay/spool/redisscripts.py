@@ -11,7 +11,7 @@ read by the consumer group `flushers`), `spool:sids` (hash: queue id -> its stre
 
 from __future__ import annotations
 
-from mailrelay.redisclient import Script
+from mailrelay.state.redisclient import Script
 
 GROUP = "flushers"
 SENT_TTL = 7 * 24 * 3600  # seconds a delivered message's id is remembered

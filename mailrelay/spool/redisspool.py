@@ -25,7 +25,6 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from mailrelay import redisclient
 from mailrelay.errors import ConfigError, InputFileError
 from mailrelay.secrets import remember, scrub
 from mailrelay.spool import redisscripts as lua
@@ -45,6 +44,7 @@ from mailrelay.spool.redisdurable import RedisDurable
 from mailrelay.spool.redisflush import RedisFlush
 from mailrelay.spool.redisheld import RedisDown, _pairs
 from mailrelay.spool.store import QueueIdBusy, SpoolError, UnknownQueueId
+from mailrelay.state import redisclient
 
 if TYPE_CHECKING:
     from mailrelay.message import Message

@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from mailrelay import redisclient
 from mailrelay.errors import StateError
 from mailrelay.secrets import scrub
+from mailrelay.state import redisclient
 from mailrelay.state.records import EXPIRES, Record, RecordStore
 from mailrelay.state.redisstore import RETRY_AFTER, RedisStateStore
 

@@ -1,7 +1,7 @@
 """The state in Redis (or Valkey), shared by every host and process that names the same URL.
 
 Every read is one script call and every update one atomic script (EVALSHA through
-`mailrelay.redisclient`, which speaks RESP itself: importing redis-py cost a cron send more
+`mailrelay.state.redisclient`, which speaks RESP itself: importing redis-py cost a cron send more
 than the send itself): the engine's changes arrive as data (`StateDelta`), the script
 applies them with the server's clock (`TIME`), and a cooldown is a key with a PX expiry, so
 hosts with skewed clocks agree on who is resting. All keys share one hash tag, `{prefix}`,
@@ -22,9 +22,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from mailrelay import redisclient
 from mailrelay.errors import ConfigError
 from mailrelay.secrets import REDACTED, remember, scrub
+from mailrelay.state import redisclient
 from mailrelay.state.protocol import Changes, ProviderState, State, StateStore
 from mailrelay.state.tomlstore import TomlStateStore
 

@@ -5,7 +5,6 @@ known secrets on the way out."""
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -39,33 +38,8 @@ def health_cell(text: str, *, ok: bool, cooling: bool = False) -> Styled:
     return Styled(text, "red" if not ok else "yellow" if cooling else "green")
 
 
-# C0 controls (TAB, CR and LF among them), DEL, the C1 controls and the Unicode line and
-# paragraph separators: what a terminal or a log reader takes as a line end or an escape
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\\\\]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
-
-
-def escape_controls(text: str) -> str:
-    """`text` for one line of a log: each control character as a visible escape (\\n,
-    \\x1b, \\u2028) and a backslash doubled, so a request cannot forge or erase a line."""
-
-    def escaped(m: re.Match[str]) -> str:
-        char = m.group()
-        if char in _NAMED:
-            return _NAMED[char]
-        return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
-
-    return _CONTROL.sub(escaped, text)
-
-
 def fmt_time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
 class Output:
@@ -97,6 +71,8 @@ class Output:
 
     def emit_json(self, document: dict[str, Any]) -> None:
         import json  # only --json pays for it
+
+        from mailrelay.reports import jsonable
 
         self.data(json.dumps(document, indent=2, default=jsonable, ensure_ascii=False))
 
@@ -133,7 +109,7 @@ class Output:
             from rich.console import Console
             from rich.text import Text
 
-            from mailrelay.termtable import render
+            from mailrelay.cli.termtable import render
 
             console = Console(
                 file=self.stdout, no_color=bool(os.environ.get("NO_COLOR")), highlight=False

@@ -12,8 +12,9 @@ mid-send (SIGKILL, the OOM killer, gunicorn's worker timeout) leaves a claim nob
 finish: the next request with the key takes it over, under a lock, once the owner process
 is gone (or is another process with a reused pid) or the claim has run out.
 
-`begin`, `finish` and `release` are the whole protocol, so another store (Redis: SET NX
-with an expiry) can stand in for this one.
+`begin`, `finish` and `release` are the whole protocol, so another store (serve/fleet.py's
+`RedisKeyStore`) can stand in for this one. Whether an owner still runs is liveness.py's
+question; the probe claims of the service are probegate.py's.
 """
 
 from __future__ import annotations
@@ -23,16 +24,15 @@ import fcntl
 import hashlib
 import json
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 from mailrelay.datarecord import record
 from mailrelay.fsutil import make_private_dirs
 from mailrelay.serve.answer import Answer
+from mailrelay.serve.liveness import owner, owner_alive
 
 KEY_TTL = 24 * 3600.0
 INFLIGHT_MARGIN = 60.0  # beyond the send's deadline: parsing, the spool, a slow disk
@@ -65,58 +65,6 @@ def fingerprint(*parts: bytes) -> str:
     for part in parts:
         h.update(hashlib.sha256(part).digest())
     return h.hexdigest()
-
-
-def _proc_stat(pid: int) -> tuple[str, str] | None:
-    """(state, start time in clock ticks since boot) of a Linux process; None elsewhere."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rpartition(b")")[2].split()
-    except OSError:
-        return None
-    return (fields[0].decode(), fields[19].decode()) if len(fields) > 19 else None
-
-
-def _boot_id() -> str | None:
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def owner() -> dict[str, object]:
-    """Who holds a claim: this process, in words another process of the host can check."""
-    pid = os.getpid()
-    stat = _proc_stat(pid)
-    return {
-        "host": socket.gethostname(),
-        "boot": _boot_id(),
-        "pid": pid,
-        "start": stat[1] if stat else None,
-    }
-
-
-def owner_alive(who: object) -> bool:
-    """Whether the process that made a claim may still finish it (True when unsure)."""
-    if not isinstance(who, dict) or who.get("host") != socket.gethostname():
-        return True  # another host's, or an older claim: only its age can tell
-    if who.get("boot") and who.get("boot") != _boot_id():
-        return False  # the host has restarted since
-    pid = who.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # someone else's process with that pid: the start time below tells
-    stat = _proc_stat(pid)
-    if stat is None:
-        return True
-    state, start = stat
-    return state not in ("Z", "X") and (who.get("start") in (None, start))
 
 
 class FileKeyStore:
@@ -257,57 +205,3 @@ class FileKeyStore:
             with contextlib.suppress(FileNotFoundError):
                 target.unlink()
             return 1
-
-
-class FileProbeGate:
-    """Policy.skip_cooling's probe claims shared by every worker of a host: one O_EXCL file
-    per provider and cooldown end; files older than `keep` seconds are removed."""
-
-    def __init__(self, path: Path, *, keep: float) -> None:
-        self.path = Path(path)
-        self.keep = keep
-        # claims this process has seen made: a claim stays made, so while every provider
-        # rests a request asks no file (a set's add and lookup are atomic under the GIL)
-        self._made: set[tuple[str, datetime]] = set()
-
-    def claim(self, provider: str, until: datetime) -> bool:
-        if (provider, until) in self._made:
-            return False
-        make_private_dirs(self.path)
-        try:
-            os.close(
-                os.open(
-                    self._file(provider, until),
-                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                    0o600,
-                )
-            )
-        except FileExistsError:
-            self._remember(provider, until)
-            return False
-        self._remember(provider, until)
-        self._sweep()
-        return True
-
-    def taken(self, provider: str, until: datetime) -> bool:
-        if (provider, until) in self._made:
-            return True
-        if not os.path.lexists(self._file(provider, until)):
-            return False
-        self._remember(provider, until)  # another worker's claim: no file asked again
-        return True
-
-    def _file(self, provider: str, until: datetime) -> Path:
-        return self.path / hashlib.sha256(f"{provider}\0{until.isoformat()}".encode()).hexdigest()
-
-    def _remember(self, provider: str, until: datetime) -> None:
-        if len(self._made) >= 1024:  # old cooldowns: their periods are over
-            self._made.clear()
-        self._made.add((provider, until))
-
-    def _sweep(self) -> None:
-        limit = time.time() - self.keep
-        for entry in os.scandir(self.path):
-            with contextlib.suppress(OSError):
-                if entry.stat(follow_symlinks=False).st_mtime < limit:
-                    os.unlink(entry.path)

@@ -1,12 +1,13 @@
-"""`App`: what every command needs, built lazily from the global options — the settings,
-the providers, the state store, the spool, the audit log, the alert dispatcher and the
-failover engine over them. Nothing is loaded before a command asks for it.
+"""`App`, the composition root both front ends stand on: the settings, the providers, the
+state store, the spool, the audit log, the alert dispatcher and the failover engine over
+them, built lazily. Nothing is loaded before a command or a request asks for it. A front end
+gives it a `warn` callback; the CLI's prints through its Output, serve's writes its log.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mailrelay.errors import did_you_mean
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
     from mailrelay.config import Settings
     from mailrelay.delivery import Queueing
     from mailrelay.engine import AlertSink, Engine
-    from mailrelay.output import Output
     from mailrelay.policy import ProbeGate
     from mailrelay.providers.base import Provider
     from mailrelay.providers.options import ProviderSpec
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 
 class App:
-    """What every command needs, built lazily from the global options."""
+    """What every command or request needs, built lazily from the global options."""
 
     def __init__(
         self,
@@ -43,9 +43,8 @@ class App:
         state: str | None,
         providers: Sequence[str],
         spool: str | None = None,
-        verbose: int,
-        quiet: bool,
         debug: bool,
+        warn: Callable[[str], None],
         log_file: str | None = None,
         settings: Settings | None = None,
     ) -> None:
@@ -55,23 +54,19 @@ class App:
         self.spool_override = spool
         self._spool: QueueStore | None = None
         self.provider_urls = list(providers)
-        self.verbose = verbose
-        self.quiet = quiet
         self.debug = debug
+        self.warn = warn  # a problem worth a word that does not stop the work
         self._settings: Settings | None = settings
         self._providers: list[Provider] | None = None
         self._suppressions: SuppressionList | None = None
         self.via: list[str] = []  # send --via / status NAME: only these providers, this order
-        self.out = self.output(json_mode=False)
 
     def merge(self, name: str, value: Any) -> None:
-        """A global option given after the command word (see global_options)."""
+        """A global option given after the command word (see cli.global_options)."""
         if name == "providers":
             self.provider_urls.extend(value)
-        elif name == "verbose":
-            self.verbose += value
-        elif name in ("quiet", "debug"):
-            setattr(self, name, True)
+        elif name == "debug":
+            self.debug = True
         else:
             names = {"config": "config_path", "state": "state_override", "spool": "spool_override"}
             attr = names.get(name, name)
@@ -80,13 +75,6 @@ class App:
         if self._spool is not None:  # built from the settings before this option
             self._spool.close()
             self._spool = None
-        self.output(json_mode=self.out.json_mode)
-
-    def output(self, *, json_mode: bool) -> Output:
-        from mailrelay.output import Output
-
-        self.out = Output(json_mode=json_mode, verbose=self.verbose, quiet=self.quiet)
-        return self.out
 
     @property
     def settings(self) -> Settings:
@@ -95,7 +83,7 @@ class App:
 
             self._settings = load_settings(self.config_path, self.provider_urls)
             for warning in self._settings.warnings:
-                self.out.warn(warning)
+                self.warn(warning)
         return self._settings
 
     def providers(self) -> list[Provider]:
@@ -139,7 +127,7 @@ class App:
         url = state_url(self.state_override, os.environ, settings.state_url)
         if url is None:
             path = state_path(self.state_override, os.environ, settings.state_file)
-            return TomlStateStore(path, warn=self.out.warn)
+            return TomlStateStore(path, warn=self.warn)
         from mailrelay.state.redisstore import FallbackStore, RedisStateStore, masked
 
         def connect() -> RedisStateStore:
@@ -147,9 +135,9 @@ class App:
             return RedisStateStore(url, password=secret.reveal() if secret else None)
 
         def local() -> TomlStateStore:  # while Redis cannot be reached: this user's file
-            return TomlStateStore(settings.state_file or default_state_path(), warn=self.out.warn)
+            return TomlStateStore(settings.state_file or default_state_path(), warn=self.warn)
 
-        return FallbackStore(connect, masked(url), local, warn=self.out.warn)
+        return FallbackStore(connect, masked(url), local, warn=self.warn)
 
     def records(self) -> RecordStore:
         """The records beside the state (suppressions, events seen, message statuses): in
@@ -219,7 +207,7 @@ class App:
         if self._spool is not None:
             return self._spool
         where = self.spool_location()
-        local = Spool(self.spool_dir(), warn=self.out.warn)
+        local = Spool(self.spool_dir(), warn=self.warn)
         if isinstance(where, Path):
             return local
         from mailrelay.spool.redisspool import CLAIM_MARGIN, RedisSpool
@@ -232,7 +220,7 @@ class App:
             password=secret.reveal() if secret else None,
             claim_idle=s.timeout + CLAIM_MARGIN,
             max_size=s.max_size,
-            warn=lambda text: self.out.warn(text),
+            warn=lambda text: self.warn(text),
         )
         return self._spool
 
@@ -258,7 +246,7 @@ class App:
         if telemetry is not None or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
             from mailrelay.telemetry import listener_for
 
-            tracing = listener_for(telemetry, os.environ, self.out.warn)
+            tracing = listener_for(telemetry, os.environ, self.warn)
             if tracing is not None:
                 found.append(tracing)
         return found
@@ -270,7 +258,7 @@ class App:
             return None
         from mailrelay.alerts import Dispatcher
 
-        return Dispatcher(alerts, warn=self.out.warn)
+        return Dispatcher(alerts, warn=self.warn)
 
     def engine(
         self,
@@ -300,7 +288,7 @@ class App:
                 max_cooldown=s.max_cooldown,
                 skip_cooling=skip_cooling,
             ),
-            warn=self.out.warn,
+            warn=self.warn,
             raise_bugs=self.debug,
             listeners=self.listeners(),
             alert=alert if alert is not None else self.alerter(),
@@ -315,7 +303,7 @@ class App:
 
         if not any(Pacer.applies(p) for p in self.providers()):
             return None
-        return Pacer(self.budgets(), warn=self.out.warn)
+        return Pacer(self.budgets(), warn=self.warn)
 
     def budgets(self) -> BudgetStore:
         """Where the budgets are shared: with the state in Redis, the fleet's (in Redis);
@@ -333,7 +321,7 @@ class App:
 
         secret = s.state_password
         return FallbackBudgets(
-            lambda: connect(url, secret.reveal() if secret else None), local, self.out.warn
+            lambda: connect(url, secret.reveal() if secret else None), local, self.warn
         )
 
     def close(self) -> None:

@@ -50,7 +50,9 @@ _TYPE_WORDS = {
 
 def schema_text() -> str:
     """The message's JSON Schema (draft 2020-12) as shipped in the package."""
-    return resources.files("mailrelay").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
+    return (
+        resources.files("mailrelay.message").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
+    )
 
 
 @cache

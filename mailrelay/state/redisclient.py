@@ -38,8 +38,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any, BinaryIO
 
-from mailrelay.redisurl import DEFAULT_PORT, SENTINEL_SCHEME, Target, parse_url
-from mailrelay.resp import (
+from mailrelay.state.redisurl import DEFAULT_PORT, SENTINEL_SCHEME, Target, parse_url
+from mailrelay.state.resp import (
     MAX_ARRAY,
     MAX_BULK,
     MAX_DEPTH,
