@@ -1,5 +1,6 @@
-"""The package's shape: modules of one job each (none over the size ceiling) and no import
-cycle between its modules, counting imports made inside functions."""
+"""The package's shape: modules of one job each (none over the module ceiling, no function
+over the function ceiling), private names kept inside their module, and no import cycle
+between its modules, counting imports made inside functions."""
 
 from __future__ import annotations
 
@@ -10,7 +11,22 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mailrelay"
-CEILING = 500  # lines; the aim is ~400
+CEILING = 500  # lines of a module (400 once the splits of issue 26 land)
+FUNCTION_CEILING = 80  # lines of a function, from its `def` (decorators apart) to its end
+
+# Over a ceiling today, in modules another branch of issue 26 moves or splits (serve/app.py
+# into blueprints): the lead removes these entries when that branch is merged.
+OVERSIZE_ALLOWED = {"mailrelay.serve.app"}
+LONG_FUNCTIONS_ALLOWED = {
+    "mailrelay.serve.app:create_app",
+    # being split (issue 26, item 7)
+    "mailrelay.cli.queue:flush_command",
+    "mailrelay.cli.send:send",
+    "mailrelay.config:load_settings",
+    "mailrelay.message.eml:_parse",
+    "mailrelay.message.jsonform:message_from_dict",
+    "mailrelay.providers.httpclient:request",
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -56,7 +72,78 @@ def _imports(name: str, path: Path) -> set[str]:
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_no_module_over_the_ceiling(name: str) -> None:
     lines = MODULES[name].read_text().count("\n")
+    if name in OVERSIZE_ALLOWED:
+        pytest.skip(f"{name}: allowed for now ({lines} lines)")
     assert lines <= CEILING, f"{name} has {lines} lines (ceiling {CEILING}): split it by job"
+
+
+def _long_functions(name: str, path: Path) -> list[str]:
+    """`module:function (n lines)` for each function of `path` over FUNCTION_CEILING, nested
+    functions and methods included."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            assert node.end_lineno is not None
+            lines = node.end_lineno - node.lineno + 1
+            if lines > FUNCTION_CEILING and f"{name}:{node.name}" not in LONG_FUNCTIONS_ALLOWED:
+                found.append(f"{name}:{node.name} ({lines} lines)")
+    return found
+
+
+def test_no_function_over_the_ceiling() -> None:
+    found = [f for name, path in MODULES.items() for f in _long_functions(name, path)]
+    assert found == [], f"over {FUNCTION_CEILING} lines, split by job: {found}"
+
+
+def test_the_function_ceiling_can_fail(tmp_path: Path) -> None:
+    body = "".join(f"    x{i} = {i}\n" for i in range(FUNCTION_CEILING))
+    path = tmp_path / "long.py"
+    path.write_text(f"def short():\n    pass\n\n\ndef long():\n{body}")
+    assert _long_functions("long", path) == [f"long:long ({FUNCTION_CEILING + 1} lines)"]
+
+
+def _private_imports(name: str, path: Path) -> list[str]:
+    """`from X import _name` in `name`, where X is another module of the package: a name
+    one module shares with another deserves a public name (and one home)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        base = node.module or ""
+        if node.level:
+            anchor = package.split(".")
+            anchor = anchor[: len(anchor) - (node.level - 1)]
+            base = ".".join([*anchor, base] if base else anchor)
+        if base.partition(".")[0] != "mailrelay" or base == name:
+            continue
+        for alias in node.names:
+            if alias.name.startswith("_") and not alias.name.startswith("__"):
+                found.append(f"{name}:{node.lineno} imports {alias.name} from {base}")
+    return found
+
+
+def test_no_module_imports_a_private_name_of_another() -> None:
+    found = [f for name, path in MODULES.items() for f in _private_imports(name, path)]
+    assert found == [], "private names imported across modules:\n" + "\n".join(found)
+
+
+def test_the_private_import_check_can_fail(tmp_path: Path) -> None:
+    path = tmp_path / "x.py"
+    path.write_text(
+        "from mailrelay.spool.entry import QueuedMessage, _hidden\n"
+        "from .store import _also\n"
+        "from os import _exit\n"
+        "def f():\n    from mailrelay.clock import _later\n"
+    )
+    found = _private_imports("mailrelay.spool.x", path)
+    assert [f.split(" imports ")[1] for f in found] == [
+        "_hidden from mailrelay.spool.entry",
+        "_also from mailrelay.spool.store",
+        "_later from mailrelay.clock",
+    ]
 
 
 @functools.cache

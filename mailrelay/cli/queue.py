@@ -105,8 +105,8 @@ def show_command(app: App, queue_id: str, json_mode: bool) -> None:
 
     The body is shown only with -v. ID may be a unique start of an id.
     """
-    from mailrelay.output import fmt_time
-    from mailrelay.spool import HeldMessage, age_text
+    from mailrelay.clock import age_text, when_text
+    from mailrelay.spool import HeldMessage
 
     out = app.output(json_mode=json_mode)
     spool = app.spool()
@@ -133,14 +133,14 @@ def show_command(app: App, queue_id: str, json_mode: bool) -> None:
     state = (
         f"failed: {entry.failed_reason}"
         if entry.failed_reason is not None
-        else f"queued, next try {_relative(entry.next_try, now)} ({fmt_time(entry.next_try)})"
+        else f"queued, next try {_relative(entry.next_try, now)} ({when_text(entry.next_try)})"
     )
+    age = age_text((now - entry.created).total_seconds())
     lines = [
         f"id:          {entry.id}",
         f"file:        {entry.path}",
         f"state:       {state}",
-        f"created:     {fmt_time(entry.created)} ({age_text((now - entry.created).total_seconds())}"
-        " ago)",
+        f"created:     {when_text(entry.created)} ({age} ago)",
         f"tries:       {entry.tries}",
         f"envelope:    from {entry.sender} to {', '.join(entry.recipients)}",
         f"from:        {summary['from']}",
@@ -220,8 +220,8 @@ def flush_command(app: App, now: bool, json_mode: bool) -> None:
         # a retry that fails again stays queued: counted once already, when it was queued
         return engine.send(message, keep=_still_queued)
 
+    from mailrelay.clock import when_text
     from mailrelay.message import DEFAULT_MAX_SIZE
-    from mailrelay.output import fmt_time
 
     bar = _ProgressBar(out) if _show_progress(out) else None
 
@@ -281,11 +281,11 @@ def flush_command(app: App, now: bool, json_mode: bool) -> None:
                 nearest = min(due)
                 text = (
                     f"nothing due; {waiting} message(s) wait, the next "
-                    f"{_relative(nearest, spool.now())} ({fmt_time(nearest)}); "
+                    f"{_relative(nearest, spool.now())} ({when_text(nearest)}); "
                     "'mailrelay queue flush --now' sends them at once"
                 )
             elif due and not acted:
-                text += f"; next due {fmt_time(min(due))}"
+                text += f"; next due {when_text(min(due))}"
             out.note(f"queue flush: {text}")
     click.get_current_context().exit(report.exit_code)
 
@@ -295,13 +295,13 @@ def _still_queued(result: SendResult) -> None:
 
 
 def _report_item(app: App, out: Output, item: FlushItem) -> None:
-    from mailrelay.output import fmt_time
+    from mailrelay.clock import when_text
 
     if item.outcome == "sent":
         if app.verbose or out.interactive:
             out.note(f"{item.id}: sent {item.detail}".rstrip())
     elif item.outcome == "queued":
-        out.note(f"{item.id}: still queued ({item.detail}); next try {fmt_time(item.next_try)}")
+        out.note(f"{item.id}: still queued ({item.detail}); next try {when_text(item.next_try)}")
     elif item.outcome == "held":
         out.error(f"{item.id}: still held: {item.detail}")
     elif item.outcome == "failed":
@@ -311,7 +311,7 @@ def _report_item(app: App, out: Output, item: FlushItem) -> None:
     elif item.outcome == "corrupt":
         out.error(f"spool file {item.id}.json was {item.detail}; moved to {item.path}")
     elif app.verbose:
-        when = f" (next try {fmt_time(item.next_try)})" if item.next_try else ""
+        when = f" (next try {when_text(item.next_try)})" if item.next_try else ""
         out.note(f"{item.id}: {item.outcome.replace('_', ' ')}{when} {item.detail}".rstrip())
 
 

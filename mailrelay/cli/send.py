@@ -440,11 +440,13 @@ def show_plan(app: App, engine: Engine, state: State, message: Message) -> None:
             }
         )
         return
-    from mailrelay.output import fmt_time
+    from mailrelay.clock import when_text
 
     out.data(f"dry run: nothing is sent and no state changes (policy {engine.policy.order})")
     for step in steps:
-        cool = f", cooling until {fmt_time(step['cooling_until'])}" if step["cooling_until"] else ""
+        cool = (
+            f", cooling until {when_text(step['cooling_until'])}" if step["cooling_until"] else ""
+        )
         settings = ", ".join(f"{k}={v}" for k, v in step["settings"].items())
         out.data(
             f"  {step['position']}. {step['provider']} ({step['type']}{cool}) {settings}".rstrip()

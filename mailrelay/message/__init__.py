@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mailrelay.message.addresses import (
         Address,
-        _plain_address,
         is_local_address,
         parse_address,
         parse_addresses,
+        plain_address,
         validate_email,
     )
     from mailrelay.message.bounds import MAX_MIME_DEPTH
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
         read_bounded,
         read_input_file,
     )
-    from mailrelay.message.eml import _split_fields, ascii_header_fields, parse_eml
+    from mailrelay.message.eml import ascii_header_fields, parse_eml, split_fields
     from mailrelay.message.headers import STRUCTURAL_HEADERS, check_header_value, parse_header
     from mailrelay.message.jsonform import message_from_dict, message_to_dict
     from mailrelay.message.mime import MessageBytes
@@ -43,8 +43,8 @@ _HOME = {
     "Message": "model",
     "MessageBytes": "mime",
     "STRUCTURAL_HEADERS": "headers",
-    "_plain_address": "addresses",
-    "_split_fields": "eml",
+    "plain_address": "addresses",
+    "split_fields": "eml",
     "ascii_header_fields": "eml",
     "build_message": "build",
     "check_fields": "validate",
@@ -85,8 +85,6 @@ __all__ = [
     "Attachment",
     "Message",
     "MessageBytes",
-    "_plain_address",
-    "_split_fields",
     "ascii_header_fields",
     "build_message",
     "check_fields",
@@ -101,8 +99,10 @@ __all__ = [
     "parse_addresses",
     "parse_eml",
     "parse_header",
+    "plain_address",
     "read_bounded",
     "read_input_file",
+    "split_fields",
     "validate_email",
     "validate_message",
 ]

@@ -21,7 +21,7 @@ from mailrelay.message.bounds import (
     check_lines,
 )
 from mailrelay.message.headers import STRUCTURAL_HEADERS, check_header_value
-from mailrelay.message.model import DEFAULT_MAX_SIZE, Attachment, Message, _now
+from mailrelay.message.model import DEFAULT_MAX_SIZE, Attachment, Message, default_date
 from mailrelay.message.validate import check_fields
 
 # Trace fields that belong to a delivery, not to the message; never passed on to an API.
@@ -30,7 +30,7 @@ _BLIND_HEADERS = frozenset({"bcc", "resent-bcc"})
 _FIELD_START = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 
 
-def _split_fields(data: bytes) -> tuple[list[tuple[str, bytes]], bytes]:
+def split_fields(data: bytes) -> tuple[list[tuple[str, bytes]], bytes]:
     """The header fields (name, whole folded field without its last line end) and the body.
 
     Line ends are normalised to LF here. The header block ends at the first empty line, or at
@@ -69,10 +69,10 @@ def ascii_header_fields(raw: bytes) -> bytes:
     """`raw` (CRLF lines) with every UTF-8 header field (RFC 6532) rewritten in US-ASCII:
     display names and other text as RFC 2047 encoded words, for a server without SMTPUTF8.
     ValueError when an address itself is not ASCII (only SMTPUTF8 carries that)."""
-    from mailrelay.message.headers import _encoded_words
+    from mailrelay.message.headers import encoded_words
 
     head, _, body = raw.partition(b"\r\n\r\n")
-    fields, _ = _split_fields(head + b"\n\n")
+    fields, _ = split_fields(head + b"\n\n")
     lines: list[bytes] = []
     for name, whole in fields:
         if whole.isascii():
@@ -85,7 +85,7 @@ def ascii_header_fields(raw: bytes) -> bytes:
                 raise ValueError(f"{name}: a non-ASCII address")
             value = ", ".join(formataddr((n, a), charset="utf-8") for n, a in pairs)
         else:
-            value = _encoded_words(text, 78 - len(name) - 2)
+            value = encoded_words(text, 78 - len(name) - 2)
         lines.append(f"{name}: {value}".replace("\n", "\r\n").encode("ascii", "replace"))
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
@@ -274,7 +274,7 @@ def _parse(
         raise MessageError(f"{where}: empty input, expected an RFC 5322 message")
     if full_name is not None:
         check_header_value(f"{where}: -F (full name)", full_name)
-    fields, body = _split_fields(data)
+    fields, body = split_fields(data)
     check_header(fields)  # before any of it is parsed
     for name, field_bytes in fields:  # a bare CR or the like would end the line for a reader
         value = field_bytes.partition(b":")[2].replace(b"\n", b"")
@@ -318,7 +318,7 @@ def _parse(
         check_lines("From", kept[0][1])
     names = {n.lower() for n, _ in kept}
     if "date" not in names:
-        kept.append(("Date", f"Date: {format_datetime(_now())}".encode()))
+        kept.append(("Date", f"Date: {format_datetime(default_date())}".encode()))
     if "message-id" not in names:
         kept.append(("Message-ID", f"Message-ID: {make_msgid(domain=sender.domain)}".encode()))
 
@@ -374,7 +374,7 @@ def _parse(
         raise MessageError(
             f"{where}: MIME parts nested too deeply (at most {MAX_MIME_DEPTH} levels)"
         ) from None
-    date = _now()
+    date = default_date()
     date_values = values("Date")
     if date_values:
         with contextlib.suppress(TypeError, ValueError, IndexError):

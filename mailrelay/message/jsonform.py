@@ -13,7 +13,7 @@ from mailrelay.errors import MessageError
 from mailrelay.message.addresses import parse_address, parse_addresses
 from mailrelay.message.build import html_to_text
 from mailrelay.message.headers import parse_header
-from mailrelay.message.model import DEFAULT_MAX_SIZE, Attachment, Message, _now
+from mailrelay.message.model import DEFAULT_MAX_SIZE, Attachment, Message, default_date
 from mailrelay.message.validate import validate_message
 
 
@@ -142,7 +142,7 @@ def message_from_dict(
     metadata = doc.get("metadata") or {}
     if not isinstance(metadata, Mapping) or not all(isinstance(v, str) for v in metadata.values()):
         raise MessageError(f"{at('metadata')}: expected an object of strings")
-    date = _now()
+    date = default_date()
     date_text = _opt_str(at("date"), doc.get("date"))
     if date_text:
         try:

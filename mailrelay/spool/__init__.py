@@ -17,11 +17,8 @@ from mailrelay.spool.entry import (
     SCHEMA,
     SUFFIX,
     HeldMessage,
-    Now,
     QueuedMessage,
-    age_text,
     new_queue_id,
-    utcnow,
 )
 from mailrelay.spool.flush import FlushItem, FlushReport, Sender, Spool
 from mailrelay.spool.store import (
@@ -43,7 +40,6 @@ __all__ = [
     "FlushItem",
     "FlushReport",
     "HeldMessage",
-    "Now",
     "QueueIdBusy",
     "QueuedMessage",
     "Sender",
@@ -51,10 +47,8 @@ __all__ = [
     "SpoolError",
     "SpoolStore",
     "UnknownQueueId",
-    "age_text",
     "default_spool_dir",
     "new_queue_id",
     "next_try_time",
     "retry_delay",
-    "utcnow",
 ]

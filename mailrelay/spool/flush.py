@@ -12,10 +12,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mailrelay.clock import age_text, iso_text
 from mailrelay.datarecord import field, record
 from mailrelay.errors import ExitCode, MailrelayError
 from mailrelay.spool.backoff import next_try_time
-from mailrelay.spool.entry import QueuedMessage, _age_text, _iso
+from mailrelay.spool.entry import QueuedMessage
 from mailrelay.spool.store import SpoolError, SpoolStore
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ class FlushItem:
             "id": self.id,
             "outcome": self.outcome,
             "detail": self.detail,
-            "next_try": _iso(self.next_try) if self.next_try else None,
+            "next_try": iso_text(self.next_try) if self.next_try else None,
             "path": str(self.path) if self.path else None,
             "result": self.result.to_dict() if self.result else None,
         }
@@ -142,7 +143,7 @@ class Spool(SpoolStore):
                 return FlushItem(ident, "corrupt", f"unreadable ({reason})", path=aside)
             now = self.now()
             if (now - entry.created).total_seconds() > max_age:
-                age = _age_text((now - entry.created).total_seconds())
+                age = age_text((now - entry.created).total_seconds())
                 why = f"expired: not delivered after {age} and {entry.tries} tries"
                 if entry.last_error:
                     why += f"; last error: {entry.last_error}"
@@ -167,7 +168,7 @@ class Spool(SpoolStore):
                 tried_at = self.now()
                 entry.tries += 1
                 entry.history.append(
-                    {"time": _iso(tried_at), "attempts": [a.to_dict() for a in result.attempts]}
+                    {"time": iso_text(tried_at), "attempts": [a.to_dict() for a in result.attempts]}
                 )
                 fate = result.fate  # the rule of every front end (mailrelay.delivery)
                 if fate == "sent":  # remove it
@@ -229,7 +230,7 @@ class Spool(SpoolStore):
             return None
         except (OSError, SpoolError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
-            when = _iso(entry.sent_at) if entry.sent_at else "?"
+            when = iso_text(entry.sent_at) if entry.sent_at else "?"
             why = f"sent at {when}; its spool file cannot be removed ({reason})"
             return FlushItem(entry.id, "not_due", why, path=path)
         return None

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailrelay.backoff import Random
+from mailrelay.clock import Now, iso_text, utcnow
 from mailrelay.errors import ExitCode, InputFileError, MailrelayError, StateError
 from mailrelay.fsutil import fsync_directory, make_private_dirs
 from mailrelay.spool.backoff import next_try_time
@@ -34,12 +35,9 @@ from mailrelay.spool.entry import (
     HELD,
     SUFFIX,
     HeldMessage,
-    Now,
     QueuedMessage,
-    _iso,
-    _load_json,
+    load_document,
     new_queue_id,
-    utcnow,
 )
 
 if TYPE_CHECKING:
@@ -120,7 +118,7 @@ class SpoolStore:
             sender=str(message.envelope_from or message.sender),
             recipients=[str(a) for a in message.recipients()],
             message_doc=message_to_dict(message),
-            history=[{"time": _iso(now), "attempts": [a.to_dict() for a in attempts]}],
+            history=[{"time": iso_text(now), "attempts": [a.to_dict() for a in attempts]}],
             traceparent=message.traceparent,
         )
         entry.path = self._write_new(self.path, entry)
@@ -177,7 +175,7 @@ class SpoolStore:
 
     def read_held(self, path: Path) -> HeldMessage:
         with open(path, "rb") as f:
-            return HeldMessage.from_document(_load_json(f.read()), path)
+            return HeldMessage.from_document(load_document(f.read()), path)
 
     @contextlib.contextmanager
     def take_held(self, path: Path) -> Iterator[HeldMessage | None]:
@@ -189,7 +187,7 @@ class SpoolStore:
                 return
             try:
                 entry = HeldMessage.from_document(
-                    _load_json(os.read(fd, os.fstat(fd).st_size + 1)), path
+                    load_document(os.read(fd, os.fstat(fd).st_size + 1)), path
                 )
             except (OSError, ValueError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) else str(exc)
@@ -296,7 +294,7 @@ class SpoolStore:
 
     @staticmethod
     def _parse(data: bytes, path: Path) -> QueuedMessage:
-        return QueuedMessage.from_document(_load_json(data), path)
+        return QueuedMessage.from_document(load_document(data), path)
 
     def oldest_first(self, paths: list[Path]) -> list[Path]:
         """Paths in the order their messages were queued (ids are random); unreadable last."""
