@@ -192,3 +192,27 @@ def test_the_walk_sees_imports_inside_functions_and_under_type_checking() -> Non
     found = _imports("mailrelay.serve.app", MODULES["mailrelay.serve.app"])
     assert "mailrelay.cli" in found or "mailrelay.cli.app" in found
     assert "mailrelay.config" in found  # only for the Settings type hint
+
+
+def test_a_provider_with_one_key_only_names_it() -> None:
+    """`ApiKeyProvider` reads the key (named by `credential_key`) and its URL form once; an
+    adapter adds its own settings through `options_from_config`, never a copy of them."""
+    import importlib
+
+    from mailrelay.providers.httpapi import ApiKeyProvider
+    from mailrelay.providers.registry import BUILTIN
+
+    classes = []
+    for target in BUILTIN.values():
+        module, _, name = target.partition(":")
+        cls = getattr(importlib.import_module(module), name)
+        if issubclass(cls, ApiKeyProvider):
+            classes.append(cls)
+    assert {c.type for c in classes} >= {"postmark", "mailersend", "sendgrid"}
+    copies = [
+        f"{c.__name__}.{method}"
+        for c in classes
+        for method in ("from_config", "config_from_url")
+        if method in vars(c)
+    ]
+    assert copies == []

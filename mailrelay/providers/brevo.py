@@ -84,7 +84,7 @@ class BrevoProvider(ApiKeyProvider):
     health_check: ClassVar[str] = "GET /v3/account"
 
     def _auth(self) -> dict[str, str]:
-        return {"api-key": self.api_key.reveal(), "Accept": "application/json"}
+        return {"api-key": self.credential.reveal(), "Accept": "application/json"}
 
     # --- send ----------------------------------------------------------------------------
 

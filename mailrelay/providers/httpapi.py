@@ -355,20 +355,30 @@ class HttpProvider(Provider):
 
 
 class ApiKeyProvider(HttpProvider):
-    """An HTTP provider whose one credential is an API key (`api_key`, `<type>://KEY@`)."""
+    """An HTTP provider whose one credential is a key or token, named `credential_key` in
+    the configuration (the user part of the URL form `<type>://KEY@`)."""
 
-    def __init__(self, name: str, *, api_key: Secret, **options: Any) -> None:
+    credential_key: ClassVar[str] = "api_key"
+
+    def __init__(self, name: str, *, credential: Secret, **options: Any) -> None:
         super().__init__(name, **options)
-        self.api_key = api_key
+        self.credential = credential
 
     @classmethod
     def from_config(cls, cfg: ProviderConfig) -> Provider:
         return cls(
             cfg.name,
-            api_key=cfg.get_required_secret("api_key"),
+            credential=cfg.get_required_secret(cls.credential_key),
+            **cls.options_from_config(cfg),
             **cls.common_options(cfg, sandbox=Capability.SANDBOX in cls.capabilities),
         )
 
     @classmethod
+    def options_from_config(cls, cfg: ProviderConfig) -> dict[str, Any]:
+        """The adapter's own settings beyond the credential and `common_options` (a keyword
+        argument of its constructor each); none here."""
+        return {}
+
+    @classmethod
     def config_from_url(cls, url: ProviderURL) -> dict[str, Any]:
-        return cls.credential_from_url(url, "api_key")
+        return cls.credential_from_url(url, cls.credential_key)

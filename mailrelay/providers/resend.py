@@ -75,7 +75,7 @@ class ResendProvider(ApiKeyProvider):
     health_check: ClassVar[str] = "GET /domains"
 
     def _auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key.reveal()}"}
+        return {"Authorization": f"Bearer {self.credential.reveal()}"}
 
     # --- send ----------------------------------------------------------------------------
 
