@@ -21,7 +21,6 @@ LONG_FUNCTIONS_ALLOWED = {
     "mailrelay.serve.app:create_app",
     # being split (issue 26, item 7)
     "mailrelay.cli.queue:flush_command",
-    "mailrelay.cli.send:send",
     "mailrelay.config:load_settings",
     "mailrelay.message.eml:_parse",
     "mailrelay.message.jsonform:message_from_dict",
