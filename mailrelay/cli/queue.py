@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from mailrelay.message import Message
     from mailrelay.output import Output
     from mailrelay.result import SendResult
-    from mailrelay.spool import FlushItem, QueuedMessage
+    from mailrelay.spool import FlushItem, FlushReport, QueuedMessage
 
 
 def _relative(when: datetime, now: datetime) -> str:
@@ -220,7 +220,6 @@ def flush_command(app: App, now: bool, json_mode: bool) -> None:
         # a retry that fails again stays queued: counted once already, when it was queued
         return engine.send(message, keep=_still_queued)
 
-    from mailrelay.clock import when_text
     from mailrelay.message import DEFAULT_MAX_SIZE
 
     bar = _ProgressBar(out) if _show_progress(out) else None
@@ -263,31 +262,39 @@ def flush_command(app: App, now: bool, json_mode: bool) -> None:
     if out.json_mode:
         out.emit_json({"spool": str(spool.path), **report.to_dict()})
     else:
-        counts = [
-            (report.count("sent"), "sent"),
-            (report.count("queued"), "still queued"),
-            (report.count("held"), "still held"),
-            (report.count("failed"), "moved to failed/"),
-            (report.count("corrupt"), "unreadable, moved to corrupt/"),
-            (report.count("not_due"), "not due yet"),
-            (report.count("locked"), "being sent by another flush"),
-        ]
-        acted = any(report.count(k) for k in ("sent", "queued", "held", "failed", "corrupt"))
-        if acted or app.verbose or out.interactive:
-            text = ", ".join(f"{n} {what}" for n, what in counts if n) or "nothing queued"
-            due = [i.next_try for i in report.items if i.next_try is not None]
-            waiting = report.count("not_due")
-            if waiting and not acted and due:
-                nearest = min(due)
-                text = (
-                    f"nothing due; {waiting} message(s) wait, the next "
-                    f"{_relative(nearest, spool.now())} ({when_text(nearest)}); "
-                    "'mailrelay queue flush --now' sends them at once"
-                )
-            elif due and not acted:
-                text += f"; next due {when_text(min(due))}"
-            out.note(f"queue flush: {text}")
+        _summarize_flush(app, out, report, spool.now())
     click.get_current_context().exit(report.exit_code)
+
+
+def _summarize_flush(app: App, out: Output, report: FlushReport, now: datetime) -> None:
+    """The one line that ends a flush on the terminal: what happened, or when the next
+    message is due (silent under cron when nothing was done)."""
+    from mailrelay.clock import when_text
+
+    counts = [
+        (report.count("sent"), "sent"),
+        (report.count("queued"), "still queued"),
+        (report.count("held"), "still held"),
+        (report.count("failed"), "moved to failed/"),
+        (report.count("corrupt"), "unreadable, moved to corrupt/"),
+        (report.count("not_due"), "not due yet"),
+        (report.count("locked"), "being sent by another flush"),
+    ]
+    acted = any(report.count(k) for k in ("sent", "queued", "held", "failed", "corrupt"))
+    if acted or app.verbose or out.interactive:
+        text = ", ".join(f"{n} {what}" for n, what in counts if n) or "nothing queued"
+        due = [i.next_try for i in report.items if i.next_try is not None]
+        waiting = report.count("not_due")
+        if waiting and not acted and due:
+            nearest = min(due)
+            text = (
+                f"nothing due; {waiting} message(s) wait, the next "
+                f"{_relative(nearest, now)} ({when_text(nearest)}); "
+                "'mailrelay queue flush --now' sends them at once"
+            )
+        elif due and not acted:
+            text += f"; next due {when_text(min(due))}"
+        out.note(f"queue flush: {text}")
 
 
 def _still_queued(result: SendResult) -> None:
