@@ -3,8 +3,9 @@ form, a whole message given as RFC 5322 bytes, and its JSON form.
 
 One job per module (docs/architecture.md, "Layout"): `model` (the records), `headers`
 (header values and encoded words), `addresses` (address syntax and the local-address rules),
-`mime` (MIME rendering and streaming), `validate`, `build` (flags and input files), `eml`
-and `jsonform`. Every name callers use is re-exported here.
+`mime` (MIME rendering and streaming), `validate`, `build` (flags and input files), `eml`,
+`fields` (a header block's fields, as bytes) and `jsonform`. Every name callers use is
+re-exported here.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
         read_bounded,
         read_input_file,
     )
-    from mailrelay.message.eml import ascii_header_fields, parse_eml, split_fields
+    from mailrelay.message.eml import parse_eml
+    from mailrelay.message.fields import ascii_header_fields, split_fields
     from mailrelay.message.headers import STRUCTURAL_HEADERS, check_header_value, parse_header
     from mailrelay.message.jsonform import message_from_dict, message_to_dict
     from mailrelay.message.mime import MessageBytes
@@ -44,8 +46,8 @@ _HOME = {
     "MessageBytes": "mime",
     "STRUCTURAL_HEADERS": "headers",
     "plain_address": "addresses",
-    "split_fields": "eml",
-    "ascii_header_fields": "eml",
+    "split_fields": "fields",
+    "ascii_header_fields": "fields",
     "build_message": "build",
     "check_fields": "validate",
     "check_header_value": "headers",
