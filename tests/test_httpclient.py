@@ -11,13 +11,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from mailrelay.providers.httpclient import (
-    ConnectFailure,
-    Pool,
-    SendFailure,
-    encode_multipart,
-    proxy_in_environment,
-)
+from mailrelay.providers.httpbody import encode_multipart
+from mailrelay.providers.httpclient import ConnectFailure, Pool, SendFailure
+from mailrelay.providers.httpproxy import proxy_in_environment
 
 
 @dataclass

@@ -20,7 +20,6 @@ OVERSIZE_ALLOWED = {"mailrelay.serve.app"}
 LONG_FUNCTIONS_ALLOWED = {
     "mailrelay.serve.app:create_app",
     # being split (issue 26, item 7)
-    "mailrelay.providers.httpclient:request",
 }
 
 
