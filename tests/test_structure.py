@@ -11,16 +11,13 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mailrelay"
-CEILING = 500  # lines of a module (400 once the splits of issue 26 land)
+CEILING = 400  # lines of a module
 FUNCTION_CEILING = 80  # lines of a function, from its `def` (decorators apart) to its end
 
 # Over a ceiling today, in modules another branch of issue 26 moves or splits (serve/app.py
 # into blueprints): the lead removes these entries when that branch is merged.
 OVERSIZE_ALLOWED = {"mailrelay.serve.app"}
-LONG_FUNCTIONS_ALLOWED = {
-    "mailrelay.serve.app:create_app",
-    # being split (issue 26, item 7)
-}
+LONG_FUNCTIONS_ALLOWED = {"mailrelay.serve.app:create_app"}
 
 
 def _modules() -> dict[str, Path]:

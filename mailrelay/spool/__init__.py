@@ -1,8 +1,9 @@
 """The spool: messages waiting for another try, and messages held until the configuration
 allows sending them.
 
-One job per module: `entry` (QueuedMessage, HeldMessage and their file format), `store` (the
-spool folder's files, locks and writing), `backoff` (when a message is tried again) and
+One job per module: `entry` (QueuedMessage, HeldMessage and their file format), `files`
+(writing, locking and moving files so that a crash loses nothing), `store` (the spool
+folder: queued, failed, corrupt and held messages), `backoff` (when a message is tried again) and
 `flush` (trying every due message; `Spool` is the store with its flush). Every name callers
 use is re-exported here.
 """
@@ -20,10 +21,10 @@ from mailrelay.spool.entry import (
     QueuedMessage,
     new_queue_id,
 )
+from mailrelay.spool.files import SpoolError
 from mailrelay.spool.flush import FlushItem, FlushReport, Sender, Spool
 from mailrelay.spool.store import (
     QueueIdBusy,
-    SpoolError,
     SpoolStore,
     UnknownQueueId,
     default_spool_dir,

@@ -23,8 +23,6 @@ SUFFIX = ".json"
 FAILED = "failed"
 CORRUPT = "corrupt"
 HELD = "held"
-_TMP_PREFIX = ".tmp-"
-_STALE_TMP = 3600.0  # a temp file this old was left by a writer that died
 
 ID_ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXYZ"  # no vowels: no words, no O/0 or I/1
 ID_LENGTH = 12

@@ -17,7 +17,8 @@ from mailrelay.datarecord import field, record
 from mailrelay.errors import ExitCode, MailrelayError
 from mailrelay.spool.backoff import next_try_time
 from mailrelay.spool.entry import QueuedMessage
-from mailrelay.spool.store import SpoolError, SpoolStore
+from mailrelay.spool.files import SpoolError
+from mailrelay.spool.store import SpoolStore
 
 if TYPE_CHECKING:
     from mailrelay.message import Message
