@@ -207,3 +207,67 @@ def test_a_provider_with_one_key_only_names_it() -> None:
         if method in vars(c)
     ]
     assert copies == []
+
+
+# serve/app.py answers 503 for `exit_code in (73, 75)`: another branch of issue 26 moves that
+# code into blueprints; the lead removes this entry when it is merged.
+LITERAL_EXIT_CODES_ALLOWED = {"mailrelay.serve.app"}
+
+
+def _literal_exit_codes(name: str, path: Path) -> list[str]:
+    """Exit codes written as numbers where ExitCode names them: compared with something
+    called `code`/`exit_code`, or given to `sys.exit`."""
+    from mailrelay.errors import ExitCode
+
+    codes = {int(c) for c in ExitCode if c}
+
+    def numbers(node: ast.expr) -> list[int]:
+        items = node.elts if isinstance(node, ast.Tuple | ast.List | ast.Set) else [node]
+        return [
+            i.value
+            for i in items
+            if isinstance(i, ast.Constant) and type(i.value) is int and i.value in codes
+        ]
+
+    def is_code(node: ast.expr) -> bool:
+        word = node.id if isinstance(node, ast.Name) else getattr(node, "attr", "")
+        return word in ("code", "exit_code", "returncode") or word.endswith("_code")
+
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(is_code(s) for s in sides) and any(numbers(s) for s in sides):
+                found.append(f"{name}:{node.lineno}")
+        elif (
+            isinstance(node, ast.Call)
+            and ast.unparse(node.func) == "sys.exit"
+            and node.args
+            and numbers(node.args[0])
+        ):
+            found.append(f"{name}:{node.lineno}")
+    return found
+
+
+def test_exit_codes_are_named() -> None:
+    found = [
+        f
+        for name, path in MODULES.items()
+        if name not in LITERAL_EXIT_CODES_ALLOWED
+        for f in _literal_exit_codes(name, path)
+    ]
+    assert found == [], f"use ExitCode's names: {found}"
+
+
+def test_the_exit_code_check_can_fail(tmp_path: Path) -> None:
+    path = tmp_path / "codes.py"
+    path.write_text(
+        "import sys\n"
+        "if exc.exit_code in (73, 75): pass\n"
+        "if code == 65: pass\n"
+        "if resp.status_code == 420: pass\n"  # an HTTP status, not an exit code
+        "sys.exit(70)\n"
+        "sys.exit(ExitCode.SOFTWARE)\n"
+    )
+    assert _literal_exit_codes("codes", path) == ["codes:2", "codes:3", "codes:5"]

@@ -153,12 +153,12 @@ class _Batch:
             return LineResult(lineno, error=f"{self.name}:{lineno}: JSON nested too deeply")
         from mailrelay.delivery import deliver
 
-        outcome = deliver(self.engine, message, queue=self.queue)
+        delivery = deliver(self.engine, message, queue=self.queue)
         return LineResult(
             lineno,
-            result=outcome.result,
-            queue_id=outcome.queue_id,
-            queue_error=outcome.spool_error,
+            result=delivery.result,
+            queue_id=delivery.queue_id,
+            queue_error=delivery.spool_error,
         )
 
 

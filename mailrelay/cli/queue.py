@@ -253,7 +253,7 @@ def flush_command(app: App, now: bool, json_mode: bool) -> None:
         if bar is not None:
             bar.stop()
     report.items[:0] = held_items
-    moved = [(i.id, i.detail) for i in report.items if i.outcome == "failed"]
+    moved = [(i.id, i.detail) for i in report.items if i.status == "failed"]
     alerter = app.alerter() if moved else None
     if alerter is not None:
         from mailrelay.alerts import expired_event
@@ -304,22 +304,22 @@ def _still_queued(result: SendResult) -> None:
 def _report_item(app: App, out: Output, item: FlushItem) -> None:
     from mailrelay.clock import when_text
 
-    if item.outcome == "sent":
+    if item.status == "sent":
         if app.verbose or out.interactive:
             out.note(f"{item.id}: sent {item.detail}".rstrip())
-    elif item.outcome == "queued":
+    elif item.status == "queued":
         out.note(f"{item.id}: still queued ({item.detail}); next try {when_text(item.next_try)}")
-    elif item.outcome == "held":
+    elif item.status == "held":
         out.error(f"{item.id}: still held: {item.detail}")
-    elif item.outcome == "failed":
+    elif item.status == "failed":
         out.error(
             f"{item.id}: moved to failed/ ({item.detail}); see 'mailrelay queue show {item.id}'"
         )
-    elif item.outcome == "corrupt":
+    elif item.status == "corrupt":
         out.error(f"spool file {item.id}.json was {item.detail}; moved to {item.path}")
     elif app.verbose:
         when = f" (next try {when_text(item.next_try)})" if item.next_try else ""
-        out.note(f"{item.id}: {item.outcome.replace('_', ' ')}{when} {item.detail}".rstrip())
+        out.note(f"{item.id}: {item.status.replace('_', ' ')}{when} {item.detail}".rstrip())
 
 
 def _show_progress(out: Output) -> bool:

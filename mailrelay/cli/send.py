@@ -181,8 +181,8 @@ def send(
 
         show_plan(app, engine, engine.store.load(), message)
         return
-    outcome = deliver(app, engine, message, queue=queue_on_failure)
-    click.get_current_context().exit(outcome.exit_code)
+    delivery = deliver(app, engine, message, queue=queue_on_failure)
+    click.get_current_context().exit(delivery.exit_code)
 
 
 def _check_sources(
@@ -216,10 +216,10 @@ def deliver(
     from mailrelay.cli.render import show_delivery
     from mailrelay.delivery import deliver as deliver_message
 
-    outcome = deliver_message(engine, message, queue=app.queueing() if queue else None, hold=hold)
-    show_delivery(app.out, outcome)
-    if outcome.spool_error is not None:
+    delivery = deliver_message(engine, message, queue=app.queueing() if queue else None, hold=hold)
+    show_delivery(app.out, delivery)
+    if delivery.spool_error is not None:
         from mailrelay.spool import SpoolError
 
-        raise SpoolError(outcome.spool_error)  # not reported as queued: exit 73
-    return outcome
+        raise SpoolError(delivery.spool_error)  # not reported as queued: exit 73
+    return delivery

@@ -64,17 +64,17 @@ def _seconds(wait: float) -> str:
     return str(max(1, math.ceil(wait)))
 
 
-def answer_for(engine: Engine, outcome: Delivery) -> Answer:
+def answer_for(engine: Engine, delivery: Delivery) -> Answer:
     """The HTTP answer for what mailrelay.delivery made of a message (the CLI's rule)."""
-    result = outcome.result
+    result = delivery.result
     doc = result.to_dict() if result is not None else {}
-    if outcome.status == "sent":
+    if delivery.status == "sent":
         return Answer(200, doc)
-    if outcome.status == "queued":
-        doc.update(exit_code=0, queued=outcome.queue_id)
+    if delivery.status == "queued":
+        doc.update(exit_code=0, queued=delivery.queue_id)
         return Answer(202, doc)
     attempts = result.attempts if result is not None else []
-    code = outcome.exit_code
+    code = delivery.exit_code
     if code == ExitCode.DATAERR:
         last = attempts[-1]
         return problem(
@@ -85,7 +85,7 @@ def answer_for(engine: Engine, outcome: Delivery) -> Answer:
         )
     failed = ", ".join(f"{a.provider} ({a.outcome.value})" for a in attempts)
     if code == ExitCode.CANTCREAT:  # queuing was wanted and the spool could not be written
-        why = outcome.spool_error or "the spool could not be written"
+        why = delivery.spool_error or "the spool could not be written"
         doc["warnings"] = [*doc.get("warnings", []), why]
         return problem(
             503,

@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from mailrelay.clock import age_text, iso_text
 from mailrelay.datarecord import field, record
@@ -25,12 +25,17 @@ if TYPE_CHECKING:
     from mailrelay.result import SendResult
 
 
+# What a flush did with one spool file: a delivery's status (mailrelay.delivery), or one of
+# a flush's own: not due yet, locked by another flush, unreadable (moved to corrupt/)
+FlushStatus = Literal["sent", "queued", "held", "failed", "not_due", "locked", "corrupt"]
+
+
 @record
 class FlushItem:
     """What a flush did with one spool file."""
 
     id: str
-    outcome: str  # sent | queued | held | failed | not_due | locked | corrupt
+    status: FlushStatus
     detail: str = ""
     result: SendResult | None = None
     next_try: datetime | None = None
@@ -39,7 +44,7 @@ class FlushItem:
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "outcome": self.outcome,
+            "outcome": self.status,  # the JSON's word since it was first written
             "detail": self.detail,
             "next_try": iso_text(self.next_try) if self.next_try else None,
             "path": str(self.path) if self.path else None,
@@ -51,8 +56,8 @@ class FlushItem:
 class FlushReport:
     items: list[FlushItem] = field(default_factory=list)
 
-    def count(self, outcome: str) -> int:
-        return sum(1 for item in self.items if item.outcome == outcome)
+    def count(self, status: FlushStatus) -> int:
+        return sum(1 for item in self.items if item.status == status)
 
     @property
     def exit_code(self) -> int:
@@ -68,9 +73,17 @@ class FlushReport:
         return int(ExitCode.OK)
 
     def to_dict(self) -> dict[str, Any]:
-        outcomes = ("sent", "queued", "held", "failed", "corrupt", "not_due", "locked")
+        statuses: tuple[FlushStatus, ...] = (
+            "sent",
+            "queued",
+            "held",
+            "failed",
+            "corrupt",
+            "not_due",
+            "locked",
+        )
         return {
-            **{outcome: self.count(outcome) for outcome in outcomes},
+            **{status: self.count(status) for status in statuses},
             "exit_code": self.exit_code,
             "messages": [item.to_dict() for item in self.items],
         }
