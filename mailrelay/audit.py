@@ -13,10 +13,10 @@ import errno
 import json
 import os
 import threading
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mailrelay.clock import iso_text, utcnow
 from mailrelay.errors import ExitCode, MailrelayError
 from mailrelay.fsutil import make_private_dirs, open_own_file
 from mailrelay.providers.base import Outcome
@@ -35,7 +35,7 @@ class AuditLogError(MailrelayError):
 
 def rfc3339_now() -> str:
     """Now in UTC as RFC 3339 with milliseconds: 2026-11-22T09:14:03.123Z."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_text(utcnow(), milliseconds=True)
 
 
 def _clean(value: Any) -> Any:

@@ -19,6 +19,12 @@ from mailrelay.datarecord import field, record
 from mailrelay.errors import ConfigError, did_you_mean
 from mailrelay.fsutil import read_regular_file
 from mailrelay.providers.options import ProviderConfig, ProviderSpec, ProviderURL
+from mailrelay.providerspecs import (
+    SECRET_KEYS,
+    holds_literal_secret,
+    specs_from_tables,
+    specs_from_urls,
+)
 from mailrelay.secrets import Secret
 from mailrelay.state import is_state_url
 
@@ -29,6 +35,7 @@ if TYPE_CHECKING:
 
 # ProviderConfig, ProviderSpec and ProviderURL are read here, and live with the providers
 __all__ = [
+    "SECRET_KEYS",
     "ProviderConfig",
     "ProviderSpec",
     "ProviderURL",
@@ -256,103 +263,6 @@ def _read_serve(table: object, source: str) -> ServeSettings:
     return serve
 
 
-def _unique_name(base: str, taken: set[str]) -> str:
-    name, n = base, 2
-    while name in taken:
-        name, n = f"{base}-{n}", n + 1
-    return name
-
-
-def _specs_from_tables(tables: object, source: str) -> list[ProviderSpec]:
-    if not isinstance(tables, list):
-        raise ConfigError("providers must be an array of tables: [[providers]]", source=source)
-    specs: list[ProviderSpec] = []
-    taken: set[str] = set()
-    for i, table in enumerate(tables, 1):
-        label = f"#{i}"
-        if not isinstance(table, dict):
-            raise ConfigError("must be a table", source=source, provider=label)
-        type_ = table.get("type")
-        name = table.get("name")
-        if name is not None and (not isinstance(name, str) or not name.strip()):
-            raise ConfigError(
-                "must be a non-empty string", source=source, provider=label, key="name"
-            )
-        if not isinstance(type_, str) or not type_:
-            raise ConfigError(
-                "is required (smtp, outbox, sendmail, mailgun, ...)",
-                source=source,
-                provider=name or label,
-                key="type",
-            )
-        enabled = table.get("enabled", True)
-        if not isinstance(enabled, bool):
-            raise ConfigError(
-                "must be true or false", source=source, provider=name or label, key="enabled"
-            )
-        if not enabled:
-            continue
-        if name is not None and name in taken:
-            raise ConfigError(
-                "two providers have this name", source=source, provider=name, key="name"
-            )
-        name = name or _unique_name(type_, taken)
-        taken.add(name)
-        specs.append(ProviderSpec(name, type_, table, source))
-    return specs
-
-
-def specs_from_urls(urls: Sequence[str], source: str) -> list[ProviderSpec]:
-    from mailrelay.providers import registry
-
-    specs: list[ProviderSpec] = []
-    taken: set[str] = set()
-    for raw in urls:
-        url = ProviderURL.parse(raw, source)
-        type_ = registry.type_for_scheme(url.scheme)
-        if type_ is None:
-            raise url.error(
-                f"unknown scheme {url.scheme!r}; known: {', '.join(registry.url_schemes())}"
-            )
-        cls = registry.get(type_, source=source, provider=url.safe)
-        values = dict(url.query)
-        name = values.pop("name", None) or _unique_name(type_, taken)
-        if name in taken:
-            raise url.error(f"two providers are named {name!r}")
-        taken.add(name)
-        values.update(cls.config_from_url(url))
-        values["type"] = type_
-        values["name"] = name
-        specs.append(ProviderSpec(name, type_, values, source, from_url=True))
-    return specs
-
-
-def _holds_literal_secret(value: object) -> bool:
-    # A literal secret is any string under a secret-ish key; only used for the permission warning.
-    if isinstance(value, dict):
-        return any(
-            (isinstance(v, str) and k in SECRET_KEYS) or _holds_literal_secret(v)
-            for k, v in value.items()
-        )
-    if isinstance(value, list):
-        return any(_holds_literal_secret(v) for v in value)
-    return False
-
-
-SECRET_KEYS = frozenset(
-    {
-        "password",
-        "api_key",
-        "api_token",
-        "server_token",
-        "secret_key",
-        "secret_access_key",
-        "session_token",
-        "token",
-    }
-)
-
-
 def load_settings(
     config_path: str | os.PathLike[str] | None = None,
     provider_urls: Sequence[str] = (),
@@ -367,12 +277,31 @@ def load_settings(
     env = os.environ if env is None else env
     candidates, explicit = config_candidates(config_path, env)
     settings = Settings(searched=" or ".join(str(p) for p in candidates))
-    data: dict[str, Any] = {}
-    raw: bytes | None = None
+    found = _read_first(candidates, explicit)
+    if found is not None:
+        path, raw = found
+        settings.source = source = str(path)
+        data = parse_toml(raw, source)
+        _read_tables(data, source, settings, problems)
+        warning = _exposed_secrets(path, data, settings)
+        if warning:
+            settings.warnings.append(warning)
+    if provider_urls:
+        settings.providers = specs_from_urls(provider_urls, "--provider")
+    elif env.get("MAILRELAY_PROVIDERS", "").strip():
+        settings.providers = specs_from_urls(
+            env["MAILRELAY_PROVIDERS"].split(), "$MAILRELAY_PROVIDERS"
+        )
+    return settings
+
+
+def _read_first(candidates: Sequence[Path], explicit: bool) -> tuple[Path, bytes] | None:
+    """The first config file of `candidates` there is, and its bytes; None when there is
+    none (an error when it was asked for by name)."""
     for path in candidates:
         source = str(path)
         try:
-            raw = read_regular_file(path)
+            return path, read_regular_file(path)
         except FileNotFoundError:
             if explicit:
                 raise ConfigError("config file not found", source=source) from None
@@ -385,56 +314,59 @@ def load_settings(
             raise ConfigError("is a directory, not a config file", source=source) from None
         except OSError as exc:
             raise ConfigError(f"cannot read: {exc.strerror}", source=source) from None
-        break
-    if raw is not None:
-        settings.source = source
-        data = parse_toml(raw, source)
-        tables = ("defaults", "providers", "aliases", "alerts", "serve", "telemetry")
-        for key in sorted(set(data) - set(tables)):
-            hint = did_you_mean(key, tables)
-            _report(
-                ConfigError(
-                    f"unknown top-level key{hint}; "
-                    "known: [defaults], [[providers]], [aliases], [alerts], [serve], [telemetry]",
-                    source=source,
-                    key=key,
-                ),
-                problems,
-            )
-        if "defaults" in data:
-            _read_defaults(data["defaults"], source, settings, problems)
-        settings.providers = _specs_from_tables(data.get("providers", []), source)
-        if "aliases" in data:
-            from mailrelay.aliases import read_table
+    return None
 
-            settings.aliases = read_table(data["aliases"], source)
-        if "alerts" in data:
-            from mailrelay.alerts import read_alerts
 
-            settings.alerts = read_alerts(data["alerts"], source)
-        if "serve" in data:
-            settings.serve = _read_serve(data["serve"], source)
-        if "telemetry" in data:
-            from mailrelay.telemetry import read_telemetry
+_TABLES = ("defaults", "providers", "aliases", "alerts", "serve", "telemetry")
 
-            settings.telemetry = read_telemetry(data["telemetry"], source)
-        mode = stat.S_IMODE(path.stat().st_mode)
-        alert_urls = data["alerts"].get("urls") if settings.alerts is not None else None
-        literal_tokens = any(t.is_literal for t in settings.serve.tokens)
-        if mode & 0o077 and (
-            literal_tokens
-            or _holds_literal_secret(data.get("providers", []))
-            or isinstance(alert_urls, str)
-            or (isinstance(alert_urls, list) and any(isinstance(u, str) for u in alert_urls))
-        ):
-            settings.warnings.append(
-                f"{source} holds a literal secret and is readable by others "
-                f"(mode {mode:04o}); chmod 600 it, or use {{ env = ... }} / {{ command = [...] }}"
-            )
-    if provider_urls:
-        settings.providers = specs_from_urls(provider_urls, "--provider")
-    elif env.get("MAILRELAY_PROVIDERS", "").strip():
-        settings.providers = specs_from_urls(
-            env["MAILRELAY_PROVIDERS"].split(), "$MAILRELAY_PROVIDERS"
+
+def _read_tables(
+    data: dict[str, Any], source: str, settings: Settings, problems: list[ConfigError] | None
+) -> None:
+    for key in sorted(set(data) - set(_TABLES)):
+        hint = did_you_mean(key, _TABLES)
+        _report(
+            ConfigError(
+                f"unknown top-level key{hint}; "
+                "known: [defaults], [[providers]], [aliases], [alerts], [serve], [telemetry]",
+                source=source,
+                key=key,
+            ),
+            problems,
         )
-    return settings
+    if "defaults" in data:
+        _read_defaults(data["defaults"], source, settings, problems)
+    settings.providers = specs_from_tables(data.get("providers", []), source)
+    if "aliases" in data:
+        from mailrelay.aliases import read_table
+
+        settings.aliases = read_table(data["aliases"], source)
+    if "alerts" in data:
+        from mailrelay.alerts import read_alerts
+
+        settings.alerts = read_alerts(data["alerts"], source)
+    if "serve" in data:
+        settings.serve = _read_serve(data["serve"], source)
+    if "telemetry" in data:
+        from mailrelay.telemetry import read_telemetry
+
+        settings.telemetry = read_telemetry(data["telemetry"], source)
+
+
+def _exposed_secrets(path: Path, data: dict[str, Any], settings: Settings) -> str | None:
+    """The warning for a file others may read that holds a secret written in it."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if not mode & 0o077:
+        return None
+    alert_urls = data["alerts"].get("urls") if settings.alerts is not None else None
+    if (
+        any(t.is_literal for t in settings.serve.tokens)
+        or holds_literal_secret(data.get("providers", []))
+        or isinstance(alert_urls, str)
+        or (isinstance(alert_urls, list) and any(isinstance(u, str) for u in alert_urls))
+    ):
+        return (
+            f"{path} holds a literal secret and is readable by others "
+            f"(mode {mode:04o}); chmod 600 it, or use {{ env = ... }} / {{ command = [...] }}"
+        )
+    return None

@@ -24,11 +24,11 @@ Nothing here knows of click or of a terminal. A service calls, for example::
 
     from mailrelay.delivery import Queueing, deliver
 
-    outcome = deliver(engine, message, queue=Queueing(spool, retry=300, max_retry=3600))
-    if outcome.status == "queued":
-        answer(202, {"queue_id": outcome.queue_id})
-    elif outcome.status == "sent":
-        answer(200, outcome.result.to_dict())
+    delivery = deliver(engine, message, queue=Queueing(spool, retry=300, max_retry=3600))
+    if delivery.status == "queued":
+        answer(202, {"queue_id": delivery.queue_id})
+    elif delivery.status == "sent":
+        answer(200, delivery.result.to_dict())
 
 `settle` does the same for a result the caller already has (`engine.send` done elsewhere).
 """
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
     from mailrelay.engine import Engine
     from mailrelay.message import Message
-    from mailrelay.result import SendResult
+    from mailrelay.result import Disposition, SendResult
     from mailrelay.spool import FlushItem, HeldMessage
     from mailrelay.spool.protocol import QueueStore
     from mailrelay.suppression import Suppression, SuppressionList
@@ -166,12 +166,12 @@ def _deliver(
 ) -> Delivery:
     kept: list[Delivery] = []
 
-    def keep(result: SendResult) -> str:
-        outcome = hold(result) if hold is not None else None
-        if outcome is None:
-            outcome = settle(message, result, queue=queue)
-        kept.append(outcome)
-        return "queued" if outcome.status == "queued" else "failed"
+    def keep(result: SendResult) -> Disposition:
+        delivery = hold(result) if hold is not None else None
+        if delivery is None:
+            delivery = settle(message, result, queue=queue)
+        kept.append(delivery)
+        return "queued" if delivery.status == "queued" else "failed"
 
     result = engine.send(message, keep=keep)
     return kept[0] if kept else settle(message, result, queue=None)
@@ -339,31 +339,31 @@ def flush_held(
                     spool.rehold(entry, reason)
                     items.append(FlushItem(ident, "held", reason, result=result, path=path))
                     continue
-                outcome = settle(message, result, queue=queue)
-                items.append(_held_item(spool, entry, message, outcome))
+                delivery = settle(message, result, queue=queue)
+                items.append(_held_item(spool, entry, message, delivery))
         except ValueError as exc:  # unreadable: take_held moved it to corrupt/
             items.append(FlushItem(ident, "corrupt", str(exc)))
     return items
 
 
 def _held_item(
-    spool: QueueStore, entry: HeldMessage, message: Message, outcome: Delivery
+    spool: QueueStore, entry: HeldMessage, message: Message, delivery: Delivery
 ) -> FlushItem:
     from mailrelay.spool import FlushItem, SpoolError
 
-    if outcome.spool_error is not None:  # not queued: it stays held, nothing is lost
-        raise SpoolError(outcome.spool_error)
-    if outcome.status == "sent":
+    if delivery.spool_error is not None:  # not queued: it stays held, nothing is lost
+        raise SpoolError(delivery.spool_error)
+    if delivery.status == "sent":
         spool.release(entry)
-        winner = outcome.result.winner if outcome.result else None
+        winner = delivery.result.winner if delivery.result else None
         return FlushItem(entry.id, "sent", f"via {winner.provider}" if winner else "")
-    if outcome.status == "queued":
+    if delivery.status == "queued":
         spool.release(entry)
-        return FlushItem(entry.id, "queued", outcome.reason, result=outcome.result)
+        return FlushItem(entry.id, "queued", delivery.reason, result=delivery.result)
     # refused permanently: keep it for a person, in failed/ as a queue entry would be
-    assert outcome.result is not None
-    failed = outcome.result
+    assert delivery.result is not None
+    failed = delivery.result
     entry_q = spool.add(message, failed.attempts, retry=0.0, max_retry=0.0)
-    moved = spool.fail(entry_q, f"refused permanently: {outcome.reason}")
+    moved = spool.fail(entry_q, f"refused permanently: {delivery.reason}")
     spool.release(entry)
-    return FlushItem(entry.id, "failed", outcome.reason, result=failed, path=moved)
+    return FlushItem(entry.id, "failed", delivery.reason, result=failed, path=moved)

@@ -21,7 +21,7 @@ from mailrelay.errors import ConfigError, MailrelayError, StateError
 from mailrelay.policy import COOLDOWN_CEILING, LocalProbeGate, Policy, ProbeGate
 from mailrelay.providers.base import CapabilityError, Outcome, Provider, ProviderError
 from mailrelay.ratelimit.spec import LIMITED_COUNTS
-from mailrelay.result import Attempt, Listener, SendResult
+from mailrelay.result import Attempt, Disposition, Listener, SendResult
 from mailrelay.secrets import scrub
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 # what became of a message no provider took, decided before the state is written: "queued"
 # (kept in the spool), "failed", or None (not counted: a queue flush's retry stays queued)
-Keep = Callable[[SendResult], "str | None"]
+Keep = Callable[[SendResult], "Disposition | None"]  # None: not counted again
 AlertSink = Callable[[Sequence["Event"]], None]
 
 

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 # What becomes of the message, by the one rule of mailrelay.delivery (SendResult.fate)
 Fate = Literal["sent", "retry", "refused"]
+# What the state counts for the message once the send is over (State.messages)
+Disposition = Literal["sent", "queued", "failed", "rejected"]
 
 
 @record
@@ -59,8 +61,7 @@ class SendResult:
     message_id: str  # our RFC 5322 Message-ID
     attempts: list[Attempt] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    # the message's result as counted in the state: sent | queued | failed | rejected
-    disposition: str | None = None
+    disposition: Disposition | None = None  # what the state counts for the message
 
     @property
     def winner(self) -> Attempt | None:

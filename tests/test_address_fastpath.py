@@ -8,7 +8,7 @@ import string
 import email_validator
 
 from mailrelay.errors import MessageError
-from mailrelay.message import _plain_address, is_local_address, validate_email
+from mailrelay.message import is_local_address, plain_address, validate_email
 
 FIXED = [
     "Ops@Example.COM",
@@ -63,7 +63,7 @@ def test_fast_path_accepts_only_what_email_validator_accepts_and_normalises_alik
     disagree = []
     for address in FIXED + random_addresses(3000, seed=20261122):
         expected = reference(address)
-        fast = _plain_address(address)
+        fast = plain_address(address)
         if fast is not None and fast != expected:
             disagree.append((address, fast, expected))
         if is_local_address(address):
@@ -79,9 +79,9 @@ def test_fast_path_accepts_only_what_email_validator_accepts_and_normalises_alik
 
 
 def test_fast_path_takes_the_common_case() -> None:
-    assert _plain_address("ops@example.com") == "ops@example.com"
-    assert _plain_address("Ops.Team+alerts@Mail.Example.COM") == "Ops.Team+alerts@mail.example.com"
-    assert _plain_address("ops@bücher.example") is None  # left to email_validator
+    assert plain_address("ops@example.com") == "ops@example.com"
+    assert plain_address("Ops.Team+alerts@Mail.Example.COM") == "Ops.Team+alerts@mail.example.com"
+    assert plain_address("ops@bücher.example") is None  # left to email_validator
 
 
 def test_local_and_internal_addresses_are_taken_as_msmtp_and_mailx_take_them() -> None:

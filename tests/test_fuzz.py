@@ -195,9 +195,9 @@ def test_eml_input(fields: list[tuple[str, str]], body: str, folded: bool) -> No
 
 
 def _fields(data: bytes) -> list[tuple[str, bytes]]:
-    from mailrelay.message import _split_fields
+    from mailrelay.message import split_fields
 
-    return _split_fields(data)[0]
+    return split_fields(data)[0]
 
 
 json_value = st.one_of(hostile, st.lists(hostile, max_size=2), st.integers(), st.none())

@@ -11,13 +11,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from mailrelay.providers.httpclient import (
-    ConnectFailure,
-    Pool,
-    SendFailure,
-    encode_multipart,
-    proxy_in_environment,
-)
+from mailrelay.providers.httpbody import encode_multipart
+from mailrelay.providers.httpclient import ConnectFailure, Pool, SendFailure
+from mailrelay.providers.httpproxy import proxy_in_environment
 
 
 @dataclass
@@ -192,7 +188,7 @@ def test_an_http_proxy_in_the_environment_gets_the_request_by_its_absolute_uri(
         monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.port}")
         assert proxy_in_environment()
         provider = PostmarkProvider(
-            "pm", server_token=Secret("t"), base_url="http://mail.invalid:8080"
+            "pm", credential=Secret("t"), base_url="http://mail.invalid:8080"
         )
         resp = provider.perform(HttpRequest("GET", "/server"), 2)
         httpapi.shared_pool().close()  # its keep-alive connection to the proxy

@@ -165,7 +165,7 @@ def test_flush_sends_once_removes_the_file_and_records_state(
     with SmtpServer() as server:
         engine = engine_for(tmp_path, server.port)
         report = flush(spool, engine.send)
-        assert [(i.id, i.outcome) for i in report.items] == [(ident, "sent")]
+        assert [(i.id, i.status) for i in report.items] == [(ident, "sent")]
         assert report.exit_code == 0
         (received,) = server.messages
         assert sorted(received.rcpt_tos) == ["hidden@example.com", "ops@example.com"]
@@ -190,11 +190,11 @@ def test_backoff_skips_until_due_doubles_and_caps(tmp_path: Path, dead_port: int
 
     clock.advance(RETRY - 1)
     report = flush(spool, send)
-    assert [i.outcome for i in report.items] == ["not_due"] and tried == []
+    assert [i.status for i in report.items] == ["not_due"] and tried == []
     assert report.exit_code == 0
     # --now tries it anyway; it fails again, so the next wait is twice as long
     report = flush(spool, send, ignore_backoff=True)
-    assert [i.outcome for i in report.items] == ["queued"] and len(tried) == 1
+    assert [i.status for i in report.items] == ["queued"] and len(tried) == 1
     assert report.exit_code == ExitCode.TEMPFAIL
     entry = spool.find(ident)
     assert entry.tries == 2 and entry.next_try == clock.now + timedelta(seconds=2 * RETRY)
@@ -204,7 +204,7 @@ def test_backoff_skips_until_due_doubles_and_caps(tmp_path: Path, dead_port: int
         clock.now = spool.find(ident).next_try
         before = clock.now
         report = flush(spool, send)
-        assert [i.outcome for i in report.items] == ["queued"]
+        assert [i.status for i in report.items] == ["queued"]
         waits.append((spool.find(ident).next_try - before).total_seconds())
     assert waits == [1200, 2400, 3600, 3600, 3600]
     assert spool.find(ident).tries == 7
@@ -218,7 +218,7 @@ def test_past_max_age_moves_to_failed_and_is_kept(tmp_path: Path, dead_port: int
     sent: list[Message] = []
     report = flush(spool, sent.append)  # type: ignore[arg-type]
     (item,) = report.items
-    assert item.outcome == "failed" and "expired" in item.detail and sent == []
+    assert item.status == "failed" and "expired" in item.detail and sent == []
     assert report.exit_code == ExitCode.UNAVAILABLE
     assert spool.files() == []
     (failed,) = spool.files(failed=True)
@@ -237,7 +237,7 @@ def test_a_permanent_refusal_on_flush_moves_to_failed(tmp_path: Path, dead_port:
     with SmtpServer(fail={"rcpt": "550 5.1.1 no such user"}) as server:
         report = flush(spool, engine_for(tmp_path, server.port).send, ignore_backoff=True)
     (item,) = report.items
-    assert item.outcome == "failed" and "550" in item.detail
+    assert item.status == "failed" and "550" in item.detail
     assert [p.stem for p in spool.files(failed=True)] == [ident]
 
 
@@ -269,7 +269,7 @@ def test_a_flush_ends_an_entry_as_a_fresh_send_ends_its_message(
         report = flush(spool, engine("flush.toml").send, ignore_backoff=True)
     (item,) = report.items
     assert item.result is not None and fresh.result is not None
-    assert fresh.status == item.outcome == fate
+    assert fresh.status == item.status == fate
     assert [a.provider for a in item.result.attempts] == [a.provider for a in fresh.result.attempts]
     assert [p.stem for p in spool.files()] == ([ident] if fate == "queued" else [])
     assert [p.stem for p in spool.files(failed=True)] == ([ident] if fate == "failed" else [])
@@ -294,7 +294,7 @@ def test_a_corrupt_file_is_moved_aside_and_the_others_still_go(
     with SmtpServer() as server:
         report = flush(spool, engine_for(tmp_path, server.port).send, ignore_backoff=True)
         assert len(server.messages) == 1
-    outcomes = {i.id: i.outcome for i in report.items}
+    outcomes = {i.id: i.status for i in report.items}
     assert outcomes == {bad.stem: "corrupt", wrong.stem: "corrupt", good: "sent"}
     assert report.exit_code == ExitCode.UNAVAILABLE
     assert sorted(p.name for p in spool.corrupt_dir.iterdir()) == sorted([bad.name, wrong.name])
@@ -312,12 +312,12 @@ def test_a_locked_message_is_skipped_by_another_flush(tmp_path: Path, dead_port:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # as a flush that is sending it right now
             report = flush(spool, engine.send, ignore_backoff=True)
-            assert [i.outcome for i in report.items] == ["locked"]
+            assert [i.status for i in report.items] == ["locked"]
             assert server.messages == [] and path.exists()
         finally:
             os.close(fd)
         report = flush(spool, engine.send, ignore_backoff=True)
-        assert [i.outcome for i in report.items] == ["sent"] and len(server.messages) == 1
+        assert [i.status for i in report.items] == ["sent"] and len(server.messages) == 1
 
 
 def test_an_unwritable_spool_raises_and_queues_nothing(tmp_path: Path, dead_port: int) -> None:

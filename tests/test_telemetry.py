@@ -115,7 +115,7 @@ def test_a_queued_retry_joins_the_trace_of_the_first_send(
     report = later.spool().flush(
         engine.send, retry=60, max_retry=3600, max_age=86400, ignore_backoff=True
     )
-    assert [i.outcome for i in report.items] == ["sent"]
+    assert [i.status for i in report.items] == ["sent"]
     spans = exporter.get_finished_spans()
     sends = by_name(spans, "mailrelay.send")
     assert len(sends) == 2 and len(by_name(spans, "mailrelay.attempt")) == 2

@@ -158,16 +158,16 @@ class _Batch:
             return LineResult(lineno, error=f"{self.name}:{lineno}: JSON nested too deeply")
         from mailrelay.delivery import deliver
 
-        outcome = deliver(self.engine, message, queue=self.queue, suppressions=self.suppressions)
-        if outcome.result is None and outcome.skipped:  # every recipient suppressed
+        delivery = deliver(self.engine, message, queue=self.queue, suppressions=self.suppressions)
+        if delivery.result is None and delivery.skipped:  # every recipient suppressed
             return LineResult(
-                lineno, error=f"{self.name}:{lineno}: {outcome.reason}", error_code=65
+                lineno, error=f"{self.name}:{lineno}: {delivery.reason}", error_code=65
             )
         return LineResult(
             lineno,
-            result=outcome.result,
-            queue_id=outcome.queue_id,
-            queue_error=outcome.spool_error,
+            result=delivery.result,
+            queue_id=delivery.queue_id,
+            queue_error=delivery.spool_error,
         )
 
 

@@ -40,8 +40,7 @@ def load_held(app: CliApp, entry: HeldMessage) -> Message:
 def show_held(app: CliApp, out: Output, entry: HeldMessage, now: datetime) -> None:
     """`queue show` of a held message: why it is held, its envelope and headers as they
     came (it is read again, with the configuration of the day, when a flush sends it)."""
-    from mailrelay.cli.output import fmt_time
-    from mailrelay.spool import age_text
+    from mailrelay.clock import age_text, when_text
 
     info = entry.info(now)
     raw_text = entry.raw.decode("utf-8", errors="replace")
@@ -56,7 +55,7 @@ def show_held(app: CliApp, out: Output, entry: HeldMessage, now: datetime) -> No
         f"id:          {entry.id}",
         f"file:        {entry.path}",
         f"state:       held: {entry.reason}",
-        f"created:     {fmt_time(entry.created)} ({age} ago)",
+        f"created:     {when_text(entry.created)} ({age} ago)",
         f"envelope:    from {info['from'] or '?'} to {', '.join(info['recipients']) or '?'}",
         f"subject:     {info['subject']}",
         f"message-id:  {entry.message_id or '-'}",

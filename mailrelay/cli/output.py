@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime
 from typing import IO, Any
 
 from mailrelay.secrets import scrub
@@ -36,10 +35,6 @@ class Styled(str):
 def health_cell(text: str, *, ok: bool, cooling: bool = False) -> Styled:
     """Healthy green, failing red, cooling yellow."""
     return Styled(text, "red" if not ok else "yellow" if cooling else "green")
-
-
-def fmt_time(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
 
 
 class Output:

@@ -45,12 +45,13 @@ def providers(app: CliApp, wide: bool, json_mode: bool) -> None:
     for r in rows:
         if r["config_problem"]:
             out.warn(f"{r['name']} ({r['type']}) is skipped at send time: {r['config_problem']}")
-    from mailrelay.cli.output import Styled, fmt_time
+    from mailrelay.cli.output import Styled
+    from mailrelay.clock import when_text
 
     table_rows = []
     for r in rows:
         marks = [m for m, on in (("sticky", r["sticky"]), ("next", r["next"])) if on]
-        cool = Styled(fmt_time(r["cooldown_until"]), "yellow") if r["cooling"] else "-"
+        cool = Styled(when_text(r["cooldown_until"]), "yellow") if r["cooling"] else "-"
         table_rows.append(
             [
                 str(r["position"]),
@@ -145,7 +146,8 @@ def status(
     if out.json_mode:
         out.emit_json(doc)
     else:
-        from mailrelay.cli.output import fmt_time, health_cell
+        from mailrelay.cli.output import health_cell
+        from mailrelay.clock import when_text
 
         out.table(
             f"status: {healthy} of {doc['total']} healthy",
@@ -166,8 +168,8 @@ def status(
                     health_cell(_health_text(r), ok=r["healthy"], cooling=r["cooling"]),
                     f"{r['latency_ms']:.0f} ms",
                     r["detail"] or "-",
-                    fmt_time(r["last_success"]),
-                    fmt_time(r["last_failure"]),
+                    when_text(r["last_success"]),
+                    when_text(r["last_failure"]),
                     r["last_error"] or "-",
                 ]
                 for r in rows

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from mailrelay.engine import Engine
     from mailrelay.message import Message
     from mailrelay.result import SendResult
-    from mailrelay.spool import FlushItem, QueuedMessage
+    from mailrelay.spool import FlushItem, FlushReport, QueuedMessage
 
 
 def _relative(when: datetime, now: datetime) -> str:
@@ -106,8 +106,8 @@ def show_command(app: CliApp, queue_id: str, json_mode: bool) -> None:
 
     The body is shown only with -v. ID may be a unique start of an id.
     """
-    from mailrelay.cli.output import fmt_time
-    from mailrelay.spool import HeldMessage, age_text
+    from mailrelay.clock import age_text, when_text
+    from mailrelay.spool import HeldMessage
 
     out = app.output(json_mode=json_mode)
     spool = app.spool()
@@ -135,14 +135,14 @@ def show_command(app: CliApp, queue_id: str, json_mode: bool) -> None:
     state = (
         f"failed: {entry.failed_reason}"
         if entry.failed_reason is not None
-        else f"queued, next try {_relative(entry.next_try, now)} ({fmt_time(entry.next_try)})"
+        else f"queued, next try {_relative(entry.next_try, now)} ({when_text(entry.next_try)})"
     )
+    age = age_text((now - entry.created).total_seconds())
     lines = [
         f"id:          {entry.id}",
         f"file:        {spool.place(entry)}",
         f"state:       {state}",
-        f"created:     {fmt_time(entry.created)} ({age_text((now - entry.created).total_seconds())}"
-        " ago)",
+        f"created:     {when_text(entry.created)} ({age} ago)",
         f"tries:       {entry.tries}",
         f"envelope:    from {entry.sender} to {', '.join(entry.recipients)}",
         f"from:        {summary['from']}",
@@ -222,7 +222,6 @@ def flush_command(app: CliApp, now: bool, json_mode: bool) -> None:
         # a retry that fails again stays queued: counted once already, when it was queued
         return engine.send(message, keep=_still_queued)
 
-    from mailrelay.cli.output import fmt_time
     from mailrelay.message import DEFAULT_MAX_SIZE
     from mailrelay.suppression import suppressing
 
@@ -258,7 +257,7 @@ def flush_command(app: CliApp, now: bool, json_mode: bool) -> None:
         if bar is not None:
             bar.stop()
     report.items[:0] = held_items
-    moved = [(i.id, i.detail) for i in report.items if i.outcome == "failed"]
+    moved = [(i.id, i.detail) for i in report.items if i.status == "failed"]
     alerter = app.alerter() if moved else None
     if alerter is not None:
         from mailrelay.state.transitions import expired_event
@@ -267,31 +266,39 @@ def flush_command(app: CliApp, now: bool, json_mode: bool) -> None:
     if out.json_mode:
         out.emit_json({"spool": spool.where, **report.to_dict()})
     else:
-        counts = [
-            (report.count("sent"), "sent"),
-            (report.count("queued"), "still queued"),
-            (report.count("held"), "still held"),
-            (report.count("failed"), "moved to failed/"),
-            (report.count("corrupt"), "unreadable, moved to corrupt/"),
-            (report.count("not_due"), "not due yet"),
-            (report.count("locked"), "being sent by another flush"),
-        ]
-        acted = any(report.count(k) for k in ("sent", "queued", "held", "failed", "corrupt"))
-        if acted or app.verbose or out.interactive:
-            text = ", ".join(f"{n} {what}" for n, what in counts if n) or "nothing queued"
-            due = [i.next_try for i in report.items if i.next_try is not None]
-            waiting = report.count("not_due")
-            if waiting and not acted and due:
-                nearest = min(due)
-                text = (
-                    f"nothing due; {waiting} message(s) wait, the next "
-                    f"{_relative(nearest, spool.now())} ({fmt_time(nearest)}); "
-                    "'mailrelay queue flush --now' sends them at once"
-                )
-            elif due and not acted:
-                text += f"; next due {fmt_time(min(due))}"
-            out.note(f"queue flush: {text}")
+        _summarize_flush(app, out, report, spool.now())
     click.get_current_context().exit(report.exit_code)
+
+
+def _summarize_flush(app: CliApp, out: Output, report: FlushReport, now: datetime) -> None:
+    """The one line that ends a flush on the terminal: what happened, or when the next
+    message is due (silent under cron when nothing was done)."""
+    from mailrelay.clock import when_text
+
+    counts = [
+        (report.count("sent"), "sent"),
+        (report.count("queued"), "still queued"),
+        (report.count("held"), "still held"),
+        (report.count("failed"), "moved to failed/"),
+        (report.count("corrupt"), "unreadable, moved to corrupt/"),
+        (report.count("not_due"), "not due yet"),
+        (report.count("locked"), "being sent by another flush"),
+    ]
+    acted = any(report.count(k) for k in ("sent", "queued", "held", "failed", "corrupt"))
+    if acted or app.verbose or out.interactive:
+        text = ", ".join(f"{n} {what}" for n, what in counts if n) or "nothing queued"
+        due = [i.next_try for i in report.items if i.next_try is not None]
+        waiting = report.count("not_due")
+        if waiting and not acted and due:
+            nearest = min(due)
+            text = (
+                f"nothing due; {waiting} message(s) wait, the next "
+                f"{_relative(nearest, now)} ({when_text(nearest)}); "
+                "'mailrelay queue flush --now' sends them at once"
+            )
+        elif due and not acted:
+            text += f"; next due {when_text(min(due))}"
+        out.note(f"queue flush: {text}")
 
 
 def _still_queued(result: SendResult) -> None:
@@ -299,24 +306,24 @@ def _still_queued(result: SendResult) -> None:
 
 
 def _report_item(app: CliApp, out: Output, item: FlushItem) -> None:
-    from mailrelay.cli.output import fmt_time
+    from mailrelay.clock import when_text
 
-    if item.outcome == "sent":
+    if item.status == "sent":
         if app.verbose or out.interactive:
             out.note(f"{item.id}: sent {item.detail}".rstrip())
-    elif item.outcome == "queued":
-        out.note(f"{item.id}: still queued ({item.detail}); next try {fmt_time(item.next_try)}")
-    elif item.outcome == "held":
+    elif item.status == "queued":
+        out.note(f"{item.id}: still queued ({item.detail}); next try {when_text(item.next_try)}")
+    elif item.status == "held":
         out.error(f"{item.id}: still held: {item.detail}")
-    elif item.outcome == "failed":
+    elif item.status == "failed":
         out.error(
             f"{item.id}: moved to failed/ ({item.detail}); see 'mailrelay queue show {item.id}'"
         )
-    elif item.outcome == "corrupt":
+    elif item.status == "corrupt":
         out.error(f"spool file {item.id}.json was {item.detail}; moved to {item.path}")
     elif app.verbose:
-        when = f" (next try {fmt_time(item.next_try)})" if item.next_try else ""
-        out.note(f"{item.id}: {item.outcome.replace('_', ' ')}{when} {item.detail}".rstrip())
+        when = f" (next try {when_text(item.next_try)})" if item.next_try else ""
+        out.note(f"{item.id}: {item.status.replace('_', ' ')}{when} {item.detail}".rstrip())
 
 
 def _show_progress(out: Output) -> bool:

@@ -1,8 +1,11 @@
-"""How a send's outcome is shown: human lines on stderr, or one JSON document on stdout."""
+"""How a delivery (what became of a message) is shown: human lines on stderr, or one JSON
+document on stdout."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from mailrelay.errors import ExitCode
 
 if TYPE_CHECKING:
     from mailrelay.cli.output import Output
@@ -30,9 +33,9 @@ def show_result(out: Output, result: SendResult) -> None:
     for a in result.attempts:
         out.error(f"{a.provider} ({a.type}): {a.outcome}: {a.detail}")
     code = result.exit_code
-    if code == 65:
+    if code == ExitCode.DATAERR:
         out.error("not sent: the provider refused the message itself; not tried elsewhere")
-    elif code == 75:
+    elif code == ExitCode.TEMPFAIL:
         out.error("not sent: every provider failed, at least one temporarily; try again later")
     else:
         out.error("not sent: every provider failed")

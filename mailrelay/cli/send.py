@@ -2,71 +2,25 @@
 
 from __future__ import annotations
 
-import os
-import sys
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mailrelay.cli import CliApp, global_options, json_option, pass_app
 from mailrelay.cli.completion import complete_provider_names
+from mailrelay.cli.compose import MessageOptions, message_from_options, read_whole_message
 from mailrelay.config import POLICIES
 from mailrelay.errors import UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
-    from mailrelay.cli.output import Output
     from mailrelay.delivery import Delivery
     from mailrelay.engine import Engine
     from mailrelay.message import Message
     from mailrelay.result import SendResult
-    from mailrelay.state import State
 
 FILE = click.Path()  # completes file names in the shell; reading says what is wrong
-
-_EML_SLACK = 1024 * 1024  # an .eml beyond max_size that a Bcc or a CRLF change may account for
-TERMINAL_HINT = "reading the message body from the terminal; end it with Ctrl-D on a new line"
-
-
-def _decode(data: bytes, where: str, out: Output) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        out.warn(f"{where} is not UTF-8; undecodable bytes were replaced")
-        return data.decode("utf-8", errors="replace")
-
-
-def read_stdin(out: Output, *, explicit: bool) -> str | None:
-    """The body from standard input, read to the end of input however long it takes (the
-    job before the pipe may run for an hour), as mail(1) does; None when there is none.
-
-    On a terminal (without `explicit`, '-') a one-line hint goes to stderr first and the
-    body is read until Ctrl-D, as mailx does.
-    """
-    stream = sys.stdin
-    if stream is None:
-        return None
-    try:
-        fd = stream.fileno()
-    except (OSError, ValueError):  # not a real file (e.g. an in-memory stream in tests)
-        return _decode(_read_all(stream), "standard input", out)
-    if os.isatty(fd) and not explicit:
-        out.note(TERMINAL_HINT)
-    return _decode(_read_all(stream), "standard input", out)
-
-
-def _read_all(stream: TextIO) -> bytes:
-    buffer = getattr(stream, "buffer", None)
-    return bytes(buffer.read()) if buffer is not None else stream.read().encode()
-
-
-def read_text_file(path: str, what: str, out: Output, limit: int) -> str:
-    if path == "-":
-        return read_stdin(out, explicit=True) or ""
-    from mailrelay.message import read_input_file
-
-    return _decode(read_input_file(path, f"{what} {path}", limit=limit), f"{what} {path}", out)
 
 
 @click.command(context_settings={"max_content_width": 100})
@@ -159,22 +113,8 @@ def read_text_file(path: str, what: str, out: Output, limit: int) -> str:
 @pass_app
 def send(
     app: CliApp,
-    recipients: tuple[str, ...],
-    to: tuple[str, ...],
-    cc: tuple[str, ...],
-    bcc: tuple[str, ...],
-    sender: str | None,
-    reply_to: tuple[str, ...],
-    subject: str,
-    text: str | None,
-    text_file: str | None,
-    html: str | None,
-    html_file: str | None,
-    attach: tuple[str, ...],
-    header: tuple[str, ...],
-    tag: tuple[str, ...],
-    metadata: tuple[str, ...],
-    no_stdin: bool,
+    /,
+    *,
     skip_empty: bool,
     eml: str | None,
     message_file: str | None,
@@ -187,6 +127,7 @@ def send(
     dry_run: bool,
     ignore_suppression: bool,
     json_mode: bool,
+    **options: Any,  # the message's pieces: MessageOptions
 ) -> None:
     """Send one message through the first provider that accepts it.
 
@@ -209,34 +150,9 @@ def send(
     """
     app.output(json_mode=json_mode)
     app.via = list(via)
-    given = [
-        name
-        for name, value in (("--eml", eml), ("--message", message_file), ("--batch", batch))
-        if value is not None
-    ]
-    if len(given) > 1:
-        raise UsageError(f"give one of {', '.join(given)}, not several")
-    if given:
-        pieces = {
-            "--to": to,
-            "--cc": cc,
-            "--bcc": bcc,
-            "--reply-to": reply_to,
-            "--subject": subject,
-            "--text": text,
-            "--text-file": text_file,
-            "--html": html,
-            "--html-file": html_file,
-            "--attach": attach,
-            "--header": header,
-            "--tag": tag,
-            "--metadata": metadata,
-        }
-        clash = [name for name, value in pieces.items() if value]
-        if clash:
-            raise UsageError(f"{given[0]} gives the whole message; {clash[0]} cannot be added")
-        if recipients and given[0] != "--eml":
-            raise UsageError(f"{given[0]} gives the recipients; no address arguments with it")
+    given = MessageOptions(**options)
+    whole = {"--eml": eml, "--message": message_file, "--batch": batch}
+    _check_sources(whole, given.pieces(), given.recipients)
     if concurrency is not None and batch is None:
         raise UsageError("--concurrency goes with --batch")
     settings = app.settings
@@ -253,32 +169,14 @@ def send(
             queue=queue_on_failure,
             policy=policy,
             timeout=timeout,
-            default_sender=sender or settings.sender,
+            default_sender=given.sender or settings.sender,
             check_suppression=not ignore_suppression,
         )
         click.get_current_context().exit(int(code))
     if eml is not None or message_file is not None:
-        message = read_whole_message(app, eml, message_file, recipients, sender)
+        message = read_whole_message(app, eml, message_file, given.recipients, given.sender)
     else:
-        message = message_from_options(
-            app,
-            recipients=recipients,
-            to=to,
-            cc=cc,
-            bcc=bcc,
-            sender=sender,
-            reply_to=reply_to,
-            subject=subject,
-            text=text,
-            text_file=text_file,
-            html=html,
-            html_file=html_file,
-            attach=attach,
-            header=header,
-            tag=tag,
-            metadata=metadata,
-            no_stdin=no_stdin,
-        )
+        message = message_from_options(app, given)
     body = (message.text or "").strip() or (message.html or "").strip() or message.attachments
     if skip_empty and not body:
         if app.verbose:
@@ -286,116 +184,29 @@ def send(
         return
     engine = app.engine(policy=policy, timeout=timeout)  # --timeout runs from here on
     if dry_run:
+        from mailrelay.cli.dryrun import show_plan
+
         show_plan(app, engine, engine.store.load(), message)
         return
-    outcome = deliver(app, engine, message, queue=queue_on_failure, check=not ignore_suppression)
-    click.get_current_context().exit(outcome.exit_code)
+    delivery = deliver(app, engine, message, queue=queue_on_failure, check=not ignore_suppression)
+    click.get_current_context().exit(delivery.exit_code)
 
 
-def read_input_bytes(path: str, what: str, limit: int) -> bytes:
-    """The bytes of FILE, or of standard input for '-', at most `limit`; a one-line error
-    when unreadable or larger."""
-    from mailrelay.message import read_bounded, read_input_file
-
-    if path == "-":
-        stream = sys.stdin
-        buffer = getattr(stream, "buffer", None)
-        if buffer is None:
-            return stream.read().encode()
-        return read_bounded(buffer, f"{what} (standard input)", limit)
-    return read_input_file(path, f"{what} {path}", limit=limit)
-
-
-def read_whole_message(
-    app: CliApp,
-    eml: str | None,
-    message_file: str | None,
-    recipients: tuple[str, ...],
-    sender: str | None,
-) -> Message:
-    from mailrelay.message import DEFAULT_MAX_SIZE, parse_eml
-
-    settings = app.settings
-    max_size = settings.max_size or DEFAULT_MAX_SIZE
-    if eml is not None:
-        where = "standard input" if eml == "-" else eml
-        return parse_eml(
-            read_input_bytes(eml, "--eml", max_size + _EML_SLACK),
-            where=where,
-            recipients=recipients,
-            extract=True,
-            envelope_from=sender,
-            default_sender=settings.sender,
-            max_size=max_size,
-        )
-    assert message_file is not None
-    from mailrelay.message.msgjson import load_message
-
-    return load_message(
-        # JSON carries attachments in base64: 4/3 of their size, and some room
-        read_input_bytes(message_file, "--message", max_size * 2),
-        where="standard input" if message_file == "-" else message_file,
-        base_dir=None if message_file == "-" else os.path.dirname(os.path.abspath(message_file)),
-        default_sender=sender or settings.sender,
-        max_size=max_size,
-    )
-
-
-def message_from_options(
-    app: CliApp,
-    *,
-    recipients: tuple[str, ...],
-    to: tuple[str, ...],
-    cc: tuple[str, ...],
-    bcc: tuple[str, ...],
-    sender: str | None,
-    reply_to: tuple[str, ...],
-    subject: str,
-    text: str | None,
-    text_file: str | None,
-    html: str | None,
-    html_file: str | None,
-    attach: tuple[str, ...],
-    header: tuple[str, ...],
-    tag: tuple[str, ...],
-    metadata: tuple[str, ...],
-    no_stdin: bool,
-) -> Message:
-    from mailrelay.message import DEFAULT_MAX_SIZE, build_message
-
-    out = app.out
-    if text is not None and text_file is not None:
-        raise UsageError("give --text or --text-file, not both")
-    if html is not None and html_file is not None:
-        raise UsageError("give --html or --html-file, not both")
-    if text_file == "-" and html_file == "-":
-        raise UsageError("standard input can be the text or the HTML body, not both")
-    limit = app.settings.max_size or DEFAULT_MAX_SIZE
-    if text_file is not None:
-        text = read_text_file(text_file, "--text-file", out, limit)
-    if html_file is not None:
-        html = read_text_file(html_file, "--html-file", out, limit)
-    if text is None and html is None and not no_stdin:
-        text = read_stdin(out, explicit=False)
-    settings = app.settings
-    from_addr = sender or settings.sender
-    if not from_addr:
-        raise UsageError("no sender: give -r/--from, or set 'from' in [defaults] of the config")
-    return build_message(
-        sender=from_addr,
-        to=[*recipients, *to],
-        cc=cc,
-        bcc=bcc,
-        reply_to=reply_to,
-        subject=subject,
-        text=text,
-        html=html,
-        headers=header,
-        attachments=attach,
-        tags=tag,
-        metadata=metadata,
-        max_size=settings.max_size or DEFAULT_MAX_SIZE,
-    )
+def _check_sources(
+    whole: dict[str, str | None], pieces: Mapping[str, object], recipients: tuple[str, ...]
+) -> None:
+    """At most one source of a whole message (--eml, --message, --batch), and none of the
+    options that build one piece by piece beside it."""
+    given = [name for name, value in whole.items() if value is not None]
+    if len(given) > 1:
+        raise UsageError(f"give one of {', '.join(given)}, not several")
+    if not given:
+        return
+    clash = [name for name, value in pieces.items() if value]
+    if clash:
+        raise UsageError(f"{given[0]} gives the whole message; {clash[0]} cannot be added")
+    if recipients and given[0] != "--eml":
+        raise UsageError(f"{given[0]} gives the recipients; no address arguments with it")
 
 
 def deliver(
@@ -416,82 +227,18 @@ def deliver(
 
     suppressions = app.suppressions() if check else None
     queueing = app.queueing() if queue else None
-    outcome = deliver_message(engine, message, queue=queueing, hold=hold, suppressions=suppressions)
-    if outcome.result is None and outcome.skipped:
+    delivery = deliver_message(
+        engine, message, queue=queueing, hold=hold, suppressions=suppressions
+    )
+    if delivery.result is None and delivery.skipped:
         from mailrelay.suppression import SuppressedError
 
-        raise SuppressedError(outcome.reason)
-    for skipped in outcome.skipped or []:
+        raise SuppressedError(delivery.reason)
+    for skipped in delivery.skipped or []:
         app.out.warn(f"not sent to {skipped.describe()}")
-    show_delivery(app.out, outcome)
-    if outcome.spool_error is not None:
+    show_delivery(app.out, delivery)
+    if delivery.spool_error is not None:
         from mailrelay.spool import SpoolError
 
-        raise SpoolError(outcome.spool_error)  # not reported as queued: exit 73
-    return outcome
-
-
-def show_plan(app: CliApp, engine: Engine, state: State, message: Message) -> None:
-    out = app.out
-    plan = engine.plan(state)
-    steps: list[dict[str, Any]] = []
-    for i, provider in enumerate(plan, 1):
-        until = engine.cooling_until(state, provider)
-        steps.append(
-            {
-                "position": i,
-                "provider": provider.name,
-                "type": provider.type,
-                "settings": provider.describe(),
-                "cooling_until": until,
-            }
-        )
-    if out.json_mode:
-        out.emit_json(
-            {
-                "dry_run": True,
-                "policy": engine.policy.order,
-                "first": plan[0].name if plan else None,
-                "plan": steps,
-                "message": message.summary(),
-            }
-        )
-        return
-    from mailrelay.cli.output import fmt_time
-
-    out.data(f"dry run: nothing is sent and no state changes (policy {engine.policy.order})")
-    for step in steps:
-        cool = f", cooling until {fmt_time(step['cooling_until'])}" if step["cooling_until"] else ""
-        settings = ", ".join(f"{k}={v}" for k, v in step["settings"].items())
-        out.data(
-            f"  {step['position']}. {step['provider']} ({step['type']}{cool}) {settings}".rstrip()
-        )
-    out.data("message:")
-    raw = message.as_bytes().decode("utf-8", errors="replace")
-    if not app.verbose:
-        head, _, _ = raw.partition("\r\n\r\n")
-        summary = message.summary()
-        raw = head + (
-            f"\r\n\r\n[text {summary['text_bytes']} bytes, html {summary['html_bytes']} bytes, "
-            f"{len(message.attachments)} attachment(s); -v shows the whole message]"
-        )
-    for bcc in message.bcc:
-        out.data(f"  (envelope) Bcc: {bcc}")
-    for line in _subject_as_typed(raw.splitlines(), message.subject):
-        out.data("  " + line)
-
-
-def _subject_as_typed(lines: list[str], subject: str) -> list[str]:
-    """The Subject header shown decoded, as the user typed it, not in its RFC 2047 form."""
-    shown: list[str] = []
-    in_subject = False
-    for i, line in enumerate(lines):
-        if not line:  # the end of the headers: the body as it is
-            return shown + lines[i:]
-        if in_subject and line[:1] in (" ", "\t"):
-            continue  # a folded line of the encoded subject
-        in_subject = line.lower().startswith("subject:")
-        if in_subject and "=?" in line:
-            line = f"Subject: {subject}"
-        shown.append(line)
-    return shown
+        raise SpoolError(delivery.spool_error)  # not reported as queued: exit 73
+    return delivery

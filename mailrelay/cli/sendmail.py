@@ -280,14 +280,14 @@ def sendmail(ctx: click.Context) -> None:
         # the message is kept as it came, and 'queue flush' sends it once it does.
         ctx.exit(hold_message(app, data, options, hold_reason(app, str(exc))))
     # an MTA queues what fails for now; what only a config change mends is held instead
-    outcome = deliver(
+    delivery = deliver(
         app, engine, message, queue=True, hold=partial(_hold_after, app, data, options, message)
     )
-    if outcome.status == "held":
-        _say_held(app, outcome, app.spool().where)
-    elif outcome.status == "sent":
+    if delivery.status == "held":
+        _say_held(app, delivery, app.spool().where)
+    elif delivery.status == "sent":
         forget_held(app.spool(), message.message_id)  # a held copy resent by hand
-    ctx.exit(outcome.exit_code)
+    ctx.exit(delivery.exit_code)
 
 
 def _hold_after(
@@ -363,20 +363,19 @@ def hold_message(app: CliApp, data: bytes, options: dict[str, Any], reason: str)
         spool = app.spool()
     except ConfigError:
         spool = Spool(default_spool_dir(), warn=app.out.warn)
-    outcome = hold(spool, data, reason=reason, options=options)
-    _say_held(app, outcome, spool.where)
-    return outcome.exit_code
+    delivery = hold(spool, data, reason=reason, options=options)
+    _say_held(app, delivery, spool.where)
+    return delivery.exit_code
 
 
-def _say_held(app: CliApp, outcome: Delivery, where: str) -> None:
-
-    reason = outcome.reason
-    if outcome.spool_error is not None:
-        app.out.error(f"{reason}; the message could not be kept either: {outcome.spool_error}")
+def _say_held(app: CliApp, delivery: Delivery, where: str) -> None:
+    reason = delivery.reason
+    if delivery.spool_error is not None:
+        app.out.error(f"{reason}; the message could not be kept either: {delivery.spool_error}")
     else:
         app.out.error(
-            f"{reason}; the message is held as {outcome.queue_id} in "
-            f"{outcome.path or where}; "
+            f"{reason}; the message is held as {delivery.queue_id} in "
+            f"{delivery.path or where}; "
             "'mailrelay queue flush' sends it once the configuration allows"
         )
 

@@ -109,7 +109,7 @@ def remove_command(app: CliApp, addresses: tuple[str, ...], json_mode: bool) -> 
 def import_command(app: CliApp, csv_file: str, reason: str, json_mode: bool) -> None:
     """Add every address of a CSV export (an ESP's suppression or bounce export: the
     column named Email, Email Address, Recipient or Address; '-' reads standard input)."""
-    from mailrelay.cli.send import read_input_bytes
+    from mailrelay.cli.compose import read_input_bytes
     from mailrelay.suppression import read_csv
 
     out = app.output(json_mode=json_mode)

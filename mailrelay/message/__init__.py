@@ -3,8 +3,9 @@ form, a whole message given as RFC 5322 bytes, and its JSON form.
 
 One job per module (docs/architecture.md, "Layout"): `model` (the records), `headers`
 (header values and encoded words), `addresses` (address syntax and the local-address rules),
-`mime` (MIME rendering and streaming), `validate`, `build` (flags and input files), `eml`
-and `jsonform`. Every name callers use is re-exported here.
+`mime` (MIME rendering and streaming), `validate`, `build` (flags and input files), `eml`,
+`fields` (a header block's fields, as bytes) and `jsonform`. Every name callers use is
+re-exported here.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -12,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mailrelay.message.addresses import (
         Address,
-        _plain_address,
         is_local_address,
         parse_address,
         parse_addresses,
+        plain_address,
         validate_email,
     )
     from mailrelay.message.bounds import MAX_MIME_DEPTH
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
         read_bounded,
         read_input_file,
     )
-    from mailrelay.message.eml import _split_fields, ascii_header_fields, parse_eml
+    from mailrelay.message.eml import parse_eml
+    from mailrelay.message.fields import ascii_header_fields, split_fields
     from mailrelay.message.headers import STRUCTURAL_HEADERS, check_header_value, parse_header
     from mailrelay.message.jsonform import message_from_dict, message_to_dict
     from mailrelay.message.mime import MessageBytes
@@ -43,9 +45,9 @@ _HOME = {
     "Message": "model",
     "MessageBytes": "mime",
     "STRUCTURAL_HEADERS": "headers",
-    "_plain_address": "addresses",
-    "_split_fields": "eml",
-    "ascii_header_fields": "eml",
+    "plain_address": "addresses",
+    "split_fields": "fields",
+    "ascii_header_fields": "fields",
     "build_message": "build",
     "check_fields": "validate",
     "check_header_value": "headers",
@@ -85,8 +87,6 @@ __all__ = [
     "Attachment",
     "Message",
     "MessageBytes",
-    "_plain_address",
-    "_split_fields",
     "ascii_header_fields",
     "build_message",
     "check_fields",
@@ -101,8 +101,10 @@ __all__ = [
     "parse_addresses",
     "parse_eml",
     "parse_header",
+    "plain_address",
     "read_bounded",
     "read_input_file",
+    "split_fields",
     "validate_email",
     "validate_message",
 ]

@@ -46,7 +46,7 @@ _PLAIN_ADDRESS = re.compile(rf"({_ATEXT}(?:\.{_ATEXT})*)@((?:{_LABEL}\.)+[A-Za-z
 _SPECIAL_USE = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test"})
 
 
-def _plain_address(email: str) -> str | None:
+def plain_address(email: str) -> str | None:
     m = _PLAIN_ADDRESS.fullmatch(email)
     if m is None or len(email) > 254 or len(m.group(1)) > 64 or len(m.group(2)) > 253:
         return None
@@ -77,7 +77,7 @@ def is_local_address(email: str) -> bool:
 
 def validate_email(where: str, email: str) -> str:
     """Check one address's syntax (no DNS) and return its normalised form."""
-    plain = _plain_address(email)
+    plain = plain_address(email)
     if plain is not None:
         return plain
     import email_validator  # costs start-up time; only unusual addresses pay it

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import mimetypes
-import re
 from collections.abc import Callable, Sequence
-from datetime import timezone
+from datetime import datetime, timezone
 from email import message_from_bytes
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr, getaddresses, make_msgid, parsedate_to_datetime
+from email.utils import format_datetime, getaddresses, make_msgid, parsedate_to_datetime
 
 from mailrelay.errors import MessageError, NoSenderError
 from mailrelay.message.addresses import Address, parse_address, parse_addresses, validate_email
@@ -20,74 +19,14 @@ from mailrelay.message.bounds import (
     check_header,
     check_lines,
 )
+from mailrelay.message.fields import decode_words, field_text, split_fields, unfold
 from mailrelay.message.headers import STRUCTURAL_HEADERS, check_header_value
-from mailrelay.message.model import DEFAULT_MAX_SIZE, Attachment, Message, _now
+from mailrelay.message.model import DEFAULT_MAX_SIZE, Attachment, Message, default_date
 from mailrelay.message.validate import check_fields
 
 # Trace fields that belong to a delivery, not to the message; never passed on to an API.
 _TRACE_HEADERS = frozenset({"received", "return-path", "delivered-to", "x-original-to"})
 _BLIND_HEADERS = frozenset({"bcc", "resent-bcc"})
-_FIELD_START = re.compile(rb"^([!-9;-~]+)[ \t]*:")
-
-
-def _split_fields(data: bytes) -> tuple[list[tuple[str, bytes]], bytes]:
-    """The header fields (name, whole folded field without its last line end) and the body.
-
-    Line ends are normalised to LF here. The header block ends at the first empty line, or at
-    the first line that is neither a field nor a continuation (as sendmail does); an mbox
-    "From " line in front is dropped.
-    """
-    text = data.replace(b"\r\n", b"\n")
-    lines = text.split(b"\n")
-    if lines and lines[0].startswith(b"From "):
-        lines = lines[1:]
-    # each field's lines are gathered, then joined once: linear however many are folded
-    gathered: list[tuple[str, list[bytes]]] = []
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if line == b"":
-            i += 1
-            break
-        if line[:1] in (b" ", b"\t") and gathered:
-            gathered[-1][1].append(line)
-            i += 1
-            continue
-        m = _FIELD_START.match(line)
-        if m is None:
-            break  # the body starts without an empty line
-        gathered.append((m.group(1).decode("ascii"), [line]))
-        i += 1
-    fields = [(name, b"\n".join(parts)) for name, parts in gathered]
-    return fields, b"\n".join(lines[i:])
-
-
-_ADDRESS_FIELDS = frozenset({"from", "sender", "to", "cc", "reply-to"})
-
-
-def ascii_header_fields(raw: bytes) -> bytes:
-    """`raw` (CRLF lines) with every UTF-8 header field (RFC 6532) rewritten in US-ASCII:
-    display names and other text as RFC 2047 encoded words, for a server without SMTPUTF8.
-    ValueError when an address itself is not ASCII (only SMTPUTF8 carries that)."""
-    from mailrelay.message.headers import _encoded_words
-
-    head, _, body = raw.partition(b"\r\n\r\n")
-    fields, _ = _split_fields(head + b"\n\n")
-    lines: list[bytes] = []
-    for name, whole in fields:
-        if whole.isascii():
-            lines.append(whole.replace(b"\n", b"\r\n"))
-            continue
-        text = _field_text(whole)
-        if name.lower() in _ADDRESS_FIELDS:
-            pairs = getaddresses([text])
-            if not all(a.isascii() for _, a in pairs):
-                raise ValueError(f"{name}: a non-ASCII address")
-            value = ", ".join(formataddr((n, a), charset="utf-8") for n, a in pairs)
-        else:
-            value = _encoded_words(text, 78 - len(name) - 2)
-        lines.append(f"{name}: {value}".replace("\n", "\r\n").encode("ascii", "replace"))
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
 def _header_addresses(
@@ -98,9 +37,9 @@ def _header_addresses(
         if not addr:
             continue
         if "@" not in addr:
-            out += _local_name(where, addr, _decode_words(name), aliases)
+            out += _local_name(where, addr, decode_words(name), aliases)
             continue
-        out.append(Address(validate_email(where, addr), _decode_words(name)))
+        out.append(Address(validate_email(where, addr), decode_words(name)))
     return out
 
 
@@ -125,33 +64,11 @@ def _aliased_field(
     where: str, name: str, whole: bytes, aliases: Callable[[str], list[str]]
 ) -> bytes:
     """A To or Cc field that names a local name, written again with the alias's addresses."""
-    text = _field_text(whole)
+    text = field_text(whole)
     if all("@" in a for _, a in getaddresses([text]) if a):
         return whole
     addresses = _header_addresses(f"{where}: {name}", [text], aliases)
     return f"{name}: {', '.join(str(a) for a in addresses)}".encode()
-
-
-def _field_text(field: bytes) -> str:
-    """A field's value (after "Name:"), unfolded, still RFC 2047-encoded."""
-    return _unfold(field.partition(b":")[2].decode("utf-8", "replace"))
-
-
-def _decode_words(text: str) -> str:
-    """RFC 2047 encoded words decoded; text that does not decode stays as it is."""
-    if "=?" not in text:
-        return text
-    from email.errors import HeaderParseError
-    from email.header import decode_header, make_header
-
-    try:
-        return str(make_header(decode_header(text)))
-    except (HeaderParseError, LookupError, UnicodeError, ValueError):
-        return text
-
-
-def _unfold(value: str) -> str:
-    return re.sub(r"\s*\r?\n[ \t]*", " ", value).strip()
 
 
 def _body_parts(
@@ -274,57 +191,120 @@ def _parse(
         raise MessageError(f"{where}: empty input, expected an RFC 5322 message")
     if full_name is not None:
         check_header_value(f"{where}: -F (full name)", full_name)
-    fields, body = _split_fields(data)
+    fields, body = split_fields(data)
     check_header(fields)  # before any of it is parsed
     for name, field_bytes in fields:  # a bare CR or the like would end the line for a reader
         value = field_bytes.partition(b":")[2].replace(b"\n", b"")
         check_header_value(f"{where}: {name}", value.decode("utf-8", "replace"))
     kept = [(n, f) for n, f in fields if n.lower() not in _BLIND_HEADERS]
-
-    # Header values are read from the fields here, not by the email package, whose header
-    # parser takes quadratic time on a field folded over many lines.
-    def values(name: str) -> list[str]:
-        lname = name.lower()
-        return [_field_text(f) for n, f in fields if n.lower() == lname]
-
     env_from: Address | None = None
     if envelope_from and "@" in envelope_from:
         env_from = parse_address(f"{where}: -f", envelope_from)
-    from_pairs = [(_decode_words(n), a) for n, a in getaddresses(values("From")) if a]
-    sender: Address | None = None
-    if from_pairs and "@" in from_pairs[0][1]:
-        sender = Address(validate_email(f"{where}: From", from_pairs[0][1]), from_pairs[0][0])
-    else:
-        fallback = env_from or (
-            parse_address(f"{where}: sender", default_sender) if default_sender else None
-        )
-        if fallback is None:
-            raise NoSenderError(
-                f"{where}: no usable From (give -f ADDRESS, or 'from' in [defaults] of the config)"
-            )
-        # the parsed header drops comments; cron's name is one: "root (Cron Daemon)"
-        raw_from = [
-            _unfold(f.partition(b":")[2].decode("utf-8", "replace"))
-            for n, f in fields
-            if n.lower() == "from"
-        ]
-        comment_name = next((n for n, _ in getaddresses(raw_from) if n), "")
-        name = (
-            full_name or (from_pairs[0][0] if from_pairs else "") or comment_name or fallback.name
-        )
-        sender = Address(fallback.email, name)
-        kept = [(n, f) for n, f in kept if n.lower() != "from"]
-        kept.insert(0, ("From", f"From: {sender}".encode()))
-        check_lines("From", kept[0][1])
+    sender, kept = _sender(where, fields, kept, env_from, full_name, default_sender)
     names = {n.lower() for n, _ in kept}
     if "date" not in names:
-        kept.append(("Date", f"Date: {format_datetime(_now())}".encode()))
+        kept.append(("Date", f"Date: {format_datetime(default_date())}".encode()))
     if "message-id" not in names:
         kept.append(("Message-ID", f"Message-ID: {make_msgid(domain=sender.domain)}".encode()))
+    to, cc, bcc = _envelope(where, fields, recipients, extract, aliases)
+    if aliases is not None:  # "To: root" shows the alias's address, as the envelope does
+        kept = [
+            (n, _aliased_field(where, n, f, aliases) if n.lower() in ("to", "cc") else f)
+            for n, f in kept
+        ]
+    raw = _raw(where, kept, body, max_size)
+    try:
+        full = message_from_bytes(raw, _class=EmailMessage, policy=BOUNDED_POLICY)
+        assert isinstance(full, EmailMessage)
+        text, html, attachments = _body_parts(full)
+    except RecursionError:  # the email package's parser recurses once per nested multipart
+        raise MessageError(
+            f"{where}: MIME parts nested too deeply (at most {MAX_MIME_DEPTH} levels)"
+        ) from None
+    reply_to = [
+        Address(addr, decode_words(name))
+        for name, addr in getaddresses(_values(fields, "Reply-To"))
+        if "@" in addr
+    ]
+    msg = Message(
+        sender=sender,
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        reply_to=reply_to,
+        subject=decode_words(next(iter(_values(fields, "Subject")), "")),
+        text=text,
+        html=html,
+        headers=_api_headers(kept),
+        attachments=attachments,
+        message_id=next(field_text(f) for n, f in kept if n.lower() == "message-id"),
+        date=_date(_values(fields, "Date")),
+        raw=raw,
+        envelope_from=env_from if env_from and env_from.email != sender.email else None,
+    )
+    check_fields(msg, where)
+    return msg
 
-    shown_to_list = _header_addresses(f"{where}: To", values("To"), aliases)
-    shown_cc_list = _header_addresses(f"{where}: Cc", values("Cc"), aliases)
-    header_bcc = _header_addresses(f"{where}: Bcc", values("Bcc"), aliases) if extract else []
+
+Fields = list[tuple[str, bytes]]
+
+
+def _values(fields: Fields, name: str) -> list[str]:
+    """The values of every field `name`, unfolded. Read from the fields here, not by the
+    email package, whose header parser takes quadratic time on a field folded many times."""
+    lname = name.lower()
+    return [field_text(f) for n, f in fields if n.lower() == lname]
+
+
+def _sender(
+    where: str,
+    fields: Fields,
+    kept: Fields,
+    env_from: Address | None,
+    full_name: str | None,
+    default_sender: str | None,
+) -> tuple[Address, Fields]:
+    """The From address, and the kept fields with a From written when the message has no
+    usable one (the envelope sender or the default, with the best name there is)."""
+    from_pairs = [(decode_words(n), a) for n, a in getaddresses(_values(fields, "From")) if a]
+    if from_pairs and "@" in from_pairs[0][1]:
+        return Address(validate_email(f"{where}: From", from_pairs[0][1]), from_pairs[0][0]), kept
+    fallback = env_from or (
+        parse_address(f"{where}: sender", default_sender) if default_sender else None
+    )
+    if fallback is None:
+        raise NoSenderError(
+            f"{where}: no usable From (give -f ADDRESS, or 'from' in [defaults] of the config)"
+        )
+    # the parsed header drops comments; cron's name is one: "root (Cron Daemon)"
+    raw_from = [
+        unfold(f.partition(b":")[2].decode("utf-8", "replace"))
+        for n, f in fields
+        if n.lower() == "from"
+    ]
+    comment_name = next((n for n, _ in getaddresses(raw_from) if n), "")
+    name = full_name or (from_pairs[0][0] if from_pairs else "") or comment_name or fallback.name
+    sender = Address(fallback.email, name)
+    kept = [(n, f) for n, f in kept if n.lower() != "from"]
+    kept.insert(0, ("From", f"From: {sender}".encode()))
+    check_lines("From", kept[0][1])
+    return sender, kept
+
+
+def _envelope(
+    where: str,
+    fields: Fields,
+    recipients: Sequence[str],
+    extract: bool,
+    aliases: Callable[[str], list[str]] | None,
+) -> tuple[list[Address], list[Address], list[Address]]:
+    """The envelope recipients (the arguments, and with `extract` To, Cc and Bcc), split
+    into To, Cc and Bcc as the headers show them: the API providers need the three lists."""
+    shown_to_list = _header_addresses(f"{where}: To", _values(fields, "To"), aliases)
+    shown_cc_list = _header_addresses(f"{where}: Cc", _values(fields, "Cc"), aliases)
+    header_bcc = (
+        _header_addresses(f"{where}: Bcc", _values(fields, "Bcc"), aliases) if extract else []
+    )
     header_to = shown_to_list if extract else []
     header_cc = shown_cc_list if extract else []
     args: list[Address] = []
@@ -341,22 +321,16 @@ def _parse(
         raise MessageError(
             f"{where}: no recipients: give addresses as arguments, or -t to read To, Cc and Bcc"
         )
-    if aliases is not None:  # "To: root" shows the alias's address, as the envelope does
-        kept = [
-            (n, _aliased_field(where, n, f, aliases) if n.lower() in ("to", "cc") else f)
-            for n, f in kept
-        ]
-    # The API providers need To/Cc/Bcc lists: the envelope split as the headers show it.
     shown_to = {a.email.lower() for a in shown_to_list}
     shown_cc = {a.email.lower() for a in shown_cc_list}
     to = [a for k, a in envelope.items() if k in shown_to]
     cc = [a for k, a in envelope.items() if k in shown_cc and k not in shown_to]
     rest = [a for k, a in envelope.items() if k not in shown_to and k not in shown_cc]
-    if to:
-        bcc = rest
-    else:
-        to, bcc = rest, []
+    return (to, cc, rest) if to else (rest, cc, [])
 
+
+def _raw(where: str, kept: Fields, body: bytes, max_size: int) -> bytes:
+    """The message as it goes out: the kept fields and the body, with CRLF line ends."""
     raw = b"\r\n".join(f.replace(b"\n", b"\r\n") for _, f in kept) + b"\r\n\r\n"
     raw += body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     if not raw.endswith(b"\r\n"):
@@ -366,49 +340,24 @@ def _parse(
             f"{where}: message too large: {len(raw)} bytes, "
             f"limit {max_size} (max_size in the config)"
         )
-    try:
-        full = message_from_bytes(raw, _class=EmailMessage, policy=BOUNDED_POLICY)
-        assert isinstance(full, EmailMessage)
-        text, html, attachments = _body_parts(full)
-    except RecursionError:  # the email package's parser recurses once per nested multipart
-        raise MessageError(
-            f"{where}: MIME parts nested too deeply (at most {MAX_MIME_DEPTH} levels)"
-        ) from None
-    date = _now()
-    date_values = values("Date")
-    if date_values:
+    return raw
+
+
+def _date(values: list[str]) -> datetime:
+    date = default_date()
+    if values:
         with contextlib.suppress(TypeError, ValueError, IndexError):
-            date = parsedate_to_datetime(date_values[0])
+            date = parsedate_to_datetime(values[0])
         if date.tzinfo is None:
             date = date.replace(tzinfo=timezone.utc)
-    message_id = next(_field_text(f) for n, f in kept if n.lower() == "message-id")
-    # For the API providers: a field given several times (cron's X-Cron-Env) becomes one,
-    # its values joined by ", ", since most APIs take headers as a JSON object.
+    return date
+
+
+def _api_headers(kept: Fields) -> list[tuple[str, str]]:
+    """The headers for the API providers: a field given several times (cron's X-Cron-Env)
+    becomes one, its values joined by ", ", since most APIs take headers as a JSON object."""
     merged: dict[str, tuple[str, list[str]]] = {}
     for name, value in kept:
         if name.lower() not in STRUCTURAL_HEADERS and name.lower() not in _TRACE_HEADERS:
-            merged.setdefault(name.lower(), (name, []))[1].append(_decode_words(_field_text(value)))
-    headers = [(name, ", ".join(vals)) for name, vals in merged.values()]
-    reply_to = [
-        Address(addr, _decode_words(name))
-        for name, addr in getaddresses(values("Reply-To"))
-        if "@" in addr
-    ]
-    msg = Message(
-        sender=sender,
-        to=to,
-        cc=cc,
-        bcc=bcc,
-        reply_to=reply_to,
-        subject=_decode_words(next(iter(values("Subject")), "")),
-        text=text,
-        html=html,
-        headers=headers,
-        attachments=attachments,
-        message_id=message_id,
-        date=date,
-        raw=raw,
-        envelope_from=env_from if env_from and env_from.email != sender.email else None,
-    )
-    check_fields(msg, where)
-    return msg
+            merged.setdefault(name.lower(), (name, []))[1].append(decode_words(field_text(value)))
+    return [(name, ", ".join(vals)) for name, vals in merged.values()]

@@ -29,7 +29,7 @@ STRUCTURAL_HEADERS = frozenset(
         "Content-Disposition",
     )
 )
-_HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 ftext: printable US-ASCII except ':'
+HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 ftext: printable US-ASCII except ':'
 
 
 # What never goes into a header: C0 controls but TAB (CR and LF among them), DEL, the C1
@@ -59,7 +59,7 @@ def parse_header(where: str, raw: str) -> tuple[str, str]:
     name, value = name.strip(), value.strip()
     if not sep or not name:
         raise MessageError(f"{where}: expected 'Name: value', got {raw!r}")
-    if not _HEADER_NAME.match(name):
+    if not HEADER_NAME.match(name):
         raise MessageError(f"{where}: {name!r} is not a valid header name")
     if name.lower() in STRUCTURAL_HEADERS:
         raise MessageError(f"{where}: the {name} header is set by its own option")
@@ -76,7 +76,7 @@ def parse_header(where: str, raw: str) -> tuple[str, str]:
 _LINE = 78  # RFC 5322 §2.1.1: SHOULD be no more than 78 characters
 _WORD_BYTES = 45  # UTF-8 bytes per encoded word: 60 base64 characters + 12 = 72
 _LONG_WORD = 40
-_MAX_NAME_WORD = 900  # characters of the one encoded word a display name becomes (RFC 5322: 998)
+MAX_NAME_WORD = 900  # characters of the one encoded word a display name becomes (RFC 5322: 998)
 
 
 def _longest_word(value: str) -> int:
@@ -90,13 +90,13 @@ def _needs_encoding(value: str) -> bool:
     return longest > 900 or (longest > _LONG_WORD and not value.isascii())
 
 
-def _name_needs_encoding(name: str) -> bool:
+def name_needs_encoding(name: str) -> bool:
     # the email package re-parses an encoded non-ASCII name and loses one holding specials
     # (a display name "é Reply-To: x@example.com" came back as an address)
     return not name.isascii() or _needs_encoding(name)
 
 
-def _encoded_words(value: str, first_room: int) -> str:
+def encoded_words(value: str, first_room: int) -> str:
     """`value` as encoded words joined by folds; the first fits in `first_room` characters."""
     words: list[str] = []
     room = max((first_room - 12) // 4 * 3, 3)
@@ -114,10 +114,10 @@ def _encoded_words(value: str, first_room: int) -> str:
     )
 
 
-def _set_text(msg: EmailMessage, name: str, value: str) -> None:
+def set_text_header(msg: EmailMessage, name: str, value: str) -> None:
     """An unstructured header (Subject, --header): encoded here when the email package would
     change it, else as the email package writes it."""
     if _needs_encoding(value):
-        msg.set_raw(name, _encoded_words(value, _LINE - len(name) - 2))
+        msg.set_raw(name, encoded_words(value, _LINE - len(name) - 2))
     else:
         msg[name] = value

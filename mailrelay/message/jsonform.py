@@ -13,7 +13,7 @@ from mailrelay.errors import MessageError
 from mailrelay.message.addresses import parse_address, parse_addresses
 from mailrelay.message.build import html_to_text
 from mailrelay.message.headers import parse_header
-from mailrelay.message.model import DEFAULT_MAX_SIZE, Attachment, Message, _now
+from mailrelay.message.model import DEFAULT_MAX_SIZE, Attachment, Message, default_date
 from mailrelay.message.validate import validate_message
 
 
@@ -108,51 +108,12 @@ def message_from_dict(
     sender = _opt_str(at("from"), doc.get("from")) or default_sender
     if not sender:
         raise MessageError(f"{at('from')}: no sender, and no 'from' in [defaults] of the config")
-    headers: list[tuple[str, str]] = []
-    raw_headers = doc.get("headers") or {}
-    if not isinstance(raw_headers, Mapping):
-        raise MessageError(f"{at('headers')}: expected an object of header names to values")
-    for name, value in raw_headers.items():
-        for one in _str_list(at(f"headers.{name}"), value):
-            headers.append(parse_header(at(f"headers.{name}"), f"{name}: {one}"))
-    attachments: list[Attachment] = []
-    raw_atts = doc.get("attachments") or []
-    if not isinstance(raw_atts, list):
-        raise MessageError(f"{at('attachments')}: expected a list")
-    for i, item in enumerate(raw_atts):
-        here = at(f"attachments[{i}]")  # "where: attachments[0]"
-        if not isinstance(item, Mapping):
-            raise MessageError(f"{here}: expected an object")
-        filename = _opt_str(f"{here}.filename", item.get("filename"))
-        if not filename:
-            raise MessageError(f"{here}.filename: required")
-        ctype = _opt_str(f"{here}.content_type", item.get("content_type"))
-        if not ctype:
-            guessed, encoding = mimetypes.guess_type(filename)
-            ctype = guessed if guessed and encoding is None else "application/octet-stream"
-        attachments.append(
-            Attachment(
-                filename=filename,
-                content_type=ctype,
-                data=_b64(f"{here}.content_base64", item.get("content_base64")),
-                inline=bool(item.get("inline", False)),
-                content_id=_opt_str(f"{here}.content_id", item.get("content_id")),
-            )
-        )
+    headers = _headers(at("headers"), doc.get("headers") or {})
+    attachments = _attachments(at("attachments"), doc.get("attachments") or [])
     metadata = doc.get("metadata") or {}
     if not isinstance(metadata, Mapping) or not all(isinstance(v, str) for v in metadata.values()):
         raise MessageError(f"{at('metadata')}: expected an object of strings")
-    date = _now()
-    date_text = _opt_str(at("date"), doc.get("date"))
-    if date_text:
-        try:
-            # Python 3.10's fromisoformat does not read a trailing "Z" (3.11's does)
-            iso = date_text[:-1] + "+00:00" if date_text[-1:] in ("Z", "z") else date_text
-            date = datetime.fromisoformat(iso)
-        except ValueError:
-            raise MessageError(f"{at('date')}: not an ISO 8601 date-time: {date_text!r}") from None
-        if date.tzinfo is None:
-            raise MessageError(f"{at('date')}: give a time zone (e.g. 2026-11-22T09:00:00Z)")
+    date = _date(at("date"), _opt_str(at("date"), doc.get("date")))
     text = _opt_str(at("text"), doc.get("text"))
     html = _opt_str(at("html"), doc.get("html"))
     raw = doc.get("raw_base64")
@@ -179,3 +140,56 @@ def message_from_dict(
     )
     validate_message(msg, max_size=max_size)
     return msg
+
+
+def _headers(where: str, value: object) -> list[tuple[str, str]]:
+    """`headers`: an object of names to a value or a list of values."""
+    if not isinstance(value, Mapping):
+        raise MessageError(f"{where}: expected an object of header names to values")
+    headers: list[tuple[str, str]] = []
+    for name, values in value.items():
+        for one in _str_list(f"{where}.{name}", values):
+            headers.append(parse_header(f"{where}.{name}", f"{name}: {one}"))
+    return headers
+
+
+def _attachments(where: str, value: object) -> list[Attachment]:
+    """`attachments`: objects with their bytes in `content_base64`."""
+    if not isinstance(value, list):
+        raise MessageError(f"{where}: expected a list")
+    attachments: list[Attachment] = []
+    for i, item in enumerate(value):
+        here = f"{where}[{i}]"  # "where: attachments[0]"
+        if not isinstance(item, Mapping):
+            raise MessageError(f"{here}: expected an object")
+        filename = _opt_str(f"{here}.filename", item.get("filename"))
+        if not filename:
+            raise MessageError(f"{here}.filename: required")
+        ctype = _opt_str(f"{here}.content_type", item.get("content_type"))
+        if not ctype:
+            guessed, encoding = mimetypes.guess_type(filename)
+            ctype = guessed if guessed and encoding is None else "application/octet-stream"
+        attachments.append(
+            Attachment(
+                filename=filename,
+                content_type=ctype,
+                data=_b64(f"{here}.content_base64", item.get("content_base64")),
+                inline=bool(item.get("inline", False)),
+                content_id=_opt_str(f"{here}.content_id", item.get("content_id")),
+            )
+        )
+    return attachments
+
+
+def _date(where: str, text: str | None) -> datetime:
+    """`date`: ISO 8601 with a time zone; now when there is none."""
+    if not text:
+        return default_date()
+    try:
+        # Python 3.10's fromisoformat does not read a trailing "Z" (3.11's does)
+        date = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text)
+    except ValueError:
+        raise MessageError(f"{where}: not an ISO 8601 date-time: {text!r}") from None
+    if date.tzinfo is None:
+        raise MessageError(f"{where}: give a time zone (e.g. 2026-11-22T09:00:00Z)")
+    return date

@@ -11,7 +11,7 @@ from email.message import EmailMessage
 from mailrelay.datarecord import record
 from mailrelay.errors import MessageError
 from mailrelay.message.addresses import Address
-from mailrelay.message.headers import _MAX_NAME_WORD, _encoded_words, _name_needs_encoding
+from mailrelay.message.headers import MAX_NAME_WORD, encoded_words, name_needs_encoding
 
 # As the email package writes base64 under the SMTP policy's 78 columns: 57 bytes a line
 _BASE64_LINE = 57
@@ -19,7 +19,7 @@ _BASE64_CHUNK = 1024 * _BASE64_LINE  # raw bytes per chunk: about 78 KiB of line
 
 
 @record(frozen=True)
-class _Base64:
+class Base64Body:
     """An attachment body to be written as base64 lines, each ended by `linesep`."""
 
     data: bytes
@@ -50,7 +50,7 @@ class MessageBytes:
     chunk at a time); a chunk of base64 lines never starts a line with a dot.
     """
 
-    def __init__(self, pieces: Sequence[bytes | _Base64]) -> None:
+    def __init__(self, pieces: Sequence[bytes | Base64Body]) -> None:
         self._pieces = [p for p in pieces if not isinstance(p, bytes) or p]
 
     @property
@@ -75,19 +75,19 @@ class MessageBytes:
                 yield from piece.chunks()
 
 
-def _set_addresses(msg: EmailMessage, name: str, addresses: Sequence[Address]) -> None:
+def set_address_header(msg: EmailMessage, name: str, addresses: Sequence[Address]) -> None:
     if not addresses:
         return
-    special = any(_name_needs_encoding(a.name) for a in addresses)
+    special = any(name_needs_encoding(a.name) for a in addresses)
     if not special or not all(a.email.isascii() for a in addresses):
         msg[name] = ", ".join(str(a) for a in addresses)
         return
     lines = []
     for addr in addresses:
-        if _name_needs_encoding(addr.name):
+        if name_needs_encoding(addr.name):
             # one encoded word: readers (the email package among them) put a space between
             # adjacent encoded words in a display name, which RFC 2047 §6.2 says to drop
-            word = _encoded_words(addr.name, _MAX_NAME_WORD)
+            word = encoded_words(addr.name, MAX_NAME_WORD)
             if "\n" in word:
                 raise MessageError(
                     f"{name}: display name too long to encode ({len(addr.name)} characters)"
@@ -98,13 +98,13 @@ def _set_addresses(msg: EmailMessage, name: str, addresses: Sequence[Address]) -
     msg.set_raw(name, ",\n ".join(lines))
 
 
-def _last_part(msg: EmailMessage) -> EmailMessage:
+def last_part(msg: EmailMessage) -> EmailMessage:
     *_, part = msg.iter_parts()
     assert isinstance(part, EmailMessage)
     return part
 
 
-def _find_html_part(msg: EmailMessage) -> EmailMessage | None:
+def find_html_part(msg: EmailMessage) -> EmailMessage | None:
     for part in msg.walk():
         if isinstance(part, EmailMessage) and part.get_content_type() == "text/html":
             return part

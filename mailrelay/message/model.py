@@ -16,13 +16,13 @@ from email.utils import format_datetime, make_msgid
 
 from mailrelay.datarecord import field, record
 from mailrelay.message.addresses import Address
-from mailrelay.message.headers import _set_text
+from mailrelay.message.headers import set_text_header
 from mailrelay.message.mime import (
+    Base64Body,
     MessageBytes,
-    _Base64,
-    _find_html_part,
-    _last_part,
-    _set_addresses,
+    find_html_part,
+    last_part,
+    set_address_header,
 )
 
 DEFAULT_MAX_SIZE = 50 * 1024 * 1024  # bytes of raw content; above every provider's limit
@@ -45,7 +45,8 @@ class Attachment:
         return self.content_type.partition("/")[2]
 
 
-def _now() -> datetime:
+def default_date() -> datetime:
+    """The Date of a message that has none: now, in UTC, to the second."""
     return datetime.now(timezone.utc).replace(microsecond=0)
 
 
@@ -64,7 +65,7 @@ class Message:
     tags: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     message_id: str = ""
-    date: datetime = field(default_factory=_now)
+    date: datetime = field(default_factory=default_date)
     # A message given whole (--eml, sendmail mode): its RFC 5322 bytes, CRLF, Bcc removed,
     # Date and Message-ID present. Raw-capable providers send these bytes as they are; the
     # fields above are parsed from them for the providers that take JSON.
@@ -117,15 +118,15 @@ class Message:
     ) -> tuple[EmailMessage, list[tuple[EmailMessage, Attachment]]]:
         """The MIME tree and each attachment's part; without `bodies` those parts are empty."""
         msg = EmailMessage(policy=email_policy.SMTP)
-        _set_addresses(msg, "From", [self.sender])
-        _set_addresses(msg, "To", self.to)
-        _set_addresses(msg, "Cc", self.cc)
-        _set_addresses(msg, "Reply-To", self.reply_to)
-        _set_text(msg, "Subject", self.subject)
+        set_address_header(msg, "From", [self.sender])
+        set_address_header(msg, "To", self.to)
+        set_address_header(msg, "Cc", self.cc)
+        set_address_header(msg, "Reply-To", self.reply_to)
+        set_text_header(msg, "Subject", self.subject)
         msg["Date"] = format_datetime(self.date)
         msg["Message-ID"] = self.message_id
         for name, value in self.headers:
-            _set_text(msg, name, value)
+            set_text_header(msg, name, value)
         if self.text is not None:
             msg.set_content(self.text)
         if self.html is not None:
@@ -139,7 +140,7 @@ class Message:
         for att in self.attachments:
             data = att.data if bodies else b""
             if att.inline and att.content_id and msg.is_multipart():
-                html_part = _find_html_part(msg)
+                html_part = find_html_part(msg)
                 if html_part is not None:
                     html_part.add_related(
                         data,
@@ -148,7 +149,7 @@ class Message:
                         cid=f"<{att.content_id}>",
                         filename=att.filename,
                     )
-                    placed.append((_last_part(html_part), att))
+                    placed.append((last_part(html_part), att))
                     continue
             msg.add_attachment(
                 data,
@@ -157,7 +158,7 @@ class Message:
                 filename=att.filename,
                 disposition="inline" if att.inline else "attachment",
             )
-            placed.append((_last_part(msg), att))
+            placed.append((last_part(msg), att))
         return msg, placed
 
     def byte_stream(
@@ -170,7 +171,7 @@ class Message:
             return MessageBytes([self.raw])
         # a random token names each attachment's place, so no body text can look like one
         token = f"mailrelay-attachment-{os.urandom(16).hex()}-"
-        # the headers mailrelay encodes itself (_set_text) are written as they are
+        # the headers mailrelay encodes itself (set_text_header) are written as they are
         policy = policy.clone(refold_source="none")
         msg, placed = self._build_mime(bodies=False)
         for i, (part, _) in enumerate(placed):
@@ -179,7 +180,7 @@ class Message:
         if not placed:  # no attachment to splice in (most alerts): no pattern to compile
             return MessageBytes([skeleton])
         linesep = policy.linesep.encode("ascii")
-        pieces: list[bytes | _Base64] = []
+        pieces: list[bytes | Base64Body] = []
         start = 0
         pattern = re.compile(
             rb"^" + re.escape(token.encode("ascii")) + rb"\d+" + re.escape(linesep), re.MULTILINE
@@ -187,7 +188,7 @@ class Message:
         for m in pattern.finditer(skeleton):
             pieces.append(skeleton[start : m.start()])
             index = int(m.group()[len(token) : -len(linesep)])
-            pieces.append(_Base64(placed[index][1].data, linesep))
+            pieces.append(Base64Body(placed[index][1].data, linesep))
             start = m.end()
         pieces.append(skeleton[start:])
         return MessageBytes(pieces)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from mailrelay.errors import MessageError
 from mailrelay.message.bounds import MAX_LINE, long_line
-from mailrelay.message.headers import _HEADER_NAME, check_header_value
+from mailrelay.message.headers import HEADER_NAME, check_header_value
 from mailrelay.message.model import DEFAULT_MAX_SIZE
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ def check_fields(msg: Message, where: str = "") -> None:
     check_header_value(f"{at}subject", msg.subject)
     check_header_value(f"{at}message id", msg.message_id)
     for name, value in msg.headers:
-        if not _HEADER_NAME.match(name):
+        if not HEADER_NAME.match(name):
             raise MessageError(f"{at}header {name!r}: not a valid header name")
         check_header_value(f"{at}header {name}", value)
     for tag in msg.tags:

@@ -87,7 +87,7 @@ class BrevoProvider(ApiKeyProvider):
     default_rate_limit: ClassVar[tuple[str, ...]] = ("1000/s",)
 
     def _auth(self) -> dict[str, str]:
-        return {"api-key": self.api_key.reveal(), "Accept": "application/json"}
+        return {"api-key": self.credential.reveal(), "Accept": "application/json"}
 
     # --- send ----------------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ The base builds every error once: transport failures and error responses alike.
 
 from __future__ import annotations
 
-import json
 import threading
 from abc import abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, final
@@ -33,6 +32,9 @@ from mailrelay.providers.httpclient import (
     Response,
     SendFailure,
 )
+from mailrelay.providers.httperrors import coded_words as coded_words
+from mailrelay.providers.httperrors import error_text as error_text
+from mailrelay.providers.httperrors import json_body as json_body
 from mailrelay.ratelimit.learn import observe
 from mailrelay.secrets import remember_auth
 
@@ -43,7 +45,6 @@ if TYPE_CHECKING:
 
 CONNECT_TIMEOUT = 10.0  # seconds to establish TCP+TLS; a dead host costs at most this
 USER_AGENT = f"mailrelay/{__version__}"
-_ERROR_TEXT_LIMIT = 300
 
 HttpResponse = Response  # what adapters read: status_code, reason, headers, content, json()
 
@@ -73,61 +74,6 @@ class HttpRequest:
     auth: tuple[str, str] | None = None
     """Basic auth (user, password); a signature goes in `headers` (SES signs its own)."""
     params: dict[str, str] | None = None
-
-
-def json_body(resp: Response) -> Any:
-    """The response's JSON, or None when the body is empty or not JSON."""
-    if not resp.content:
-        return None
-    try:
-        return resp.json()
-    except (ValueError, RecursionError):  # a number over the int-string limit; deep nesting
-        return None
-
-
-def error_text(resp: Response) -> str:
-    """The provider's own words from an error response, as one short line."""
-    body = json_body(resp)
-    try:
-        text = _text_from_json(body) if body is not None else None
-    except RecursionError:  # nested just under the parser's limit: the raw text will do
-        text = None
-    if text is None:
-        text = " ".join(resp.text.split()) if resp.content else ""
-    if not text:
-        text = resp.reason or "no error text"
-    if len(text) > _ERROR_TEXT_LIMIT:
-        text = text[: _ERROR_TEXT_LIMIT - 1] + "…"
-    return text
-
-
-def _text_from_json(body: Any) -> str | None:
-    if isinstance(body, str):
-        return body or None
-    if isinstance(body, list):
-        parts = [t for t in (_text_from_json(b) for b in body) if t]
-        return "; ".join(parts) or None
-    if not isinstance(body, dict):
-        return None
-    for key in ("message", "Message", "ErrorMessage", "error_description", "detail"):
-        if isinstance(body.get(key), str) and body[key]:
-            return str(body[key])
-    for key in ("error", "errors", "Errors"):
-        if key in body:
-            found = _text_from_json(body[key])
-            if found:
-                return found
-    return json.dumps(body, separators=(",", ":"))[:_ERROR_TEXT_LIMIT]
-
-
-def coded_words(body: Any, key: str) -> str | None:
-    """ "<code>: <message>" from an error body that names its error under `key` (Brevo's
-    `code`, Resend's and Mandrill's `name`); None when it names none."""
-    code = body.get(key) if isinstance(body, dict) else None
-    if not isinstance(code, str) or not code:
-        return None
-    words = str(body.get("message") or "").strip()
-    return f"{code}: {words}" if words else code
 
 
 def status_outcome(status: int) -> Outcome:
@@ -377,20 +323,30 @@ class HttpProvider(Provider):
 
 
 class ApiKeyProvider(HttpProvider):
-    """An HTTP provider whose one credential is an API key (`api_key`, `<type>://KEY@`)."""
+    """An HTTP provider whose one credential is a key or token, named `credential_key` in
+    the configuration (the user part of the URL form `<type>://KEY@`)."""
 
-    def __init__(self, name: str, *, api_key: Secret, **options: Any) -> None:
+    credential_key: ClassVar[str] = "api_key"
+
+    def __init__(self, name: str, *, credential: Secret, **options: Any) -> None:
         super().__init__(name, **options)
-        self.api_key = api_key
+        self.credential = credential
 
     @classmethod
     def from_config(cls, cfg: ProviderConfig) -> Provider:
         return cls(
             cfg.name,
-            api_key=cfg.get_required_secret("api_key"),
+            credential=cfg.get_required_secret(cls.credential_key),
+            **cls.options_from_config(cfg),
             **cls.common_options(cfg, sandbox=Capability.SANDBOX in cls.capabilities),
         )
 
     @classmethod
+    def options_from_config(cls, cfg: ProviderConfig) -> dict[str, Any]:
+        """The adapter's own settings beyond the credential and `common_options` (a keyword
+        argument of its constructor each); none here."""
+        return {}
+
+    @classmethod
     def config_from_url(cls, url: ProviderURL) -> dict[str, Any]:
-        return cls.credential_from_url(url, "api_key")
+        return cls.credential_from_url(url, cls.credential_key)

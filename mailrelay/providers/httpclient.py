@@ -8,13 +8,7 @@ them), separate connect and read timeouts, and failures reported as two kinds â€
 surely never reached the server (`ConnectFailure`), or it may have (`SendFailure`), which is
 what the engine's outcome classes turn on.
 
-Proxies come from the environment as requests and urllib read them
-(`urllib.request.getproxies()`: `https_proxy`, `http_proxy`, `all_proxy`, the lowercase name
-winning over the uppercase one; `no_proxy` through `urllib.request.proxy_bypass()`, with `*`
-for every host). An https:// target is reached through a CONNECT tunnel
-(`HTTPSConnection.set_tunnel`, TLS end to end with the provider); an http:// target is asked
-of the proxy with its absolute URL. `user:password` in the proxy URL becomes a
-Proxy-Authorization header and never appears in an error.
+Proxies come from the environment (httpproxy.py); request bodies are encoded by httpbody.py.
 """
 
 from __future__ import annotations
@@ -28,17 +22,16 @@ import socket
 import ssl
 import threading
 import time
-import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from functools import partial
 from http.client import HTTPConnection, HTTPException, HTTPMessage, HTTPResponse, HTTPSConnection
 from typing import Any
-from urllib.parse import unquote, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
-from mailrelay.errors import ConfigError
 from mailrelay.providers.deadline import MAX_ANSWER, deadline_file
+from mailrelay.providers.httpbody import encode_body
+from mailrelay.providers.httpproxy import Proxy, proxy_for
 
-PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy")
 _MAX_IDLE_PER_HOST = 64
 
 
@@ -99,65 +92,6 @@ class Response:
         return json.loads(self.content)
 
 
-def proxy_in_environment() -> bool:
-    return any(os.environ.get(v) or os.environ.get(v.upper()) for v in PROXY_VARIABLES)
-
-
-class Proxy:
-    """A proxy from the environment: where it listens and its Proxy-Authorization."""
-
-    def __init__(self, host: str, port: int, authorization: str | None) -> None:
-        self.host = host
-        self.port = port
-        self.authorization = authorization
-
-    @property
-    def label(self) -> str:
-        """host:port, never the credentials."""
-        return f"{self.host}:{self.port}"
-
-
-def proxy_for(scheme: str, host: str, port: int) -> Proxy | None:
-    """The proxy the environment names for this target, or None (none set, or no_proxy)."""
-    if not proxy_in_environment():
-        return None  # the common case costs no urllib.request import
-    import urllib.request
-
-    proxies = urllib.request.getproxies()
-    url = proxies.get(scheme) or proxies.get("all")
-    if not url:
-        return None
-    if urllib.request.proxy_bypass(host) or urllib.request.proxy_bypass(f"{host}:{port}"):
-        return None
-    if "://" not in url:
-        url = "http://" + url  # "proxy:3128", as curl and requests take it
-    # a proxy this client cannot use is the environment's configuration, not an outage: it
-    # fails over like an unset secret, outcome "provider" (exit 78 when nothing else took the
-    # message, not 75 as if the servers were down); the URL is not shown (it may hold a
-    # password)
-    where = f"{scheme.upper()}_PROXY" if proxies.get(scheme) else "ALL_PROXY"
-    parts = urlsplit(url)
-    try:
-        proxy_port = parts.port or 80
-    except ValueError:
-        raise ConfigError(f"{where} in the environment: the proxy URL has a bad port") from None
-    if parts.scheme.lower() != "http" or not parts.hostname:
-        raise ConfigError(
-            f"{where} in the environment: only http:// proxies are supported "
-            f"(got {parts.scheme}://{'' if parts.hostname else ' without a host'})"
-        )
-    authorization = None
-    if parts.username is not None:
-        user, password = unquote(parts.username), unquote(parts.password or "")
-        from mailrelay.secrets import remember, remember_auth
-
-        remember(password)
-        remember_auth(user, password)  # a proxy's page that echoes the header
-        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-        authorization = f"Basic {token}"
-    return Proxy(parts.hostname, proxy_port, authorization)
-
-
 _tls_context: ssl.SSLContext | None = None
 _tls_lock = threading.Lock()
 
@@ -178,53 +112,6 @@ def tls_context() -> ssl.SSLContext:
                     cafile = None
             _tls_context = ssl.create_default_context(cafile=cafile)
         return _tls_context
-
-
-def encode_multipart(
-    data: Mapping[str, Any] | Iterable[tuple[str, Any]] | None,
-    files: Mapping[str, Any] | Iterable[tuple[str, Any]],
-) -> tuple[bytes, str]:
-    """A multipart/form-data body from requests-style `data` and `files`.
-
-    A file value is (filename, content[, content type]); filename None makes a plain field.
-    """
-    boundary = uuid.uuid4().hex
-    chunks: list[bytes] = []
-
-    def part(name: str, value: Any, filename: str | None, ctype: str | None) -> None:
-        disposition = f'form-data; name="{_quote(name)}"'
-        if filename is not None:
-            disposition += f'; filename="{_quote(filename)}"'
-        head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
-        if ctype:
-            head += f"Content-Type: {ctype}\r\n"
-        body = value if isinstance(value, bytes) else str(value).encode("utf-8")
-        chunks.append(head.encode("utf-8") + b"\r\n" + body + b"\r\n")
-
-    for name, value in _pairs(data):
-        for one in value if isinstance(value, list) else [value]:
-            part(name, one, None, None)
-    for name, spec in _pairs(files):
-        if isinstance(spec, tuple):
-            filename, content = spec[0], spec[1]
-            ctype = spec[2] if len(spec) > 2 else None
-        else:
-            filename, content, ctype = name, spec, None
-        part(name, content, filename, ctype)
-    chunks.append(f"--{boundary}--\r\n".encode())
-    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
-
-
-def _pairs(values: Mapping[str, Any] | Iterable[tuple[str, Any]] | None) -> list[tuple[str, Any]]:
-    if values is None:
-        return []
-    if isinstance(values, Mapping):
-        return list(values.items())
-    return list(values)
-
-
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\r", " ").replace("\n", " ")
 
 
 class Pool:
@@ -291,19 +178,9 @@ class Pool:
             target += "?" + query
 
         send_headers = {"User-Agent": self.user_agent, "Accept": "*/*"}
-        body: bytes | None = None
-        if json_body is not None:
-            body = json.dumps(json_body).encode("utf-8")
-            send_headers["Content-Type"] = "application/json"
-        elif files is not None:
-            body, ctype = encode_multipart(data, files)
-            send_headers["Content-Type"] = ctype
-        elif data is not None:
-            if isinstance(data, (bytes, str)):
-                body = data.encode("utf-8") if isinstance(data, str) else data
-            else:
-                body = urlencode(_pairs(data), doseq=True).encode("ascii")
-                send_headers["Content-Type"] = "application/x-www-form-urlencoded"
+        body, content_type = encode_body(json_body, data, files)
+        if content_type is not None:
+            send_headers["Content-Type"] = content_type
         if auth is not None:
             token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
             send_headers["Authorization"] = f"Basic {token}"
@@ -324,24 +201,7 @@ class Pool:
         conn = self._take(key) or self._connect(
             scheme, parts.hostname, port, min(connect_timeout, read_timeout), proxy
         )
-        try:
-            if conn.sock is not None:  # sendall's timeout bounds the whole upload
-                conn.sock.settimeout(max(deadline - time.monotonic(), 0.001))
-            conn.putrequest(method, target, skip_host=False, skip_accept_encoding=True)
-            for name, value in send_headers.items():
-                conn.putheader(name, value)
-            conn.endheaders(body)  # headers and body leave in one write where they fit
-            conn.response_class = partial(_BoundedResponse, deadline=deadline)  # type: ignore[assignment]
-            resp = conn.getresponse()
-            content = resp.read(MAX_ANSWER + 1)
-            whole = len(content) <= MAX_ANSWER and resp.isclosed()
-            content = content[:MAX_ANSWER]
-        except TimeoutError:
-            conn.close()
-            raise SendFailure("no answer in time", timeout=True) from None
-        except (OSError, HTTPException) as exc:
-            conn.close()
-            raise SendFailure(_reason(exc)) from None
+        resp, content, whole = _exchange(conn, method, target, send_headers, body, deadline)
         if proxy is not None and scheme == "http" and resp.status == 407:
             conn.close()  # the proxy kept the request: it never went on to the provider
             raise ConnectFailure(
@@ -399,6 +259,37 @@ class Pool:
 
 
 # http.client's words when a proxy answers CONNECT with anything but 200
+def _exchange(
+    conn: HTTPConnection,
+    method: str,
+    target: str,
+    headers: Mapping[str, str],
+    body: bytes | None,
+    deadline: float,
+) -> tuple[HTTPResponse, bytes, bool]:
+    """Send the request on `conn` and read the reply by `deadline`: the response, at most
+    MAX_ANSWER bytes of its body, and whether that is the whole body (the connection is
+    closed on a failure, which is a SendFailure: the request may have arrived)."""
+    try:
+        if conn.sock is not None:  # sendall's timeout bounds the whole upload
+            conn.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        conn.putrequest(method, target, skip_host=False, skip_accept_encoding=True)
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders(body)  # headers and body leave in one write where they fit
+        conn.response_class = partial(_BoundedResponse, deadline=deadline)  # type: ignore[assignment]
+        resp = conn.getresponse()
+        content = resp.read(MAX_ANSWER + 1)
+    except TimeoutError:
+        conn.close()
+        raise SendFailure("no answer in time", timeout=True) from None
+    except (OSError, HTTPException) as exc:
+        conn.close()
+        raise SendFailure(_reason(exc)) from None
+    whole = len(content) <= MAX_ANSWER and resp.isclosed()
+    return resp, content[:MAX_ANSWER], whole
+
+
 _TUNNEL_REFUSED = re.compile(r"Tunnel connection failed: (\d{3}) ?(.*)")
 
 

@@ -21,13 +21,11 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mailrelay.providers.base import MIME_PARTS, Capability, Health, Outcome, ProviderError, Receipt
-from mailrelay.providers.httpapi import HttpProvider, HttpRequest, json_body
+from mailrelay.providers.httpapi import ApiKeyProvider, HttpRequest, json_body
 
 if TYPE_CHECKING:
     from mailrelay.message import Address, Message
     from mailrelay.providers.httpapi import HttpResponse
-    from mailrelay.providers.options import ProviderConfig, ProviderURL
-    from mailrelay.secrets import Secret
 
 # Account/domain problems reported as 422 validation errors.
 _PROVIDER_CODES = ("#MS42207", "#MS42212", "#MS42222", "#MS42225")
@@ -76,7 +74,7 @@ def _seconds_until(iso: str | None) -> float | None:
     return min(max(seconds, 0.0), 26 * 3600.0)
 
 
-class MailersendProvider(HttpProvider):
+class MailersendProvider(ApiKeyProvider):
     type: ClassVar[str] = "mailersend"
     url_schemes: ClassVar[tuple[str, ...]] = ("mailersend",)
     default_base_url: ClassVar[str] = "https://api.mailersend.com/v1"
@@ -93,24 +91,10 @@ class MailersendProvider(HttpProvider):
     # POST /v1/email: 120 requests a minute (developers.mailersend.com/general, "Rate limits")
     default_rate_limit: ClassVar[tuple[str, ...]] = ("120/min",)
 
-    def __init__(self, name: str, *, api_token: Secret, **options: Any) -> None:
-        super().__init__(name, **options)
-        self.api_token = api_token
-
-    @classmethod
-    def from_config(cls, cfg: ProviderConfig) -> MailersendProvider:
-        return cls(
-            cfg.name,
-            api_token=cfg.get_required_secret("api_token"),
-            **cls.common_options(cfg, sandbox=False),
-        )
-
-    @classmethod
-    def config_from_url(cls, url: ProviderURL) -> dict[str, Any]:
-        return cls.credential_from_url(url, "api_token")
+    credential_key: ClassVar[str] = "api_token"
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_token.reveal()}", "Accept": "application/json"}
+        return {"Authorization": f"Bearer {self.credential.reveal()}", "Accept": "application/json"}
 
     # --- send --------------------------------------------------------------------------
 

@@ -122,7 +122,7 @@ class MandrillProvider(ApiKeyProvider):
         if message.metadata:
             msg["metadata"] = dict(message.metadata)
         return HttpRequest(
-            "POST", "/messages/send.json", json={"key": self.api_key.reveal(), "message": msg}
+            "POST", "/messages/send.json", json={"key": self.credential.reveal(), "message": msg}
         )
 
     def parse_success(self, resp: HttpResponse, message: Message) -> Receipt:
@@ -174,7 +174,7 @@ class MandrillProvider(ApiKeyProvider):
 
     def build_check(self) -> HttpRequest:
         # users/ping2: "Validate an API key and respond to a ping", x-readonly in the OAS
-        return HttpRequest("POST", "/users/ping2.json", json={"key": self.api_key.reveal()})
+        return HttpRequest("POST", "/users/ping2.json", json={"key": self.credential.reveal()})
 
     def check_response(self, resp: HttpResponse) -> Health:
         if 200 <= resp.status_code < 300:

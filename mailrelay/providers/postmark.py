@@ -13,13 +13,12 @@ import base64
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from mailrelay.providers.base import LABELS, MIME_PARTS, Capability, Health, Outcome, Receipt
-from mailrelay.providers.httpapi import HttpProvider, HttpRequest, json_body
+from mailrelay.providers.httpapi import ApiKeyProvider, HttpRequest, json_body
 
 if TYPE_CHECKING:
     from mailrelay.message import Message
     from mailrelay.providers.httpapi import HttpResponse
-    from mailrelay.providers.options import ProviderConfig, ProviderURL
-    from mailrelay.secrets import Secret
+    from mailrelay.providers.options import ProviderConfig
 
 MAX_RECIPIENTS = 50  # To+Cc+Bcc together (support article "What does Error Code 300 mean")
 
@@ -51,7 +50,7 @@ def _error_code(resp: HttpResponse) -> int | None:
     return code if isinstance(code, int) and not isinstance(code, bool) else None
 
 
-class PostmarkProvider(HttpProvider):
+class PostmarkProvider(ApiKeyProvider):
     type: ClassVar[str] = "postmark"
     success_body: ClassVar[Literal["", "json", "json-if-any"]] = "json"
     url_schemes: ClassVar[tuple[str, ...]] = ("postmark",)
@@ -63,31 +62,15 @@ class PostmarkProvider(HttpProvider):
     needs_body: ClassVar[bool] = True
     health_check: ClassVar[str] = "GET /server"
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        server_token: Secret,
-        message_stream: str | None = None,
-        timeout: float | None = None,
-        base_url: str | None = None,
-    ) -> None:
-        super().__init__(name, timeout=timeout, base_url=base_url)
-        self.server_token = server_token
+    credential_key: ClassVar[str] = "server_token"
+
+    def __init__(self, name: str, *, message_stream: str | None = None, **options: Any) -> None:
+        super().__init__(name, **options)
         self.message_stream = message_stream
 
     @classmethod
-    def from_config(cls, cfg: ProviderConfig) -> PostmarkProvider:
-        return cls(
-            cfg.name,
-            server_token=cfg.get_required_secret("server_token"),
-            message_stream=cfg.get_str("message_stream"),
-            **cls.common_options(cfg, sandbox=False),
-        )
-
-    @classmethod
-    def config_from_url(cls, url: ProviderURL) -> dict[str, Any]:
-        return cls.credential_from_url(url, "server_token")
+    def options_from_config(cls, cfg: ProviderConfig) -> dict[str, Any]:
+        return {"message_stream": cfg.get_str("message_stream")}
 
     def describe(self) -> dict[str, str]:
         info = super().describe()
@@ -96,7 +79,7 @@ class PostmarkProvider(HttpProvider):
 
     def _headers(self) -> dict[str, str]:
         return {
-            "X-Postmark-Server-Token": self.server_token.reveal(),
+            "X-Postmark-Server-Token": self.credential.reveal(),
             # "Content-Type and Accept headers must be set to application/json" (ErrorCode 409)
             "Accept": "application/json",
         }

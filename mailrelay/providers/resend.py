@@ -93,7 +93,7 @@ class ResendProvider(ApiKeyProvider):
     default_rate_unit: ClassVar[Unit] = "recipients"
 
     def _auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key.reveal()}"}
+        return {"Authorization": f"Bearer {self.credential.reveal()}"}
 
     # --- send ----------------------------------------------------------------------------
 

@@ -83,7 +83,7 @@ class SendgridProvider(ApiKeyProvider):
     health_check: ClassVar[str] = "GET /v3/scopes (mail.send must be granted)"
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key.reveal()}"}
+        return {"Authorization": f"Bearer {self.credential.reveal()}"}
 
     # --- send ------------------------------------------------------------------------
 

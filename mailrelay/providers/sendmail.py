@@ -62,10 +62,15 @@ _SYSEXITS = {
     126: "not executable",
     127: "not found",
 }
+_CODE = {name: code for code, name in _SYSEXITS.items()}
 _EXIT_OUTCOMES = {
-    **dict.fromkeys((75, 71, 74, 73), Outcome.TRANSIENT),
-    **dict.fromkeys((65, 67, 68), Outcome.PERMANENT),
-    **dict.fromkeys((77, 78, 126, 127), Outcome.PROVIDER),
+    _CODE[name]: outcome
+    for outcome, names in (
+        (Outcome.TRANSIENT, ("EX_TEMPFAIL", "EX_OSERR", "EX_IOERR", "EX_CANTCREAT")),
+        (Outcome.PERMANENT, ("EX_DATAERR", "EX_NOUSER", "EX_NOHOST")),
+        (Outcome.PROVIDER, ("EX_NOPERM", "EX_CONFIG", "not executable", "not found")),
+    )
+    for name in names
 }
 
 

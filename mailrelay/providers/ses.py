@@ -34,6 +34,14 @@ from mailrelay.providers.base import (
     Receipt,
 )
 from mailrelay.providers.httpapi import HttpProvider, HttpRequest, error_text, json_body
+from mailrelay.providers.seserrors import (
+    PERMANENT_TYPES,
+    PROVIDER_TYPES,
+    THROTTLES,
+    TRANSIENT_TYPES,
+    UNVERIFIED,
+    error_type,
+)
 from mailrelay.ratelimit.spec import Unit
 
 if TYPE_CHECKING:
@@ -81,60 +89,6 @@ ACCOUNT_PATH = "/v2/email/account"  # GetAccount: GET, read-only
 MAX_RECIPIENTS = 50  # To + Cc + Bcc per message (SES developer guide, quotas)
 MAX_RAW_BASE64 = 40 * 1024 * 1024  # v2 API limit, counted after base64 (SES v2 quotas)
 _TAG_TEXT = re.compile(r"^[A-Za-z0-9_-]{1,256}$")  # MessageTag Name/Value (botocore docs)
-
-# Error types (x-amzn-ErrorType / `__type`) and their class. SendEmail's own errors come from
-# botocore's sesv2 model; the auth ones are the AWS common errors (403).
-TRANSIENT_TYPES = frozenset(
-    {
-        "TooManyRequestsException",  # 429 "Maximum sending rate exceeded."
-        "LimitExceededException",  # 400, a sending quota: clears with time
-        "Throttling",  # the v1 spelling of the rate limit
-        "ThrottlingException",
-        "InternalServiceErrorException",  # 500
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-    }
-)
-_THROTTLES = frozenset({"TooManyRequestsException", "Throttling", "ThrottlingException"})
-PROVIDER_TYPES = frozenset(
-    {
-        "MailFromDomainNotVerifiedException",
-        "AccountSuspendedException",
-        "SendingPausedException",
-        "NotFoundException",  # 404: the configuration set (or identity ARN) does not exist
-        "UnrecognizedClientException",  # unknown access key / bad session token
-        "InvalidClientTokenId",
-        "SignatureDoesNotMatch",  # wrong secret key, region or clock
-        "InvalidSignatureException",
-        "IncompleteSignatureException",
-        "MissingAuthenticationTokenException",
-        "AccessDeniedException",  # the IAM identity may not call ses:SendEmail
-        "AccessDenied",
-        "ExpiredTokenException",
-        "RequestExpired",
-    }
-)
-PERMANENT_TYPES = frozenset(
-    {"MessageRejected", "BadRequestException", "InvalidParameterValue", "ValidationException"}
-)
-# MessageRejected also covers identities that are not verified (and sandbox recipients):
-# "Email address is not verified. The following identities failed the check in region ...".
-# That is this account's configuration, not the message, so it fails over.
-_UNVERIFIED = re.compile(r"not verified|did not have authority", re.IGNORECASE)
-
-
-def error_type(resp: HttpResponse) -> str:
-    """The SES error code: x-amzn-ErrorType, else the body's `__type` / `code`."""
-    raw = resp.headers.get("x-amzn-ErrorType") or ""
-    if not raw:
-        body = json_body(resp)
-        if isinstance(body, dict):
-            for key in ("__type", "code", "Code"):
-                if isinstance(body.get(key), str):
-                    raw = body[key]
-                    break
-    # "MessageRejected:http://internal.amazon.com/coral/..." or "com.amazonaws.sesv2#Name"
-    return raw.split(":", 1)[0].rsplit("#", 1)[-1].strip()
 
 
 class _Unsigned:
@@ -356,17 +310,17 @@ class SesProvider(HttpProvider):
         code = error_type(resp)
         # "Daily message quota exceeded" vs "Maximum sending rate exceeded" (both codes)
         if code == "LimitExceededException" or (
-            code in _THROTTLES and "quota" in error_text(resp).lower()
+            code in THROTTLES and "quota" in error_text(resp).lower()
         ):
             return "quota"
-        return "rate" if code in _THROTTLES else super().limit_kind(resp)
+        return "rate" if code in THROTTLES else super().limit_kind(resp)
 
     def outcome_for(self, resp: HttpResponse) -> Outcome | None:
         code = error_type(resp)
         if code in TRANSIENT_TYPES:
             return Outcome.TRANSIENT
         if code in PROVIDER_TYPES or (
-            code == "MessageRejected" and _UNVERIFIED.search(error_text(resp)) is not None
+            code == "MessageRejected" and UNVERIFIED.search(error_text(resp)) is not None
         ):
             return Outcome.PROVIDER
         if code in PERMANENT_TYPES:

@@ -82,21 +82,21 @@ def _seconds(wait: float) -> str:
     return str(max(1, math.ceil(wait)))
 
 
-def answer_for(engine: Engine, outcome: Delivery) -> Answer:
+def answer_for(engine: Engine, delivery: Delivery) -> Answer:
     """The HTTP answer for what mailrelay.delivery made of a message (the CLI's rule)."""
-    result = outcome.result
+    result = delivery.result
     doc = result.to_dict() if result is not None else {}
-    if outcome.skipped:  # recipients left out before any provider was contacted
-        doc["suppressed"] = [s.to_dict() for s in outcome.skipped]
-    if result is None and outcome.skipped:
-        return problem(422, "Every recipient is suppressed", outcome.reason, result=doc)
-    if outcome.status == "sent":
+    if delivery.skipped:  # recipients left out before any provider was contacted
+        doc["suppressed"] = [s.to_dict() for s in delivery.skipped]
+    if result is None and delivery.skipped:
+        return problem(422, "Every recipient is suppressed", delivery.reason, result=doc)
+    if delivery.status == "sent":
         return Answer(200, doc)
-    if outcome.status == "queued":
-        doc.update(exit_code=0, queued=outcome.queue_id)
+    if delivery.status == "queued":
+        doc.update(exit_code=0, queued=delivery.queue_id)
         return Answer(202, doc)
     attempts = result.attempts if result is not None else []
-    code = outcome.exit_code
+    code = delivery.exit_code
     if code == ExitCode.DATAERR:
         last = attempts[-1]
         return problem(
@@ -107,7 +107,7 @@ def answer_for(engine: Engine, outcome: Delivery) -> Answer:
         )
     failed = ", ".join(f"{a.provider} ({a.outcome.value})" for a in attempts)
     if code == ExitCode.CANTCREAT:  # queuing was wanted and the spool could not be written
-        why = outcome.spool_error or "the spool could not be written"
+        why = delivery.spool_error or "the spool could not be written"
         doc["warnings"] = [*doc.get("warnings", []), why]
         return problem(
             503,

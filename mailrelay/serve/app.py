@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from mailrelay.errors import MailrelayError
+from mailrelay.errors import ExitCode, MailrelayError
 from mailrelay.logline import escape_controls
 from mailrelay.secrets import scrub
 from mailrelay.serve import apipage
@@ -169,7 +169,7 @@ def http_error(exc: HTTPException) -> Response:
 
 def internal_error(exc: Exception) -> Response:
     if isinstance(exc, MailrelayError):
-        status = 503 if exc.exit_code in (73, 75) else 500
+        status = 503 if exc.exit_code in (ExitCode.CANTCREAT, ExitCode.TEMPFAIL) else 500
         return json_response(problem(status, "Service error", scrub(str(exc))))
     reason = escape_controls(f"{type(exc).__name__}: {exc}")
     sys.stderr.write(scrub(f"mailrelay: internal error: {reason}\n"))

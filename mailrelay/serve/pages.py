@@ -16,6 +16,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mailrelay.clock import when_text
 from mailrelay.serve.chart import chart_svg
 from mailrelay.spool.listing import FAILED_COLUMNS, QUEUED_COLUMNS, failed_rows, queued_rows
 
@@ -54,17 +55,13 @@ def health_of(row: dict[str, Any], probed: dict[str, Any] | None = None) -> tupl
     return "healthy", "healthy"
 
 
-def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
-
-
 def last_error(row: dict[str, Any]) -> str:
     """The last error with when it happened; none once a success is newer."""
     failure, success = row["last_failure"], row["last_success"]
     if not row["last_error"] or (success is not None and (failure is None or success > failure)):
         return "-"
     return f"{escape(row['last_error'])}" + (
-        f" <span class=when>({escape(_when(failure))})</span>" if failure else ""
+        f" <span class=when>({escape(when_text(failure))})</span>" if failure else ""
     )
 
 
@@ -147,7 +144,7 @@ def _provider_rows(service: Service, doc: dict[str, Any], now: datetime) -> str:
             f'<td><span class="health {css}">{escape(word)}</span>'
             + (f"<br><small>{escape(detail)}</small>" if detail else "")
             + f"</td><td>{left}</td><td>{r['sent']}</td><td>{r['failed']}</td>"
-            f"<td>{escape(_when(r['last_success']))}</td>"
+            f"<td>{escape(when_text(r['last_success']))}</td>"
             f"<td class=error>{last_error(r)}</td>"
             f"<td>{chart_svg(r['name'], entry.minutes if entry else {}, now)}</td>"
             "</tr>"
@@ -205,7 +202,7 @@ def status_page(service: Service) -> str:
 <p>Policy <code>{escape(doc["policy"])}</code>; last provider
 <code>{escape(doc["last_provider"] or "-")}</code>; spool depth
 <strong id=spool>{depth}</strong>. This page refreshes every {REFRESH_SECONDS} s
-({escape(_when(now))}). <a href="/api">API</a></p>
+({escape(when_text(now))}). <a href="/api">API</a></p>
 <table id=providers><thead><tr><th>#</th><th>provider</th><th>type</th><th>health</th>
 <th>cooldown left</th><th>sent</th><th>failed</th><th>last success</th><th>last error</th>
 <th>last hour</th></tr></thead><tbody>

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
+from mailrelay.errors import ExitCode
 from mailrelay.serve.worker import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, GracefulWorker
 
 if TYPE_CHECKING:
@@ -162,7 +163,7 @@ class ServeApplication(BaseApplication):  # type: ignore[misc]
                 GracefulArbiter(self).run()
         except HaltServer as exc:  # a worker could not start: its error is in the log above
             sys.stderr.write(f"mailrelay: error: {exc.reason}\n")
-            sys.exit(70)
+            sys.exit(ExitCode.SOFTWARE)
         except RuntimeError as exc:
             sys.stderr.write(f"mailrelay: error: {exc}\n")
             sys.exit(1)

@@ -1,8 +1,9 @@
 """The spool: messages waiting for another try, and messages held until the configuration
 allows sending them.
 
-One job per module: `entry` (QueuedMessage, HeldMessage and their file format), `store` (the
-spool folder's files, locks and writing), `backoff` (when a message is tried again) and
+One job per module: `entry` (QueuedMessage, HeldMessage and their file format), `files`
+(writing, locking and moving files so that a crash loses nothing), `store` (the spool
+folder: queued, failed, corrupt and held messages), `backoff` (when a message is tried again) and
 `flush` (trying every due message; `Spool` is the store with its flush). Every name callers
 use is re-exported here.
 """
@@ -17,16 +18,13 @@ from mailrelay.spool.entry import (
     SCHEMA,
     SUFFIX,
     HeldMessage,
-    Now,
     QueuedMessage,
-    age_text,
     new_queue_id,
-    utcnow,
 )
+from mailrelay.spool.files import SpoolError
 from mailrelay.spool.flush import FlushItem, FlushReport, Sender, Spool
 from mailrelay.spool.store import (
     QueueIdBusy,
-    SpoolError,
     SpoolStore,
     UnknownQueueId,
     default_spool_dir,
@@ -43,7 +41,6 @@ __all__ = [
     "FlushItem",
     "FlushReport",
     "HeldMessage",
-    "Now",
     "QueueIdBusy",
     "QueuedMessage",
     "Sender",
@@ -51,10 +48,8 @@ __all__ = [
     "SpoolError",
     "SpoolStore",
     "UnknownQueueId",
-    "age_text",
     "default_spool_dir",
     "new_queue_id",
     "next_try_time",
     "retry_delay",
-    "utcnow",
 ]

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mailrelay.clock import iso_text, utcnow
 from mailrelay.datarecord import field, record
 
 if TYPE_CHECKING:
@@ -23,15 +23,6 @@ SUFFIX = ".json"
 FAILED = "failed"
 CORRUPT = "corrupt"
 HELD = "held"
-_TMP_PREFIX = ".tmp-"
-_STALE_TMP = 3600.0  # a temp file this old was left by a writer that died
-
-Now = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
 
 ID_ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXYZ"  # no vowels: no words, no O/0 or I/1
 ID_LENGTH = 12
@@ -41,10 +32,6 @@ def new_queue_id() -> str:
     """12 random characters (about 59 bits), as Postfix's queue ids are random from the first
     character: a few of them tell messages apart, and the time has its own field."""
     return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def _traceparent(value: object) -> str | None:
@@ -115,18 +102,18 @@ class QueuedMessage:
         doc: dict[str, Any] = {
             "schema": SCHEMA,
             "id": self.id,
-            "created": _iso(self.created),
+            "created": iso_text(self.created),
             "tries": self.tries,
-            "next_try": _iso(self.next_try),
+            "next_try": iso_text(self.next_try),
             "history": self.history,
             "envelope": {"sender": self.sender, "recipients": self.recipients},
             "message": self.message_doc,
         }
         if self.failed_reason is not None:
             doc["failed_reason"] = self.failed_reason
-            doc["failed_at"] = _iso(self.failed_at or utcnow())
+            doc["failed_at"] = iso_text(self.failed_at or utcnow())
         if self.sent_at is not None:
-            doc["sent_at"] = _iso(self.sent_at)
+            doc["sent_at"] = iso_text(self.sent_at)
         if self.traceparent is not None:
             doc["traceparent"] = self.traceparent
         return doc
@@ -135,10 +122,10 @@ class QueuedMessage:
         """What `queue list` shows: no body, no attachment bytes."""
         info: dict[str, Any] = {
             "id": self.id,
-            "created": _iso(self.created),
+            "created": iso_text(self.created),
             "age_seconds": max(0, int((now - self.created).total_seconds())),
             "tries": self.tries,
-            "next_try": _iso(self.next_try),
+            "next_try": iso_text(self.next_try),
             "due": self.next_try <= now,
             "from": self.sender,
             "recipients": list(self.recipients),
@@ -147,7 +134,7 @@ class QueuedMessage:
         }
         if self.failed_reason is not None:
             info["failed_reason"] = self.failed_reason
-            info["failed_at"] = _iso(self.failed_at) if self.failed_at else None
+            info["failed_at"] = iso_text(self.failed_at) if self.failed_at else None
         return info
 
     @classmethod
@@ -235,7 +222,7 @@ class HeldMessage:
         return {
             "schema": SCHEMA,
             "id": self.id,
-            "created": _iso(self.created),
+            "created": iso_text(self.created),
             "held": True,
             "reason": self.reason,
             "message_id": self.message_id,
@@ -246,7 +233,7 @@ class HeldMessage:
     def info(self, now: datetime) -> dict[str, Any]:
         return {
             "id": self.id,
-            "created": _iso(self.created),
+            "created": iso_text(self.created),
             "age_seconds": max(0, int((now - self.created).total_seconds())),
             "held": True,
             "reason": self.reason,
@@ -284,7 +271,7 @@ class HeldMessage:
         return cls(ident, _parse_time(doc, "created"), reason, data, options, message_id, path)
 
 
-def _load_json(data: bytes) -> Any:
+def load_document(data: bytes) -> Any:
     """A spool file's JSON; ValueError (one line) when it is not UTF-8, not JSON, or nested
     too deeply for the parser (RecursionError)."""
     try:
@@ -295,17 +282,3 @@ def _load_json(data: bytes) -> Any:
         raise ValueError(f"not valid JSON: {exc}") from None
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
-
-
-def _age_text(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
-    return f"{seconds // 86400}d{(seconds % 86400) // 3600}h"
-
-
-age_text = _age_text

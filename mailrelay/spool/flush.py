@@ -11,13 +11,15 @@ import os
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from mailrelay.clock import age_text, iso_text
 from mailrelay.datarecord import field, record
 from mailrelay.errors import ExitCode, MailrelayError
 from mailrelay.spool.backoff import next_try_time
-from mailrelay.spool.entry import QueuedMessage, _age_text, _iso
-from mailrelay.spool.store import SpoolError, SpoolStore
+from mailrelay.spool.entry import QueuedMessage
+from mailrelay.spool.files import SpoolError
+from mailrelay.spool.store import SpoolStore
 
 if TYPE_CHECKING:
     from mailrelay.message import Message
@@ -25,12 +27,17 @@ if TYPE_CHECKING:
     from mailrelay.result import SendResult
 
 
+# What a flush did with one spool file: a delivery's status (mailrelay.delivery), or one of
+# a flush's own: not due yet, locked by another flush, unreadable (moved to corrupt/)
+FlushStatus = Literal["sent", "queued", "held", "failed", "not_due", "locked", "corrupt"]
+
+
 @record
 class FlushItem:
     """What a flush did with one spool file."""
 
     id: str
-    outcome: str  # sent | queued | held | failed | not_due | locked | corrupt
+    status: FlushStatus
     detail: str = ""
     result: SendResult | None = None
     next_try: datetime | None = None
@@ -39,9 +46,9 @@ class FlushItem:
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "outcome": self.outcome,
+            "outcome": self.status,  # the JSON's word since it was first written
             "detail": self.detail,
-            "next_try": _iso(self.next_try) if self.next_try else None,
+            "next_try": iso_text(self.next_try) if self.next_try else None,
             "path": str(self.path) if self.path else None,
             "result": self.result.to_dict() if self.result else None,
         }
@@ -51,8 +58,8 @@ class FlushItem:
 class FlushReport:
     items: list[FlushItem] = field(default_factory=list)
 
-    def count(self, outcome: str) -> int:
-        return sum(1 for item in self.items if item.outcome == outcome)
+    def count(self, status: FlushStatus) -> int:
+        return sum(1 for item in self.items if item.status == status)
 
     @property
     def exit_code(self) -> int:
@@ -68,9 +75,17 @@ class FlushReport:
         return int(ExitCode.OK)
 
     def to_dict(self) -> dict[str, Any]:
-        outcomes = ("sent", "queued", "held", "failed", "corrupt", "not_due", "locked")
+        statuses: tuple[FlushStatus, ...] = (
+            "sent",
+            "queued",
+            "held",
+            "failed",
+            "corrupt",
+            "not_due",
+            "locked",
+        )
         return {
-            **{outcome: self.count(outcome) for outcome in outcomes},
+            **{status: self.count(status) for status in statuses},
             "exit_code": self.exit_code,
             "messages": [item.to_dict() for item in self.items],
         }
@@ -182,7 +197,7 @@ class Spool(SpoolStore):
                 return FlushItem(ident, "corrupt", f"unreadable ({reason})", path=aside)
             now = self.now()
             if (now - entry.created).total_seconds() > max_age:
-                age = _age_text((now - entry.created).total_seconds())
+                age = age_text((now - entry.created).total_seconds())
                 why = f"expired: not delivered after {age} and {entry.tries} tries"
                 if entry.last_error:
                     why += f"; last error: {entry.last_error}"
@@ -207,7 +222,7 @@ class Spool(SpoolStore):
                 tried_at = self.now()
                 entry.tries += 1
                 entry.history.append(
-                    {"time": _iso(tried_at), "attempts": [a.to_dict() for a in result.attempts]}
+                    {"time": iso_text(tried_at), "attempts": [a.to_dict() for a in result.attempts]}
                 )
                 fate = result.fate  # the rule of every front end (mailrelay.delivery)
                 if fate == "sent":  # remove it
@@ -269,7 +284,7 @@ class Spool(SpoolStore):
             return None
         except (OSError, SpoolError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
-            when = _iso(entry.sent_at) if entry.sent_at else "?"
+            when = iso_text(entry.sent_at) if entry.sent_at else "?"
             why = f"sent at {when}; its spool file cannot be removed ({reason})"
             return FlushItem(entry.id, "not_due", why, path=path)
         return None

@@ -6,17 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from mailrelay.spool.entry import age_text
+from mailrelay.clock import age_text, when_text
 
 if TYPE_CHECKING:
     from mailrelay.spool.entry import HeldMessage, QueuedMessage
 
 QUEUED_COLUMNS = ["id", "queued", "age", "tries", "next try", "to", "subject", "last error"]
 FAILED_COLUMNS = ["id", "queued", "age", "tries", "to", "subject", "why"]
-
-
-def when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
 
 
 def relative(at: datetime, now: datetime) -> str:
@@ -31,7 +27,7 @@ def queued_rows(
     return [
         [
             h.id,
-            when(h.created),
+            when_text(h.created),
             age_text((now - h.created).total_seconds()),
             "0",
             "held",  # until the configuration allows sending (the reason says why)
@@ -43,7 +39,7 @@ def queued_rows(
     ] + [
         [
             e.id,
-            when(e.created),
+            when_text(e.created),
             age_text((now - e.created).total_seconds()),
             str(e.tries),
             relative(e.next_try, now),
@@ -59,7 +55,7 @@ def failed_rows(entries: list[QueuedMessage], now: datetime) -> list[list[str]]:
     return [
         [
             e.id,
-            when(e.created),
+            when_text(e.created),
             age_text((now - e.created).total_seconds()),
             str(e.tries),
             ", ".join(e.recipients),

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from mailrelay.clock import Now
     from mailrelay.message import Message
     from mailrelay.metrics import SpoolStats
     from mailrelay.result import Attempt
-    from mailrelay.spool.entry import HeldMessage, Now, QueuedMessage
+    from mailrelay.spool.entry import HeldMessage, QueuedMessage
     from mailrelay.spool.flush import FlushItem, FlushReport, Sender
 
 

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from mailrelay.clock import age_text, iso_text
 from mailrelay.errors import MailrelayError
 from mailrelay.spool import redisscripts as lua
 from mailrelay.spool.backoff import next_try_time
-from mailrelay.spool.entry import QueuedMessage, _age_text, _iso, _load_json
+from mailrelay.spool.entry import QueuedMessage, load_document
 from mailrelay.spool.flush import FlushItem, FlushReport, Sender
 from mailrelay.spool.redisheld import RedisDown, RedisHeld
 from mailrelay.state.redisclient import RedisError
@@ -120,14 +121,14 @@ class RedisFlush:
             self.finish(sid, ident, "forget")
             return None
         try:
-            entry = QueuedMessage.from_document(_load_json(raw))
+            entry = QueuedMessage.from_document(load_document(raw))
             message = entry.message(max_size=max_size)
         except (ValueError, MailrelayError) as exc:
             self.finish(sid, ident, "corrupt", raw.decode("utf-8", "replace"))
             return FlushItem(ident, "corrupt", f"unreadable ({exc})")
         now = s.now()
         if (now - entry.created).total_seconds() > max_age:
-            age = _age_text((now - entry.created).total_seconds())
+            age = age_text((now - entry.created).total_seconds())
             why = f"expired: not delivered after {age} and {entry.tries} tries"
             if entry.last_error:
                 why += f"; last error: {entry.last_error}"
@@ -137,13 +138,13 @@ class RedisFlush:
         tried_at = s.now()
         entry.tries += 1
         entry.history.append(
-            {"time": _iso(tried_at), "attempts": [a.to_dict() for a in result.attempts]}
+            {"time": iso_text(tried_at), "attempts": [a.to_dict() for a in result.attempts]}
         )
         fate = result.fate
         if fate == "sent":
             winner = result.winner
             try:
-                self.finish(sid, ident, "sent", _iso(tried_at), lua.SENT_TTL)
+                self.finish(sid, ident, "sent", iso_text(tried_at), lua.SENT_TTL)
             except RedisDown as exc:
                 s.warn(
                     f"sent {ident} but cannot record it in {s.location} ({exc.reason}); "

@@ -13,9 +13,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mailrelay.clock import Now
 from mailrelay.secrets import scrub
 from mailrelay.spool import redisscripts as lua
-from mailrelay.spool.entry import HeldMessage, Now, QueuedMessage, _load_json
+from mailrelay.spool.entry import HeldMessage, QueuedMessage, load_document
 from mailrelay.state import redisclient
 
 if TYPE_CHECKING:
@@ -112,9 +113,9 @@ class RedisHeld:
     def held(self) -> list[HeldMessage]:
         out = self.local.held()
         try:
-            for ident, doc in _pairs(self.call("HGETALL", self.held_key)):
+            for ident, doc in field_pairs(self.call("HGETALL", self.held_key)):
                 try:
-                    out.append(HeldMessage.from_document(_load_json(doc)))
+                    out.append(HeldMessage.from_document(load_document(doc)))
                 except ValueError as exc:
                     self.warn(f"held message {ident} in {self.where} is unreadable ({exc})")
         except RedisDown as exc:
@@ -183,7 +184,7 @@ class _TakeHeld:
         if state != b"ok":
             return None
         try:
-            entry = HeldMessage.from_document(_load_json(doc))
+            entry = HeldMessage.from_document(load_document(doc))
         except ValueError as exc:
             s.atomically(
                 ["HSET", s.corrupt, self.ident, doc],
@@ -204,5 +205,5 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-def _pairs(flat: list[Any]) -> list[tuple[str, bytes]]:
+def field_pairs(flat: list[Any]) -> list[tuple[str, bytes]]:
     return [(_text(flat[i]), flat[i + 1]) for i in range(0, len(flat) - 1, 2)]

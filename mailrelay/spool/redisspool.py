@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from mailrelay.clock import Now, iso_text, utcnow
 from mailrelay.errors import ConfigError, InputFileError
 from mailrelay.secrets import remember, scrub
 from mailrelay.spool import redisscripts as lua
@@ -32,18 +33,16 @@ from mailrelay.spool.backoff import next_try_time
 from mailrelay.spool.entry import (
     ID_ALPHABET,
     HeldMessage,
-    Now,
     QueuedMessage,
-    _iso,
-    _load_json,
+    load_document,
     new_queue_id,
-    utcnow,
 )
+from mailrelay.spool.files import SpoolError
 from mailrelay.spool.flush import FlushItem, FlushReport, Sender, Spool
 from mailrelay.spool.redisdurable import RedisDurable
 from mailrelay.spool.redisflush import RedisFlush
-from mailrelay.spool.redisheld import RedisDown, _pairs
-from mailrelay.spool.store import QueueIdBusy, SpoolError, UnknownQueueId
+from mailrelay.spool.redisheld import RedisDown, field_pairs
+from mailrelay.spool.store import QueueIdBusy, UnknownQueueId
 from mailrelay.state import redisclient
 
 if TYPE_CHECKING:
@@ -136,7 +135,7 @@ class RedisSpool(RedisDurable):
             sender=str(message.envelope_from or message.sender),
             recipients=[str(a) for a in message.recipients()],
             message_doc=message_to_dict(message),
-            history=[{"time": _iso(now), "attempts": [a.to_dict() for a in attempts]}],
+            history=[{"time": iso_text(now), "attempts": [a.to_dict() for a in attempts]}],
         )
         try:
             self.put(entry)
@@ -183,7 +182,7 @@ class RedisSpool(RedisDurable):
         try:
             for ident, doc in self._scan(self.failed if failed else self.docs):
                 try:
-                    out.append(QueuedMessage.from_document(_load_json(doc)))
+                    out.append(QueuedMessage.from_document(load_document(doc)))
                 except ValueError as exc:
                     self.warn(f"message {ident} in {self.where} is unreadable ({exc}); skipped")
         except RedisDown as exc:
@@ -195,7 +194,7 @@ class RedisSpool(RedisDurable):
         cursor: bytes | str = "0"
         while True:
             cursor, flat = self.call("HSCAN", key, cursor, "MATCH", match, "COUNT", 500)
-            out += _pairs(flat)
+            out += field_pairs(flat)
             if cursor in (b"0", "0"):
                 return out
 
@@ -254,7 +253,7 @@ class RedisSpool(RedisDurable):
                 ) from None
         name, doc = (exact or found)[0]
         try:
-            return QueuedMessage.from_document(_load_json(doc))
+            return QueuedMessage.from_document(load_document(doc))
         except ValueError as exc:
             raise InputFileError(f"message {name} in {self.where} is unreadable: {exc}") from None
 
@@ -300,7 +299,7 @@ class RedisSpool(RedisDurable):
         found = self._scan(self.held_key, f"{ident}*") if ident.isalnum() else []
         if len(found) != 1:
             raise UnknownQueueId(f"queue: no message {ident} in {self.where}")
-        held = HeldMessage.from_document(_load_json(found[0][1]))
+        held = HeldMessage.from_document(load_document(found[0][1]))
         return QueuedMessage(held.id, held.created, 0, held.created, "", held.recipients, {})
 
     # --- flushing --------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The spool folder: one JSON file per message, its locks, and writing it safely.
+"""The spool folder: one JSON file per message (written, locked and moved by files.py).
 
 One JSON file per message (mode 0600) in the spool folder (0700), written as a temp file in
 the same folder, fsynced, renamed into place, and the folder fsynced: a message the command
@@ -14,19 +14,15 @@ reason, until a flush can send it. Nothing is ever deleted but by delivery or `q
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import os
 import random
-import secrets
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailrelay.backoff import Random
-from mailrelay.errors import ExitCode, InputFileError, MailrelayError, StateError
-from mailrelay.fsutil import fsync_directory, make_private_dirs
+from mailrelay.clock import Now, iso_text, utcnow
+from mailrelay.errors import ExitCode, InputFileError, MailrelayError
 from mailrelay.spool.backoff import next_try_time
 from mailrelay.spool.entry import (
     CORRUPT,
@@ -34,31 +30,21 @@ from mailrelay.spool.entry import (
     HELD,
     SUFFIX,
     HeldMessage,
-    Now,
     QueuedMessage,
-    _iso,
-    _load_json,
+    load_document,
     new_queue_id,
-    utcnow,
 )
+from mailrelay.spool.files import NameTaken, SpoolError, SpoolFiles
 
 if TYPE_CHECKING:
     from mailrelay.message import Message
     from mailrelay.result import Attempt
 
 
-_TMP_PREFIX = ".tmp-"
-_STALE_TMP = 3600.0  # a temp file this old was left by a writer that died
-
-
 def default_spool_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("mailrelay")) / "spool"
-
-
-class SpoolError(StateError):
-    """The spool cannot be written (exit 73): the message is NOT queued."""
 
 
 class UnknownQueueId(InputFileError):
@@ -71,11 +57,7 @@ class QueueIdBusy(MailrelayError):
     exit_code = ExitCode.TEMPFAIL
 
 
-class _IdTaken(Exception):
-    """The new id's file exists already (Spool.add draws another)."""
-
-
-class SpoolStore:
+class SpoolStore(SpoolFiles):
     """The spool folder's files: `<id>.json`, plus `failed/`, `corrupt/` and `held/` beside
     them; writing, reading, locking and moving them (`Spool` adds the flush)."""
 
@@ -122,7 +104,7 @@ class SpoolStore:
             sender=str(message.envelope_from or message.sender),
             recipients=[str(a) for a in message.recipients()],
             message_doc=message_to_dict(message),
-            history=[{"time": _iso(now), "attempts": [a.to_dict() for a in attempts]}],
+            history=[{"time": iso_text(now), "attempts": [a.to_dict() for a in attempts]}],
             traceparent=message.traceparent,
         )
         entry.path = self._write_new(self.path, entry)
@@ -136,7 +118,7 @@ class SpoolStore:
             try:
                 self._write(target, entry.to_document(), exclusive=True)
                 return target
-            except _IdTaken:
+            except NameTaken:
                 entry.id = new_queue_id()
         raise SpoolError(f"spool {self.path}: no free queue id after 8 tries")
 
@@ -179,7 +161,7 @@ class SpoolStore:
 
     def read_held(self, path: Path) -> HeldMessage:
         with open(path, "rb") as f:
-            return HeldMessage.from_document(_load_json(f.read()), path)
+            return HeldMessage.from_document(load_document(f.read()), path)
 
     @contextlib.contextmanager
     def take_held(self, path: Path) -> Iterator[HeldMessage | None]:
@@ -191,7 +173,7 @@ class SpoolStore:
                 return
             try:
                 entry = HeldMessage.from_document(
-                    _load_json(os.read(fd, os.fstat(fd).st_size + 1)), path
+                    load_document(os.read(fd, os.fstat(fd).st_size + 1)), path
                 )
             except (OSError, ValueError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) else str(exc)
@@ -224,72 +206,11 @@ class SpoolStore:
         assert entry.path is not None
         return self._fail(entry, entry.path, reason)
 
-    def _write(self, target: Path, doc: dict[str, Any], *, exclusive: bool = False) -> None:
-        """Atomically: temp file in the same folder, fsync, rename, fsync the folder."""
-        directory = target.parent
-        tmp = directory / f"{_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}"
-        data = json.dumps(doc, indent=1, ensure_ascii=False).encode("utf-8") + b"\n"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise self._error(f"cannot write to {directory}", exc) from None
-        try:
-            with open(fd, "wb") as f:
-                os.fchmod(f.fileno(), 0o600)  # whatever the umask
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            if exclusive:  # a new id: never replace another message's file
-                try:
-                    os.link(tmp, target)
-                finally:
-                    os.unlink(tmp)
-            else:
-                os.replace(tmp, target)
-        except FileExistsError:
-            raise _IdTaken from None
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise self._error(f"cannot write {target}", exc) from None
-        self._sync_dir(directory)
-
-    def _make_dir(self, directory: Path) -> None:
-        try:
-            make_private_dirs(directory)
-        except NotADirectoryError as exc:
-            raise SpoolError(f"spool {self.path}: {exc.filename} is not a directory") from None
-        except OSError as exc:
-            raise self._error(f"cannot create {exc.filename or directory}", exc) from None
-        if not directory.is_dir():
-            raise SpoolError(f"spool {self.path}: {directory} is not a directory")
-
-    def _sync_dir(self, directory: Path) -> None:
-        try:
-            fsync_directory(directory)
-        except OSError as exc:
-            raise self._error(f"cannot sync {directory}", exc) from None
-
-    def _error(self, what: str, exc: OSError) -> SpoolError:
-        reason = exc.strerror or type(exc).__name__
-        return SpoolError(f"spool {self.path}: {what}: {reason}")
-
     # --- reading ---------------------------------------------------------------------------
 
     def files(self, *, failed: bool = False) -> list[Path]:
         """The message files, by name (see oldest_first for the order they were queued)."""
         return self._listdir(self.failed_dir if failed else self.path)
-
-    def _listdir(self, directory: Path) -> list[Path]:
-        try:
-            names = os.listdir(directory)
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            raise self._error(f"cannot read {directory}", exc) from None
-        return [
-            directory / n for n in sorted(names) if n.endswith(SUFFIX) and not n.startswith(".")
-        ]
 
     def read(self, path: Path) -> QueuedMessage:
         """One spool file; raises ValueError (unreadable) or FileNotFoundError (gone)."""
@@ -298,7 +219,7 @@ class SpoolStore:
 
     @staticmethod
     def _parse(data: bytes, path: Path) -> QueuedMessage:
-        return QueuedMessage.from_document(_load_json(data), path)
+        return QueuedMessage.from_document(load_document(data), path)
 
     def oldest_first(self, paths: list[Path]) -> list[Path]:
         """Paths in the order their messages were queued (ids are random); unreadable last."""
@@ -399,37 +320,6 @@ class SpoolStore:
             self._sync_dir(path.parent)
             return entry
 
-    # --- locking ---------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _locked(self, path: Path) -> Iterator[int | None]:
-        """Yield an fd holding an exclusive flock on `path`, or None when another process
-        holds it or the path no longer names the file that was locked (sent, moved)."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            yield None
-            return
-        except OSError as exc:
-            raise self._error(f"cannot open {path}", exc) from None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield None
-                return
-            try:
-                current = os.stat(path)
-            except FileNotFoundError:
-                current = None
-            mine = os.fstat(fd)
-            if current is None or (current.st_ino, current.st_dev) != (mine.st_ino, mine.st_dev):
-                yield None  # another flush sent it, moved it or rewrote it while we waited
-                return
-            yield fd
-        finally:
-            os.close(fd)  # also releases the lock
-
     # --- moving -----------------------------------------------------------------------------
 
     def _fail(self, entry: QueuedMessage, path: Path, reason: str) -> Path:
@@ -447,32 +337,3 @@ class SpoolStore:
             ) from None
         self._sync_dir(path.parent)
         return target
-
-    @staticmethod
-    def _free_name(directory: Path, path: Path) -> Path:
-        target = directory / path.name
-        n = 1
-        while target.exists():
-            n += 1
-            target = directory / f"{path.stem}-{n}{path.suffix}"
-        return target
-
-    def _move(self, path: Path, directory: Path) -> Path:
-        self._make_dir(directory)
-        target = self._free_name(directory, path)
-        try:
-            os.rename(path, target)
-        except OSError as exc:
-            raise self._error(f"cannot move {path} to {directory}", exc) from None
-        self._sync_dir(directory)
-        self._sync_dir(path.parent)
-        return target
-
-    def _remove_stale_temps(self) -> None:
-        cutoff = time.time() - _STALE_TMP
-        with contextlib.suppress(OSError):
-            for entry in os.scandir(self.path):
-                if entry.name.startswith(_TMP_PREFIX):
-                    with contextlib.suppress(OSError):
-                        if entry.stat().st_mtime < cutoff:
-                            os.unlink(entry.path)

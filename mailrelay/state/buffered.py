@@ -15,28 +15,9 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-from mailrelay.state.protocol import Changes, ProviderState, State, StateStore
+from mailrelay.state.protocol import Changes, State, StateStore
 
 Change = Callable[[State], None]
-
-
-def _copy_state(state: State) -> State:
-    # ProviderState holds ints, strings, immutable datetimes and two dicts of counters; a
-    # record keeps its fields in __dict__, and copying that is a fifth of copy.copy's cost
-    # (serve copies the state a few times per request)
-    providers = {}
-    for name, entry in state.providers.items():
-        providers[name] = duplicate = object.__new__(ProviderState)
-        duplicate.__dict__.update(entry.__dict__)
-        duplicate.outcomes = dict(entry.outcomes)
-        duplicate.minutes = dict(entry.minutes)
-    return State(
-        last_provider=state.last_provider,
-        last_index=state.last_index,
-        providers=providers,
-        messages=dict(state.messages),
-        last_result=state.last_result,
-    )
 
 
 class BufferedStore:
@@ -74,7 +55,7 @@ class BufferedStore:
     def load(self) -> State:
         """The state as this process knows it: the inner state plus every change since."""
         with self._lock:
-            return _copy_state(self._current())
+            return self._current().copy()
 
     def update(self, change: Change) -> State:
         """Apply `change` in memory now; write it with others later. Raises StateError only
@@ -86,7 +67,7 @@ class BufferedStore:
             if self._oldest is None:
                 self._oldest = self.clock()
             due = self._due()
-            view = _copy_state(state)
+            view = state.copy()
         if due and self._flush_lock.acquire(blocking=False):
             # a worker that finds a fold under way goes on: that fold or the next takes its change
             try:
@@ -140,7 +121,7 @@ class BufferedStore:
         self.writes += 1
         with self._lock:
             # what is on disk now (other processes included), plus what is still pending
-            fresh = _copy_state(written)
+            fresh = written.copy()
             for change in self._pending:
                 change(fresh)
             self._state = fresh

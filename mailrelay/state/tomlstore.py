@@ -39,20 +39,18 @@ def _warn_stderr(message: str) -> None:
     print(f"mailrelay: warning: {message}", file=sys.stderr)
 
 
-class _Corrupt(Exception):
+class _Unusable(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Corrupt(_Unusable):
     """The file exists but its content is not a state we can use."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
-
-class _Unreadable(Exception):
+class _Unreadable(_Unusable):
     """The file exists (or may) but cannot be read, e.g. permission denied."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 _COUNTERS = ("sent", "failed", "consecutive_failures")
@@ -88,10 +86,7 @@ class TomlStateStore:
 
     def load(self) -> State:
         try:
-            return self._read()
-        except _Unreadable as exc:
-            self._warn(f"state file {self.path} is unreadable ({exc.reason}); starting afresh")
-            return State()
+            return self._read_or_afresh()
         except _Corrupt as exc:
             reason = exc.reason
         # moving the file aside is a write: do it under the lock, on a fresh read, since a
@@ -126,14 +121,20 @@ class TomlStateStore:
             raise _Corrupt("not valid TOML: nested too deeply") from None
         return _state_from_document(document)
 
-    def _read_for_update(self) -> State:
-        """Read under the exclusive lock; a corrupt file is moved aside, an unreadable one
-        is reported and then replaced by the write that follows."""
+    def _read_or_afresh(self) -> State:
+        """The file's state, or an empty one (with a warning) when the file cannot be read;
+        a corrupt file raises _Corrupt."""
         try:
             return self._read()
         except _Unreadable as exc:
             self._warn(f"state file {self.path} is unreadable ({exc.reason}); starting afresh")
             return State()
+
+    def _read_for_update(self) -> State:
+        """Read under the exclusive lock; a corrupt file is moved aside, an unreadable one
+        is reported and then replaced by the write that follows."""
+        try:
+            return self._read_or_afresh()
         except _Corrupt as exc:
             aside = self._move_aside()
             self._warn(
@@ -276,14 +277,8 @@ def _state_from_document(document: dict[str, Any]) -> State:
         raise _Corrupt(f"schema {schema!r} is not supported (expected {SCHEMA})")
     state = State()
     failover = _table(document, "failover", "failover")
-    last_provider = failover.get("last_provider")
-    if last_provider is not None and not isinstance(last_provider, str):
-        raise _Corrupt("failover.last_provider: expected a string")
-    state.last_provider = last_provider
-    last_result = failover.get("last_result")
-    if last_result is not None and not isinstance(last_result, str):
-        raise _Corrupt("failover.last_result: expected a string")
-    state.last_result = last_result
+    state.last_provider = _text(failover.get("last_provider"), "failover.last_provider")
+    state.last_result = _text(failover.get("last_result"), "failover.last_result")
     if "last_index" in failover:
         state.last_index = _counter(failover["last_index"], "failover.last_index")
     for name, table in _table(document, "providers", "providers").items():
@@ -291,17 +286,9 @@ def _state_from_document(document: dict[str, Any]) -> State:
         if not isinstance(table, dict):
             raise _Corrupt(f"{where}: expected a table")
         entry = ProviderState()
-        for key in _COUNTERS:
+        for key, read in _READERS.items():
             if key in table:
-                setattr(entry, key, _counter(table[key], f"{where}.{key}"))
-        for key in _TIMES:
-            if key in table:
-                setattr(entry, key, _utc(table[key], f"{where}.{key}"))
-        for key in _TEXTS:
-            if key in table:
-                if not isinstance(table[key], str):
-                    raise _Corrupt(f"{where}.{key}: expected a string")
-                setattr(entry, key, table[key])
+                setattr(entry, key, read(table[key], f"{where}.{key}"))
         outcomes = _table(table, "outcomes", f"{where}.outcomes")
         for outcome, count in outcomes.items():
             entry.outcomes[outcome] = _counter(count, f"{where}.outcomes.{_key(outcome)}")
@@ -322,6 +309,12 @@ def _table(document: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     return value
 
 
+def _text(value: object, where: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise _Corrupt(f"{where}: expected a string")
+    return value
+
+
 def _counter(value: object, where: str) -> int:
     if type(value) is not int:  # bool is an int subclass: refuse it too
         raise _Corrupt(f"{where}: expected an integer")
@@ -338,6 +331,14 @@ def _utc(value: object, where: str) -> datetime:
         return value.astimezone(timezone.utc)
     except (OverflowError, ValueError):
         raise _Corrupt(f"{where}: date-time out of range") from None
+
+
+# how each plain field of a provider's table is read
+_READERS: dict[str, Callable[[object, str], object]] = {
+    **dict.fromkeys(_COUNTERS, _counter),
+    **dict.fromkeys(_TIMES, _utc),
+    **dict.fromkeys(_TEXTS, _text),
+}
 
 
 def _key(name: str) -> str:

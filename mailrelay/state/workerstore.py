@@ -26,7 +26,6 @@ import os
 import threading
 from collections.abc import Callable
 
-from mailrelay.state.buffered import _copy_state
 from mailrelay.state.protocol import Changes, State, StateDelta
 from mailrelay.state.tomlstore import TomlStateStore
 
@@ -99,7 +98,7 @@ class WorkerStore:
 
     def load(self) -> State:
         with self._lock:
-            return _copy_state(self._view())
+            return self._view().copy()
 
     def update(self, change: Change) -> State:
         with self._lock:
@@ -108,7 +107,7 @@ class WorkerStore:
                 change(view)  # the whole delta on this worker's view (its observer sees it)
                 self._pending.append(_Counted(change))
                 self._start_thread()
-                return _copy_state(view)
+                return view.copy()
         return self._write(change)
 
     # --- writing -------------------------------------------------------------------------
@@ -139,12 +138,12 @@ class WorkerStore:
                 raise
             self.writes += 1
             with self._lock:
-                fresh = _copy_state(written)
+                fresh = written.copy()
                 for pending in self._pending:  # counted meanwhile by other threads
                     pending(fresh)
                 self._state = fresh
                 self._signature = None  # read again next time: another writer may follow
-                return _copy_state(fresh)
+                return fresh.copy()
 
     def _start_thread(self) -> None:
         if self._thread is None and not self._stopping.is_set():
