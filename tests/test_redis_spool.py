@@ -67,7 +67,7 @@ class Relay:
 
 def flush_all(s: RedisSpool, send: Relay) -> list[str]:
     report = s.flush(send, retry=60, max_retry=600, max_age=86400, ignore_backoff=True)
-    return [item.outcome for item in report.items]
+    return [item.status for item in report.items]
 
 
 def test_two_spools_on_one_server_share_one_queue(url: str, tmp_path: Path) -> None:
@@ -124,11 +124,11 @@ def test_a_retry_waits_in_the_sorted_set_by_its_next_try(url: str, tmp_path: Pat
         return SendResult(msg.message_id, FAILED)
 
     report = a.flush(down, retry=60, max_retry=600, max_age=86400, ignore_backoff=True)
-    assert [i.outcome for i in report.items] == ["queued"]
+    assert [i.status for i in report.items] == ["queued"]
     score = float(a.call("ZSCORE", a.retry, entry.id))
     assert score > (time.time() + 60) * 1000  # 2 tries: 2 * retry from now
     report = a.flush(down, retry=60, max_retry=600, max_age=86400)
-    assert [i.outcome for i in report.items] == ["not_due"]
+    assert [i.status for i in report.items] == ["not_due"]
     assert a.entries()[0].tries == 2
 
 
@@ -136,7 +136,7 @@ def test_a_message_past_max_age_moves_to_failed(url: str, tmp_path: Path) -> Non
     a = spool(url, tmp_path)
     a.add(message("old"), FAILED, retry=60, max_retry=600)
     report = a.flush(Relay(), retry=60, max_retry=600, max_age=-1, ignore_backoff=True)
-    assert [i.outcome for i in report.items] == ["failed"]
+    assert [i.status for i in report.items] == ["failed"]
     assert a.entries() == [] and [e.subject for e in a.entries(failed=True)] == ["old"]
 
 
@@ -217,7 +217,7 @@ def test_a_taken_over_entry_resent_to_resend_carries_the_same_idempotency_key(
     time.sleep(0.5)
     b = spool(url, tmp_path / "b", claim_idle=0.3)
     report = b.flush(engine.send, retry=60, max_retry=600, max_age=86400)
-    assert [i.outcome for i in report.items] == ["sent"]
+    assert [i.status for i in report.items] == ["sent"]
     keys = {request.headers.get("Idempotency-Key") for request in fake.requests}
     assert len(fake.requests) == 3 and len(keys) == 1 and None not in keys
     assert fake.replays == 1  # Resend answers the repeat from its store: one email
@@ -276,11 +276,11 @@ def test_held_messages_wait_in_redis_until_a_flush_sends_them(url: str, tmp_path
         raise ConfigError("still no providers")
 
     items = flush_held(a, still_not, Relay(), queue=queue)
-    assert [(i.outcome, i.detail) for i in items] == [("held", "still no providers")]
+    assert [(i.status, i.detail) for i in items] == [("held", "still no providers")]
     assert a.held()[0].reason == "still no providers"
     relay = Relay()
     items = flush_held(a, lambda entry: message(entry.subject), relay, queue=queue)
-    assert [i.outcome for i in items] == ["sent"] and relay.subjects == ["held"]
+    assert [i.status for i in items] == ["sent"] and relay.subjects == ["held"]
     assert a.held() == [] and a.depth() == 0
 
 
