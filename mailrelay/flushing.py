@@ -29,7 +29,6 @@ def flush_spool(
     *,
     engine: Engine | None = None,
     ignore_backoff: bool = False,
-    warn: Callable[[str], None] | None = None,
     progress: Callable[[FlushItem | None], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> FlushReport:
@@ -53,7 +52,7 @@ def flush_spool(
             app.hold_connections()  # one SMTP connection for the whole flush
         return engines[0].send(message, keep=retried)
 
-    send = suppressing(send_one, app.suppressions(), warn=warn or app.warn)
+    send = suppressing(send_one, app.suppressions(), warn=app.warn)
     held_items: list[FlushItem] = []
     if spool.held_keys():
         held_items = flush_held(spool, lambda h: load_held(app, h), send, queue=app.queueing())

@@ -222,7 +222,6 @@ def flush_command(app: CliApp, now: bool, json_mode: bool) -> None:
         report = flush_spool(
             app,
             ignore_backoff=now,
-            warn=out.warn,
             progress=progress,
             on_start=bar.start if bar is not None else None,
         )
