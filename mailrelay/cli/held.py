@@ -1,5 +1,5 @@
-"""Held messages (sendmail mode) in the queue commands: read with today's configuration for
-`queue flush`, shown by `queue show`."""
+"""Held messages (sendmail mode) in `queue show` (a flush reads them again with today's
+configuration: mailrelay.heldmail's `load_held`)."""
 
 from __future__ import annotations
 
@@ -10,31 +10,7 @@ if TYPE_CHECKING:
 
     from mailrelay.cli import CliApp
     from mailrelay.cli.output import Output
-    from mailrelay.message import Message
     from mailrelay.spool import HeldMessage
-
-
-def load_held(app: CliApp, entry: HeldMessage) -> Message:
-    """A held message as today's configuration reads it (ConfigError, or NoSenderError,
-    while it cannot; "no config file" first in the reason when there is none)."""
-    from mailrelay.cli.sendmail import hold_reason, parse_sendmail_message, sendmail_aliases
-    from mailrelay.errors import ConfigError, NoSenderError
-    from mailrelay.message import DEFAULT_MAX_SIZE
-
-    settings = app.settings
-    try:
-        message = parse_sendmail_message(
-            entry.raw,
-            entry.options,
-            default_sender=settings.sender,
-            max_size=settings.max_size or DEFAULT_MAX_SIZE,
-            where=f"held message {entry.id}",
-            aliases=sendmail_aliases(app),
-        )
-        app.providers()  # none configured yet: it stays held
-    except (ConfigError, NoSenderError) as exc:
-        raise type(exc)(hold_reason(app, str(exc))) from None
-    return message
 
 
 def show_held(app: CliApp, out: Output, entry: HeldMessage, now: datetime) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -17,9 +16,7 @@ from mailrelay.cli import CliApp, HintingGroup, global_options, json_option, pas
 
 if TYPE_CHECKING:
     from mailrelay.cli.output import Output
-    from mailrelay.engine import Engine
     from mailrelay.message import Message
-    from mailrelay.result import SendResult
     from mailrelay.spool import FlushItem, FlushReport, QueuedMessage
 
 
@@ -211,21 +208,8 @@ def flush_command(app: CliApp, now: bool, json_mode: bool) -> None:
 
             out.emit_json({"spool": spool.where, **FlushReport().to_dict()})
         click.get_current_context().exit(0)
-    settings = app.settings
-    engine: Engine | None = None
+    from mailrelay.flushing import flush_spool
 
-    def send_one(message: Message) -> SendResult:
-        nonlocal engine
-        if engine is None:  # only when something is due: a config problem shows here
-            engine = app.engine()
-            app.hold_connections()  # one SMTP connection for the whole flush
-        # a retry that fails again stays queued: counted once already, when it was queued
-        return engine.send(message, keep=_still_queued)
-
-    from mailrelay.message import DEFAULT_MAX_SIZE
-    from mailrelay.suppression import suppressing
-
-    send = suppressing(send_one, app.suppressions(), warn=out.warn)  # bounced since queued
     bar = _ProgressBar(out) if _show_progress(out) else None
 
     def progress(item: FlushItem | None) -> None:
@@ -234,35 +218,16 @@ def flush_command(app: CliApp, now: bool, json_mode: bool) -> None:
         if item is not None and not out.json_mode:
             _report_item(app, out, item)
 
-    held_items: list[FlushItem] = []
-    if spool.held_keys():
-        from mailrelay.cli.held import load_held
-        from mailrelay.delivery import flush_held
-
-        held_items = flush_held(spool, partial(load_held, app), send, queue=app.queueing())
-        for item in held_items:
-            progress(item)
     try:
-        report = spool.flush(
-            send,
-            retry=settings.queue_retry,
-            max_retry=settings.queue_max_retry,
-            max_age=settings.queue_max_age,
+        report = flush_spool(
+            app,
             ignore_backoff=now,
-            max_size=settings.max_size or DEFAULT_MAX_SIZE,
             progress=progress,
             on_start=bar.start if bar is not None else None,
         )
     finally:
         if bar is not None:
             bar.stop()
-    report.items[:0] = held_items
-    moved = [(i.id, i.detail) for i in report.items if i.status == "failed"]
-    alerter = app.alerter() if moved else None
-    if alerter is not None:
-        from mailrelay.state.transitions import expired_event
-
-        alerter.dispatch([expired_event(moved)])
     if out.json_mode:
         out.emit_json({"spool": spool.where, **report.to_dict()})
     else:
@@ -299,10 +264,6 @@ def _summarize_flush(app: CliApp, out: Output, report: FlushReport, now: datetim
         elif due and not acted:
             text += f"; next due {when_text(min(due))}"
         out.note(f"queue flush: {text}")
-
-
-def _still_queued(result: SendResult) -> None:
-    return None
 
 
 def _report_item(app: CliApp, out: Output, item: FlushItem) -> None:

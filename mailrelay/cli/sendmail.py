@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -22,9 +22,9 @@ import click
 from mailrelay.cli import CliApp
 from mailrelay.datarecord import field, record
 from mailrelay.errors import MessageError, UsageError
+from mailrelay.heldmail import hold_reason, parse_sendmail_message, sendmail_aliases
 
 if TYPE_CHECKING:
-    from mailrelay.aliases import AliasBook
     from mailrelay.delivery import Delivery
     from mailrelay.message import Message
     from mailrelay.result import SendResult
@@ -300,54 +300,6 @@ def _hold_after(
         return None
     reason = config_change_reason(result)
     return hold(app.spool(), data, reason=reason, options=options, result=result, message=message)
-
-
-def sendmail_aliases(app: CliApp) -> AliasBook:
-    """The config's [aliases] and aliases_file, for the local names a message names."""
-    from mailrelay.aliases import AliasBook
-
-    settings = app.settings
-    return AliasBook(settings.aliases, settings.aliases_file, warn=app.out.warn)
-
-
-def hold_reason(app: CliApp, reason: str) -> str:
-    """Why a message is held, "no config file" first when none was found: cron's mailer
-    gets neither the crontab's variables nor /etc/environment, so that is the likely cause."""
-    from mailrelay.errors import ConfigError
-
-    try:
-        settings = app.settings
-    except ConfigError:
-        return reason  # a broken config says so itself
-    if settings.source is not None or "no config file" in reason:
-        return reason
-    return f"no config file (looked for {settings.searched}); {reason}"
-
-
-def parse_sendmail_message(
-    data: bytes,
-    options: dict[str, Any],
-    *,
-    default_sender: str | None,
-    max_size: int,
-    where: str = "standard input",
-    aliases: Callable[[str], list[str]] | None = None,
-) -> Message:
-    """The message sendmail was handed, with its flags (`SendmailArgs.options()`) and the
-    aliases for local names (`sendmail_aliases`)."""
-    from mailrelay.message import parse_eml
-
-    return parse_eml(
-        data,
-        where=where,
-        recipients=list(options.get("recipients", [])),
-        extract=bool(options.get("extract")),
-        envelope_from=options.get("sender"),
-        full_name=options.get("full_name"),
-        default_sender=default_sender,
-        max_size=max_size,
-        aliases=aliases,
-    )
 
 
 def hold_message(app: CliApp, data: bytes, options: dict[str, Any], reason: str) -> int:

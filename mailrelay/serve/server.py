@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from mailrelay.app import App
     from mailrelay.result import Listener
+    from mailrelay.spool import FlushReport
 
 
 FOLDER_PREFIX = "mailrelay-serve-metrics-"
@@ -82,34 +83,28 @@ class Flusher:
                     reason = escape_controls(str(exc))
                     sys.stderr.write(scrub(f"mailrelay: housekeeping failed: {reason}\n"))
 
-    def flush_once(self) -> None:
-        from mailrelay.message import DEFAULT_MAX_SIZE
+    def flush_once(self) -> FlushReport | None:
+        """One flush (mailrelay.flushing, as `queue flush` runs it), logged in one line; None
+        when there was nothing to do or every provider cools down."""
+        from mailrelay.flushing import flush_spool
 
         app = self.app
-        spool = app.spool()
-        if not spool.pending():
-            return
+        if not app.spool().pending():
+            return None
         engine = app.engine()
         engine.listeners.extend(self.listeners)
         state = engine.store.load()
         if all(engine.cooling_until(state, p) is not None for p in engine.providers):
-            return  # nobody to send through: the entries keep their tries and backoff
-        settings = app.settings
-        from mailrelay.suppression import suppressing
-
-        report = spool.flush(
-            suppressing(engine.send, app.suppressions(), warn=app.warn),
-            retry=settings.queue_retry,
-            max_retry=settings.queue_max_retry,
-            max_age=settings.queue_max_age,
-            max_size=settings.max_size or DEFAULT_MAX_SIZE,
-        )
-        sent, queued = report.count("sent"), report.count("queued")
-        if sent or queued or report.count("failed"):
+            return None  # nobody to send through: the entries keep their tries and backoff
+        report = flush_spool(app, engine=engine)
+        sent, queued, failed = report.count("sent"), report.count("queued"), report.count("failed")
+        held = f", {report.count('held')} still held" if report.count("held") else ""
+        if sent or queued or failed or held:
             sys.stderr.write(
-                f"mailrelay: queue flush: {sent} sent, {queued} still queued, "
-                f"{report.count('failed')} moved to failed/\n"
+                f"mailrelay: queue flush: {sent} sent, {queued} still queued{held}, "
+                f"{failed} moved to failed/\n"
             )
+        return report
 
 
 class ServeApplication(BaseApplication):  # type: ignore[misc]
