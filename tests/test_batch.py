@@ -20,11 +20,7 @@ from tests.test_e2e import mailrelay
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def fake(httpserver: HTTPServer) -> FakeBrevo:
-    f = FakeBrevo()
-    f.install(httpserver)
-    return f
+FAKE_TYPE = "brevo"  # the `fake` fixture (tests/conftest.py) serves FakeBrevo
 
 
 @pytest.fixture
