@@ -41,7 +41,7 @@ def health_cell(text: str, *, ok: bool, cooling: bool = False) -> Styled:
 
 # C0 controls (TAB, CR and LF among them), DEL, the C1 controls and the Unicode line and
 # paragraph separators: what a terminal or a log reader takes as a line end or an escape
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\\\\]")
+_CONTROL = "[\x00-\x1f\x7f-\x9f\u2028\u2029\\\\]"  # compiled at first use: serve's logs
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 
 
@@ -55,7 +55,7 @@ def escape_controls(text: str) -> str:
             return _NAMED[char]
         return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
 
-    return _CONTROL.sub(escaped, text)
+    return re.sub(_CONTROL, escaped, text)  # re's cache keeps the compiled pattern
 
 
 def fmt_time(value: datetime | None) -> str:
