@@ -312,4 +312,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             scrub(f"internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)")
         )
         code = ExitCode.SOFTWARE
+    if argv is None:  # the console script: the process ends here
+        _freeze_heap()
     sys.exit(int(code or 0))
+
+
+def _freeze_heap() -> None:
+    """Leave what the run built out of the collections of interpreter shutdown: they would
+    walk every object of the start-up (the modules, click's command tree) for cycles that a
+    process about to exit need not free; ~6% of a one-message send (docs/benchmarks.md).
+    Nothing of ours is left to a finalizer: files are closed by `with` blocks."""
+    import gc
+
+    gc.freeze()
