@@ -13,8 +13,10 @@ from pytest_httpserver import HTTPServer
 from mailrelay.secrets import forget_all
 from tests.esp.fakebase import FAKE_MODULES, FakeESP, serve
 from tests.redisserver import redis_server, redis_url
+from tests.smtpserver import smtp_server, stop_shared_server
 
-__all__ = ["redis_server", "redis_url"]  # fixtures every test module may ask for
+# fixtures every test module may ask for
+__all__ = ["redis_server", "redis_url", "smtp_server"]
 
 
 @pytest.fixture(autouse=True)
@@ -74,3 +76,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """In a module with `EVERY_FAKE = True`, a test taking `fake` runs once per provider fake."""
     if "fake" in metafunc.fixturenames and getattr(metafunc.module, "EVERY_FAKE", False):
         metafunc.parametrize("fake", FAKE_MODULES, indirect=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_the_shared_smtp_server() -> Iterator[None]:
+    """The shared SMTP server (tests/smtpserver.py) stops with the session, thread and all."""
+    yield
+    stop_shared_server()

@@ -17,7 +17,7 @@ from pytest_httpserver import HTTPServer
 from mailrelay.state import TomlStateStore
 from tests import configfile
 from tests.esp.fakebase import server_base_url
-from tests.smtpserver import SmtpServer
+from tests.smtpserver import SmtpServer, shared_server
 
 
 def mailrelay_command() -> str:
@@ -318,7 +318,7 @@ def test_esp_503_fails_over_to_another_esp(tmp_path: Path, state: Path) -> None:
 def test_tags_and_metadata_travel_as_headers_over_smtp(tmp_path: Path, state: Path) -> None:
     from email import message_from_bytes
 
-    with SmtpServer() as server:
+    with shared_server() as server:
         r = mailrelay(
             "--state",
             str(state),

@@ -23,7 +23,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from tests.smtpserver import SmtpServer
+from tests.smtpserver import SmtpServer, shared_server
 from tests.test_e2e import mailrelay, smtp_url
 
 INJECTED_NAME = 'Cron" <a@example.com>\nReply-To: attacker@evil.example\nX-Injected: "x'
@@ -44,7 +44,7 @@ def outbox_messages(folder: Path) -> list[EmailMessage]:
 
 @pytest.fixture
 def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as s:
+    with shared_server() as s:
         yield s
 
 

@@ -18,7 +18,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from tests.configfile import write_config
-from tests.smtpserver import SmtpServer
+from tests.smtpserver import SmtpServer, shared_server
 from tests.test_e2e import mailrelay, smtp_url
 
 GOOD = {"from": "a@example.com", "to": "b@example.com", "subject": "x", "text": "hi"}
@@ -43,7 +43,7 @@ BAD_NUMBERS = {
 
 @pytest.fixture
 def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as s:
+    with shared_server() as s:
         yield s
 
 

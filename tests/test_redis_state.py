@@ -24,7 +24,7 @@ from mailrelay.state import ProviderChange, StateDelta, TomlStateStore
 from mailrelay.state.redisstore import RedisStateStore, masked
 from tests.conftest import free_port
 from tests.redisserver import RedisServer, server_binary
-from tests.smtpserver import SmtpServer
+from tests.smtpserver import SmtpServer, shared_server
 from tests.test_e2e import mailrelay
 
 BINARY = server_binary()
@@ -38,7 +38,7 @@ def server(redis_server: RedisServer) -> RedisServer:
 
 @pytest.fixture(scope="module")
 def relay() -> Iterator[SmtpServer]:
-    with SmtpServer() as s:
+    with shared_server() as s:
         yield s
 
 
