@@ -8,8 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pytest_httpserver import HTTPServer
 
 from mailrelay.secrets import forget_all
+from tests.esp.fakebase import FAKE_MODULES, FakeESP, serve
+from tests.redisserver import redis_server, redis_url
+from tests.smtpserver import smtp_server, stop_shared_server
+
+# fixtures every test module may ask for
+__all__ = ["redis_server", "redis_url", "smtp_server"]
 
 
 @pytest.fixture(autouse=True)
@@ -45,3 +52,34 @@ def free_port() -> int:
 @pytest.fixture
 def dead_port() -> int:
     return free_port()
+
+
+@pytest.fixture
+def fake(request: pytest.FixtureRequest, httpserver: HTTPServer) -> FakeESP:
+    """A provider's loopback fake (tests/esp/fake_<type>.py), installed on the httpserver.
+
+    Which fake: the parameter when a module runs its tests over every fake (a module-level
+    `EVERY_FAKE = True`, see pytest_generate_tests), else the module's `FAKE_TYPE`, else the
+    type in its name (tests/esp/test_<type>.py)."""
+    param = getattr(request, "param", None)
+    if param is not None:
+        type_ = str(param).removeprefix("fake_")
+    else:
+        type_ = (
+            getattr(request.module, "FAKE_TYPE", None)
+            or (request.module.__name__.rpartition(".test_")[2])
+        )
+    return serve(type_, httpserver)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """In a module with `EVERY_FAKE = True`, a test taking `fake` runs once per provider fake."""
+    if "fake" in metafunc.fixturenames and getattr(metafunc.module, "EVERY_FAKE", False):
+        metafunc.parametrize("fake", FAKE_MODULES, indirect=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_the_shared_smtp_server() -> Iterator[None]:
+    """The shared SMTP server (tests/smtpserver.py) stops with the session, thread and all."""
+    yield
+    stop_shared_server()

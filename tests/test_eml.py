@@ -6,10 +6,8 @@ providers carry a whole message field by field (subject, text, HTML, attachments
 
 from __future__ import annotations
 
-import importlib
 from email import message_from_bytes
 from email import policy as email_policy
-from pathlib import Path
 
 import pytest
 from pytest_httpserver import HTTPServer
@@ -302,15 +300,7 @@ def test_lone_dot_ends_the_input(data: bytes, cut: bytes) -> None:
 
 # --- every HTTP provider carries a parsed message -----------------------------------------
 
-FAKE_MODULES = sorted(p.stem for p in (Path(__file__).parent / "esp").glob("fake_*.py"))
-
-
-@pytest.fixture(params=FAKE_MODULES)
-def fake(request: pytest.FixtureRequest, httpserver: HTTPServer) -> FakeESP:
-    module = importlib.import_module(f"tests.esp.{request.param}")
-    instance: FakeESP = module.FAKE_CLASS()
-    instance.install(httpserver)
-    return instance
+EVERY_FAKE = True  # a test taking `fake` runs over every provider fake (tests/conftest.py)
 
 
 def test_every_http_provider_carries_a_cron_message(fake: FakeESP, httpserver: HTTPServer) -> None:

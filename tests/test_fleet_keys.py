@@ -30,7 +30,7 @@ from mailrelay.serve.probegate import FileProbeGate
 from mailrelay.state.redisstore import RedisStateStore
 from tests.conftest import free_port
 from tests.esp.fakebase import server_base_url
-from tests.redisserver import HOST, RedisServer, flush, server_binary
+from tests.redisserver import HOST, RedisServer, server_binary
 from tests.test_e2e import mailrelay, mailrelay_command
 
 BINARY = server_binary()
@@ -40,17 +40,9 @@ PM_TOKEN = "pm-fleet-token-9d0e"
 MESSAGE = {"to": ["ops@example.com"], "subject": "disk", "text": "web1: disk 91% full"}
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    assert BINARY is not None
-    with RedisServer(BINARY) as s:
-        yield s
-
-
 @pytest.fixture
-def redis_url(server: RedisServer) -> str:
-    flush(server)
-    return server.url
+def server(redis_server: RedisServer) -> RedisServer:
+    return redis_server  # the session's shared server (tests/redisserver.py)
 
 
 def admin(server: RedisServer) -> Any:

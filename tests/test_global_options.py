@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import pytest
 
-from tests.smtpserver import SmtpServer
+from tests.smtpserver import SmtpServer, shared_server
 from tests.test_e2e import mailrelay, smtp_url, write_config
 
 GLOBAL = ("--config", "--state", "--provider", "--log-file", "--verbose", "--quiet", "--debug")
@@ -155,7 +155,7 @@ def test_via_an_unknown_name_is_one_line_naming_the_known_ones(tmp_path: Path) -
 
 
 def test_status_names_probe_only_those(tmp_path: Path) -> None:
-    with SmtpServer() as server:
+    with shared_server() as server:
         url = smtp_url(server, "relay")
         cfg = outbox_config(tmp_path)
         r = mailrelay("--config", str(cfg), "status", "two", "--json", input=None)

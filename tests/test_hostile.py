@@ -23,7 +23,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from tests.smtpserver import SmtpServer
+from tests.smtpserver import SmtpServer, shared_server
 from tests.test_e2e import mailrelay, smtp_url
 
 INJECTED_NAME = 'Cron" <a@example.com>\nReply-To: attacker@evil.example\nX-Injected: "x'
@@ -44,7 +44,7 @@ def outbox_messages(folder: Path) -> list[EmailMessage]:
 
 @pytest.fixture
 def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as s:
+    with shared_server() as s:
         yield s
 
 
@@ -665,3 +665,24 @@ def test_sendmail_sender_and_recipients_cannot_inject(
     assert r.returncode == 65, r.stderr
     assert r.stderr.count("\n") == 1
     assert smtp.connections == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("a\u2028b\rc", "U+2028"),  # the first bad character is the one named
+        ("a\u2029b\x1bc", "U+2029"),
+        ("a\x1bb\u2028c", "U+001B"),
+        ("a\rb\u2029", "line breaks (CR/LF)"),
+        ("a\x85b", "U+0085"),
+    ],
+)
+def test_a_header_value_names_its_first_bad_character(value: str, named: str) -> None:
+    from mailrelay.errors import MessageError
+    from mailrelay.message.headers import check_header_value
+
+    check_header_value("Subject", "plain \t text, é and ü")  # TAB and letters are fine
+    with pytest.raises(MessageError, match="Subject: ") as info:
+        check_header_value("Subject", value)
+    assert named in str(info.value)
+    assert value not in str(info.value)

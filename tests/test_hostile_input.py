@@ -17,7 +17,8 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from tests.smtpserver import SmtpServer
+from tests.configfile import write_config
+from tests.smtpserver import SmtpServer, shared_server
 from tests.test_e2e import mailrelay, smtp_url
 
 GOOD = {"from": "a@example.com", "to": "b@example.com", "subject": "x", "text": "hi"}
@@ -42,7 +43,7 @@ BAD_NUMBERS = {
 
 @pytest.fixture
 def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as s:
+    with shared_server() as s:
         yield s
 
 
@@ -153,12 +154,6 @@ def echo_credentials(request: Request) -> Response:
     )  # fmt: skip
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    return json.dumps(value)
-
-
 @pytest.mark.parametrize("type_", ESP_TYPES)
 @pytest.mark.parametrize("line_end", ["\n", "\r\n"])
 def test_an_env_secret_with_a_line_end_is_scrubbed_as_sent(
@@ -177,12 +172,9 @@ def test_an_env_secret_with_a_line_end_is_scrubbed_as_sent(
             env[f"SECRET_{key.upper()}"] = value + line_end
             table[key] = {"env": f"SECRET_{key.upper()}"}
     assert env, "the fake names its credentials"
-    config = tmp_path / "config.toml"
-    config.write_text(
-        '[defaults]\nfrom = "a@example.com"\n\n[[providers]]\n'
-        + "".join(f"{k} = {toml_value(v)}\n" for k, v in table.items())
+    config = write_config(
+        tmp_path / "config.toml", [table], defaults={"from": "a@example.com"}, mode=0o600
     )
-    config.chmod(0o600)
     log = tmp_path / "audit.jsonl"
     r = mailrelay(
         "--config", str(config), "--state", str(tmp_path / "state.toml"), "--log-file",

@@ -75,6 +75,48 @@ def test_an_http_send_loads_neither_requests_nor_email_validator(
     assert len(fake.requests) == 1
 
 
+def test_an_smtp_send_with_the_state_file_loads_no_completion_and_no_mime_types(
+    tmp_path: Path,
+) -> None:
+    """The start-up of the commonest send (issue 26): shell completion is for a TAB, the MIME
+    types table (and its Windows registry reader) for attachments."""
+    config = tmp_path / "config.toml"
+    with SmtpServer() as relay:
+        config.write_text(
+            '[defaults]\nfrom = "ops@example.com"\n[[providers]]\ntype = "smtp"\n'
+            f'host = "127.0.0.1"\nport = {relay.port}\nsecurity = "none"\n'
+        )
+        config.chmod(0o600)
+        argv = ["--config", str(config), "--state", str(tmp_path / "state.toml"), "send", "-s",
+                "hi", "--text", "body", "dev@example.com"]  # fmt: skip
+        code = f"from mailrelay.cli import main\nmain({argv!r})"
+        names = (*HEAVY, "click.shell_completion", "mimetypes", "mailrelay.message.eml",
+                 "mailrelay.alerts", "email_validator")  # fmt: skip
+        assert loaded_after(code, names) == []
+        assert len(relay.messages) == 1
+
+
+def test_the_console_script_tunes_the_collector_and_freezes_its_heap_before_exit() -> None:
+    """`mailrelay` (main() with no argv, a process of its own) collects cycles less often and
+    freezes the heap before it exits, so the collections of interpreter shutdown do not walk
+    the start-up's objects; main(argv), as tests and embedders call it, leaves the garbage
+    collector alone."""
+    report = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print(gc.get_freeze_count(), gc.get_threshold()[0]))\n"
+    )
+    for call, own in (("main()", True), ("main(['--version'])", False)):
+        code = report + "sys.argv = ['mailrelay', '--version']\n"
+        code += f"from mailrelay.cli import main\n{call}"
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0, out.stderr
+        frozen, threshold = map(int, out.stdout.strip().splitlines()[-1].split())
+        assert (frozen > 0) is own, (call, frozen)
+        assert threshold == (20_000 if own else 700), (call, threshold)
+
+
 @pytest.mark.skipif(server_binary() is None, reason="no redis-server or valkey-server")
 def test_a_send_with_redis_state_loads_neither_redis_py_nor_asyncio_or_logging(
     tmp_path: Path,

@@ -21,7 +21,7 @@ import pytest
 from mailrelay.message import Address, Attachment, Message
 from mailrelay.providers.outbox import OutboxProvider
 from mailrelay.providers.smtp import SmtpProvider
-from tests.smtpserver import SmtpServer
+from tests.smtpserver import SmtpServer, shared_server
 from tests.test_e2e import mailrelay_command, write_config
 
 BIG = 25 * 1024 * 1024
@@ -157,7 +157,7 @@ def test_smtp_sends_the_chunks_dot_stuffed_with_their_size() -> None:
             Attachment(".dotfile", "text/plain", b".\r\n.x\r\n"),
         ],
     )
-    with SmtpServer() as server:
+    with shared_server() as server:
         provider = SmtpProvider("relay", host="127.0.0.1", port=server.port, security="none")
         provider.send(message, timeout=10)
         ((_, _, data),) = server.messages

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mailrelay.metrics import SpoolStats, render
 from mailrelay.state import ProviderState, State
-from tests.smtpserver import SmtpServer
+from tests.smtpserver import SmtpServer, shared_server
 from tests.test_e2e import mailrelay, write_config
 from tests.test_queue import SECRET
 
@@ -144,7 +144,7 @@ def test_a_flush_counts_a_delivered_message_as_sent_and_a_retry_not_at_all(
     assert (
         value(samples, "mailrelay_send_attempts_total", provider="relay", outcome="transient") == 4
     )
-    with SmtpServer() as server:
+    with shared_server() as server:
         live = write_config(
             tmp_path / "live.toml", [smtp("relay", server.port)], spool_dir=str(spool)
         )
@@ -253,7 +253,7 @@ def test_a_batch_counts_each_message_once(tmp_path: Path, dead_port: int) -> Non
     ]
     batch = tmp_path / "batch.jsonl"
     batch.write_text("\n".join(lines) + "\n")
-    with SmtpServer() as server:
+    with shared_server() as server:
         cfg = write_config(
             tmp_path / "config.toml",
             [smtp("dead", dead_port), smtp("live", server.port)],

@@ -38,7 +38,7 @@ from mailrelay.message.msgjson import (
 )
 from tests.esp.fake_postmark import FakePostmark
 from tests.esp.fakebase import server_base_url
-from tests.smtpserver import SmtpServer
+from tests.smtpserver import shared_server
 from tests.test_cli import run
 from tests.test_e2e import mailrelay, write_config
 
@@ -269,7 +269,7 @@ def test_message_through_a_real_smtp_server(tmp_path: Path) -> None:
             }
         )
     )
-    with SmtpServer() as server:
+    with shared_server() as server:
         r = mailrelay(
             "--provider",
             f"smtp://127.0.0.1:{server.port}?security=none&timeout=5",

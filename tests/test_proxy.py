@@ -26,7 +26,7 @@ from mailrelay.providers.options import ProviderSpec
 from tests.esp.fake_postmark import FakePostmark
 from tests.esp.fakebase import server_base_url
 from tests.proxyserver import ProxyServer, proxy_server
-from tests.smtpserver import SmtpServer, shared_ca
+from tests.smtpserver import shared_ca, shared_server
 from tests.test_e2e import mailrelay, write_config
 
 PROXY_VARIABLES = (
@@ -331,7 +331,7 @@ def test_a_dead_proxy_fails_over_to_the_next_provider(
     dead_port: int,
 ) -> None:
     fake, server = https_fake
-    with SmtpServer() as relay:
+    with shared_server() as relay:
         smtp = {"name": "relay", "type": "smtp", "host": "127.0.0.1", "port": relay.port}
         smtp |= {"security": "none", "timeout": 5}
         proxy = f"http://ops:{SECRET}@127.0.0.1:{dead_port}"
@@ -359,7 +359,7 @@ def test_a_socks_proxy_fails_over_and_alone_is_exit_78(
     }
     for where in ("both", "alone"):
         (tmp_path / where).mkdir()
-    with SmtpServer() as relay:
+    with shared_server() as relay:
         smtp = {"name": "relay", "type": "smtp", "host": "127.0.0.1", "port": relay.port}
         smtp |= {"security": "none", "timeout": 5}
         r = run_send(tmp_path / "both", [fake.config(server_base_url(server)), smtp], env)

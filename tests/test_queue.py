@@ -11,7 +11,7 @@ from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
-from tests.smtpserver import SmtpServer
+from tests.smtpserver import SmtpServer, shared_server
 from tests.test_e2e import mailrelay, mailrelay_command, write_config
 
 SECRET = "s3cret-Pa55-never-shown"
@@ -62,7 +62,7 @@ def test_total_outage_then_two_flushes_deliver_each_message_once(
     assert all(stat.S_IMODE(os.stat(f).st_mode) == 0o600 for f in files)
     for f in files:
         assert SECRET not in f.read_text()
-    with SmtpServer() as server:
+    with shared_server() as server:
         cfg = config(tmp_path, server.port, password=False)
         argv = [mailrelay_command(), "--config", str(cfg), "queue", "flush", "--now"]
         procs = [
@@ -189,7 +189,7 @@ def test_bcc_and_attachments_survive_the_spool(tmp_path: Path, dead_port: int) -
         "-a", str(attach), "--text", "hello", "ops@example.com",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    with SmtpServer() as server:
+    with shared_server() as server:
         cfg = config(tmp_path, server.port, password=False)
         r = mailrelay("--config", str(cfg), "queue", "flush", "--now", "--json", input=None)
         assert r.returncode == 0, r.stderr
@@ -242,7 +242,7 @@ def test_a_corrupt_spool_file_is_reported_and_the_rest_sent(tmp_path: Path, dead
     assert mailrelay("--config", str(cfg), "send", "--queue", "o@example.com").returncode == 0
     bad = tmp_path / "spool" / "00000000T000000.000000Z-bad.json"
     bad.write_bytes(b"\xff\xfe not json")
-    with SmtpServer() as server:
+    with shared_server() as server:
         cfg = config(tmp_path, server.port, password=False)
         r = mailrelay("--config", str(cfg), "queue", "flush", "--now", input=None)
         assert len(server.messages) == 1

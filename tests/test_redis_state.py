@@ -23,30 +23,22 @@ import pytest
 from mailrelay.state import ProviderChange, StateDelta, TomlStateStore
 from mailrelay.state.redisstore import RedisStateStore, masked
 from tests.conftest import free_port
-from tests.redisserver import RedisServer, flush, server_binary
-from tests.smtpserver import SmtpServer
+from tests.redisserver import RedisServer, server_binary
+from tests.smtpserver import SmtpServer, shared_server
 from tests.test_e2e import mailrelay
 
 BINARY = server_binary()
 pytestmark = pytest.mark.skipif(BINARY is None, reason="no redis-server or valkey-server")
 
 
-@pytest.fixture(scope="session")
-def server() -> Iterator[RedisServer]:
-    assert BINARY is not None
-    with RedisServer(BINARY) as s:
-        yield s
-
-
 @pytest.fixture
-def redis_url(server: RedisServer) -> str:
-    flush(server)
-    return server.url
+def server(redis_server: RedisServer) -> RedisServer:
+    return redis_server  # the session's shared server (tests/redisserver.py)
 
 
 @pytest.fixture(scope="module")
 def relay() -> Iterator[SmtpServer]:
-    with SmtpServer() as s:
+    with shared_server() as s:
         yield s
 
 

@@ -16,7 +16,7 @@ from pytest_httpserver import HTTPServer
 
 from mailrelay.cli import cli, main
 from tests.esp.fakebase import server_base_url
-from tests.smtpserver import SmtpServer
+from tests.smtpserver import SmtpServer, shared_server
 from tests.test_e2e import mailrelay, mailrelay_command, smtp_url
 
 CRON_ARGV = ["-FCronDaemon", "-i", "-odi", "-oem", "-oi", "-t", "-f", "root"]
@@ -53,7 +53,7 @@ def run(
 
 @pytest.fixture
 def server() -> Iterator[SmtpServer]:
-    with SmtpServer() as s:
+    with shared_server() as s:
         yield s
 
 

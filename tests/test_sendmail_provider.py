@@ -17,6 +17,7 @@ from mailrelay.config import specs_from_urls
 from mailrelay.errors import ConfigError
 from mailrelay.message import Address, Attachment, Message
 from mailrelay.providers import registry
+from mailrelay.providers import sendmail as sendmail_module
 from mailrelay.providers.base import Outcome, ProviderError
 from mailrelay.providers.options import ProviderSpec, ProviderURL
 from mailrelay.providers.sendmail import CHILD_ENV, SendmailProvider, exit_outcome
@@ -299,11 +300,18 @@ def test_bad_url() -> None:
         specs_from_urls(["sendmail://mail.example.com/usr/sbin/sendmail"], "--provider")
 
 
-def test_config_defaults_and_extra_args(tmp_path: Path) -> None:
+def test_config_defaults_and_extra_args(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the default is the system's sendmail; building a provider reads the file it names (to
+    # refuse a mailrelay wrapper), so the test names a stand-in rather than the host's own
+    assert sendmail_module.DEFAULT_COMMAND == ("/usr/sbin/sendmail",)
+    stand_in = fake_sendmail(tmp_path, "system-sendmail")
+    monkeypatch.setattr(sendmail_module, "DEFAULT_COMMAND", (str(stand_in),))
     default = registry.build(ProviderSpec("sm", "sendmail", {}, "c.toml"))
     assert isinstance(default, SendmailProvider)
-    assert default.command == ["/usr/sbin/sendmail"]
+    assert default.command == [str(stand_in)]
     assert default.timeout == 60
+    default.send(make_message(), timeout=5)
+    assert recorded(tmp_path)["argv"][0] == "-i"
 
     script = fake_sendmail(tmp_path)
     p = provider([str(script), "-oem", "-oi"], timeout=7)

@@ -20,6 +20,7 @@ import requests
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from tests.configfile import write_config
 from tests.conftest import free_port
 from tests.esp.fakebase import server_base_url
 from tests.smtpserver import SmtpServer
@@ -82,16 +83,8 @@ class Server:
 
 
 def config(tmp: Path, providers: list[dict[str, Any]], **defaults: Any) -> Path:
-    lines = ["[defaults]", 'from = "cron@example.com"']
-    lines += [f"{k} = {json.dumps(v)}" for k, v in defaults.items()]
-    lines += ["[serve]", f'tokens = ["{TOKEN}"]', "max_request_bytes = 200000", "threads = 4"]
-    for p in providers:
-        lines.append("[[providers]]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in p.items()]
-    path = tmp / "config.toml"
-    path.write_text("\n".join(lines) + "\n")
-    path.chmod(0o600)
-    return path
+    serve = {"tokens": [TOKEN], "max_request_bytes": 200000, "threads": 4}
+    return write_config(tmp / "config.toml", providers, defaults=defaults, serve=serve, mode=0o600)
 
 
 class CountingPostmark:

@@ -17,7 +17,7 @@ from mailrelay.providers import registry
 from mailrelay.providers.base import Outcome, Provider, ProviderError, Receipt
 from mailrelay.providers.options import ProviderSpec
 from mailrelay.providers.smtp import SmtpProvider, classify_reply, dot_stuff, enhanced_code
-from tests.smtpserver import SmtpServer, closing_server, silent_server
+from tests.smtpserver import SmtpServer, closing_server, shared_server, silent_server
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -83,7 +83,7 @@ def test_send_hands_over_envelope_and_data() -> None:
             Attachment("logo.png", "image/png", PNG, inline=True, content_id="logo"),
         ],
     )
-    with SmtpServer() as server:
+    with shared_server() as server:
         receipt = send(plain(server), msg)
         assert server.connections == 1
     assert receipt.provider == "s"
@@ -107,7 +107,7 @@ def test_send_hands_over_envelope_and_data() -> None:
 
 def test_lines_starting_with_a_dot_survive() -> None:
     text = ".hidden\n.\n..two\nend\n"
-    with SmtpServer() as server:
+    with shared_server() as server:
         send(plain(server), message(text=text))
     assert server.messages[0].data.endswith(b"\r\n\r\n.hidden\r\n.\r\n..two\r\nend\r\n")
 
@@ -118,7 +118,7 @@ def test_dot_stuff() -> None:
 
 
 def test_eight_bit_body_uses_8bitmime_and_size() -> None:
-    with SmtpServer() as server:
+    with shared_server() as server:
         send(plain(server), message(text="Grüße, 91 % voll\n"))
     (options,) = server.mail_options
     assert "BODY=8BITMIME" in options
@@ -129,7 +129,7 @@ def test_eight_bit_body_uses_8bitmime_and_size() -> None:
 def test_non_ascii_address_uses_smtputf8() -> None:
     # no display name: Address.__str__ (formataddr) cannot format one with a UTF-8 address
     msg = message(to=[Address("jörg@bücher.example")], cc=[Address("cc@example.com", "Jörg")])
-    with SmtpServer() as server:
+    with shared_server() as server:
         send(plain(server), msg)
     assert "SMTPUTF8" in server.mail_options[0]
     assert server.messages[0].rcpt_tos == ["jörg@bücher.example", "cc@example.com"]
@@ -153,7 +153,7 @@ def test_message_larger_than_size_is_rejected_before_mail() -> None:
 
 
 def test_tags_and_metadata_travel_as_header_fields() -> None:
-    with SmtpServer() as server:
+    with shared_server() as server:
         send(plain(server), message(tags=["cron"], metadata={"job": "backup"}))
         [got] = server.messages
     parsed = email.message_from_bytes(got.data, policy=email.policy.default)
@@ -428,7 +428,7 @@ def test_check_healthy_sends_no_mail() -> None:
 
 
 def test_check_plain_server() -> None:
-    with SmtpServer() as server:
+    with shared_server() as server:
         health = plain(server).check(timeout=5)
     assert health.ok
     assert "no TLS" in health.detail
@@ -456,7 +456,7 @@ def test_check_failing_connections(dead_port: int) -> None:
     with silent_server() as server:
         health = plain(server).check(timeout=0.5)
     assert (health.ok, health.outcome) == (False, Outcome.TRANSIENT)
-    with SmtpServer() as server:  # STARTTLS required, not offered
+    with shared_server() as server:  # STARTTLS required, not offered
         health = build(host="127.0.0.1", port=server.port).check(timeout=5)
     assert (health.ok, health.outcome) == (False, Outcome.PROVIDER)
 
@@ -501,7 +501,7 @@ def test_smtp_url_forms() -> None:
     assert (provider.security, provider.port) == ("starttls", 587)
     provider = from_url("smtp://relay.example.com?security=none")
     assert (provider.security, provider.port) == ("none", 25)
-    with SmtpServer() as server:
+    with shared_server() as server:
         send(from_url(f"smtp://127.0.0.1:{server.port}?security=none&timeout=5"))
     assert len(server.messages) == 1
 
@@ -582,7 +582,7 @@ def numbered(i: int) -> Message:
 
 
 def test_single_sends_open_one_connection_each_by_default() -> None:
-    with SmtpServer() as server:
+    with shared_server() as server:
         provider = plain(server)
         send(provider)
         send(provider)
@@ -611,7 +611,7 @@ def test_reuse_sends_many_messages_over_one_connection_per_thread() -> None:
 
 @pytest.mark.parametrize("reply", ["close", "421 4.4.2 idle for too long, closing"])
 def test_reuse_reconnects_once_when_the_server_dropped_the_idle_connection(reply: str) -> None:
-    with SmtpServer() as server:
+    with shared_server() as server:
         provider = reusing(server)
         send(provider, numbered(1))
         assert server.connections == 1
@@ -627,7 +627,7 @@ def test_reuse_reconnects_once_when_the_server_dropped_the_idle_connection(reply
 
 
 def test_reuse_keeps_reporting_real_failures() -> None:
-    with SmtpServer() as server:
+    with shared_server() as server:
         provider = reusing(server)
         send(provider, numbered(1))
         server.fail["rcpt"] = "550 5.1.1 no such user"
@@ -643,7 +643,7 @@ def test_reuse_keeps_reporting_real_failures() -> None:
 
 
 def test_reuse_times_out_on_a_silent_kept_connection() -> None:
-    with SmtpServer() as server:
+    with shared_server() as server:
         provider = reusing(server, timeout=1)
         send(provider, numbered(1))
         server.fail["mail"] = "hang"

@@ -32,7 +32,7 @@ from mailrelay.spool import (
     retry_delay,
 )
 from mailrelay.state import TomlStateStore
-from tests.smtpserver import SmtpServer
+from tests.smtpserver import SmtpServer, shared_server
 
 T0 = datetime(2026, 11, 22, 9, 0, 0, tzinfo=timezone.utc)
 RETRY, MAX_RETRY, MAX_AGE = 300.0, 3600.0, 5 * 86400.0
@@ -162,7 +162,7 @@ def test_flush_sends_once_removes_the_file_and_records_state(
     message = a_message(bcc=["hidden@example.com"])
     ident = queue_one(spool, engine_for(tmp_path, dead_port), message)
     clock.advance(RETRY)
-    with SmtpServer() as server:
+    with shared_server() as server:
         engine = engine_for(tmp_path, server.port)
         report = flush(spool, engine.send)
         assert [(i.id, i.status) for i in report.items] == [(ident, "sent")]
@@ -291,7 +291,7 @@ def test_a_corrupt_file_is_moved_aside_and_the_others_still_go(
     spool.warn = warnings.append
     assert [e.id for e in spool.entries()] == [good]  # list reports and skips them
     assert len(warnings) == 2 and "not valid JSON" in warnings[0]
-    with SmtpServer() as server:
+    with shared_server() as server:
         report = flush(spool, engine_for(tmp_path, server.port).send, ignore_backoff=True)
         assert len(server.messages) == 1
     outcomes = {i.id: i.status for i in report.items}
@@ -306,7 +306,7 @@ def test_a_locked_message_is_skipped_by_another_flush(tmp_path: Path, dead_port:
     spool = Spool(tmp_path / "spool", rand=NO_JITTER)
     ident = queue_one(spool, engine_for(tmp_path, dead_port), a_message())
     path = spool.path / f"{ident}.json"
-    with SmtpServer() as server:
+    with shared_server() as server:
         engine = engine_for(tmp_path, server.port)
         fd = os.open(path, os.O_RDONLY)
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import tempfile
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -66,11 +65,9 @@ def deltas(draw: st.DrawFn) -> StateDelta:
 updates = st.lists(st.lists(deltas(), min_size=1, max_size=3), min_size=1, max_size=8)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    assert BINARY is not None
-    with RedisServer(BINARY) as s:
-        yield s
+@pytest.fixture
+def server(redis_server: RedisServer) -> RedisServer:
+    return redis_server  # the session's shared server (tests/redisserver.py)
 
 
 def normal(state: State) -> dict[str, Any]:

@@ -3,14 +3,11 @@ TOML file and by Redis alike, never longer than 60 minutes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import pytest
-
 from mailrelay.state import ProviderChange, StateDelta, TomlStateStore
-from tests.redisserver import RedisServer, flush, server_binary
+from tests.redisserver import server_binary
 
 T0 = datetime(2026, 12, 4, 20, 0, 30, tzinfo=timezone.utc)
 M0 = int(T0.timestamp()) // 60
@@ -46,15 +43,6 @@ def test_a_bad_minute_key_is_a_corrupt_file(tmp_path: Path) -> None:
 
 
 BINARY = server_binary()
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    if BINARY is None:
-        pytest.skip("no redis-server or valkey-server")
-    with RedisServer(BINARY) as server:
-        flush(server)
-        yield server.url
 
 
 def test_redis_counts_by_minute_and_drops_an_hour_old(redis_url: str) -> None:

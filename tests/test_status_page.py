@@ -13,7 +13,7 @@ import requests
 
 from mailrelay.serve.chart import chart_svg, per_minute
 from mailrelay.serve.pages import health_of, last_error
-from tests.smtpserver import SmtpServer
+from tests.smtpserver import shared_server
 from tests.test_e2e import mailrelay
 from tests.test_serve import AUTH, Server, config, dead_smtp, outbox, smtp
 
@@ -96,7 +96,7 @@ def test_a_failover_on_the_page(tmp_path: Path) -> None:
 
 
 def test_a_provider_with_no_history_is_probed_on_load_once(tmp_path: Path) -> None:
-    with SmtpServer() as relay:
+    with shared_server() as relay:
         cfg = config(tmp_path, [smtp(relay), dead_smtp()])
         server = Server(tmp_path, cfg)
         try:

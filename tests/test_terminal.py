@@ -12,7 +12,7 @@ import subprocess
 import termios
 from pathlib import Path
 
-from tests.smtpserver import SmtpServer
+from tests.smtpserver import shared_server
 from tests.test_e2e import mailrelay, mailrelay_command
 from tests.test_queue import config
 
@@ -56,7 +56,7 @@ def batch_file(tmp_path: Path, n: int) -> Path:
 
 def test_a_batch_on_a_terminal_shows_progress_and_a_summary(tmp_path: Path) -> None:
     batch = batch_file(tmp_path, 5)
-    with SmtpServer() as server:
+    with shared_server() as server:
         cfg = config(tmp_path, server.port, password=False)
         code, output = on_terminal("--config", str(cfg), "send", "--batch", str(batch))
         assert len(server.messages) == 5
@@ -64,7 +64,7 @@ def test_a_batch_on_a_terminal_shows_progress_and_a_summary(tmp_path: Path) -> N
     assert "sending" in output and "5/5" in output  # the bar, finished
     assert "batch: 5 sent, 0 queued, 0 failed, 0 bad lines" in output
     # the same batch off a terminal (as under cron): silent
-    with SmtpServer() as server:
+    with shared_server() as server:
         cfg = config(tmp_path, server.port, password=False)
         r = mailrelay("--config", str(cfg), "send", "--batch", str(batch), input=None)
     assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
@@ -75,7 +75,7 @@ def test_a_flush_on_a_terminal_shows_progress(tmp_path: Path, dead_port: int) ->
     for i in range(3):
         r = mailrelay("--config", str(cfg), "send", "--queue", "-s", f"q{i}", "ops@example.com")
         assert r.returncode == 0, r.stderr
-    with SmtpServer() as server:
+    with shared_server() as server:
         cfg = config(tmp_path, server.port, password=False)
         code, output = on_terminal("--config", str(cfg), "queue", "flush", "--now")
         assert len(server.messages) == 3

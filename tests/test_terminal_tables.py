@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.smtpserver import SmtpServer
+from tests.smtpserver import SmtpServer, shared_server
 from tests.test_e2e import mailrelay
 from tests.test_queue import config
 from tests.test_terminal import on_terminal
@@ -45,7 +45,7 @@ def cooling(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_health_is_in_colour_on_a_terminal(cooling: tuple[Path, Path]) -> None:
     cfg, state = cooling
-    with SmtpServer() as server:
+    with shared_server() as server:
         cfg.write_text(re.sub(r"port = \d+", f"port = {server.port}", cfg.read_text()))
         code, output = on_terminal("--config", str(cfg), "--state", str(state), "status")
     assert code == 1, output
@@ -56,7 +56,7 @@ def test_health_is_in_colour_on_a_terminal(cooling: tuple[Path, Path]) -> None:
 
 
 def test_healthy_is_green(tmp_path: Path) -> None:
-    with SmtpServer() as server:
+    with shared_server() as server:
         cfg = mixed_config(tmp_path, server.port)
         code, output = on_terminal("--config", str(cfg), "status", "relay")
     assert code == 0 and f"{GREEN}healthy" in output
@@ -88,7 +88,7 @@ def unwrapped(lines: list[str]) -> str:
 
 @pytest.mark.parametrize("columns", [80, 120])
 def test_status_reads_whole_at_80_and_120_columns(tmp_path: Path, columns: int) -> None:
-    with SmtpServer() as server:
+    with shared_server() as server:
         cfg = mixed_config(tmp_path, server.port)
         _, output = on_terminal("--config", str(cfg), "status", columns=columns)
         r = mailrelay("--config", str(cfg), "status", "--json", input=None)
@@ -194,7 +194,7 @@ def test_flush_with_nothing_due_says_what_waits_on_a_terminal(
 
 
 def test_old_time_first_ids_are_still_listed_shown_and_flushed(tmp_path: Path) -> None:
-    with SmtpServer() as server:
+    with shared_server() as server:
         cfg = config(tmp_path, server.port, password=False, on_failure="queue")
         server.fail["mail"] = "451 4.3.0 try later"
         r = mailrelay("--config", str(cfg), "send", "-s", "old", "ops@example.com")

@@ -8,10 +8,14 @@ completions/ are the same text, checked in for packagers and kept in sync by a t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
-from click.shell_completion import CompletionItem, get_completion_class
 
 from mailrelay.cli import global_options
+
+if TYPE_CHECKING:  # click.shell_completion is loaded at a TAB, not by every command using this
+    from click.shell_completion import CompletionItem
 
 PROG_NAME = "mailrelay"
 COMPLETE_VAR = "_MAILRELAY_COMPLETE"
@@ -20,6 +24,8 @@ SHELLS = ("bash", "zsh", "fish")
 
 def completion_script(shell: str) -> str:
     """The completion script click generates for `shell`, without a trailing newline."""
+    from click.shell_completion import get_completion_class
+
     from mailrelay.cli import cli
 
     comp_cls = get_completion_class(shell)
@@ -38,6 +44,8 @@ def complete_provider_names(
     print a traceback into the user's command line.
     """
     try:
+        from click.shell_completion import CompletionItem
+
         from mailrelay.config import load_settings
 
         root = ctx.find_root().params

@@ -60,7 +60,7 @@ def plain_address(email: str) -> str | None:
 # a dotless host (root@localhost, root@web1) and these special-use or private suffixes
 # (RFC 6761 .localhost, RFC 6762 .local, ICANN's .internal; .lan by common use).
 _LOCAL_SUFFIXES = ("local", "lan", "internal", "localhost")
-_LOCAL_DOMAIN = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}")
+_LOCAL_DOMAIN = rf"(?:{_LABEL}\.)*{_LABEL}"  # compiled only on the slow path below
 
 
 def is_local_address(email: str) -> bool:
@@ -84,7 +84,7 @@ def validate_email(where: str, email: str) -> str:
 
     local, _, domain = email.rpartition("@")
     checked, own_domain = email, None
-    if local and is_local_address(email) and _LOCAL_DOMAIN.fullmatch(domain):
+    if local and is_local_address(email) and re.fullmatch(_LOCAL_DOMAIN, domain):
         # email_validator refuses these names; check the local part alone
         checked, own_domain = f"{local}@example.com", domain.lower()
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import mimetypes
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,6 +63,8 @@ def load_attachment(
     path: str, *, inline: bool = False, max_size: int = DEFAULT_MAX_SIZE
 ) -> Attachment:
     """Read an attachment file, guessing its MIME type from the name."""
+    import mimetypes  # only a send with attachments pays for it (and its Windows registry)
+
     p = Path(path)
     data = read_input_file(p, f"attachment {path}", limit=max_size, regular=True)
     ctype, encoding = mimetypes.guess_type(p.name)

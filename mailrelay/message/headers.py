@@ -36,16 +36,24 @@ HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 ftext: printable US-ASCII e
 # controls (NEL U+0085 among them) and the Unicode line and paragraph separators, which some
 # readers and JSON APIs take as line breaks. VT, FF and FS/GS/RS are line ends to Python's
 # str.splitlines.
-_NOT_IN_HEADER = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+# (The two separators are looked for apart: a character class reaching past U+00FF costs a
+# send's start-up ~0.2 ms to compile, more than the check itself.)
+_NOT_IN_HEADER = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_SEPARATORS = ("\u2028", "\u2029")
 
 
 def check_header_value(where: str, value: str) -> None:
     """The one check for every string that lands in a header (flags, JSON, .eml, sendmail):
     refuse what could end a line there, naming the field and never echoing the value."""
     m = _NOT_IN_HEADER.search(value)
-    if m is None:
+    first = m.start() if m is not None else len(value)
+    for separator in _SEPARATORS:  # the first bad character is the one named
+        at = value.find(separator, 0, first)
+        if at >= 0:
+            first = at
+    if first == len(value):
         return
-    char = m.group()
+    char = value[first]
     if char in "\r\n":
         raise MessageError(f"{where}: line breaks (CR/LF) are not allowed in a header value")
     raise MessageError(

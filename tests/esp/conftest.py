@@ -1,8 +1,8 @@
-"""What every `test_<type>.py` beside this file shares: the fake server of its provider, the
-fake's base URL, a sample message, and building a provider and catching its error.
+"""What every `test_<type>.py` beside this file shares: the fake's base URL, a sample message,
+and building a provider and catching its error.
 
-A provider's test module gets its fake from `fake_<type>.py` (`FAKE_CLASS`) by its own name;
-it then states only what differs, e.g.
+A provider's test module gets its fake (the `fake` fixture of tests/conftest.py) from
+`fake_<type>.py` (`FAKE_CLASS`) by its own name; it then states only what differs, e.g.
 
     message = message_factory(subject="s", text="t\\n")
     send_error = send_error_factory(message)
@@ -14,7 +14,6 @@ it then states only what differs, e.g.
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -26,25 +25,11 @@ from mailrelay.message import Address, Message
 from mailrelay.providers import registry
 from mailrelay.providers.base import Provider, ProviderError
 from mailrelay.providers.options import ProviderSpec
-from tests.esp.fakebase import FakeESP, server_base_url
+from tests.esp.fakebase import FakeESP, serve, server_base_url
+
+__all__ = ["serve"]  # kept here for the tests that import it from this module
 
 P = TypeVar("P", bound=Provider)
-
-
-@pytest.fixture
-def fake(request: pytest.FixtureRequest, httpserver: HTTPServer) -> FakeESP:
-    """The module's provider fake (test_<type>.py -> fake_<type>.FAKE_CLASS), installed on the
-    loopback httpserver."""
-    return serve(request.module.__name__.rpartition(".test_")[2], httpserver)
-
-
-def serve(type_: str, httpserver: HTTPServer, **options: Any) -> FakeESP:
-    """The fake of provider `type_` (fake_<type>.FAKE_CLASS, built with `options`), installed
-    on the loopback httpserver."""
-    module = importlib.import_module(f"tests.esp.fake_{type_}")
-    instance: FakeESP = module.FAKE_CLASS(**options)
-    instance.install(httpserver)
-    return instance
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ The shared cases in `test_contract.py` run every fake through the same checks.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from abc import ABC, abstractmethod
@@ -23,6 +24,18 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from mailrelay.providers.base import Outcome
+
+# every provider fake beside this file, by module name (fake_brevo, ...)
+FAKE_MODULES = sorted(p.stem for p in Path(__file__).parent.glob("fake_*.py"))
+
+
+def serve(type_: str, httpserver: HTTPServer, **options: Any) -> FakeESP:
+    """The fake of provider `type_` (fake_<type>.FAKE_CLASS, built with `options`), installed
+    on the loopback httpserver."""
+    module = importlib.import_module(f"tests.esp.fake_{type_}")
+    instance: FakeESP = module.FAKE_CLASS(**options)
+    instance.install(httpserver)
+    return instance
 
 
 def server_base_url(server: HTTPServer) -> str:

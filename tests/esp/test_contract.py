@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import re
 import time
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -37,9 +36,9 @@ from tests.esp.fake_ses import AKID as SES_AKID
 from tests.esp.fake_ses import CONFIG_SET as SES_CONFIG_SET
 from tests.esp.fake_ses import SECRET as SES_SECRET
 from tests.esp.fake_ses import SESSION_TOKEN as SES_SESSION_TOKEN
-from tests.esp.fakebase import FakeESP, server_base_url
+from tests.esp.fakebase import FAKE_MODULES, FakeESP, server_base_url
 
-FAKE_MODULES = sorted(p.stem for p in Path(__file__).parent.glob("fake_*.py"))
+EVERY_FAKE = True  # a test taking `fake` runs over every provider fake (tests/conftest.py)
 HTTP_TYPES = [t for t in registry.BUILTIN if t not in ("smtp", "outbox", "sendmail")]
 MAILGUN_KEY = FakeMailgun.API_KEY
 POSTMARK_TOKEN = FakePostmark.TOKEN
@@ -51,11 +50,6 @@ PNG = base64.b64decode(
 
 def test_every_http_provider_has_a_fake() -> None:
     assert sorted(m.removeprefix("fake_") for m in FAKE_MODULES) == sorted(HTTP_TYPES)
-
-
-@pytest.fixture(params=FAKE_MODULES)
-def fake(request: pytest.FixtureRequest, httpserver: HTTPServer) -> FakeESP:
-    return serve(request.param.removeprefix("fake_"), httpserver)
 
 
 def build(fake: FakeESP, server: HTTPServer, **overrides: Any) -> Provider:

@@ -15,7 +15,7 @@ from tests.esp.fake_mailgun import FakeMailgun
 from tests.esp.fake_postmark import FakePostmark
 from tests.esp.fake_sendgrid import FakeSendgrid
 from tests.esp.fakebase import FakeESP, server_base_url
-from tests.smtpserver import SmtpServer
+from tests.smtpserver import SmtpServer, shared_server
 from tests.test_e2e import mailrelay, write_config
 
 PORTAL = "<html><body><h1>Welcome to Hotel Wi-Fi</h1>Please log in.</body></html>"
@@ -40,7 +40,7 @@ def behind_a_portal(
 def test_a_200_with_an_html_body_is_ambiguous_and_fails_over(
     tmp_path: Path, httpserver: HTTPServer, fake_class: type[FakeESP]
 ) -> None:
-    with SmtpServer() as relay:
+    with shared_server() as relay:
         cfg = behind_a_portal(fake_class(), httpserver, relay, tmp_path / "c.toml")
         r = mailrelay("--config", str(cfg), "send", "--json", "-s", "s", "a@example.com")
         assert r.returncode == 0, r.stderr
@@ -54,7 +54,7 @@ def test_a_200_with_an_html_body_is_ambiguous_and_fails_over(
 def test_on_ambiguous_stop_reports_it_and_sends_no_copy(
     tmp_path: Path, httpserver: HTTPServer
 ) -> None:
-    with SmtpServer() as relay:
+    with shared_server() as relay:
         cfg = behind_a_portal(
             FakePostmark(), httpserver, relay, tmp_path / "c.toml", on_ambiguous="stop"
         )
