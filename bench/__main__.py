@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.queue import redis_queue, redis_queue_fleet
+from bench.queuescale import redis_queue_large
 from bench.servers import Server, dead_port, serve
 
 HERE = Path(__file__).resolve().parent
@@ -136,6 +137,8 @@ class Bench:
         self.twins: dict[int, tuple[Variant, Variant]] = {}
         self.quick = quick
         self.work = work
+        self.fleet_messages: int | None = None  # redis_queue_fleet's queue (600; quick 150)
+        self.large_sizes: tuple[int, ...] = ()  # redis_queue_large's lengths (10k, 50k, 100k)
         self.rows: list[Row] = []
         self.checks: list[Check] = []
         self.missing: list[str] = []
@@ -741,6 +744,7 @@ SCENARIOS: dict[str, Callable[[Bench, Server, Server], None]] = {
     "redis_fleet": Bench.redis_fleet,
     "redis_queue": redis_queue,
     "redis_queue_fleet": redis_queue_fleet,
+    "redis_queue_large": redis_queue_large,
     "serve": Bench.serve,
 }
 
@@ -795,6 +799,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=Path,
         help="an earlier checkout (installed in DIR/.venv) to run side by side",
     )
+    parser.add_argument(
+        "--fleet-messages",
+        metavar="N",
+        type=int,
+        help="messages redis_queue_fleet queues (600; --quick 150)",
+    )
+    parser.add_argument(
+        "--large-sizes",
+        metavar="N,N,...",
+        default="",
+        help="queue lengths of redis_queue_large (10000,50000,100000; --quick 2000,10000)",
+    )
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
@@ -805,6 +821,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench = Bench(
             runs, args.quick, Path(tmp), args.baseline.resolve() if args.baseline else None
         )
+        bench.fleet_messages = args.fleet_messages
+        bench.large_sizes = tuple(int(n) for n in args.large_sizes.split(",") if n)
         with serve("http") as http, serve("smtp") as smtp:
             for name in names:
                 print(f"bench: {name} ...", file=sys.stderr, flush=True)
