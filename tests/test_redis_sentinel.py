@@ -91,9 +91,12 @@ def info(port: int, section: str) -> str:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer, Sentinel]]:
+def cluster(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[RedisServer, RedisServer, Sentinel]]:
     assert BINARY is not None
     primary = RedisServer(BINARY)
+    primary.extra = list(getattr(request, "param", []))  # more options for the primary
     replica = RedisServer(BINARY)
     replica.extra = ["--replicaof", HOST, str(primary.port)]
     sentinel = None
@@ -166,13 +169,17 @@ def test_a_long_running_client_follows_the_failover(
         c.close()
 
 
+@pytest.mark.parametrize(
+    "cluster", [[], ["--appendonly", "yes"]], indirect=True, ids=["no-aof", "aof"]
+)
 def test_the_queue_in_redis_follows_the_failover(
     cluster: tuple[RedisServer, RedisServer, Sentinel], tmp_path: Path
 ) -> None:
     """The spool lives with the state: messages queued on the primary are on the replica by
-    the time each `send --queue` answers (the spool sends `WAIT 1` for a primary without
-    appendonly that has a replica), so a crash of the primary right after loses none, and a
-    flush through the sentinel after the promotion delivers each once."""
+    the time each `send --queue` answers (the spool sends `WAIT 1` when the primary has a
+    replica, beside `WAITAOF 1 0` for its own fsync with appendonly on), so a crash of the
+    primary right after loses none, and a flush through the sentinel after the promotion
+    delivers each once."""
     primary, replica, sentinel = cluster
     url = f"redis+sentinel://{HOST}:{sentinel.port}/{SERVICE}/0"
     relay = SmtpServer()
