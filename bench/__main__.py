@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.queue import redis_queue, redis_queue_fleet
+from bench.queuekill import redis_queue_kill
 from bench.queuescale import redis_queue_large
 from bench.servers import Server, dead_port, serve
 
@@ -139,6 +140,7 @@ class Bench:
         self.work = work
         self.fleet_messages: int | None = None  # redis_queue_fleet's queue (600; quick 150)
         self.large_sizes: tuple[int, ...] = ()  # redis_queue_large's lengths (10k, 50k, 100k)
+        self.kill_requests: int | None = None  # redis_queue_kill's requests (300; quick 90)
         self.rows: list[Row] = []
         self.checks: list[Check] = []
         self.missing: list[str] = []
@@ -745,6 +747,7 @@ SCENARIOS: dict[str, Callable[[Bench, Server, Server], None]] = {
     "redis_queue": redis_queue,
     "redis_queue_fleet": redis_queue_fleet,
     "redis_queue_large": redis_queue_large,
+    "redis_queue_kill": redis_queue_kill,
     "serve": Bench.serve,
 }
 
@@ -811,6 +814,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="",
         help="queue lengths of redis_queue_large (10000,50000,100000; --quick 2000,10000)",
     )
+    parser.add_argument(
+        "--kill-requests",
+        metavar="N",
+        type=int,
+        help="requests redis_queue_kill sends across three hosts (300; --quick 90)",
+    )
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
@@ -822,6 +831,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs, args.quick, Path(tmp), args.baseline.resolve() if args.baseline else None
         )
         bench.fleet_messages = args.fleet_messages
+        bench.kill_requests = args.kill_requests
         bench.large_sizes = tuple(int(n) for n in args.large_sizes.split(",") if n)
         with serve("http") as http, serve("smtp") as smtp:
             for name in names:
