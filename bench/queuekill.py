@@ -4,7 +4,7 @@ HOMEs, `mailrelay serve` on gunicorn, each on its own port; one Valkey) take 300
 (`--kill-requests`) while the relay is down, so every message is queued; the relay comes
 back (aiosmtpd, 100 ms a message), and once the flush is under way one host's whole process
 tree is SIGKILLed and its HOME deleted. The other two flush the rest, including what the
-dead host held once it has been idle its claim time. Reported: messages delivered, the
+dead host held once it has been idle its claim time (the hosts' `timeout`, 3 s, + 15 s). Reported: messages delivered, the
 ones delivered twice, and the entries the killed host held at the kill (the only ones that
 may go twice).
 """
@@ -63,7 +63,7 @@ def redis_queue_kill(bench: Bench, http: Server, smtp: Server) -> None:
             victim.kill_tree()  # the master and its workers, no goodbye
             shutil.rmtree(victim.home)
             held = held_by(server, workers)  # entries left pending by the killed host
-            limit = 120 + total  # the claim time (75 s) and 100 ms a message, with room
+            limit = 120 + total  # the claim time (timeout 3 s + 15 s), 100 ms a message, room
             wait_until(lambda: len(subjects(relay)) == total, limit, "every message delivered")
             wait_until(lambda: hosts[1].queue_count() == 0, 60, "the queue emptied")
             flushed = time.perf_counter() - back
