@@ -4,9 +4,9 @@ HOMEs, `mailrelay serve` on gunicorn, each on its own port; one Valkey) take 300
 (`--kill-requests`) while the relay is down, so every message is queued; the relay comes
 back (aiosmtpd, 100 ms a message), and once the flush is under way one host's whole process
 tree is SIGKILLed and its HOME deleted. The other two flush the rest, including what the
-dead host held once it has been idle its claim time (the hosts' `timeout`, 3 s, + 15 s). Reported: messages delivered, the
-ones delivered twice, and the entries the killed host held at the kill (the only ones that
-may go twice).
+dead host held once it has been idle its claim time (the hosts' `timeout`, 3 s, + 15 s).
+Reported: messages delivered, the ones delivered twice, and the entries the killed host
+held at the kill (the only ones that may go twice).
 """
 
 from __future__ import annotations
