@@ -140,6 +140,7 @@ class Bench:
         self.work = work
         self.fleet_messages: int | None = None  # redis_queue_fleet's queue (600; quick 150)
         self.large_sizes: tuple[int, ...] = ()  # redis_queue_large's lengths (10k, 50k, 100k)
+        self.large_list_only = False  # redis_queue_large without the flushes
         self.kill_requests: int | None = None  # redis_queue_kill's requests (300; quick 90)
         self.rows: list[Row] = []
         self.checks: list[Check] = []
@@ -815,6 +816,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="queue lengths of redis_queue_large (10000,50000,100000; --quick 2000,10000)",
     )
     parser.add_argument(
+        "--large-list-only",
+        action="store_true",
+        help="redis_queue_large times queue list only (no flush of each length)",
+    )
+    parser.add_argument(
         "--kill-requests",
         metavar="N",
         type=int,
@@ -832,6 +838,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         bench.fleet_messages = args.fleet_messages
         bench.kill_requests = args.kill_requests
+        bench.large_list_only = args.large_list_only
         bench.large_sizes = tuple(int(n) for n in args.large_sizes.split(",") if n)
         with serve("http") as http, serve("smtp") as smtp:
             for name in names:
