@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.queue import redis_queue, redis_queue_fleet
+from bench.queuekill import redis_queue_kill
+from bench.queuescale import redis_queue_large
 from bench.servers import Server, dead_port, serve
 
 HERE = Path(__file__).resolve().parent
@@ -136,6 +138,10 @@ class Bench:
         self.twins: dict[int, tuple[Variant, Variant]] = {}
         self.quick = quick
         self.work = work
+        self.fleet_messages: int | None = None  # redis_queue_fleet's queue (600; quick 150)
+        self.large_sizes: tuple[int, ...] = ()  # redis_queue_large's lengths (10k, 50k, 100k)
+        self.large_list_only = False  # redis_queue_large without the flushes
+        self.kill_requests: int | None = None  # redis_queue_kill's requests (300; quick 90)
         self.rows: list[Row] = []
         self.checks: list[Check] = []
         self.missing: list[str] = []
@@ -741,6 +747,8 @@ SCENARIOS: dict[str, Callable[[Bench, Server, Server], None]] = {
     "redis_fleet": Bench.redis_fleet,
     "redis_queue": redis_queue,
     "redis_queue_fleet": redis_queue_fleet,
+    "redis_queue_large": redis_queue_large,
+    "redis_queue_kill": redis_queue_kill,
     "serve": Bench.serve,
 }
 
@@ -795,6 +803,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=Path,
         help="an earlier checkout (installed in DIR/.venv) to run side by side",
     )
+    parser.add_argument(
+        "--fleet-messages",
+        metavar="N",
+        type=int,
+        help="messages redis_queue_fleet queues (600; --quick 150)",
+    )
+    parser.add_argument(
+        "--large-sizes",
+        metavar="N,N,...",
+        default="",
+        help="queue lengths of redis_queue_large (10000,50000,100000; --quick 2000,10000)",
+    )
+    parser.add_argument(
+        "--large-list-only",
+        action="store_true",
+        help="redis_queue_large times queue list only (no flush of each length)",
+    )
+    parser.add_argument(
+        "--kill-requests",
+        metavar="N",
+        type=int,
+        help="requests redis_queue_kill sends across three hosts (300; --quick 90)",
+    )
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
@@ -805,6 +836,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench = Bench(
             runs, args.quick, Path(tmp), args.baseline.resolve() if args.baseline else None
         )
+        bench.fleet_messages = args.fleet_messages
+        bench.kill_requests = args.kill_requests
+        bench.large_list_only = args.large_list_only
+        bench.large_sizes = tuple(int(n) for n in args.large_sizes.split(",") if n)
         with serve("http") as http, serve("smtp") as smtp:
             for name in names:
                 print(f"bench: {name} ...", file=sys.stderr, flush=True)

@@ -103,7 +103,7 @@ def redis_queue_fleet(bench: Bench, http: Server, smtp: Server) -> None:
     binary = bench.redis_binary()
     if binary is None:
         return
-    n = 150 if bench.quick else 600
+    n = bench.fleet_messages or (150 if bench.quick else 600)
     relay = SmtpServer(data_delay=0.05)
     relay.start()
     try:
@@ -123,7 +123,7 @@ def redis_queue_fleet(bench: Bench, http: Server, smtp: Server) -> None:
                 env=bench.env,
                 per=n,
             )
-            for _ in range(1 if bench.quick else 2):
+            for _ in range(1 if bench.quick or n > 1000 else 2):  # 3,000: one round
                 for v in (one, three):
                     _fill(server.url, bench.work / "queue-fleet-fill", n)
                     before = len(relay.messages)

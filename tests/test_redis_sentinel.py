@@ -6,9 +6,12 @@ sends through `redis+sentinel://` go on against the new primary.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
+from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +91,12 @@ def info(port: int, section: str) -> str:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer, Sentinel]]:
+def cluster(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[RedisServer, RedisServer, Sentinel]]:
     assert BINARY is not None
     primary = RedisServer(BINARY)
+    primary.extra = list(getattr(request, "param", []))  # more options for the primary
     replica = RedisServer(BINARY)
     replica.extra = ["--replicaof", HOST, str(primary.port)]
     sentinel = None
@@ -161,3 +167,51 @@ def test_a_long_running_client_follows_the_failover(
         assert c._where == f"{HOST}:{replica.port}"
     finally:
         c.close()
+
+
+@pytest.mark.parametrize(
+    "cluster", [[], ["--appendonly", "yes"]], indirect=True, ids=["no-aof", "aof"]
+)
+def test_the_queue_in_redis_follows_the_failover(
+    cluster: tuple[RedisServer, RedisServer, Sentinel], tmp_path: Path
+) -> None:
+    """The spool lives with the state: messages queued on the primary are on the replica by
+    the time each `send --queue` answers (the spool sends `WAIT 1` when the primary has a
+    replica, beside `WAITAOF 1 0` for its own fsync with appendonly on), so a crash of the
+    primary right after loses none, and a flush through the sentinel after the promotion
+    delivers each once."""
+    primary, replica, sentinel = cluster
+    url = f"redis+sentinel://{HOST}:{sentinel.port}/{SERVICE}/0"
+    relay = SmtpServer()
+    relay.start()
+    relay.stop()  # down while the messages are queued; back on the same port for the flush
+    try:
+        cooldowns = {"cooldown": 1, "provider_cooldown": 1, "max_cooldown": 1}
+        host = Host(tmp_path, "a", smtp_table("relay", relay.port), **cooldowns)
+        total = 6
+        for i in range(total):
+            r = host.run(url, "send", "--queue", "-s", f"m{i}", "ops@example.com", input="b\n")
+            assert r.returncode == 0 and "queued as" in r.stderr, r.stderr
+            assert "did not confirm" not in r.stderr  # the replica acknowledged the write
+            assert "unavailable" not in r.stderr  # in Redis, not the local folder
+        listed = host.run(url, "queue", "list", "--json")
+        assert json.loads(listed.stdout)["count"] == total, listed.stderr
+        waits = re.search(r"cmdstat_wait:calls=(\d+)", info(primary.port, "commandstats"))
+        assert waits and int(waits[1]) >= total  # a WAIT for the replica per queued answer
+        assert primary.proc is not None
+        primary.proc.kill()  # a crash: no shutdown, nothing more reaches the replica
+        primary.proc.wait()
+        wait_for(lambda: sentinel.master() == replica.port, "the sentinel promoted the replica")
+        wait_for(lambda: "role:master" in info(replica.port, "replication"), "promotion")
+        relay.start()
+        r = host.run(url, "queue", "flush", "--now")
+        assert r.returncode == 0, r.stderr
+        assert "unavailable" not in r.stderr  # the flush found the new primary
+        subjects = Counter(str(message_from_bytes(m.data)["Subject"]) for m in relay.messages)
+        assert subjects == Counter({f"m{i}": 1 for i in range(total)})
+        listed = host.run(url, "queue", "list", "--json")
+        assert json.loads(listed.stdout)["count"] == 0, listed.stderr
+        spool = host.home / "data" / "mailrelay" / "spool"
+        assert not list(spool.glob("*.json"))  # nothing went to the local folder
+    finally:
+        relay.stop()

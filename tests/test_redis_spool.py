@@ -144,12 +144,12 @@ def test_persistence_is_read_from_the_server(url: str, server: RedisServer, tmp_
     a = spool(url, tmp_path)
     warning = a.durability_warning()
     assert warning is not None and "appendonly" in warning
-    assert a._wait_command() is None  # no AOF, no replica: nothing to wait for
+    assert a._wait_commands() == []  # no AOF, no replica: nothing to wait for
     a.call("CONFIG", "SET", "appendonly", "yes")
     try:
         b = spool(url, tmp_path)
         assert b.durability_warning() is None
-        assert b._wait_command() == ["WAITAOF", 1, 0, 1000]
+        assert b._wait_commands() == [["WAITAOF", 1, 0, 1000]]
         b.call("CONFIG", "RESETSTAT")
         b.add(message("m"), FAILED, retry=60, max_retry=600)  # waits for the fsync
         assert waitaof_calls(b) == 1

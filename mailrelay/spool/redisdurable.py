@@ -1,7 +1,9 @@
 """The durability half of the spool in Redis: the server's persistence, read once (is
 `appendonly` on, has the server WAITAOF, has it replicas), the warning when a restart of
 Redis would lose the queue, and the wait a queued answer makes for the server's fsync
-(`WAITAOF 1 0`) or a replica (`WAIT 1`), sent in the same round trip as the write.
+(`WAITAOF 1 0`) and for a replica when it has any (`WAIT 1`: a failover promotes a replica,
+and WAITAOF's replica count asks for the replica's own fsync, which a replica without
+appendonly never gives), sent in the same round trip as the write.
 """
 
 from __future__ import annotations
@@ -69,13 +71,15 @@ class RedisDurable(RedisHeld):
             "(see README, A fleet)"
         )
 
-    def _wait_command(self) -> list[redisclient.Arg] | None:
+    def _wait_commands(self) -> list[list[redisclient.Arg]]:
+        """What a queued answer waits for: the server's fsync, and a replica if any."""
         p = self.persistence()
+        waits: list[list[redisclient.Arg]] = []
         if p["aof"] and p["waitaof"]:
-            return ["WAITAOF", 1, 0, WAIT_MS]
+            waits.append(["WAITAOF", 1, 0, WAIT_MS])
         if p["replicas"]:
-            return ["WAIT", 1, WAIT_MS]
-        return None
+            waits.append(["WAIT", 1, WAIT_MS])
+        return waits
 
     @contextlib.contextmanager
     def deferred_durability(self) -> Iterator[None]:
@@ -87,10 +91,10 @@ class RedisDurable(RedisHeld):
         finally:
             self._deferred = False
             conns, self._unsynced = self._unsynced, set()
-            try:  # WAITAOF covers the writes of the connection it is sent on: each one's
-                wait = self._wait_command() if conns else None
+            try:  # WAITAOF and WAIT cover the writes of the connection they are sent on
+                waits = self._wait_commands() if conns else []
                 for conn in conns:
-                    if wait is not None:
+                    for wait in waits:
                         self._check_wait(conn.execute(*wait))
             except (OSError, redisclient.RedisError, RedisDown) as exc:
                 self.warn(f"spool {self.location}: cannot wait for the server's fsync ({exc})")
@@ -107,25 +111,22 @@ class RedisDurable(RedisHeld):
 
     def _add_durably(self, keys: Sequence[redisclient.Arg], args: Sequence[Any]) -> int:
         """The ADD script and the durability wait in one round trip (EVAL when not cached)."""
-        wait = None if self._deferred else self._wait_command()
+        waits = [] if self._deferred else self._wait_commands()
         if self._deferred:
             self._unsynced.add(self.client)
         script = lua.ADD
         commands: list[list[redisclient.Arg]] = [["EVALSHA", script.sha, len(keys), *keys, *args]]
-        if wait is not None:
-            commands.append(wait)
         try:
-            replies = self.client.pipeline(commands)
+            replies = self.client.pipeline(commands + waits)
             if isinstance(replies[0], redisclient.ReplyError) and replies[0].code == "NOSCRIPT":
                 replies[0] = self.client.execute("EVAL", script.source, len(keys), *keys, *args)
-                if wait is not None:
-                    self.client.execute(*wait)
+                replies[1:] = [self.client.execute(*wait) for wait in waits]
         except (OSError, redisclient.RedisError) as exc:
             raise RedisDown(scrub(str(exc) or type(exc).__name__)) from None
         if isinstance(replies[0], redisclient.ReplyError):
             raise RedisDown(scrub(replies[0].message))
-        if wait is not None and len(replies) > 1:
-            self._check_wait(replies[1])
+        for reply in replies[1:]:
+            self._check_wait(reply)
         return int(replies[0])
 
 
