@@ -251,6 +251,7 @@ class SmtpServer:
             self.mail_options.clear()
             self.mail_commands = 0
             self.logins.clear()
+            self._queue_id = 0  # "queued as Q00001" again, as a new server says
         self._connections.reset()
 
     # --- what the handler calls --------------------------------------------------------
