@@ -28,6 +28,7 @@ from tests.smtpserver import SmtpServer
 from tests.test_e2e import mailrelay, mailrelay_command, smtp_url
 from tests.test_serve import (
     AUTH,
+    MESSAGE,
     TOKEN,
     Server,
     outbox,
@@ -203,6 +204,45 @@ def test_slow_clients_do_not_hold_every_thread_nor_the_stop(
         for sock in socks:
             sock.close()
     assert not list((tmp_path / "outbox").glob("*.eml"))
+
+
+def test_kept_alive_clients_and_headers_in_pieces_are_served(
+    tmp_path: Path,
+    servers: list[Server],  # noqa: F811
+) -> None:
+    """The poller reads the headers before a thread takes the request: a kept-alive
+    connection still serves request after request (a message with its body among them), and
+    headers that arrive in pieces within header_timeout are answered."""
+    server = Server(tmp_path, slow_config(tmp_path))
+    servers.append(server)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=SOCKET_TIMEOUT)
+    try:
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().read()
+        first = conn.sock
+        body = json.dumps(MESSAGE).encode()
+        headers = {**AUTH, "Content-Type": "application/json"}
+        for path in ("/healthz", "/v1/messages", "/healthz"):
+            conn.request("POST" if path == "/v1/messages" else "GET", path, body, headers)
+            answer = conn.getresponse()
+            answer.read()
+            assert answer.status == 200, (path, answer.status)
+            assert conn.sock is first  # the same connection, kept alive
+    finally:
+        conn.close()
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
+    pieces = [
+        b"GET /heal",
+        b"thz HTTP/1.1\r\nHost: 127",
+        b".0.0.1\r\nConnection: close\r\n",
+        b"\r\n",
+    ]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=SOCKET_TIMEOUT) as sock:
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(0.1)  # well within the 1 s for them all
+        reply = sock.makefile("rb").read()
+    assert reply.startswith(b"HTTP/1.1 200 "), reply[:200]
 
 
 # --- 12. headers that would cost the parser minutes ------------------------------------------

@@ -1,13 +1,21 @@
 """The gthread worker of `mailrelay serve`, with a bounded time for each client.
 
 gunicorn's threaded worker reads a request's headers and its body in one of its threads,
-with blocking reads that have no end: a client that sends a request line and then nothing
-(or one byte a minute) holds that thread for good, and a handful of such clients hold every
-thread, so /healthz goes unanswered and a graceful stop waits its whole timeout. Here each
-request gets `header_timeout` seconds for its request line and headers, counted from its
-first byte, and `body_timeout` seconds for its body, counted from the end of its headers;
-a read past either deadline ends the request (headers: the connection is closed; body: the
-application answers 408). Both come from [serve] in the config.
+with blocking reads: a client that sends a request line and then nothing holds that thread,
+and a handful of such clients hold every thread, so /healthz goes unanswered. It also closes
+each finished connection on its one event-loop thread with a blocking wait (up to 2 s) for
+the client's end, so clients that never close are closed one after the other, 2 s apart,
+while every other connection waits for the loop.
+
+Here the event loop reads each request's headers without blocking, each connection on its
+own clock, and a thread takes the request only once its headers are all in: a client has
+`header_timeout` seconds for its request line and headers, counted from its first byte,
+else the loop closes the connection. Its body is read in the thread, with `body_timeout`
+seconds counted from the end of its headers (past it the application answers 408). A
+finished connection lingers on the event loop, not in a blocking read. A stopping worker
+closes at once the connections that have sent nothing of a request. Both times come from
+[serve] in the config. TLS (and HTTP/2 prior knowledge) keep gunicorn's reading in a
+thread, bounded by the same deadlines.
 """
 
 from __future__ import annotations
