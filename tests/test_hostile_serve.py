@@ -206,6 +206,33 @@ def test_slow_clients_do_not_hold_every_thread_nor_the_stop(
     assert not list((tmp_path / "outbox").glob("*.eml"))
 
 
+def test_clients_that_never_close_do_not_hold_the_others(
+    tmp_path: Path,
+    servers: list[Server],  # noqa: F811
+) -> None:
+    """Clients that read their answer (Connection: close) and then never close their end:
+    each gets its answer and its end of the stream together, not one after the other."""
+    server = Server(tmp_path, slow_config(tmp_path))
+    servers.append(server)
+    began = time.monotonic()
+    socks = []
+    try:
+        for _ in range(16):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=SOCKET_TIMEOUT)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            socks.append(sock)
+        for sock in socks:  # read to the end of the stream, keeping the socket open
+            reply = b""
+            while chunk := sock.recv(4096):
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.1 200 "), reply[:200]
+        # a correctness bound: gunicorn waited up to 2 s for each client's end in turn (32 s)
+        assert time.monotonic() - began < SLOW_CLIENTS_CLOSED_WITHIN
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def test_kept_alive_clients_and_headers_in_pieces_are_served(
     tmp_path: Path,
     servers: list[Server],  # noqa: F811
