@@ -28,6 +28,7 @@ from tests.smtpserver import SmtpServer
 from tests.test_e2e import mailrelay, mailrelay_command, smtp_url
 from tests.test_serve import (
     AUTH,
+    MESSAGE,
     TOKEN,
     Server,
     outbox,
@@ -39,6 +40,8 @@ from tests.test_serve import (
 LIMIT = 200000  # max_request_bytes of tests.test_serve.config
 RAW_MAIL = b"From: cron@example.com\r\nTo: ops@example.com\r\nSubject: big\r\n\r\n"
 SOCKET_TIMEOUT = 30.0
+# far above header_timeout = 1 s, far below 16 connections closed 2 s apart or a 125 s stop
+SLOW_CLIENTS_CLOSED_WITHIN = 12.0
 
 
 def chunks(data: bytes, size: int = 16 * 1024) -> Iterator[bytes]:
@@ -165,6 +168,7 @@ def test_slow_clients_do_not_hold_every_thread_nor_the_stop(
 ) -> None:
     server = Server(tmp_path, slow_config(tmp_path))
     servers.append(server)
+    began = time.monotonic()
     socks = idle_clients(server, 16)  # 4 times the 2 x 2 threads
     try:
         time.sleep(0.5)  # set-up, not a measure: let the workers take them into threads
@@ -172,6 +176,9 @@ def test_slow_clients_do_not_hold_every_thread_nor_the_stop(
         assert answer.status_code == 200
         for sock in socks:  # each was closed for want of its headers
             assert sock.recv(100) == b""
+        # A correctness bound, not a speed target: each is closed header_timeout (1 s) after
+        # its first byte, all at once; one after the other (2 s apiece) took 31 s.
+        assert time.monotonic() - began < SLOW_CLIENTS_CLOSED_WITHIN
     finally:
         for sock in socks:
             sock.close()
@@ -186,17 +193,83 @@ def test_slow_clients_do_not_hold_every_thread_nor_the_stop(
         reply = sock.makefile("rb").read()
     assert reply.startswith(b"HTTP/1.1 408 "), reply[:200]
     assert b"body_timeout" in reply
-    # SIGTERM with idle clients holding threads: serve stops once their time is up, not after
-    # its graceful timeout (125 s)
+    # SIGTERM with idle clients: they have no request in flight, so serve stops at once, not
+    # after its graceful timeout (125 s), nor once their header time is up one by one (33 s)
     socks = idle_clients(server, 16)
     try:
         time.sleep(0.5)
         server.proc.send_signal(signal.SIGTERM)
-        assert server.proc.wait(timeout=60) == 0
+        assert server.proc.wait(timeout=SLOW_CLIENTS_CLOSED_WITHIN) == 0
     finally:
         for sock in socks:
             sock.close()
     assert not list((tmp_path / "outbox").glob("*.eml"))
+
+
+def test_clients_that_never_close_do_not_hold_the_others(
+    tmp_path: Path,
+    servers: list[Server],  # noqa: F811
+) -> None:
+    """Clients that read their answer (Connection: close) and then never close their end:
+    each gets its answer and its end of the stream together, not one after the other."""
+    server = Server(tmp_path, slow_config(tmp_path))
+    servers.append(server)
+    began = time.monotonic()
+    socks = []
+    try:
+        for _ in range(16):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=SOCKET_TIMEOUT)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            socks.append(sock)
+        for sock in socks:  # read to the end of the stream, keeping the socket open
+            reply = b""
+            while chunk := sock.recv(4096):
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.1 200 "), reply[:200]
+        # a correctness bound: gunicorn waited up to 2 s for each client's end in turn (32 s)
+        assert time.monotonic() - began < SLOW_CLIENTS_CLOSED_WITHIN
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_kept_alive_clients_and_headers_in_pieces_are_served(
+    tmp_path: Path,
+    servers: list[Server],  # noqa: F811
+) -> None:
+    """The poller reads the headers before a thread takes the request: a kept-alive
+    connection still serves request after request (a message with its body among them), and
+    headers that arrive in pieces within header_timeout are answered."""
+    server = Server(tmp_path, slow_config(tmp_path))
+    servers.append(server)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=SOCKET_TIMEOUT)
+    try:
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().read()
+        first = conn.sock
+        body = json.dumps(MESSAGE).encode()
+        headers = {**AUTH, "Content-Type": "application/json"}
+        for path in ("/healthz", "/v1/messages", "/healthz"):
+            conn.request("POST" if path == "/v1/messages" else "GET", path, body, headers)
+            answer = conn.getresponse()
+            answer.read()
+            assert answer.status == 200, (path, answer.status)
+            assert conn.sock is first  # the same connection, kept alive
+    finally:
+        conn.close()
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
+    pieces = [
+        b"GET /heal",
+        b"thz HTTP/1.1\r\nHost: 127",
+        b".0.0.1\r\nConnection: close\r\n",
+        b"\r\n",
+    ]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=SOCKET_TIMEOUT) as sock:
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(0.1)  # well within the 1 s for them all
+        reply = sock.makefile("rb").read()
+    assert reply.startswith(b"HTTP/1.1 200 "), reply[:200]
 
 
 # --- 12. headers that would cost the parser minutes ------------------------------------------
