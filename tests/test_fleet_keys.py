@@ -31,6 +31,7 @@ from mailrelay.state.redisstore import RedisStateStore
 from tests.conftest import free_port
 from tests.esp.fakebase import server_base_url
 from tests.redisserver import HOST, RedisServer, server_binary
+from tests.servehost import wait_until_healthy
 from tests.test_e2e import mailrelay, mailrelay_command
 
 BINARY = server_binary()
@@ -115,17 +116,7 @@ class FleetHost:
             self.proc = subprocess.Popen(
                 argv, cwd=self.work, env={**env, **self.env}, stdout=log, stderr=log
             )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"serve did not start:\n{self.log.read_text()}")
-            time.sleep(0.1)
+        wait_until_healthy(self.url, self.proc, self.log, self.stop)
 
     def post(self, key: str | None = None) -> requests.Response:
         headers = {"Authorization": f"Bearer {TOKEN}"}

@@ -1,0 +1,33 @@
+"""Waiting for a `mailrelay serve` started by a test: the one loop the serve-host classes
+of test_serve.py, test_fleet_keys.py and test_fleet_queue.py share."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+
+
+def wait_until_healthy(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    stop: Callable[[], object],
+    wait: float = 30.0,
+) -> None:
+    """Return once `url`/healthz answers 200; if the process ends first or `wait` seconds
+    pass, call `stop` and fail with what the server wrote to `log`."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            if requests.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop()
+            raise AssertionError(f"serve did not start:\n{log.read_text()}")
+        time.sleep(0.1)
