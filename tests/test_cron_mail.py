@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.smtpserver import SmtpServer, shared_server
+from tests.smtpserver import ReceivedMessage, SmtpServer, shared_server
 from tests.test_e2e import mailrelay
 
 # What Debian's cron runs when a crontab has no MAILTO (cron's do_command.c): no -t, the
@@ -79,6 +79,19 @@ def run_mailrelay(env: dict[str, str], *args: str) -> subprocess.CompletedProces
         env=env,
         cwd="/",
     )
+
+
+def flush_delivers_one(env: dict[str, str], server: SmtpServer) -> ReceivedMessage:
+    """`mailrelay queue flush` succeeds and `server` received exactly one message: that one."""
+    flushed = run_mailrelay(env, "queue", "flush")
+    assert flushed.returncode == 0, flushed.stderr
+    (got,) = server.messages
+    return got
+
+
+def queued_count(env: dict[str, str]) -> int:
+    """How many messages `mailrelay queue list --json` counts."""
+    return int(json.loads(run_mailrelay(env, "queue", "list", "--json").stdout)["count"])
 
 
 def relay_config(
@@ -279,11 +292,9 @@ def test_a_local_name_without_an_alias_is_held_until_the_config_gives_one(
         (held,) = json.loads(listed.stdout)["messages"]
         assert held["held"] is True and "[aliases]" in held["reason"]
         relay_config(cfg, server.port, aliases='root = "ops@example.com"')
-        flushed = run_mailrelay(env, "queue", "flush")
-        assert flushed.returncode == 0, flushed.stderr
-        (got,) = server.messages
+        got = flush_delivers_one(env, server)
     assert got.rcpt_tos == ["ops@example.com"]
-    assert json.loads(run_mailrelay(env, "queue", "list", "--json").stdout)["count"] == 0
+    assert queued_count(env) == 0
 
 
 def test_config_aliases_come_before_the_file_and_a_loop_is_held(
@@ -410,9 +421,7 @@ def test_queue_show_of_a_held_message_and_its_date_is_when_it_was_written(
     assert written is not None  # cron writes none: added when it was handed over
     with shared_server() as server:
         relay_config(system, server.port, aliases='root = "ops@example.com"')
-        flushed = run_mailrelay(env, "queue", "flush")
-        assert flushed.returncode == 0, flushed.stderr
-        (got,) = server.messages
+        got = flush_delivers_one(env, server)
     assert message_from_bytes(got.data)["Date"] == written
 
 
@@ -442,11 +451,9 @@ def test_a_relay_without_starttls_holds_the_message_until_the_config_is_fixed(
         assert again.returncode == 78, again.stderr
         assert "still held" in again.stderr
         relay_config(cfg, server.port, aliases=aliases, security="none")
-        flushed = run_mailrelay(env, "queue", "flush")
-        assert flushed.returncode == 0, flushed.stderr
-        (got,) = server.messages
+        got = flush_delivers_one(env, server)
     assert got.rcpt_tos == ["ops@example.com"]
-    assert json.loads(run_mailrelay(env, "queue", "list", "--json").stdout)["count"] == 0
+    assert queued_count(env) == 0
 
 
 def test_an_outage_is_still_queued_not_held(
