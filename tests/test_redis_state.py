@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from mailrelay.state import ProviderChange, StateDelta, TomlStateStore
-from mailrelay.state.redisstore import RedisStateStore, masked
+from mailrelay.state.redisstore import RedisStateStore
+from mailrelay.state.redisurl import masked
 from tests.conftest import free_port
 from tests.redisserver import RedisServer, server_binary
 from tests.smtpserver import SmtpServer, shared_server

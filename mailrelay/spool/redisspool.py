@@ -26,8 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mailrelay.clock import Now, iso_text, utcnow
-from mailrelay.errors import ConfigError, InputFileError
-from mailrelay.secrets import remember, scrub
+from mailrelay.errors import InputFileError
 from mailrelay.spool import redisscripts as lua
 from mailrelay.spool.backoff import next_try_time
 from mailrelay.spool.entry import (
@@ -71,18 +70,10 @@ class RedisSpool(RedisDurable):
         timeout: float = TIMEOUT,
     ) -> None:
         from mailrelay.message import DEFAULT_MAX_SIZE
-        from mailrelay.state.redisstore import masked, split_prefix
+        from mailrelay.state.redisurl import masked, server_of
 
         self.location = masked(url)
-        target, prefix = split_prefix(url)
-        try:
-            server = redisclient.parse_url(target)
-        except ValueError as exc:
-            raise ConfigError(f"spool URL {self.location}: {scrub(str(exc))}") from None
-        if server.password is None and password is not None:
-            server = server.replace(password=password)
-        if server.password:
-            remember(server.password)
+        server, prefix = server_of(url, password, "spool")
         self._server, self._timeout = server, timeout
         self._per_thread = threading.local()  # a connection per thread: a WAITAOF blocks it
         self._conns: list[redisclient.Connection] = []
