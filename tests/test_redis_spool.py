@@ -301,3 +301,22 @@ def test_drop_removes_a_held_message_in_redis(url: str, tmp_path: Path) -> None:
     held = a.hold(raw, reason="no providers", options=options, message_id=None)
     assert a.drop(held.id[:6]).recipients == ["a@example.com"]
     assert a.held() == []
+
+
+def test_an_unreadable_document_in_redis_is_warned_of_and_left_out(
+    url: str, tmp_path: Path
+) -> None:
+    warned: list[str] = []
+    a = RedisSpool(url, local=Spool(tmp_path / "local"), warn=warned.append)
+    queued = a.add(message("kept"), FAILED, retry=60, max_retry=600)
+    raw = b"From: ops@example.com\nTo: a@example.com\nSubject: held\n\nbody\n"
+    held = a.hold(raw, reason="no providers", options={"recipients": []}, message_id=None)
+    a.call("HSET", a.docs, "BADQUEUED", b'{"schema": 1}')
+    a.call("HSET", a.held_key, "BADHELD", b"{not json")
+    assert [e.id for e in a.entries()] == [queued.id]
+    assert [h.id for h in a.held()] == [held.id]
+    queued_warning, held_warning = warned
+    assert queued_warning.startswith(f"message BADQUEUED in {a.where} is unreadable (")
+    assert queued_warning.endswith("); skipped")
+    assert held_warning.startswith(f"held message BADHELD in {a.where} is unreadable (")
+    assert held_warning.endswith(")")

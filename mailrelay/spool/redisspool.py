@@ -169,16 +169,12 @@ class RedisSpool(RedisDurable):
     # --- reading ---------------------------------------------------------------------------
 
     def entries(self, *, failed: bool = False) -> list[QueuedMessage]:
-        out = self.local.entries(failed=failed)
-        try:
-            for ident, doc in self._scan(self.failed if failed else self.docs):
-                try:
-                    out.append(QueuedMessage.from_document(load_document(doc)))
-                except ValueError as exc:
-                    self.warn(f"message {ident} in {self.where} is unreadable ({exc}); skipped")
-        except RedisDown as exc:
-            self.down(exc, "showing the local spool's messages only")
-        return sorted(out, key=lambda e: e.created)
+        return self.with_local(
+            self.local.entries(failed=failed),
+            lambda: self._scan(self.failed if failed else self.docs),
+            QueuedMessage.from_document,
+            "message {} in {} is unreadable ({}); skipped",
+        )
 
     def _scan(self, key: str, match: str = "*") -> list[tuple[str, bytes]]:
         out: list[tuple[str, bytes]] = []
