@@ -19,7 +19,7 @@ from mailrelay.state import ProviderChange, StateDelta
 from mailrelay.state.redisclient import Connection, Target, parse_url
 from mailrelay.state.redisstore import FallbackStore, RedisStateStore
 from mailrelay.state.tomlstore import TomlStateStore
-from tests.redisserver import HOST, RedisServer, flush, server_binary
+from tests.redisserver import HOST, RedisServer, flush, server_binary, started_server
 
 BINARY = server_binary()
 needs_server = pytest.mark.skipif(BINARY is None, reason="no redis-server or valkey-server")
@@ -27,9 +27,8 @@ needs_server = pytest.mark.skipif(BINARY is None, reason="no redis-server or val
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RedisServer]:
-    assert BINARY is not None
-    with RedisServer(BINARY) as s:
-        yield s
+    """This module's own server: its tests kill its clients."""
+    yield from started_server()
 
 
 def kill_clients(server: RedisServer) -> int:

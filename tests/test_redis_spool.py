@@ -24,7 +24,7 @@ from mailrelay.spool.redisflush import RedisFlush
 from mailrelay.spool.redisspool import RedisSpool
 from tests.esp.fake_resend import FakeResend
 from tests.esp.fakebase import server_base_url
-from tests.redisserver import RedisServer, flush, server_binary
+from tests.redisserver import RedisServer, flush, server_binary, started_server
 
 BINARY = server_binary()
 pytestmark = pytest.mark.skipif(BINARY is None, reason="no redis-server or valkey-server")
@@ -32,9 +32,8 @@ pytestmark = pytest.mark.skipif(BINARY is None, reason="no redis-server or valke
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RedisServer]:
-    assert BINARY is not None
-    with RedisServer(BINARY) as s:
-        yield s
+    """This module's own server: its tests reconfigure, stop and restart it."""
+    yield from started_server()
 
 
 @pytest.fixture
