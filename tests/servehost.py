@@ -1,5 +1,5 @@
-"""Waiting for a `mailrelay serve` started by a test: the one loop the serve-host classes
-of test_serve.py, test_fleet_keys.py and test_fleet_queue.py share."""
+"""What the tests' hosts (a mailrelay home of their own, often a `mailrelay serve`) share:
+the environment that gives a host its own home, and the wait for a started serve."""
 
 from __future__ import annotations
 
@@ -9,6 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import requests
+
+
+def host_env(home: Path) -> dict[str, str]:
+    """The variables that give a host `home` as its home, its config and its data folder."""
+    return {
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_DATA_HOME": str(home / "data"),
+    }
 
 
 def wait_until_healthy(

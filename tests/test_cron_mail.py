@@ -374,13 +374,22 @@ def test_xdg_config_dirs_is_searched_like_site_config_dir(tmp_path: Path, root_h
     assert got.rcpt_tos == ["o@example.com"]
 
 
-def test_without_any_config_the_reason_says_no_config_file_first(
+def cron_mail_without_config(
     tmp_path: Path, root_home: Path
-) -> None:
+) -> tuple[Path, dict[str, str], subprocess.CompletedProcess[str]]:
+    """cron's mail where no config file exists: (the system config's path, the environment,
+    the sendmail run, which held the message and exited 78)."""
     system = tmp_path / "etc" / "mailrelay" / "config.toml"
     env = cron_env(root_home, system)
     r = run_sendmail(DEBIAN_CRON_ARGV, env)
     assert r.returncode == 78, r.stderr
+    return system, env, r
+
+
+def test_without_any_config_the_reason_says_no_config_file_first(
+    tmp_path: Path, root_home: Path
+) -> None:
+    system, env, r = cron_mail_without_config(tmp_path, root_home)
     reason = r.stderr.strip()
     assert reason.startswith(
         f"mailrelay: error: no config file (looked for {user_config(root_home)}"
@@ -403,10 +412,7 @@ def held_files(home: Path) -> list[Path]:
 def test_queue_show_of_a_held_message_and_its_date_is_when_it_was_written(
     tmp_path: Path, root_home: Path
 ) -> None:
-    system = tmp_path / "etc" / "mailrelay" / "config.toml"
-    env = cron_env(root_home, system)
-    r = run_sendmail(DEBIAN_CRON_ARGV, env)
-    assert r.returncode == 78, r.stderr
+    system, env, _ = cron_mail_without_config(tmp_path, root_home)
     (path,) = held_files(root_home)
     ident = path.stem
     shown = run_mailrelay(env, "queue", "show", ident)

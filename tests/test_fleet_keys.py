@@ -31,7 +31,7 @@ from mailrelay.state.redisstore import RedisStateStore
 from tests.conftest import free_port
 from tests.esp.fakebase import server_base_url
 from tests.redisserver import HOST, RedisServer, server_binary
-from tests.servehost import wait_until_healthy
+from tests.servehost import host_env, wait_until_healthy
 from tests.test_e2e import mailrelay, mailrelay_command
 
 BINARY = server_binary()
@@ -88,12 +88,7 @@ class FleetHost:
         )
         self.config.chmod(0o600)
         self.data = self.home / "data" / "mailrelay"
-        self.env = {
-            "HOME": str(self.home),
-            "XDG_CONFIG_HOME": str(self.home / "config"),
-            "XDG_DATA_HOME": str(self.home / "data"),
-            **env,
-        }
+        self.env = {**host_env(self.home), **env}
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 

@@ -22,7 +22,7 @@ import requests
 
 from tests.conftest import free_port
 from tests.redisserver import RedisServer, server_binary
-from tests.servehost import wait_until_healthy
+from tests.servehost import host_env, wait_until_healthy
 from tests.smtpserver import SmtpServer
 from tests.test_e2e import mailrelay, mailrelay_command
 
@@ -64,11 +64,7 @@ class Host:
         ]
         self.config.write_text("\n".join(lines) + "\n")
         self.config.chmod(0o600)
-        self.env = {
-            "HOME": str(self.home),
-            "XDG_CONFIG_HOME": str(self.home / "config"),
-            "XDG_DATA_HOME": str(self.home / "data"),
-        }
+        self.env = host_env(self.home)
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.log = root / f"{name}-serve.log"
