@@ -128,7 +128,8 @@ class App:
         if url is None:
             path = state_path(self.state_override, os.environ, settings.state_file)
             return TomlStateStore(path, warn=self.warn)
-        from mailrelay.state.redisstore import FallbackStore, RedisStateStore, masked
+        from mailrelay.state.redisstore import FallbackStore, RedisStateStore
+        from mailrelay.state.redisurl import masked
 
         def connect() -> RedisStateStore:
             secret = settings.state_password

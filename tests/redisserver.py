@@ -136,14 +136,20 @@ def flush(server: RedisServer) -> None:
         client.close()
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """The session's shared server (started by the first test that asks for it)."""
+def started_server() -> Iterator[RedisServer]:
+    """A server of its own for as long as the generator runs (a fixture's body); the test
+    is skipped where there is no server binary."""
     binary = server_binary()
     if binary is None:
         pytest.skip("no redis-server or valkey-server")
     with RedisServer(binary) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """The session's shared server (started by the first test that asks for it)."""
+    yield from started_server()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.smtpserver import SmtpServer, shared_server
+from tests.smtpserver import ReceivedMessage, SmtpServer, shared_server
 from tests.test_e2e import mailrelay
 
 # What Debian's cron runs when a crontab has no MAILTO (cron's do_command.c): no -t, the
@@ -79,6 +79,19 @@ def run_mailrelay(env: dict[str, str], *args: str) -> subprocess.CompletedProces
         env=env,
         cwd="/",
     )
+
+
+def flush_delivers_one(env: dict[str, str], server: SmtpServer) -> ReceivedMessage:
+    """`mailrelay queue flush` succeeds and `server` received exactly one message: that one."""
+    flushed = run_mailrelay(env, "queue", "flush")
+    assert flushed.returncode == 0, flushed.stderr
+    (got,) = server.messages
+    return got
+
+
+def queued_count(env: dict[str, str]) -> int:
+    """How many messages `mailrelay queue list --json` counts."""
+    return int(json.loads(run_mailrelay(env, "queue", "list", "--json").stdout)["count"])
 
 
 def relay_config(
@@ -279,11 +292,9 @@ def test_a_local_name_without_an_alias_is_held_until_the_config_gives_one(
         (held,) = json.loads(listed.stdout)["messages"]
         assert held["held"] is True and "[aliases]" in held["reason"]
         relay_config(cfg, server.port, aliases='root = "ops@example.com"')
-        flushed = run_mailrelay(env, "queue", "flush")
-        assert flushed.returncode == 0, flushed.stderr
-        (got,) = server.messages
+        got = flush_delivers_one(env, server)
     assert got.rcpt_tos == ["ops@example.com"]
-    assert json.loads(run_mailrelay(env, "queue", "list", "--json").stdout)["count"] == 0
+    assert queued_count(env) == 0
 
 
 def test_config_aliases_come_before_the_file_and_a_loop_is_held(
@@ -363,13 +374,22 @@ def test_xdg_config_dirs_is_searched_like_site_config_dir(tmp_path: Path, root_h
     assert got.rcpt_tos == ["o@example.com"]
 
 
-def test_without_any_config_the_reason_says_no_config_file_first(
+def cron_mail_without_config(
     tmp_path: Path, root_home: Path
-) -> None:
+) -> tuple[Path, dict[str, str], subprocess.CompletedProcess[str]]:
+    """cron's mail where no config file exists: (the system config's path, the environment,
+    the sendmail run, which held the message and exited 78)."""
     system = tmp_path / "etc" / "mailrelay" / "config.toml"
     env = cron_env(root_home, system)
     r = run_sendmail(DEBIAN_CRON_ARGV, env)
     assert r.returncode == 78, r.stderr
+    return system, env, r
+
+
+def test_without_any_config_the_reason_says_no_config_file_first(
+    tmp_path: Path, root_home: Path
+) -> None:
+    system, env, r = cron_mail_without_config(tmp_path, root_home)
     reason = r.stderr.strip()
     assert reason.startswith(
         f"mailrelay: error: no config file (looked for {user_config(root_home)}"
@@ -392,10 +412,7 @@ def held_files(home: Path) -> list[Path]:
 def test_queue_show_of_a_held_message_and_its_date_is_when_it_was_written(
     tmp_path: Path, root_home: Path
 ) -> None:
-    system = tmp_path / "etc" / "mailrelay" / "config.toml"
-    env = cron_env(root_home, system)
-    r = run_sendmail(DEBIAN_CRON_ARGV, env)
-    assert r.returncode == 78, r.stderr
+    system, env, _ = cron_mail_without_config(tmp_path, root_home)
     (path,) = held_files(root_home)
     ident = path.stem
     shown = run_mailrelay(env, "queue", "show", ident)
@@ -410,9 +427,7 @@ def test_queue_show_of_a_held_message_and_its_date_is_when_it_was_written(
     assert written is not None  # cron writes none: added when it was handed over
     with shared_server() as server:
         relay_config(system, server.port, aliases='root = "ops@example.com"')
-        flushed = run_mailrelay(env, "queue", "flush")
-        assert flushed.returncode == 0, flushed.stderr
-        (got,) = server.messages
+        got = flush_delivers_one(env, server)
     assert message_from_bytes(got.data)["Date"] == written
 
 
@@ -442,11 +457,9 @@ def test_a_relay_without_starttls_holds_the_message_until_the_config_is_fixed(
         assert again.returncode == 78, again.stderr
         assert "still held" in again.stderr
         relay_config(cfg, server.port, aliases=aliases, security="none")
-        flushed = run_mailrelay(env, "queue", "flush")
-        assert flushed.returncode == 0, flushed.stderr
-        (got,) = server.messages
+        got = flush_delivers_one(env, server)
     assert got.rcpt_tos == ["ops@example.com"]
-    assert json.loads(run_mailrelay(env, "queue", "list", "--json").stdout)["count"] == 0
+    assert queued_count(env) == 0
 
 
 def test_an_outage_is_still_queued_not_held(

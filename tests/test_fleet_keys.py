@@ -31,6 +31,7 @@ from mailrelay.state.redisstore import RedisStateStore
 from tests.conftest import free_port
 from tests.esp.fakebase import server_base_url
 from tests.redisserver import HOST, RedisServer, server_binary
+from tests.servehost import host_env, wait_until_healthy
 from tests.test_e2e import mailrelay, mailrelay_command
 
 BINARY = server_binary()
@@ -87,12 +88,7 @@ class FleetHost:
         )
         self.config.chmod(0o600)
         self.data = self.home / "data" / "mailrelay"
-        self.env = {
-            "HOME": str(self.home),
-            "XDG_CONFIG_HOME": str(self.home / "config"),
-            "XDG_DATA_HOME": str(self.home / "data"),
-            **env,
-        }
+        self.env = {**host_env(self.home), **env}
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -115,17 +111,7 @@ class FleetHost:
             self.proc = subprocess.Popen(
                 argv, cwd=self.work, env={**env, **self.env}, stdout=log, stderr=log
             )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"serve did not start:\n{self.log.read_text()}")
-            time.sleep(0.1)
+        wait_until_healthy(self.url, self.proc, self.log, self.stop)
 
     def post(self, key: str | None = None) -> requests.Response:
         headers = {"Authorization": f"Bearer {TOKEN}"}

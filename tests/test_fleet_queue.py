@@ -22,6 +22,7 @@ import requests
 
 from tests.conftest import free_port
 from tests.redisserver import RedisServer, server_binary
+from tests.servehost import host_env, wait_until_healthy
 from tests.smtpserver import SmtpServer
 from tests.test_e2e import mailrelay, mailrelay_command
 
@@ -63,11 +64,7 @@ class Host:
         ]
         self.config.write_text("\n".join(lines) + "\n")
         self.config.chmod(0o600)
-        self.env = {
-            "HOME": str(self.home),
-            "XDG_CONFIG_HOME": str(self.home / "config"),
-            "XDG_DATA_HOME": str(self.home / "data"),
-        }
+        self.env = host_env(self.home)
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.log = root / f"{name}-serve.log"
@@ -94,17 +91,7 @@ class Host:
                 env={**os.environ, **self.env},
                 start_new_session=True,  # its own process group: the whole tree can be killed
             )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"serve did not start:\n{self.log.read_text()}")
-            time.sleep(0.1)
+        wait_until_healthy(self.url, self.proc, self.log, self.stop)
 
     def post(self, subject: str) -> requests.Response:
         doc = {"to": ["ops@example.com"], "subject": subject, "text": "b"}

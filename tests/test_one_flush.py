@@ -18,7 +18,7 @@ import pytest
 import tomli_w
 
 from tests.conftest import free_port
-from tests.redisserver import RedisServer, server_binary
+from tests.redisserver import started_server
 from tests.test_e2e import mailrelay
 
 FLUSHES = 3
@@ -113,10 +113,7 @@ def test_cli_and_serve_flush_a_folder_spool_alike(tmp_path: Path) -> None:
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    binary = server_binary()
-    if binary is None:
-        pytest.skip("no redis-server or valkey-server")
-    with RedisServer(binary) as server:
+    for server in started_server():
         yield server.url
 
 

@@ -27,6 +27,7 @@ from mailrelay.ratelimit.bucket import FileBudgets
 from mailrelay.ratelimit.pacer import Pacer
 from tests.ratefake import RateFake
 from tests.redisserver import RedisServer, flush, server_binary
+from tests.servehost import host_env
 from tests.test_e2e import mailrelay, mailrelay_command
 
 BINARY = server_binary()
@@ -46,11 +47,7 @@ class Host:
             + f'[[providers]]\nname = "fallback"\ntype = "outbox"\npath = "{self.outbox}"\n'
         )
         self.config.chmod(0o600)
-        self.env = {
-            "HOME": str(self.home),
-            "XDG_CONFIG_HOME": str(self.home / "config"),
-            "XDG_DATA_HOME": str(self.home / "data"),
-        }
+        self.env = host_env(self.home)
 
     def argv(self, state: str | None, *args: str) -> list[str]:
         extra = ["--state", state] if state else []

@@ -24,7 +24,7 @@ from mailrelay.spool.redisflush import RedisFlush
 from mailrelay.spool.redisspool import RedisSpool
 from tests.esp.fake_resend import FakeResend
 from tests.esp.fakebase import server_base_url
-from tests.redisserver import RedisServer, flush, server_binary
+from tests.redisserver import RedisServer, flush, server_binary, started_server
 
 BINARY = server_binary()
 pytestmark = pytest.mark.skipif(BINARY is None, reason="no redis-server or valkey-server")
@@ -32,9 +32,8 @@ pytestmark = pytest.mark.skipif(BINARY is None, reason="no redis-server or valke
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RedisServer]:
-    assert BINARY is not None
-    with RedisServer(BINARY) as s:
-        yield s
+    """This module's own server: its tests reconfigure, stop and restart it."""
+    yield from started_server()
 
 
 @pytest.fixture
@@ -301,3 +300,22 @@ def test_drop_removes_a_held_message_in_redis(url: str, tmp_path: Path) -> None:
     held = a.hold(raw, reason="no providers", options=options, message_id=None)
     assert a.drop(held.id[:6]).recipients == ["a@example.com"]
     assert a.held() == []
+
+
+def test_an_unreadable_document_in_redis_is_warned_of_and_left_out(
+    url: str, tmp_path: Path
+) -> None:
+    warned: list[str] = []
+    a = RedisSpool(url, local=Spool(tmp_path / "local"), warn=warned.append)
+    queued = a.add(message("kept"), FAILED, retry=60, max_retry=600)
+    raw = b"From: ops@example.com\nTo: a@example.com\nSubject: held\n\nbody\n"
+    held = a.hold(raw, reason="no providers", options={"recipients": []}, message_id=None)
+    a.call("HSET", a.docs, "BADQUEUED", b'{"schema": 1}')
+    a.call("HSET", a.held_key, "BADHELD", b"{not json")
+    assert [e.id for e in a.entries()] == [queued.id]
+    assert [h.id for h in a.held()] == [held.id]
+    queued_warning, held_warning = warned
+    assert queued_warning.startswith(f"message BADQUEUED in {a.where} is unreadable (")
+    assert queued_warning.endswith("); skipped")
+    assert held_warning.startswith(f"held message BADHELD in {a.where} is unreadable (")
+    assert held_warning.endswith(")")

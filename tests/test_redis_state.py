@@ -21,9 +21,11 @@ from typing import Any
 import pytest
 
 from mailrelay.state import ProviderChange, StateDelta, TomlStateStore
-from mailrelay.state.redisstore import RedisStateStore, masked
+from mailrelay.state.redisstore import RedisStateStore
+from mailrelay.state.redisurl import masked
 from tests.conftest import free_port
 from tests.redisserver import RedisServer, server_binary
+from tests.servehost import host_env
 from tests.smtpserver import SmtpServer, shared_server
 from tests.test_e2e import mailrelay
 
@@ -53,11 +55,7 @@ class Host:
         lines += [f"{k} = {json.dumps(v)}" for k, v in defaults.items()]
         self.config.write_text("\n".join(lines) + "\n" + providers)
         self.config.chmod(0o600)
-        self.env = {
-            "HOME": str(self.home),
-            "XDG_CONFIG_HOME": str(self.home / "config"),
-            "XDG_DATA_HOME": str(self.home / "data"),
-        }
+        self.env = host_env(self.home)
         self.local_state = self.home / "data" / "mailrelay" / "state.toml"
 
     def run(self, state: str, *args: str, input: str | None = None) -> Any:

@@ -23,6 +23,7 @@ from werkzeug import Request, Response
 from tests.configfile import write_config
 from tests.conftest import free_port
 from tests.esp.fakebase import server_base_url
+from tests.servehost import wait_until_healthy
 from tests.smtpserver import SmtpServer
 from tests.test_e2e import mailrelay_command
 
@@ -57,17 +58,7 @@ class Server:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        deadline = time.monotonic() + START_WAIT
-        while True:
-            try:
-                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"serve did not start:\n{self.log.read_text()}")
-            time.sleep(0.1)
+        wait_until_healthy(self.url, self.proc, self.log, self.stop, START_WAIT)
 
     def post(self, path: str = "/v1/messages", doc: Any = MESSAGE, **kw: Any) -> requests.Response:
         headers = {**AUTH, **kw.pop("headers", {})}

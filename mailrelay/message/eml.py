@@ -155,17 +155,34 @@ def parse_eml(
     bounds (MAX_LINE, MAX_HEADER, MAX_MIME_FIELD, MAX_PARAMETERS) is refused unparsed.
     """
     try:
-        return _parse(
-            data,
-            where=where,
-            recipients=recipients,
-            extract=extract,
-            envelope_from=envelope_from,
-            full_name=full_name,
-            default_sender=default_sender,
-            max_size=max_size,
-            aliases=aliases,
-        )
+        fields, body = _checked_fields(data, where, full_name)
+        kept = [(n, f) for n, f in fields if n.lower() not in _BLIND_HEADERS]
+        env_from: Address | None = None
+        if envelope_from and "@" in envelope_from:
+            env_from = parse_address(f"{where}: -f", envelope_from)
+        sender, kept = _sender(where, fields, kept, env_from, full_name, default_sender)
+        names = {n.lower() for n, _ in kept}
+        if "date" not in names:
+            kept.append(("Date", f"Date: {format_datetime(default_date())}".encode()))
+        if "message-id" not in names:
+            msgid = make_msgid(domain=sender.domain)
+            kept.append(("Message-ID", f"Message-ID: {msgid}".encode()))
+        to, cc, bcc = _envelope(where, fields, recipients, extract, aliases)
+        if aliases is not None:  # "To: root" shows the alias's address, as the envelope does
+            kept = [
+                (n, _aliased_field(where, n, f, aliases) if n.lower() in ("to", "cc") else f)
+                for n, f in kept
+            ]
+        raw = _raw(where, kept, body, max_size)
+        try:
+            full = message_from_bytes(raw, _class=EmailMessage, policy=BOUNDED_POLICY)
+            assert isinstance(full, EmailMessage)
+            parts = _body_parts(full)
+        except RecursionError:  # the email package's parser recurses once per nested multipart
+            raise MessageError(
+                f"{where}: MIME parts nested too deeply (at most {MAX_MIME_DEPTH} levels)"
+            ) from None
+        msg = _message(where, raw, fields, kept, sender, (to, cc, bcc), parts, env_from)
     except HeaderBound as exc:
         raise MessageError(f"{where}: {exc}") from None
     except RecursionError:  # the email package recurses once per nested comment or part
@@ -173,20 +190,11 @@ def parse_eml(
             f"{where}: a header or the MIME parts are nested too deeply "
             f"(at most {MAX_MIME_DEPTH} levels)"
         ) from None
+    return msg
 
 
-def _parse(
-    data: bytes,
-    *,
-    where: str = "message",
-    recipients: Sequence[str] = (),
-    extract: bool = True,
-    envelope_from: str | None = None,
-    full_name: str | None = None,
-    default_sender: str | None = None,
-    max_size: int = DEFAULT_MAX_SIZE,
-    aliases: Callable[[str], list[str]] | None = None,
-) -> Message:
+def _checked_fields(data: bytes, where: str, full_name: str | None) -> tuple[Fields, bytes]:
+    """The header fields and the body of `data`, refused when empty or a field is unsafe."""
     if not data.strip():
         raise MessageError(f"{where}: empty input, expected an RFC 5322 message")
     if full_name is not None:
@@ -196,31 +204,22 @@ def _parse(
     for name, field_bytes in fields:  # a bare CR or the like would end the line for a reader
         value = field_bytes.partition(b":")[2].replace(b"\n", b"")
         check_header_value(f"{where}: {name}", value.decode("utf-8", "replace"))
-    kept = [(n, f) for n, f in fields if n.lower() not in _BLIND_HEADERS]
-    env_from: Address | None = None
-    if envelope_from and "@" in envelope_from:
-        env_from = parse_address(f"{where}: -f", envelope_from)
-    sender, kept = _sender(where, fields, kept, env_from, full_name, default_sender)
-    names = {n.lower() for n, _ in kept}
-    if "date" not in names:
-        kept.append(("Date", f"Date: {format_datetime(default_date())}".encode()))
-    if "message-id" not in names:
-        kept.append(("Message-ID", f"Message-ID: {make_msgid(domain=sender.domain)}".encode()))
-    to, cc, bcc = _envelope(where, fields, recipients, extract, aliases)
-    if aliases is not None:  # "To: root" shows the alias's address, as the envelope does
-        kept = [
-            (n, _aliased_field(where, n, f, aliases) if n.lower() in ("to", "cc") else f)
-            for n, f in kept
-        ]
-    raw = _raw(where, kept, body, max_size)
-    try:
-        full = message_from_bytes(raw, _class=EmailMessage, policy=BOUNDED_POLICY)
-        assert isinstance(full, EmailMessage)
-        text, html, attachments = _body_parts(full)
-    except RecursionError:  # the email package's parser recurses once per nested multipart
-        raise MessageError(
-            f"{where}: MIME parts nested too deeply (at most {MAX_MIME_DEPTH} levels)"
-        ) from None
+    return fields, body
+
+
+def _message(
+    where: str,
+    raw: bytes,
+    fields: Fields,
+    kept: Fields,
+    sender: Address,
+    envelope: tuple[list[Address], list[Address], list[Address]],
+    parts: tuple[str | None, str | None, list[Attachment]],
+    env_from: Address | None,
+) -> Message:
+    """The checked `Message` of a parsed message's pieces."""
+    to, cc, bcc = envelope
+    text, html, attachments = parts
     reply_to = [
         Address(addr, decode_words(name))
         for name, addr in getaddresses(_values(fields, "Reply-To"))

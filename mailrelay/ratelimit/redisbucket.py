@@ -13,7 +13,7 @@ from typing import Any
 
 from mailrelay.ratelimit.bucket import LEARNED, BudgetStore, Remaining, Verdict
 from mailrelay.ratelimit.spec import Limit
-from mailrelay.secrets import remember, scrub
+from mailrelay.secrets import scrub
 from mailrelay.state import redisclient
 
 _NOW = """
@@ -158,14 +158,9 @@ class RedisBudgets:
 
 def connect(url: str, password: str | None) -> RedisBudgets:
     """The budgets beside the state at this Redis URL (its `?prefix=` included)."""
-    from mailrelay.state.redisstore import masked, split_prefix
+    from mailrelay.state.redisurl import masked, server_of
 
-    target, prefix = split_prefix(url)
-    server = redisclient.parse_url(target)
-    if server.password is None and password is not None:
-        server = server.replace(password=password)
-    if server.password:
-        remember(server.password)
+    server, prefix = server_of(url, password, "state")
     return RedisBudgets(redisclient.Connection(server, timeout=0.5), f"{{{prefix}}}:", masked(url))
 
 

@@ -11,11 +11,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mailrelay.clock import iso_text, utcnow
+from mailrelay.clock import age_text, iso_text, utcnow
 from mailrelay.datarecord import field, record
 
 if TYPE_CHECKING:
     from mailrelay.message import Message
+    from mailrelay.result import SendResult
 
 
 SCHEMA = 1
@@ -86,6 +87,30 @@ class QueuedMessage:
                 last = failures[-1]
                 return f"{last.get('provider')}: {last.get('outcome')}: {last.get('detail')}"
         return None
+
+    def expired_reason(self, now: datetime, max_age: float) -> str | None:
+        """Why a flush gives up on it at `now` (older than `max_age` seconds), or None."""
+        age = (now - self.created).total_seconds()
+        if age <= max_age:
+            return None
+        why = f"expired: not delivered after {age_text(age)} and {self.tries} tries"
+        if self.last_error:
+            why += f"; last error: {self.last_error}"
+        return why
+
+    def refused_reason(self) -> str:
+        """Why it failed when a provider refused the message itself."""
+        why = "refused permanently"
+        if self.last_error:
+            why += f": {self.last_error}"
+        return why
+
+    def record_try(self, result: SendResult, tried_at: datetime) -> None:
+        """Count a flush's try and keep its attempts in the history."""
+        self.tries += 1
+        self.history.append(
+            {"time": iso_text(tried_at), "attempts": [a.to_dict() for a in result.attempts]}
+        )
 
     def message(self, *, max_size: int | None = None) -> Message:
         from mailrelay.message import DEFAULT_MAX_SIZE, message_from_dict

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from mailrelay.clock import age_text, iso_text
+from mailrelay.clock import iso_text
 from mailrelay.datarecord import field, record
 from mailrelay.errors import ExitCode, MailrelayError
 from mailrelay.spool.backoff import next_try_time
@@ -196,13 +196,10 @@ class Spool(SpoolStore):
                 aside = self._move(path, self.corrupt_dir)
                 return FlushItem(ident, "corrupt", f"unreadable ({reason})", path=aside)
             now = self.now()
-            if (now - entry.created).total_seconds() > max_age:
-                age = age_text((now - entry.created).total_seconds())
-                why = f"expired: not delivered after {age} and {entry.tries} tries"
-                if entry.last_error:
-                    why += f"; last error: {entry.last_error}"
-                moved = self._fail(entry, path, why)
-                return FlushItem(ident, "failed", why, path=moved)
+            expired = entry.expired_reason(now, max_age)
+            if expired is not None:
+                moved = self._fail(entry, path, expired)
+                return FlushItem(ident, "failed", expired, path=moved)
             if entry.next_try > now and not ignore_backoff:
                 return FlushItem(ident, "not_due", "", next_try=entry.next_try, path=path)
             if entry.sent_at is not None:  # a provider accepted it: never send it again
@@ -220,19 +217,14 @@ class Spool(SpoolStore):
             try:
                 result = send(message)
                 tried_at = self.now()
-                entry.tries += 1
-                entry.history.append(
-                    {"time": iso_text(tried_at), "attempts": [a.to_dict() for a in result.attempts]}
-                )
+                entry.record_try(result, tried_at)
                 fate = result.fate  # the rule of every front end (mailrelay.delivery)
                 if fate == "sent":  # remove it
                     return self._sent(entry, path, marker, result)
             finally:
                 os.close(marker)
             if fate == "refused":  # a provider refused the message itself: failed/
-                why = "refused permanently"
-                if entry.last_error:
-                    why += f": {entry.last_error}"
+                why = entry.refused_reason()
                 moved = self._fail(entry, path, why)
                 return FlushItem(ident, "failed", why, result=result, path=moved)
             # "retry": it stays queued, tried again after its backoff

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from mailrelay.clock import age_text, iso_text
+from mailrelay.clock import iso_text
 from mailrelay.errors import MailrelayError
 from mailrelay.spool import redisscripts as lua
 from mailrelay.spool.backoff import next_try_time
@@ -126,20 +126,13 @@ class RedisFlush:
         except (ValueError, MailrelayError) as exc:
             self.finish(sid, ident, "corrupt", raw.decode("utf-8", "replace"))
             return FlushItem(ident, "corrupt", f"unreadable ({exc})")
-        now = s.now()
-        if (now - entry.created).total_seconds() > max_age:
-            age = age_text((now - entry.created).total_seconds())
-            why = f"expired: not delivered after {age} and {entry.tries} tries"
-            if entry.last_error:
-                why += f"; last error: {entry.last_error}"
-            self.finish(sid, ident, "failed", self._failed_doc(entry, why))
-            return FlushItem(ident, "failed", why)
+        expired = entry.expired_reason(s.now(), max_age)
+        if expired is not None:
+            self.finish(sid, ident, "failed", self._failed_doc(entry, expired))
+            return FlushItem(ident, "failed", expired)
         result = send(message)
         tried_at = s.now()
-        entry.tries += 1
-        entry.history.append(
-            {"time": iso_text(tried_at), "attempts": [a.to_dict() for a in result.attempts]}
-        )
+        entry.record_try(result, tried_at)
         fate = result.fate
         if fate == "sent":
             winner = result.winner
@@ -154,9 +147,7 @@ class RedisFlush:
             detail = f"via {winner.provider}" if winner else ""
             return FlushItem(ident, "sent", detail, result=result)
         if fate == "refused":
-            why = "refused permanently"
-            if entry.last_error:
-                why += f": {entry.last_error}"
+            why = entry.refused_reason()
             self.finish(sid, ident, "failed", self._failed_doc(entry, why))
             return FlushItem(ident, "failed", why, result=result)
         entry.next_try = next_try_time(tried_at, entry.tries, retry, max_retry)

@@ -11,7 +11,7 @@ import secrets
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mailrelay.clock import Now
 from mailrelay.secrets import scrub
@@ -21,6 +21,8 @@ from mailrelay.state import redisclient
 
 if TYPE_CHECKING:
     from mailrelay.spool.flush import Spool
+
+Entry = TypeVar("Entry", QueuedMessage, HeldMessage)
 
 
 class RedisDown(Exception):
@@ -111,13 +113,29 @@ class RedisHeld:
         return keys
 
     def held(self) -> list[HeldMessage]:
-        out = self.local.held()
+        return self.with_local(
+            self.local.held(),
+            lambda: field_pairs(self.call("HGETALL", self.held_key)),
+            HeldMessage.from_document,
+            "held message {} in {} is unreadable ({})",
+        )
+
+    def with_local(
+        self,
+        out: list[Entry],
+        pairs: Callable[[], list[tuple[str, bytes]]],
+        read: Callable[[dict[str, Any]], Entry],
+        unreadable: str,
+    ) -> list[Entry]:
+        """The local folder's `out` and the documents `pairs` reads from Redis, oldest first;
+        an unreadable document is warned of (`unreadable`: id, place, reason) and left out,
+        and with Redis unreachable the local folder's alone."""
         try:
-            for ident, doc in field_pairs(self.call("HGETALL", self.held_key)):
+            for ident, doc in pairs():
                 try:
-                    out.append(HeldMessage.from_document(load_document(doc)))
+                    out.append(read(load_document(doc)))
                 except ValueError as exc:
-                    self.warn(f"held message {ident} in {self.where} is unreadable ({exc})")
+                    self.warn(unreadable.format(ident, self.where, exc))
         except RedisDown as exc:
             self.down(exc, "showing the local spool's messages only")
         return sorted(out, key=lambda e: e.created)

@@ -26,8 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mailrelay.clock import Now, iso_text, utcnow
-from mailrelay.errors import ConfigError, InputFileError
-from mailrelay.secrets import remember, scrub
+from mailrelay.errors import InputFileError
 from mailrelay.spool import redisscripts as lua
 from mailrelay.spool.backoff import next_try_time
 from mailrelay.spool.entry import (
@@ -71,18 +70,10 @@ class RedisSpool(RedisDurable):
         timeout: float = TIMEOUT,
     ) -> None:
         from mailrelay.message import DEFAULT_MAX_SIZE
-        from mailrelay.state.redisstore import masked, split_prefix
+        from mailrelay.state.redisurl import masked, server_of
 
         self.location = masked(url)
-        target, prefix = split_prefix(url)
-        try:
-            server = redisclient.parse_url(target)
-        except ValueError as exc:
-            raise ConfigError(f"spool URL {self.location}: {scrub(str(exc))}") from None
-        if server.password is None and password is not None:
-            server = server.replace(password=password)
-        if server.password:
-            remember(server.password)
+        server, prefix = server_of(url, password, "spool")
         self._server, self._timeout = server, timeout
         self._per_thread = threading.local()  # a connection per thread: a WAITAOF blocks it
         self._conns: list[redisclient.Connection] = []
@@ -178,16 +169,12 @@ class RedisSpool(RedisDurable):
     # --- reading ---------------------------------------------------------------------------
 
     def entries(self, *, failed: bool = False) -> list[QueuedMessage]:
-        out = self.local.entries(failed=failed)
-        try:
-            for ident, doc in self._scan(self.failed if failed else self.docs):
-                try:
-                    out.append(QueuedMessage.from_document(load_document(doc)))
-                except ValueError as exc:
-                    self.warn(f"message {ident} in {self.where} is unreadable ({exc}); skipped")
-        except RedisDown as exc:
-            self.down(exc, "showing the local spool's messages only")
-        return sorted(out, key=lambda e: e.created)
+        return self.with_local(
+            self.local.entries(failed=failed),
+            lambda: self._scan(self.failed if failed else self.docs),
+            QueuedMessage.from_document,
+            "message {} in {} is unreadable ({}); skipped",
+        )
 
     def _scan(self, key: str, match: str = "*") -> list[tuple[str, bytes]]:
         out: list[tuple[str, bytes]] = []

@@ -18,7 +18,7 @@ import os
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mailrelay.backoff import Random
 from mailrelay.clock import Now, iso_text, utcnow
@@ -45,6 +45,9 @@ def default_spool_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("mailrelay")) / "spool"
+
+
+T = TypeVar("T")
 
 
 class UnknownQueueId(InputFileError):
@@ -248,27 +251,14 @@ class SpoolStore(SpoolFiles):
 
     def find(self, ident: str) -> QueuedMessage:
         """A message by id (or a unique start of one), queued or failed."""
-        path = self._locate(ident)
-        try:
-            return self.read(path)
-        except FileNotFoundError:
-            raise UnknownQueueId(f"queue: no message {ident} (sent or dropped meanwhile)") from None
-        except (OSError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
-            raise InputFileError(f"spool file {path} is unreadable: {reason}") from None
+        return _read_found(ident, self._locate(ident), self.read, "spool file")
 
     def find_any(self, ident: str) -> QueuedMessage | HeldMessage:
         """A message by id (or a unique start of one): queued, failed or held."""
         path = self._locate(ident)
         if path.parent not in self.held_dirs():
             return self.find(ident)
-        try:
-            return self.read_held(path)
-        except FileNotFoundError:
-            raise UnknownQueueId(f"queue: no message {ident} (sent or dropped meanwhile)") from None
-        except (OSError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
-            raise InputFileError(f"held file {path} is unreadable: {reason}") from None
+        return _read_found(ident, path, self.read_held, "held file")
 
     def _locate(self, ident: str) -> Path:
         ident = ident.strip()
@@ -337,3 +327,14 @@ class SpoolStore(SpoolFiles):
             ) from None
         self._sync_dir(path.parent)
         return target
+
+
+def _read_found(ident: str, path: Path, read: Callable[[Path], T], kind: str) -> T:
+    """`read(path)` of the file found for `ident`; gone meanwhile or unreadable, refused."""
+    try:
+        return read(path)
+    except FileNotFoundError:
+        raise UnknownQueueId(f"queue: no message {ident} (sent or dropped meanwhile)") from None
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise InputFileError(f"{kind} {path} is unreadable: {reason}") from None

@@ -20,20 +20,18 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from mailrelay.errors import ConfigError
-from mailrelay.secrets import REDACTED, remember, scrub
+from mailrelay.secrets import scrub
 from mailrelay.state import redisclient
 from mailrelay.state.protocol import Changes, ProviderState, State, StateStore
+from mailrelay.state.redisurl import masked, server_of
 from mailrelay.state.tomlstore import TomlStateStore
 
-DEFAULT_PREFIX = "mailrelay"
 TIMEOUT = 0.5  # connect and reply: the state must never hold mail up
 RETRY_AFTER = 5.0  # seconds before a long-running process tries an unreachable Redis again
 
 _INTS = ("sent", "failed", "consecutive_failures")
-_SECRET_OPTIONS = ("password", "sentinel_password")
 _TIMES = ("last_success", "last_failure")
 _TEXTS = ("last_error", "last_outcome")
 _OUTCOME = "outcome:"  # hash fields counting attempts per outcome class
@@ -137,37 +135,6 @@ class UpdateUncertain(StateUnavailable):
     may have applied it, so it must not be applied anywhere else as well."""
 
 
-def masked(url: str) -> str:
-    """The URL without its password (in the authority or as ?password=), for every message
-    that names the store."""
-    parts = urlsplit(url)
-    base, _, query = url.partition("?")
-    pairs = parse_qsl(query, keep_blank_values=True)
-    if any(key in _SECRET_OPTIONS for key, _ in pairs):
-        shown = [(k, REDACTED if k in _SECRET_OPTIONS else v) for k, v in pairs]
-        url = f"{base}?{urlencode(shown, safe='*/')}"
-    if parts.password is None:
-        return url
-    user = quote(parts.username or "", safe="")
-    host = parts.netloc.rpartition("@")[2]
-    return url.replace(parts.netloc, f"{user}:{REDACTED}@{host}", 1)
-
-
-def split_prefix(url: str) -> tuple[str, str]:
-    """(the URL for the client, the key prefix): `?prefix=NAME` is ours, not the server's."""
-    base, _, query = url.partition("?")  # not urlunsplit: it drops unix:///'s empty host
-    prefix = DEFAULT_PREFIX
-    rest = []
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        if key == "prefix":
-            prefix = value
-        else:
-            rest.append((key, value))
-    if not prefix or any(c in prefix for c in "{}"):
-        raise ConfigError(f"state URL {masked(url)}: prefix must be non-empty, without {{ or }}")
-    return (f"{base}?{urlencode(rest)}" if rest else base), prefix
-
-
 class RedisStateStore:
     """The state in Redis: one script call per read, one atomic script per update."""
 
@@ -175,17 +142,7 @@ class RedisStateStore:
 
     def __init__(self, url: str, *, password: str | None = None, timeout: float = TIMEOUT) -> None:
         self.location = masked(url)
-        target, prefix = split_prefix(url)
-        try:
-            server = redisclient.parse_url(target)
-        except ValueError as exc:
-            raise ConfigError(f"state URL {self.location}: {scrub(str(exc))}") from None
-        if server.password is None and password is not None:
-            server = server.replace(password=password)
-        for secret in (server.password, server.sentinel_password):
-            if secret:
-                remember(secret)
-                remember(quote(secret, safe=""))
+        server, prefix = server_of(url, password, "state")
         self.prefix = f"{{{prefix}}}:"  # the hash tag: every key in one cluster slot
         self._keys = [self.prefix + "failover", self.prefix + "providers"]
         self.client = redisclient.Connection(server, timeout=timeout)

@@ -11,13 +11,18 @@ refused, so a typo never goes unnoticed.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+
+from mailrelay.errors import ConfigError
+from mailrelay.secrets import REDACTED, remember, scrub
 
 DEFAULT_PORT = 6379
 SENTINEL_PORT = 26379
 SENTINEL_SCHEME = "redis+sentinel"
+DEFAULT_PREFIX = "mailrelay"
 _OPTIONS = ("db", "username", "password", "ssl_cert_reqs", "ssl_ca_certs")
 _CERT_REQS = ("required", "optional", "none")
+_SECRET_OPTIONS = ("password", "sentinel_password")
 
 
 class Target:
@@ -211,3 +216,51 @@ def _sentinel_host(item: str) -> tuple[str, int]:
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ValueError(f"a sentinel's port must be a number from 1 to 65535, not {port_text!r}")
     return host, int(port_text)
+
+
+def masked(url: str) -> str:
+    """The URL without its password (in the authority or as ?password=), for every message
+    that names the store."""
+    parts = urlsplit(url)
+    base, _, query = url.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(key in _SECRET_OPTIONS for key, _ in pairs):
+        shown = [(k, REDACTED if k in _SECRET_OPTIONS else v) for k, v in pairs]
+        url = f"{base}?{urlencode(shown, safe='*/')}"
+    if parts.password is None:
+        return url
+    user = quote(parts.username or "", safe="")
+    host = parts.netloc.rpartition("@")[2]
+    return url.replace(parts.netloc, f"{user}:{REDACTED}@{host}", 1)
+
+
+def split_prefix(url: str) -> tuple[str, str]:
+    """(the URL for the client, the key prefix): `?prefix=NAME` is ours, not the server's."""
+    base, _, query = url.partition("?")  # not urlunsplit: it drops unix:///'s empty host
+    prefix = DEFAULT_PREFIX
+    rest = []
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == "prefix":
+            prefix = value
+        else:
+            rest.append((key, value))
+    if not prefix or any(c in prefix for c in "{}"):
+        raise ConfigError(f"state URL {masked(url)}: prefix must be non-empty, without {{ or }}")
+    return (f"{base}?{urlencode(rest)}" if rest else base), prefix
+
+
+def server_of(url: str, password: str | None, what: str) -> tuple[Target, str]:
+    """(the server, the key prefix) of a `what` ("state", "spool") URL, `password` used when
+    the URL has none; both passwords are remembered as secrets, so that no message shows them."""
+    target, prefix = split_prefix(url)
+    try:
+        server = parse_url(target)
+    except ValueError as exc:
+        raise ConfigError(f"{what} URL {masked(url)}: {scrub(str(exc))}") from None
+    if server.password is None and password is not None:
+        server = server.replace(password=password)
+    for secret in (server.password, server.sentinel_password):
+        if secret:
+            remember(secret)
+            remember(quote(secret, safe=""))
+    return server, prefix
