@@ -35,7 +35,7 @@ class AuditLogError(MailrelayError):
 
 def rfc3339_now() -> str:
     """Now in UTC as RFC 3339 with milliseconds: 2026-11-22T09:14:03.123Z."""
-    return iso_text(utcnow(), milliseconds=True)
+    return iso_text(utcnow(), timespec="milliseconds")
 
 
 def _clean(value: Any) -> Any:

@@ -16,12 +16,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def iso_text(value: datetime, *, milliseconds: bool = False) -> str:
-    """RFC 3339 in UTC with a "Z" (spool files, JSON documents); `milliseconds` cuts or pads
-    the fraction to three digits (the audit log, alerts)."""
-    utc = value.astimezone(timezone.utc)
-    text = utc.isoformat(timespec="milliseconds") if milliseconds else utc.isoformat()
-    return text.replace("+00:00", "Z")
+def iso_text(value: datetime, *, timespec: str = "auto") -> str:
+    """RFC 3339 in UTC with a "Z" (spool files, JSON documents); `timespec` as
+    `datetime.isoformat` takes it: "milliseconds" (the audit log, alerts), "seconds" (the
+    suppression list, message statuses)."""
+    return value.astimezone(timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def when_text(value: datetime | None) -> str:

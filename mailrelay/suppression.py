@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from mailrelay.clock import iso_text
 from mailrelay.datarecord import record
 from mailrelay.errors import ExitCode, MailrelayError
 
@@ -54,18 +55,15 @@ class Suppression:
             "address": self.address,
             "reason": self.reason,
             "provider": self.provider,
-            "since": _iso(self.since),
-            "expires": _iso(self.expires) if self.expires else None,
+            "since": iso_text(self.since, timespec="seconds"),
+            "expires": iso_text(self.expires, timespec="seconds") if self.expires else None,
             "detail": self.detail,
         }
 
     def describe(self) -> str:
         by = f" by {self.provider}" if self.provider else ""
-        return f"{self.address} is suppressed ({self.reason}{by} at {_iso(self.since)})"
-
-
-def _iso(when: datetime) -> str:
-    return when.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        since = iso_text(self.since, timespec="seconds")
+        return f"{self.address} is suppressed ({self.reason}{by} at {since})"
 
 
 def reason_for(event: Event) -> str | None:

@@ -14,10 +14,10 @@ PARIS = timezone(timedelta(hours=1))
 def test_iso_text_is_utc_with_a_z() -> None:
     at = datetime(2026, 3, 1, 13, 0, 5, 123456, tzinfo=PARIS)
     assert iso_text(at) == "2026-03-01T12:00:05.123456Z"
-    assert iso_text(at, milliseconds=True) == "2026-03-01T12:00:05.123Z"
+    assert iso_text(at, timespec="milliseconds") == "2026-03-01T12:00:05.123Z"
     whole = datetime(2026, 3, 1, 12, 0, 5, tzinfo=timezone.utc)
     assert iso_text(whole) == "2026-03-01T12:00:05Z"
-    assert iso_text(whole, milliseconds=True) == "2026-03-01T12:00:05.000Z"
+    assert iso_text(whole, timespec="milliseconds") == "2026-03-01T12:00:05.000Z"
 
 
 def test_when_text_is_for_people() -> None:

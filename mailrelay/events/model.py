@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from mailrelay.clock import iso_text
 from mailrelay.datarecord import field, record
 from mailrelay.errors import ExitCode, MailrelayError
 
@@ -83,7 +84,7 @@ class Event:
             "type": self.type,
             "event": self.event,
             "event_id": self.event_id,
-            "timestamp": self.timestamp.isoformat().replace("+00:00", "Z"),
+            "timestamp": iso_text(self.timestamp),
             "recipient": self.recipient,
             "message_id": self.message_id,
             "reject_reason": self.reject_reason,

@@ -9,8 +9,9 @@ replaces the send's.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
+
+from mailrelay.clock import iso_text, utcnow
 
 if TYPE_CHECKING:
     from mailrelay.events.model import Event
@@ -29,7 +30,7 @@ def message_key(message_id: str) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return iso_text(utcnow(), timespec="seconds")
 
 
 class StatusLog:
@@ -85,7 +86,7 @@ class StatusLog:
         recipients: dict[str, Any] = dict(doc.get("recipients") or {})
         recipients[event.recipient] = {
             "status": event.event,
-            "at": event.timestamp.isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "at": iso_text(event.timestamp, timespec="seconds"),
             "detail": event.description[:200] or event.raw_event,
             "event_provider": event.provider,
         }

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from mailrelay.clock import iso_text
 from mailrelay.datarecord import record
 from mailrelay.secrets import scrub
 
@@ -28,10 +29,6 @@ if TYPE_CHECKING:
 EVENTS = ("provider_down", "provider_up", "all_failed", "queued", "expired", "suppressed")
 UNSENT = ("queued", "failed")  # message results that mean no provider took it
 MAX_DETAIL = 1000
-
-
-def _rfc3339(when: datetime) -> str:
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @record
@@ -46,7 +43,7 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         return {
             "event": self.event,
-            "time": _rfc3339(self.time),
+            "time": iso_text(self.time, timespec="milliseconds"),
             "provider": self.provider,
             "outcome": self.outcome,
             "detail": scrub(self.detail)[:MAX_DETAIL],
@@ -107,7 +104,9 @@ class Transitions:
             if was == 0 and entry.consecutive_failures > 0:
                 detail = attempt.detail
                 if entry.cooldown_until is not None:
-                    detail += f"; resting until {_rfc3339(entry.cooldown_until)}"
+                    detail += (
+                        f"; resting until {iso_text(entry.cooldown_until, timespec='milliseconds')}"
+                    )
                 self.events.append(
                     Event("provider_down", now, name, attempt.outcome.value, detail, host)
                 )
