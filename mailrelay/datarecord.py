@@ -7,13 +7,15 @@ fields in order (positional or by name, defaults and `field(default_factory=...)
 `__post_init__` hook, `__repr__`, `__eq__`, `__match_args__` (so `case Point(x, y):`
 works), an `__init__.__signature__` for `inspect.signature` and help(), and with
 `frozen=True` no assignment and a `__hash__`. Type checkers see it as a dataclass
-(PEP 681). `record_fields` gives the field names in order.
+(PEP 681). `record_fields` gives the field names in order; `replace` a copy with some fields
+changed, as `dataclasses.replace` does.
 
 The feature set is frozen at that: a class that needs more uses `dataclasses`. A record does
-NOT support `dataclasses.replace`, `asdict`/`astuple`, `fields` or `is_dataclass` (it is no
-dataclass at run time; use `record_fields`), `__slots__` (`slots=True`), ordering (`order=`),
-`kw_only`, `InitVar`, `field(default=..., init=..., repr=..., compare=...)`, or inheriting
-fields from a base class (only the class's own annotations are fields).
+NOT support `dataclasses.replace` itself (use this module's `replace`), `asdict`/`astuple`,
+`fields` or `is_dataclass` (it is no dataclass at run time; use `record_fields`),
+`__slots__` (`slots=True`), ordering (`order=`), `kw_only`, `InitVar`,
+`field(default=..., init=..., repr=..., compare=...)`, or inheriting fields from a base class
+(only the class's own annotations are fields).
 
 (The module is named for what it makes, a data record, so it is not mistaken for the audit
 log's records.)
@@ -74,6 +76,14 @@ def _signature(
             default = _FACTORY_DEFAULT
         params.append(inspect.Parameter(name, kind, default=default, annotation=annotations[name]))
     return inspect.Signature(params, return_annotation=None)
+
+
+def replace(obj: _T, /, **changes: Any) -> _T:
+    """A copy of the record `obj` with `changes` (`dataclasses.replace` for records): every
+    field not named keeps its value, so a field added to the class later is never lost."""
+    values = {name: getattr(obj, name) for name in record_fields(obj)}
+    values.update(changes)
+    return type(obj)(**values)
 
 
 def record_fields(obj: object) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import pytest
 
-from mailrelay.datarecord import field, record, record_fields
+from mailrelay.datarecord import field, record, record_fields, replace
 
 
 @record
@@ -144,3 +144,13 @@ def test_records_take_part_in_pattern_matching() -> None:
             assert last == "Lovelace"
         case _:
             pytest.fail("no match")
+
+
+def test_replace_keeps_every_field_it_is_not_told_to_change() -> None:
+    tags = ["a"]
+    p = Point(1, 2, tags)
+    q = replace(p, y=5)
+    assert q == Point(1, 5, tags) and q.tags is tags and p == Point(1, 2, ["a"])
+    assert replace(Name("Ada", "Lovelace"), first="Augusta") == Name("Augusta", "Lovelace")
+    with pytest.raises(TypeError, match="unexpected argument 'z'"):
+        replace(p, z=1)

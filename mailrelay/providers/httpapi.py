@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, final
 from urllib.parse import urlsplit
 
 from mailrelay import __version__
-from mailrelay.datarecord import field, record
+from mailrelay.datarecord import field, record, replace
 from mailrelay.errors import ConfigError
 from mailrelay.providers.base import (
     Capability,
@@ -290,13 +290,7 @@ class HttpProvider(Provider):
             seen = observe(resp.headers)  # the pace its header fields tell (ratelimit/)
             if seen is None:
                 return receipt
-            return Receipt(
-                receipt.provider,
-                receipt.message_id,
-                receipt.detail,
-                refused=receipt.refused,  # every field of the adapter's receipt, and the pace
-                rate=seen,
-            )
+            return replace(receipt, rate=seen)  # the adapter's receipt, with the pace
         raise self.classify_error(resp)
 
     def _check_success_body(self, resp: Response) -> None:
