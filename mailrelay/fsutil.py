@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -96,3 +97,23 @@ def open_own_file(path: str | os.PathLike[str], flags: int) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def replace_private(target: Path, data: bytes, *, sync: bool) -> None:
+    """Put `data` at `target` whole or not at all: a new 0600 temp file beside it (whatever
+    the umask, never through a link), written, fsynced with `sync`, renamed over `target`.
+    Raises OSError, with the temp file gone."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        with open(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write(data)
+            if sync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

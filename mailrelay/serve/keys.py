@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mailrelay.datarecord import record
-from mailrelay.fsutil import make_private_dirs
+from mailrelay.fsutil import make_private_dirs, replace_private
 from mailrelay.serve.answer import Answer
 from mailrelay.serve.liveness import owner, owner_alive
 
@@ -145,11 +145,7 @@ class FileKeyStore:
             return True
 
     def _write(self, target: Path, doc: dict[str, object]) -> None:
-        temp = target.with_name(f".tmp-{os.getpid()}-{os.urandom(4).hex()}-{target.name}")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f)
-        os.replace(temp, target)
+        replace_private(target, json.dumps(doc).encode("utf-8"), sync=False)
 
     def finish(self, key: str, fingerprint: str, answer: Answer) -> None:
         self._write(self._file(key), {"fingerprint": fingerprint, "answer": answer.to_dict()})

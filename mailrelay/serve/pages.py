@@ -10,7 +10,6 @@ in a file beside the gate's, so every worker shows it)."""
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timedelta, timezone
 from html import escape
 from pathlib import Path
@@ -107,15 +106,11 @@ def _read(folder: Path, name: str, now: datetime) -> dict[str, Any] | None:
 
 
 def _write(folder: Path, name: str, found: dict[str, Any]) -> None:
-    from mailrelay.fsutil import make_private_dirs
+    from mailrelay.fsutil import make_private_dirs, replace_private
 
     try:
         make_private_dirs(folder)
-        tmp = folder / f".{os.getpid()}.{name.encode('utf-8').hex()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(found, fh)
-        os.replace(tmp, _file(folder, name))
+        replace_private(_file(folder, name), json.dumps(found).encode("utf-8"), sync=False)
     except OSError:
         pass  # the page shows the probe now; the next load probes again
 

@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mailrelay.errors import StateError
-from mailrelay.fsutil import fsync_directory, make_private_dirs, open_own_file, read_regular_file
+from mailrelay.fsutil import (
+    fsync_directory,
+    make_private_dirs,
+    open_own_file,
+    read_regular_file,
+    replace_private,
+)
 
 Record = dict[str, Any]
 EXPIRES = "expires"  # epoch seconds after which a record is gone (absent: kept)
@@ -91,18 +97,9 @@ class FileRecordStore:
         return json.dumps({"key": key, "value": record}, ensure_ascii=False).encode("utf-8")
 
     def _write(self, target: Path, data: bytes, *, sync: bool = True) -> None:
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            with open(fd, "wb") as fh:
-                fh.write(data)
-                if sync:
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            os.replace(tmp, target)
+            replace_private(target, data, sync=sync)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             raise self._error(f"cannot write {target.name}", exc) from None
 
     def put(self, kind: str, key: str, value: Record, ttl: float | None = None) -> None:

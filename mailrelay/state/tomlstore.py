@@ -23,7 +23,13 @@ import tomli_w
 
 from mailrelay.datarecord import record_fields
 from mailrelay.errors import StateError
-from mailrelay.fsutil import fsync_directory, make_private_dirs, open_own_file, read_regular_file
+from mailrelay.fsutil import (
+    fsync_directory,
+    make_private_dirs,
+    open_own_file,
+    read_regular_file,
+    replace_private,
+)
 from mailrelay.state.protocol import ProviderState, State
 
 if sys.version_info >= (3, 11):
@@ -173,21 +179,9 @@ class TomlStateStore:
     def _write(self, text: str) -> None:
         directory = self.path.parent
         self._remove_stale_temps()
-        tmp = directory / f".{self.path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            replace_private(self.path, text.encode("utf-8"), sync=True)
         except OSError as exc:
-            raise self._error("cannot write it", exc) from None
-        try:
-            with open(fd, "wb") as f:
-                os.fchmod(f.fileno(), 0o600)  # 0600 whatever the umask
-                f.write(text.encode("utf-8"))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             raise self._error("cannot write it", exc) from None
         try:
             fsync_directory(directory)
