@@ -267,7 +267,9 @@ def test_one_probe_per_cooldown_period_for_the_whole_fleet(redis_url: str, tmp_p
     assert not gates[1].claim("pm", until)  # host b, in the same period, does not
     assert gates[1].taken("pm", until)
     assert not gates[0].claim("pm", until)
+    time.sleep(0.005)  # the cooldown ends on the server's clock, to the millisecond
     later = fail()  # the probe failed: a new period, with its own one probe
+    assert later > until
     assert not gates[0].taken("pm", later)
     assert gates[1].claim("pm", later)
     assert not gates[0].claim("pm", later)
